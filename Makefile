@@ -1,0 +1,38 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`. Both set up what they need first.
+PYTHON ?= python3
+VENV ?= .venv
+CONSTRAINTS ?= infra/constraints-cpu.txt
+BIN := $(VENV)/bin
+PIP_CONSTRAINTS := $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
+
+.PHONY: setup corpus demo test test-fast up down clean
+
+setup: $(VENV)/.installed corpus
+
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(PIP_CONSTRAINTS) -e '.[dev]'
+	touch $@
+
+# The demo corpus: real documentation sites from Debian packages (needs root and apt; see README).
+corpus:
+	@bash infra/install_corpus.sh
+
+demo: setup
+	$(BIN)/lmforge run --preset tiny_cpu
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+up: setup
+	$(BIN)/lmforge up
+
+down:
+	$(BIN)/lmforge down
+
+clean:
+	rm -rf .lmforge

@@ -1,0 +1,1 @@
+"""How lmforge's servers start: Prefect and MLflow on loopback, deployments, production compose file."""

@@ -1,0 +1,1 @@
+"""Pure torch models, the tokenizer wrapper and MLflow model packaging."""
