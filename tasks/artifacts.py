@@ -163,8 +163,11 @@ def finish_stage(
 ) -> R:
     """Write `manifest.json` last (atomically) and return `ref` with the manifest's hash filled in.
 
-    `files` (relative to `out`) are listed with size and sha256 so a reader can verify the output.
+    `files` (relative to `out`; default: the files the ref itself declares) are listed with size and sha256 so a
+    reader can verify the output; a declared file that does not exist fails the stage.
     """
+    if files is None:
+        files = declared_files(ref)
     manifest = {
         "schema_version": SCHEMA_VERSION,
         "stage": out.parent.name,
@@ -181,6 +184,17 @@ def finish_stage(
     }
     write_json_atomic(out / MANIFEST, manifest)
     return ref.model_copy(update={"path": str(out), "manifest_sha256": file_sha256(out / MANIFEST)})
+
+
+def declared_files(ref: StageRef) -> list[str]:
+    """Relative file paths a ref names in its `files`, `train_files`, `val_files` and `tokenizer_file` fields."""
+    names: list[str] = []
+    for field in ("files", "train_files", "val_files", "tokenizer_file"):
+        value = getattr(ref, field, None)
+        for name in [value] if isinstance(value, str) else value or []:
+            if not Path(name).is_absolute():
+                names.append(name)
+    return names
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:

@@ -1,0 +1,86 @@
+"""`lmforge`: the command line, a thin layer over the flows. Every command takes the same config sources:
+`--preset NAME`, `--config FILE.yaml`, `--set a.b=c` (repeatable), resolved by `flows.config.load_config`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def embedded_environment() -> None:
+    """Point Prefect at the embedded home under LMFORGE_HOME unless the user configured a server themselves.
+
+    Must run before `prefect` is imported: Prefect reads its settings at import time.
+    """
+    home = Path(os.environ.get("LMFORGE_HOME", ".lmforge")).resolve()
+    os.environ.setdefault("LMFORGE_HOME", str(home))
+    os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
+    # The embedded server starts in a subprocess; on 2 busy cores its default 20 s start budget is too tight.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", default="tiny_cpu", help="named preset (flows/presets.py): tiny_cpu, gpt_124m")
+    parser.add_argument("--config", type=Path, default=None, help="YAML file overriding the preset, by stage section")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override one field, e.g. --set train.max_steps=200 (repeatable)",
+    )
+
+
+def resolved_config(args: argparse.Namespace):
+    """The config the command runs with; a mistake in it ends the command with a message, not a traceback."""
+    from flows.config import load_config
+
+    try:
+        return load_config(args.preset, args.config, args.overrides)
+    except (ValueError, FileNotFoundError, KeyError) as error:  # pydantic's ValidationError is a ValueError
+        print(f"lmforge: invalid config: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = resolved_config(args)
+    from flows.pipeline import pipeline
+
+    summary = pipeline(cfg)
+    print("\nlmforge pipeline finished\n" + summary.table())
+    print(
+        "\nInspect it:\n"
+        f"  MLflow:  {sys.executable} -m mlflow ui --backend-store-uri {summary.tracking_uri} --port 5000\n"
+        f"  Prefect: PREFECT_HOME={os.environ['PREFECT_HOME']} {Path(sys.executable).parent}/prefect server start\n"
+        "  (or `lmforge up` to start both; see README, Operate)"
+    )
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    print(yaml.safe_dump(resolved_config(args).model_dump(mode="json"), sort_keys=False), end="")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lmforge", description="From the open web to a chat language model.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run the whole pipeline (crawl → … → register) as a Prefect flow")
+    add_config_arguments(run)
+    run.set_defaults(handler=cmd_run)
+    config = commands.add_parser("config", help="print the resolved config as YAML (a starting point for --config)")
+    add_config_arguments(config)
+    config.set_defaults(handler=cmd_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    embedded_environment()
+    args = build_parser().parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""`PipelineConfig`: the stage configs composed into the one object that drives the CLI, the Prefect form and MLflow.
+
+Each stage owns its config in its task module; this module only composes them and loads a config from a preset,
+an optional YAML file and `a.b=c` overrides, in that order.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from tasks.crawl import CrawlConfig
+from tasks.curate import CurateConfig
+from tasks.evaluate import EvalConfig
+from tasks.register import RegisterConfig
+from tasks.shard import ShardConfig
+from tasks.tokenize import TokenizeConfig
+from tasks.tracking import TrackingConfig
+from tasks.train import TrainConfig
+
+
+class PipelineConfig(BaseModel):
+    """Everything one pipeline run needs, stage by stage."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(default="custom", description="Preset the config started from; names the MLflow run.")
+    crawl: CrawlConfig = Field(default_factory=CrawlConfig, description="Collect: seeds, scope, politeness.")
+    curate: CurateConfig = Field(default_factory=CurateConfig, description="Curate: filters and dedup.")
+    shard: ShardConfig = Field(default_factory=ShardConfig, description="Shard: Parquet output.")
+    tokenize: TokenizeConfig = Field(default_factory=TokenizeConfig, description="Tokenize: BPE and token shards.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Train: model and optimisation.")
+    evaluate: EvalConfig = Field(default_factory=EvalConfig, description="Evaluate: held-out and downstream.")
+    register: RegisterConfig = Field(default_factory=RegisterConfig, description="Register: MLflow model + gate.")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow tracking server.")
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def parse_override(override: str) -> dict[str, Any]:
+    """`train.max_steps=200` → `{"train": {"max_steps": 200}}`; the value is parsed as YAML (numbers, lists, …)."""
+    if "=" not in override:
+        raise ValueError(f"--set expects KEY=VALUE with a dotted key, e.g. train.max_steps=200; got {override!r}")
+    key, raw = override.split("=", 1)
+    value: Any = yaml.safe_load(raw) if raw else ""
+    for part in reversed(key.strip().split(".")):
+        if not part:
+            raise ValueError(f"--set {override!r}: empty component in dotted key {key!r}")
+        value = {part: value}
+    return value
+
+
+def load_config(preset: str = "tiny_cpu", config_file: Path | None = None, overrides: list[str] = ()) -> PipelineConfig:
+    """Preset, then YAML file, then `--set` overrides; unknown keys anywhere are errors."""
+    from flows.presets import get_preset
+
+    data = get_preset(preset).model_dump(mode="json")
+    if config_file is not None:
+        if not Path(config_file).exists():
+            raise FileNotFoundError(f"config file {config_file} does not exist")
+        loaded = yaml.safe_load(Path(config_file).read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"config file {config_file} must hold a mapping of stage sections, got {type(loaded).__name__}")
+        data = deep_merge(data, loaded)
+    for override in overrides:
+        data = deep_merge(data, parse_override(override))
+    return PipelineConfig.model_validate(data)

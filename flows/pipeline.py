@@ -1,0 +1,45 @@
+"""The whole DAG: crawl → curate → shard → tokenize → train → evaluate → register, as one Prefect flow.
+
+Composition only: each stage is a task from `tasks/`, handed the previous stage's ref. Finished stages are skipped
+on a rerun (their directory already holds a manifest), so a failed run picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from flows.config import PipelineConfig
+from flows.presets import tiny_cpu
+from tasks.crawl import crawl
+from tasks.curate import curate
+from tasks.evaluate import evaluate
+from tasks.register import register
+from tasks.report import PipelineSummary, close_tracking, open_tracking, summarize, track_stage
+from tasks.shard import shard
+from tasks.tokenize import tokenize
+from tasks.train import train
+
+
+@flow(name="pipeline", log_prints=True)
+def pipeline(cfg: PipelineConfig = tiny_cpu()) -> PipelineSummary:
+    run_id = open_tracking(cfg.tracking, cfg.name, cfg.model_dump(mode="json"))
+    try:
+        docs = crawl(cfg.crawl)
+        track_stage(cfg.tracking, run_id, "crawl", docs)
+        curated = curate(cfg.curate, docs)
+        track_stage(cfg.tracking, run_id, "curate", curated)
+        shards = shard(cfg.shard, curated)
+        track_stage(cfg.tracking, run_id, "shard", shards)
+        tokens = tokenize(cfg.tokenize, shards)
+        track_stage(cfg.tracking, run_id, "tokenize", tokens)
+        checkpoint = train(cfg.train, tokens)
+        track_stage(cfg.tracking, run_id, "train", checkpoint)
+        report = evaluate(cfg.evaluate, checkpoint, tokens)
+        track_stage(cfg.tracking, run_id, "evaluate", report)
+        version = register(cfg.register, cfg.tracking, run_id, checkpoint, report)
+        summary = summarize(cfg.tracking, run_id, docs, curated, shards, tokens, checkpoint, report, version)
+    except BaseException:
+        close_tracking(cfg.tracking, run_id, "FAILED")
+        raise
+    close_tracking(cfg.tracking, run_id, "FINISHED")
+    return summary

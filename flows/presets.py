@@ -1,0 +1,39 @@
+"""Named recipes: functions returning a `PipelineConfig`, each a copy of a base with overrides.
+
+`tiny_cpu` is what `make demo` and the end-to-end test run (the demo corpus on 2 CPU cores in minutes);
+`gpt_124m` is the GPT-2-small-sized GPU recipe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from flows.config import PipelineConfig
+
+# Real documentation sites from Debian packages (infra/install_corpus.sh), served on 127.0.0.1 during the crawl.
+DEMO_SITES = {
+    "python": "/usr/share/doc/python3.11/html",
+    "debian-reference": "/usr/share/debian-reference",
+}
+
+
+def tiny_cpu() -> PipelineConfig:
+    return PipelineConfig.model_validate(
+        {
+            "name": "tiny_cpu",
+            "crawl": {"local_site": {"roots": DEMO_SITES}},
+        }
+    )
+
+
+def gpt_124m() -> PipelineConfig:
+    return PipelineConfig.model_validate({"name": "gpt_124m", "crawl": {"local_site": {"roots": DEMO_SITES}}})
+
+
+PRESETS: dict[str, Callable[[], PipelineConfig]] = {"tiny_cpu": tiny_cpu, "gpt_124m": gpt_124m}
+
+
+def get_preset(name: str) -> PipelineConfig:
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset {name!r}; choose one of {', '.join(sorted(PRESETS))}")
+    return PRESETS[name]()

@@ -1,0 +1,35 @@
+"""Test-session set-up: an isolated LMFORGE_HOME and PREFECT_HOME, and one real Prefect server per session.
+
+Environment variables are set at import time, before any test module imports Prefect (it reads settings then).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+SESSION_HOME = Path(tempfile.mkdtemp(prefix="lmforge-test-"))
+os.environ["LMFORGE_HOME"] = str(SESSION_HOME / "home")
+os.environ["PREFECT_HOME"] = str(SESSION_HOME / "prefect")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """A real Prefect API server (SQLite) for the whole session; its start costs ~20 s, so tests share it."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def lmforge_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh LMFORGE_HOME for one test, so stage directories and MLflow stores do not leak between tests."""
+    home = tmp_path / "lmforge-home"
+    monkeypatch.setenv("LMFORGE_HOME", str(home))
+    return home

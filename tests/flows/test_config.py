@@ -1,0 +1,44 @@
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from flows.cli import main
+from flows.config import PipelineConfig, load_config, parse_override
+
+
+def test_override_parses_dotted_key_and_yaml_value():
+    assert parse_override("train.max_steps=200") == {"train": {"max_steps": 200}}
+    assert parse_override("curate.languages=[en, de]") == {"curate": {"languages": ["en", "de"]}}
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_override("train.max_steps")
+
+
+def test_preset_then_file_then_overrides(tmp_path: Path):
+    config_file = tmp_path / "my.yaml"
+    config_file.write_text("train:\n  max_steps: 7\ntokenize:\n  vocab_size: 1024\n")
+    cfg = load_config("tiny_cpu", config_file, ["train.max_steps=11"])
+    assert cfg.name == "tiny_cpu"
+    assert cfg.train.max_steps == 11  # --set wins over the file
+    assert cfg.tokenize.vocab_size == 1024  # the file wins over the preset
+
+
+def test_unknown_keys_are_errors(tmp_path: Path):
+    with pytest.raises(ValidationError, match="no_such_field"):
+        load_config("tiny_cpu", None, ["train.no_such_field=1"])
+    with pytest.raises(KeyError, match="unknown preset"):
+        load_config("huge_tpu")
+
+
+def test_config_is_a_json_schema_for_the_prefect_form():
+    schema = PipelineConfig.model_json_schema()
+    assert {"crawl", "curate", "shard", "tokenize", "train", "evaluate", "register", "tracking"} <= set(schema["properties"])
+
+
+def test_cli_prints_resolved_config_and_rejects_bad_input(capsys):
+    assert main(["config", "--set", "train.max_steps=3"]) == 0
+    assert "max_steps: 3" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["config", "--set", "train.max_steps=not-a-number"])
+    assert exit_info.value.code == 2
+    assert "invalid config" in capsys.readouterr().err
