@@ -20,6 +20,12 @@ def embedded_environment() -> None:
     os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
     # The embedded server starts in a subprocess; on 2 busy cores its default 20 s start budget is too tight.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    from infra.servers import running
+
+    servers = running()
+    if servers is not None:
+        # `lmforge up` is serving this home: send flow runs to it (two servers must not share one SQLite file).
+        os.environ.setdefault("PREFECT_API_URL", f"{servers.prefect_url}/api")
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,10 +55,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = pipeline(cfg)
     print("\nlmforge pipeline finished\n" + summary.table())
     print(
-        "\nInspect it:\n"
-        f"  MLflow:  {sys.executable} -m mlflow ui --backend-store-uri {summary.tracking_uri} --port 5000\n"
-        f"  Prefect: PREFECT_HOME={os.environ['PREFECT_HOME']} {Path(sys.executable).parent}/prefect server start\n"
-        "  (or `lmforge up` to start both; see README, Operate)"
+        "\nInspect it in the UIs: `.venv/bin/lmforge up` starts the Prefect UI (http://127.0.0.1:4200) and the"
+        "\nMLflow UI (http://127.0.0.1:5000) on this run's stores; `.venv/bin/lmforge down` stops them."
     )
     return 0
 
@@ -61,6 +65,22 @@ def cmd_config(args: argparse.Namespace) -> int:
     import yaml
 
     print(yaml.safe_dump(resolved_config(args).model_dump(mode="json"), sort_keys=False), end="")
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from infra.servers import ServersConfig, up
+
+    state = up(ServersConfig(prefect_port=args.prefect_port, mlflow_port=args.mlflow_port))
+    print(f"Prefect UI: {state.prefect_url}\nMLflow UI:  {state.mlflow_url}\nStop them with `lmforge down`.")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from infra.servers import down
+
+    stopped = down()
+    print(f"stopped: {', '.join(stopped)}" if stopped else "no lmforge servers were running")
     return 0
 
 
@@ -73,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     config = commands.add_parser("config", help="print the resolved config as YAML (a starting point for --config)")
     add_config_arguments(config)
     config.set_defaults(handler=cmd_config)
+    up = commands.add_parser("up", help="start the Prefect and MLflow servers on 127.0.0.1 and wait until they answer")
+    up.add_argument("--prefect-port", type=int, default=4200)
+    up.add_argument("--mlflow-port", type=int, default=5000)
+    up.set_defaults(handler=cmd_up)
+    down = commands.add_parser("down", help="stop the servers `lmforge up` started")
+    down.set_defaults(handler=cmd_down)
     return parser
 
 

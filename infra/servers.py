@@ -1,0 +1,150 @@
+"""Start and stop the local Prefect and MLflow servers on 127.0.0.1 (`lmforge up` / `lmforge down`).
+
+Both default to SQLite stores under LMFORGE_HOME, the same stores the embedded pipeline writes to, so runs made
+before `up` show in the UIs. Postgres / S3 (MinIO) are a matter of configuration: pass database URIs and an
+artifact root (see infra/docker-compose.yml for the production layout). The servers run detached; their process
+ids and URLs are kept in `<home>/servers.json` so `down` (and the CLI, to route runs to them) can find them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field
+
+from tasks.artifacts import lmforge_home, write_json_atomic
+
+
+class ServersConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    host: str = Field(default="127.0.0.1", description="Interface both servers listen on.")
+    prefect_port: int = Field(default=4200, description="Prefect server (API + UI) port.")
+    mlflow_port: int = Field(default=5000, description="MLflow tracking server (API + UI) port.")
+    prefect_database_url: str | None = Field(
+        default=None, description="Prefect database, e.g. postgresql+asyncpg://…; None = SQLite under PREFECT_HOME."
+    )
+    mlflow_backend_store_uri: str | None = Field(
+        default=None, description="MLflow backend store, e.g. postgresql://…; None = sqlite at $LMFORGE_HOME/mlflow.db."
+    )
+    mlflow_artifacts_destination: str | None = Field(
+        default=None, description="Artifact store, e.g. s3://bucket/path (MinIO); None = $LMFORGE_HOME/mlartifacts."
+    )
+    start_timeout_s: float = Field(default=180.0, description="How long to wait for both servers to answer.")
+
+
+class ServerState(BaseModel):
+    prefect_url: str
+    mlflow_url: str
+    pids: dict[str, int]
+
+
+def state_file() -> Path:
+    return lmforge_home() / "servers.json"
+
+
+def bin_path(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+def start_detached(command: list[str], log: Path, env: dict[str, str]) -> int:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True, stdin=subprocess.DEVNULL
+        )
+    return process.pid
+
+
+def wait_healthy(url: str, pids: dict[str, int], timeout_s: float, log_dir: Path) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        for name, pid in pids.items():
+            if not pid_alive(pid):
+                raise RuntimeError(f"{name} server exited during start-up; see {log_dir / (name + '.log')}")
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} did not answer within {timeout_s:.0f} s; see the logs in {log_dir}")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie child (exited, not yet reaped) still answers kill(0): check its state.
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split(") ", 1)[-1].startswith("Z"))
+
+
+def running() -> ServerState | None:
+    """The servers `up` started, if they are still alive."""
+    if not state_file().exists():
+        return None
+    state = ServerState.model_validate_json(state_file().read_text())
+    return state if all(pid_alive(pid) for pid in state.pids.values()) else None
+
+
+def up(cfg: ServersConfig) -> ServerState:
+    if (state := running()) is not None:
+        return state
+    home = lmforge_home()
+    logs = home / "logs"
+    env = dict(os.environ)
+    env.setdefault("PREFECT_HOME", str(home / "prefect"))
+    if cfg.prefect_database_url:
+        env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = cfg.prefect_database_url
+    backend = cfg.mlflow_backend_store_uri or f"sqlite:///{home / 'mlflow.db'}"
+    artifacts = cfg.mlflow_artifacts_destination or str(home / "mlartifacts")
+    pids = {
+        "prefect": start_detached(
+            [bin_path("prefect"), "server", "start", "--host", cfg.host, "--port", str(cfg.prefect_port)],
+            logs / "prefect.log", env,
+        ),
+        "mlflow": start_detached(
+            [bin_path("mlflow"), "server", "--host", cfg.host, "--port", str(cfg.mlflow_port),
+             "--backend-store-uri", backend, "--artifacts-destination", artifacts, "--serve-artifacts"],
+            logs / "mlflow.log", env,
+        ),
+    }
+    state = ServerState(
+        prefect_url=f"http://{cfg.host}:{cfg.prefect_port}", mlflow_url=f"http://{cfg.host}:{cfg.mlflow_port}", pids=pids
+    )
+    write_json_atomic(state_file(), state.model_dump())
+    try:
+        wait_healthy(f"{state.prefect_url}/api/health", pids, cfg.start_timeout_s, logs)
+        wait_healthy(f"{state.mlflow_url}/health", pids, cfg.start_timeout_s, logs)
+    except (RuntimeError, TimeoutError):
+        down()
+        raise
+    return state
+
+
+def down() -> list[str]:
+    """Stop what `up` started; returns the names of the servers stopped."""
+    if not state_file().exists():
+        return []
+    state = ServerState.model_validate_json(state_file().read_text())
+    stopped = []
+    for name, pid in state.pids.items():
+        if pid_alive(pid):
+            os.killpg(pid, signal.SIGTERM)  # the whole group: both servers run worker subprocesses
+            stopped.append(name)
+    for pid in state.pids.values():
+        deadline = time.monotonic() + 20
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if pid_alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+    state_file().unlink()
+    return stopped
