@@ -1,0 +1,164 @@
+"""Downstream benchmarks from local files: multiple choice by log-likelihood, LAMBADA last-word accuracy.
+
+Formats read (the standard distributions, optionally `.bz2`/`.gz` compressed):
+- HellaSwag, 6-line text format: context, gold label (0-3), then the four endings; one item per 6 lines.
+- ARC (AI2 JSONL): `{"question": {"stem", "choices": [{"text", "label"}]}, "answerKey"}`.
+- LAMBADA (OpenAI JSONL): `{"text": ...}`; the target is the last whitespace-separated word.
+
+Multiple choice follows lm-evaluation-harness: each choice is a continuation `" " + text` of the context, scored
+by its summed log-probability (`acc`) and by that sum divided by the continuation's UTF-8 byte length
+(`acc_norm`, the length-normalised score). LAMBADA counts a hit when every target token is the model's greedy
+choice. Scoring is pure torch over the model's `forward(idx) -> (logits, loss)`.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+
+@dataclass(frozen=True)
+class MCItem:
+    context: str
+    choices: list[str]
+    gold: int
+
+
+def open_text(path: Path | str) -> IO[str]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"eval file {path} does not exist; fix the path in the evaluate config")
+    opener = {".bz2": bz2.open, ".gz": gzip.open}.get(path.suffix, open)
+    return opener(path, "rt", encoding="utf-8")
+
+
+def load_hellaswag(path: Path | str, limit: int | None = None) -> list[MCItem]:
+    with open_text(path) as f:
+        lines = [line.rstrip("\n") for line in f]
+    if len(lines) % 6 == 1 and lines[-1] == "":
+        lines = lines[:-1]
+    if len(lines) % 6:
+        raise ValueError(f"{path}: HellaSwag text format needs 6 lines per item; got {len(lines)} lines")
+    items = []
+    for i in range(0, len(lines), 6):
+        label = lines[i + 1].strip()
+        if label not in {"0", "1", "2", "3"}:
+            raise ValueError(f"{path}:{i + 2}: expected the gold label 0-3, got {label!r}")
+        items.append(MCItem(lines[i], lines[i + 2 : i + 6], int(label)))
+        if limit is not None and len(items) >= limit:
+            break
+    return items
+
+
+def load_arc(path: Path | str, limit: int | None = None) -> list[MCItem]:
+    items = []
+    with open_text(path) as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                choices = row["question"]["choices"]
+                labels = [c["label"] for c in choices]
+                gold = labels.index(row["answerKey"])
+                stem = row["question"]["stem"]
+            except (KeyError, ValueError, TypeError) as err:
+                raise ValueError(f"{path}:{n}: not an ARC JSONL row (question.stem/choices, answerKey): {err}") from err
+            items.append(MCItem(f"Question: {stem}\nAnswer:", [c["text"] for c in choices], gold))
+            if limit is not None and len(items) >= limit:
+                break
+    return items
+
+
+def load_lambada(path: Path | str, limit: int | None = None) -> list[tuple[str, str]]:
+    pairs = []
+    with open_text(path) as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            text = json.loads(line).get("text")
+            if not isinstance(text, str) or " " not in text.strip():
+                raise ValueError(f"{path}:{n}: LAMBADA rows need a 'text' of several words")
+            context, word = text.strip().rsplit(" ", 1)
+            pairs.append((context, " " + word))
+            if limit is not None and len(pairs) >= limit:
+                break
+    return pairs
+
+
+def file_fingerprint(path: Path | str, limit: int | None) -> str:
+    """Identifies an eval set: the file's bytes and how many items were used."""
+    digest = hashlib.sha256(Path(path).read_bytes())
+    digest.update(f"limit={limit}".encode())
+    return digest.hexdigest()[:16]
+
+
+def continuation_scores(
+    model: Any, tokenizer: Any, pairs: list[tuple[str, str]], seq_len: int, device: str, batch_size: int = 8
+) -> list[tuple[float, bool]]:
+    """(sum of log p(continuation | context), continuation is the greedy choice) for each (context, cont) pair."""
+    import torch
+
+    rows = []
+    for context, continuation in pairs:
+        ctx, cont = [tokenizer.bos_id] + tokenizer.encode(context), tokenizer.encode(continuation)
+        if not cont:
+            raise ValueError(f"empty continuation after context {context[-60:]!r}")
+        full = (ctx + cont)[-(seq_len + 1) :]  # keep the continuation, cut the context from the left
+        rows.append((full, min(len(cont), len(full) - 1)))
+    out: list[tuple[float, bool]] = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        width = max(len(ids) for ids, _ in chunk) - 1
+        x = torch.full((len(chunk), width), tokenizer.pad_id, dtype=torch.long)
+        y = torch.full((len(chunk), width), tokenizer.pad_id, dtype=torch.long)
+        for i, (ids, _) in enumerate(chunk):
+            x[i, : len(ids) - 1] = torch.tensor(ids[:-1])
+            y[i, : len(ids) - 1] = torch.tensor(ids[1:])
+        with torch.no_grad():
+            logits, _ = model(x.to(device))
+        logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()  # (B, T, V)
+        for i, (ids, n_cont) in enumerate(chunk):
+            end = len(ids) - 1
+            span = slice(end - n_cont, end)  # positions whose targets are the continuation tokens
+            target = y[i, span]
+            picked = logprobs[i, span].gather(-1, target[:, None]).squeeze(-1)
+            greedy = bool((logprobs[i, span].argmax(-1) == target).all())
+            out.append((float(picked.sum()), greedy))
+    return out
+
+
+def score_multiple_choice(
+    model: Any, tokenizer: Any, items: list[MCItem], seq_len: int, device: str, batch_size: int = 8
+) -> dict[str, float]:
+    """acc (summed log-likelihood) and acc_norm (per UTF-8 byte) over `items`, with chance level beside them."""
+    pairs = [(item.context, " " + choice) for item in items for choice in item.choices]
+    scores = continuation_scores(model, tokenizer, pairs, seq_len, device, batch_size)
+    hits = hits_norm = 0
+    chance, k = 0.0, 0
+    for item in items:
+        n = len(item.choices)
+        own = scores[k : k + n]
+        norm = [s / max(1, len((" " + c).encode("utf-8"))) for (s, _), c in zip(own, item.choices)]
+        hits += int(max(range(n), key=lambda j: own[j][0]) == item.gold)
+        hits_norm += int(max(range(n), key=lambda j: norm[j]) == item.gold)
+        chance += 1.0 / n
+        k += n
+    total = max(1, len(items))
+    return {"acc": hits / total, "acc_norm": hits_norm / total, "chance": chance / total, "n": float(len(items))}
+
+
+def score_lambada(
+    model: Any, tokenizer: Any, pairs: list[tuple[str, str]], seq_len: int, device: str, batch_size: int = 8
+) -> dict[str, float]:
+    """Last-word accuracy (greedy) and the target words' perplexity."""
+    scores = continuation_scores(model, tokenizer, pairs, seq_len, device, batch_size)
+    total = max(1, len(pairs))
+    mean_nll = -sum(s for s, _ in scores) / total
+    return {"acc": sum(g for _, g in scores) / total, "ppl": math.exp(min(mean_nll, 50.0)), "n": float(len(pairs))}

@@ -1,0 +1,89 @@
+"""Tiny language models for the evaluate / register / pyfunc / serve tests: a trained-in-process tokenizer, a
+2-layer GPT, a uniform model (every token equally likely, so bits per byte is known by hand) and a model that
+memorised some texts (so benchmark scoring must pick the memorised answer)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+CORPUS = [
+    "The quick brown fox jumps over the lazy dog. " * 3,
+    "Debian is a free operating system made by volunteers around the world.",
+    "Python has a large standard library; import json to read JSON files.",
+    "A model card records the data, the training budget and the known risks.",
+]
+
+
+def tiny_tokenizer(vocab_size: int = 320):
+    from models.tokenizer import Tokenizer
+
+    return Tokenizer.train(CORPUS * 4, vocab_size=vocab_size, min_frequency=1)
+
+
+def tiny_gpt(vocab_size: int, seq_len: int = 64, seed: int = 0):
+    from models.gpt import ModelConfig, build_model
+
+    torch.manual_seed(seed)
+    cfg = ModelConfig(n_layer=2, n_embd=32, n_head=2, n_kv_head=2, seq_len=seq_len, vocab_size=vocab_size)
+    model = build_model(cfg)
+    with torch.no_grad():  # the zero-initialised output projections would make every model alike
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model.eval()
+
+
+class _Config:
+    def __init__(self, seq_len: int):
+        self.seq_len = seq_len
+
+
+class UniformLM(nn.Module):
+    """Logits all zero: every token has probability 1/V, so a text of n tokens costs exactly n·ln V nats."""
+
+    def __init__(self, vocab_size: int, seq_len: int = 16):
+        super().__init__()
+        self.vocab_size, self.config = vocab_size, _Config(seq_len)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        return torch.zeros(*idx.shape, self.vocab_size), None
+
+
+class MemorisedLM(nn.Module):
+    """A model that memorised some token sequences: wherever the input so far is a prefix of one, it puts almost all
+    probability on that sequence's next token; elsewhere it is uniform."""
+
+    def __init__(self, sequences: list[list[int]], vocab_size: int, seq_len: int = 256):
+        super().__init__()
+        self.sequences, self.vocab_size, self.config = sequences, vocab_size, _Config(seq_len)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        logits = torch.zeros(*idx.shape, self.vocab_size)  # (B, T, V)
+        for b, row in enumerate(idx.tolist()):
+            for seq in self.sequences:
+                t = 0
+                while t < len(row) and t + 1 < len(seq) and row[t] == seq[t]:
+                    logits[b, t, seq[t + 1]] = 20.0
+                    t += 1
+        return logits, None
+
+
+def write_checkpoint(out: Path, model, tokenizer, step: int = 10) -> Path:
+    """A checkpoint dir `out/step_000010/` written by the train stage's own writer."""
+    from tasks.checkpoint import save_checkpoint
+
+    tok_file = tokenizer.save(out / "tokenizer-src.json")
+    sidecar = {"model": model.config.model_dump(), "tokenizer": {"sha256": tokenizer.sha256}}
+    return save_checkpoint(out, step, model, {"step": step}, sidecar, tok_file)
+
+
+def checkpoint_ref(ckpt_dir: Path, model, step: int = 10):
+    """The CheckpointRef the train stage would hand on for `ckpt_dir`."""
+    from tasks.artifacts import CheckpointRef
+
+    return CheckpointRef(
+        path=str(ckpt_dir.parent), checkpoint=ckpt_dir.name, tokenizer_file=str(ckpt_dir / "tokenizer.json"),
+        step=step, n_params=model.num_params(), tokens_seen=1000, train_seconds=1.0, final_train_loss=3.0,
+    )
