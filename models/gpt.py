@@ -1,0 +1,276 @@
+"""The lmforge GPT: a decoder-only transformer in pure torch, and the `build_model` registry of architectures.
+
+Llama-style blocks: RoPE, RMSNorm, SwiGLU MLP, no biases, grouped-query attention, optional QK-norm, optional tied
+embeddings, `F.scaled_dot_product_attention`, zero-initialised output projections. Parameter names and layouts are
+those of Hugging Face `LlamaForCausalLM` (`Qwen3ForCausalLM` when `qk_norm`), e.g.
+`model.layers.0.self_attn.q_proj.weight`, and RoPE uses HF's rotate-half convention, so a state dict exports 1:1.
+Generation uses a KV cache and samples with temperature / top-k / top-p.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from typing import Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# arch -> "module:Class"; every class takes a ModelConfig and has forward(idx, targets), generate(...), num_params()
+ARCHS = {"gpt": "models.gpt:GPT", "gpt2": "models.gpt2:GPT2", "rnn": "models.rnn:RNNLM", "gcnn": "models.gcnn:GCNN"}
+
+
+class ModelConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    arch: Literal["gpt", "gpt2", "rnn", "gcnn"] = Field(default="gpt", description="Architecture (see models.ARCHS).")
+    n_layer: int = Field(default=4, ge=1, description="Transformer blocks.")
+    n_embd: int = Field(default=256, ge=8, description="Width of the residual stream.")
+    n_head: int = Field(default=4, ge=1, description="Query heads; head_dim = n_embd / n_head.")
+    n_kv_head: int = Field(default=4, ge=1, description="Key/value heads (grouped-query attention); divides n_head.")
+    intermediate_size: int = Field(default=0, ge=0, description="SwiGLU hidden width; 0 = 8/3 n_embd rounded to 64.")
+    seq_len: int = Field(default=256, ge=2, description="Context length the model is trained at.")
+    vocab_size: int = Field(default=0, ge=0, description="Vocabulary size; 0 = take it from the tokenizer.")
+    qk_norm: bool = Field(default=False, description="RMSNorm on queries and keys per head (Qwen3 layout).")
+    tie_embeddings: bool = Field(default=True, description="Share the input embedding with the output head.")
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout on attention and residual branches.")
+    rope_theta: float = Field(default=10000.0, gt=0, description="RoPE base frequency.")
+    norm_eps: float = Field(default=1e-6, gt=0, description="RMSNorm epsilon.")
+
+    @model_validator(mode="after")
+    def _check_shapes(self) -> "ModelConfig":
+        if self.n_embd % self.n_head or (self.n_embd // self.n_head) % 2:
+            raise ValueError(f"n_embd={self.n_embd} must split into n_head={self.n_head} heads of even size")
+        if self.n_head % self.n_kv_head:
+            raise ValueError(f"n_kv_head={self.n_kv_head} must divide n_head={self.n_head}")
+        return self
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def hidden_dim(self) -> int:
+        return self.intermediate_size or 64 * math.ceil(8 * self.n_embd / 3 / 64)
+
+
+def build_model(cfg: ModelConfig) -> nn.Module:
+    """Instantiate the architecture `cfg.arch` names (vocab_size must be set by now)."""
+    if cfg.vocab_size <= 0:
+        raise ValueError("model.vocab_size is 0: set it from the tokenizer (cfg.model_copy(update={'vocab_size': n}))")
+    module_name, class_name = ARCHS[cfg.arch].split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        raise NotImplementedError(f"model.arch={cfg.arch!r} is not implemented yet ({module_name} missing)") from err
+    return getattr(module, class_name)(cfg)
+
+
+class RMSNorm(nn.Module):
+    """HF LlamaRMSNorm: normalise in float32, scale by a learned weight in the input dtype."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.weight * F.rms_norm(x.float(), (x.size(-1),), eps=self.eps).type_as(x)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_head, self.n_kv_head, self.head_dim, self.dropout = cfg.n_head, cfg.n_kv_head, cfg.head_dim, cfg.dropout
+        self.q_proj = nn.Linear(cfg.n_embd, cfg.n_head * cfg.head_dim, bias=False)
+        self.k_proj = nn.Linear(cfg.n_embd, cfg.n_kv_head * cfg.head_dim, bias=False)
+        self.v_proj = nn.Linear(cfg.n_embd, cfg.n_kv_head * cfg.head_dim, bias=False)
+        self.o_proj = nn.Linear(cfg.n_head * cfg.head_dim, cfg.n_embd, bias=False)
+        if cfg.qk_norm:
+            self.q_norm = RMSNorm(cfg.head_dim, cfg.norm_eps)
+            self.k_norm = RMSNorm(cfg.head_dim, cfg.norm_eps)
+        self.qk_norm = cfg.qk_norm
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_head, self.head_dim)
+        k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim)
+        v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, H, T, D)
+        q = (q * cos + rotate_half(q) * sin).type_as(v)  # cos, sin: (T, D) for positions start..start+T
+        k = (k * cos + rotate_half(k) * sin).type_as(v)
+        past = 0
+        if cache is not None:
+            past = cache["len"]
+            cache["k"][:, :, past : past + T] = k
+            cache["v"][:, :, past : past + T] = v
+            k, v = cache["k"][:, :, : past + T], cache["v"][:, :, : past + T]
+        if self.n_kv_head != self.n_head:
+            k = k.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
+            v = v.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
+        if past == 0:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
+        else:  # queries at positions past..past+T-1 see every key up to their own position
+            mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))  # (B, T, C)
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.n_embd, cfg.hidden_dim, bias=False)
+        self.up_proj = nn.Linear(cfg.n_embd, cfg.hidden_dim, bias=False)
+        self.down_proj = nn.Linear(cfg.hidden_dim, cfg.n_embd, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.n_embd, cfg.norm_eps)
+        self.self_attn = Attention(cfg)
+        self.post_attention_layernorm = RMSNorm(cfg.n_embd, cfg.norm_eps)
+        self.mlp = MLP(cfg)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+        x = x + self.drop(self.self_attn(self.input_layernorm(x), cos, sin, cache))
+        return x + self.drop(self.mlp(self.post_attention_layernorm(x)))
+
+
+class Decoder(nn.Module):
+    """HF's `model.` prefix: embeddings, blocks and final norm."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.norm = RMSNorm(cfg.n_embd, cfg.norm_eps)
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.config = cfg
+        self.model = Decoder(cfg)
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+        self.grad_checkpointing = False  # set by models.parallelize
+        # RoPE tables cover 4x the training context so generation may run past it; not saved (derived from config)
+        inv_freq = 1.0 / cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float32) / cfg.head_dim)
+        freqs = torch.outer(torch.arange(4 * cfg.seq_len, dtype=torch.float32), inv_freq)
+        emb = torch.cat((freqs, freqs), dim=-1)  # (4T, D), HF rotate-half layout
+        self.register_buffer("rope_cos", emb.cos(), persistent=False)
+        self.register_buffer("rope_sin", emb.sin(), persistent=False)
+        self.apply(self._init_weights)
+        for block in self.model.layers:  # zero-init residual outputs: every block starts as the identity
+            nn.init.zeros_(block.self_attn.o_proj.weight)
+            nn.init.zeros_(block.mlp.down_proj.weight)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=module.in_features**-0.5)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=0.02 if self.config.tie_embeddings else 1.0)
+        if module is self.lm_head and not self.config.tie_embeddings:
+            nn.init.normal_(module.weight, std=0.001)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())  # parameters() yields a tied tensor once
+
+    def flops_per_token(self, seq_len: int | None = None) -> float:
+        """Training FLOPs per token: 6 x matmul params + 12 L H D T for attention (PaLM appendix B, as nanoGPT)."""
+        c, T = self.config, seq_len or self.config.seq_len
+        matmul_params = self.num_params() - (0 if c.tie_embeddings else self.model.embed_tokens.weight.numel())
+        return 6 * matmul_params + 12 * c.n_layer * c.n_head * c.head_dim * T
+
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, caches: list[dict] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """idx (B, T) -> logits (B, T, V) in float32, and mean cross-entropy over targets != -1 when given."""
+        B, T = idx.shape
+        start = caches[0]["len"] if caches else 0
+        if start + T > self.rope_cos.size(0):
+            raise ValueError(f"sequence of {start + T} tokens exceeds the RoPE table ({self.rope_cos.size(0)})")
+        cos, sin = self.rope_cos[start : start + T], self.rope_sin[start : start + T]
+        x = self.model.embed_tokens(idx)  # (B, T, C)
+        for i, block in enumerate(self.model.layers):
+            if self.grad_checkpointing and self.training:
+                x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, use_reentrant=False)
+            else:
+                x = block(x, cos, sin, caches[i] if caches else None)
+        if caches:
+            for cache in caches:
+                cache["len"] += T
+        logits = self.lm_head(self.model.norm(x)).float()  # (B, T, V)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+        return logits, loss
+
+    def new_caches(self, batch_size: int, max_len: int) -> list[dict]:
+        c, p = self.config, self.lm_head.weight
+        shape = (batch_size, c.n_kv_head, max_len, c.head_dim)
+        return [
+            {"k": torch.zeros(shape, dtype=p.dtype, device=p.device), "v": torch.zeros(shape, dtype=p.dtype, device=p.device), "len": 0}
+            for _ in range(c.n_layer)
+        ]
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        eos_id: int | None = None,
+    ) -> torch.Tensor:
+        """Extend idx (B, T) by up to max_new_tokens sampled tokens; returns (B, T + n). temperature 0 = greedy."""
+        limit = self.rope_cos.size(0)
+        idx = idx[:, -(limit - 1) :]
+        caches = self.new_caches(idx.size(0), limit)
+        logits, _ = self(idx, caches=caches)
+        done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
+        for _ in range(max_new_tokens):
+            nxt = sample_next(logits[:, -1, :], temperature, top_k, top_p)  # (B, 1)
+            if eos_id is not None:
+                nxt = torch.where(done[:, None], torch.full_like(nxt, eos_id), nxt)
+                done |= nxt[:, 0] == eos_id
+            idx = torch.cat((idx, nxt), dim=1)
+            if eos_id is not None and bool(done.all()):
+                break
+            if caches[0]["len"] >= limit:  # cache full: restart it on the most recent half of the context
+                caches = self.new_caches(idx.size(0), limit)
+                logits, _ = self(idx[:, -(limit // 2) :], caches=caches)
+            else:
+                logits, _ = self(nxt, caches=caches)
+        return idx
+
+
+def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None) -> torch.Tensor:
+    """Sample one token per row of logits (B, V) -> (B, 1); shared by every arch's generate."""
+    if temperature <= 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits / temperature
+    if top_k is not None and top_k > 0:
+        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and 0 < top_p < 1:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        drop = cumulative - sorted_logits.softmax(dim=-1) > top_p  # keep the smallest prefix reaching top_p
+        logits = logits.scatter(1, order, sorted_logits.masked_fill(drop, float("-inf")))
+    return torch.multinomial(logits.softmax(dim=-1), num_samples=1)

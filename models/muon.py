@@ -1,0 +1,85 @@
+"""Muon: momentum SGD whose update is orthogonalised by a Newton-Schulz iteration (Keller Jordan, 2024).
+
+Used for the 2-D weight matrices inside the transformer blocks; embeddings, the output head and norm weights stay
+on AdamW (`build_optimizers`), as in modded-nanogpt. Under DDP every rank holds the same all-reduced gradient and
+computes the same update, so no extra communication is needed; FSDP shards matrices, so Muon is refused there.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+def zeropower_via_newtonschulz5(G: torch.Tensor, steps: int = 5) -> torch.Tensor:
+    """Approximately U V^T of G = U S V^T, with the quintic coefficients tuned for speed over exactness."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    X = G.bfloat16() if G.is_cuda else G.float()  # bf16 is stable enough on GPU; CPU bf16 matmuls are slow
+    transposed = G.size(-2) > G.size(-1)
+    if transposed:
+        X = X.mT
+    X = X / (X.norm(dim=(-2, -1), keepdim=True) + 1e-7)
+    for _ in range(steps):
+        A = X @ X.mT
+        X = a * X + (b * A + c * A @ A) @ X
+    if transposed:
+        X = X.mT
+    return X.to(G.dtype)
+
+
+class Muon(torch.optim.Optimizer):
+    def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, weight_decay: float = 0.0, ns_steps: int = 5):
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, ns_steps=ns_steps))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p.grad)
+                buf = state["momentum_buffer"]
+                buf.lerp_(p.grad, 1 - group["momentum"])
+                update = p.grad.lerp(buf, group["momentum"])  # Nesterov
+                update = zeropower_via_newtonschulz5(update, group["ns_steps"])
+                p.mul_(1 - group["lr"] * group["weight_decay"])
+                # scale so tall and wide matrices get updates of the same RMS
+                p.add_(update, alpha=-group["lr"] * max(1.0, p.size(-2) / p.size(-1)) ** 0.5)
+
+
+def split_params(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter], list[nn.Parameter]]:
+    """(matrices inside blocks, other matrices = embeddings/head, vectors = norms), each parameter once."""
+    blocks, other, vectors = [], [], []
+    for name, p in model.named_parameters():  # named_parameters yields a tied tensor once
+        if not p.requires_grad:
+            continue
+        if p.ndim < 2:
+            vectors.append(p)
+        elif ".layers." in f".{name}" or name.startswith("layers."):
+            blocks.append(p)
+        else:
+            other.append(p)
+    return blocks, other, vectors
+
+
+def build_optimizers(
+    model: nn.Module, kind: str, lr: float, weight_decay: float, betas: tuple[float, float], muon_lr: float, fused: bool
+) -> list[torch.optim.Optimizer]:
+    """AdamW over everything (decay on matrices only), or Muon for block matrices + AdamW for the rest.
+
+    Every param group records `base_lr`; the trainer multiplies it by the schedule each step.
+    """
+    blocks, other, vectors = split_params(model)
+    adam_groups = [
+        {"params": other if kind == "muon" else blocks + other, "weight_decay": weight_decay, "base_lr": lr},
+        {"params": vectors, "weight_decay": 0.0, "base_lr": lr},
+    ]
+    adam_groups = [g for g in adam_groups if g["params"]]
+    optimizers: list[torch.optim.Optimizer] = [
+        torch.optim.AdamW(adam_groups, lr=lr, betas=betas, fused=fused or None)
+    ]
+    if kind == "muon" and blocks:
+        optimizers.append(Muon([{"params": blocks, "base_lr": muon_lr}], lr=muon_lr, weight_decay=weight_decay))
+    return optimizers
