@@ -84,6 +84,13 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve_flows(args: argparse.Namespace) -> int:
+    from flows.deployments import serve_flows
+
+    serve_flows(retrain_cron=args.retrain_cron or None)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lmforge", description="From the open web to a chat language model.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -99,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(handler=cmd_up)
     down = commands.add_parser("down", help="stop the servers `lmforge up` started")
     down.set_defaults(handler=cmd_down)
+    serve = commands.add_parser(
+        "serve-flows", help="register the deployments with the Prefect server and run what the UI triggers"
+    )
+    serve.add_argument("--retrain-cron", default="0 3 * * 1", help="cron of the retrain deployment ('' = no schedule)")
+    serve.set_defaults(handler=cmd_serve_flows)
     return parser
 
 

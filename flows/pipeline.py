@@ -19,6 +19,10 @@ from tasks.shard import shard
 from tasks.tokenize import tokenize
 from tasks.train import train
 
+# Training is the accelerator-bound stage: the tag lets a Prefect concurrency limit (`prefect concurrency-limit
+# create gpu 1`) keep two flows from training on the same GPU at once.
+train_on_accelerator = train.with_options(tags=["gpu"])
+
 
 @flow(name="pipeline", log_prints=True)
 def pipeline(cfg: PipelineConfig = tiny_cpu()) -> PipelineSummary:
@@ -32,7 +36,7 @@ def pipeline(cfg: PipelineConfig = tiny_cpu()) -> PipelineSummary:
         track_stage(cfg.tracking, run_id, "shard", shards)
         tokens = tokenize(cfg.tokenize, shards)
         track_stage(cfg.tracking, run_id, "tokenize", tokens)
-        checkpoint = train(cfg.train, tokens)
+        checkpoint = train_on_accelerator(cfg.train, tokens, tracking=(cfg.tracking, run_id))
         track_stage(cfg.tracking, run_id, "train", checkpoint)
         report = evaluate(cfg.evaluate, checkpoint, tokens)
         track_stage(cfg.tracking, run_id, "evaluate", report)

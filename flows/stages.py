@@ -1,0 +1,47 @@
+"""One flow per stage, so each can be deployed and triggered on its own from the Prefect UI.
+
+A stage flow takes the stage's config and the refs of its inputs (as the pipeline passes them; copy them from an
+earlier run's Prefect results or manifests) and returns the stage's ref.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from tasks.artifacts import CheckpointRef, DocSet, EvalReport, ShardSet, TokenSet
+from tasks.crawl import CrawlConfig, crawl
+from tasks.curate import CurateConfig, curate
+from tasks.evaluate import EvalConfig, evaluate
+from tasks.shard import ShardConfig, shard
+from tasks.tokenize import TokenizeConfig, tokenize
+from tasks.train import TrainConfig, train
+
+
+@flow(name="crawl")
+def crawl_flow(cfg: CrawlConfig) -> DocSet:
+    return crawl(cfg)
+
+
+@flow(name="curate")
+def curate_flow(cfg: CurateConfig, docs: DocSet) -> DocSet:
+    return curate(cfg, docs)
+
+
+@flow(name="shard")
+def shard_flow(cfg: ShardConfig, docs: DocSet) -> ShardSet:
+    return shard(cfg, docs)
+
+
+@flow(name="tokenize")
+def tokenize_flow(cfg: TokenizeConfig, shards: ShardSet) -> TokenSet:
+    return tokenize(cfg, shards)
+
+
+@flow(name="train")
+def train_flow(cfg: TrainConfig, tokens: TokenSet) -> CheckpointRef:
+    return train.with_options(tags=["gpu"])(cfg, tokens)
+
+
+@flow(name="evaluate")
+def evaluate_flow(cfg: EvalConfig, checkpoint: CheckpointRef, tokens: TokenSet) -> EvalReport:
+    return evaluate(cfg, checkpoint, tokens)
