@@ -42,5 +42,8 @@ def test_retrain_nothing_new_then_changed_pages(prefect_server, lmforge_home: Pa
     version = mlflow.get_model_version(base.register.model_name, changed.model_uri.rsplit("/", 1)[1])
     assert version.tags["lmforge.gate.decision"] in ("promoted", "refused")
     assert version.tags["lmforge.gate.champion_version"] == first.model_uri.rsplit("/", 1)[1]
-    run = mlflow.get_run(version.run_id)
-    assert run.data.params["train.init_from"] != "null"  # continued from the champion, not from scratch
+    from tasks.lineage import lineage
+
+    found = lineage(base.tracking, base.register.model_name, version.tags["lmforge.gate.alias"])
+    assert found.run_id == version.run_id
+    assert found.checkpoint.manifest()["config"]["init_from"]  # continued from the champion, not from scratch
