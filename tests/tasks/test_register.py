@@ -1,0 +1,111 @@
+"""Register stage: the promotion gate against a real MLflow registry on SQLite, and the model card."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lm_fixtures import checkpoint_ref, tiny_gpt, tiny_tokenizer, write_checkpoint
+from tasks.artifacts import EvalReport, finish_stage
+from tasks.register import RegisterConfig, gate_decision, metric_group, run_register
+from tasks.tracking import TrackingConfig, client, open_run
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("register")
+    tracking = TrackingConfig(tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}")
+    # TrackingConfig leaves the artifact root to the server for explicit URIs; keep the artifacts in tmp
+    client(tracking).create_experiment(tracking.experiment, artifact_location=(tmp / "artifacts").as_uri())
+    tok = tiny_tokenizer()
+    model = tiny_gpt(tok.vocab_size)
+    ckpt = checkpoint_ref(write_checkpoint(tmp / "train", model, tok), model)
+    return tmp, tracking, ckpt
+
+
+def make_report(tmp: Path, name: str, metrics: dict[str, float], eval_sets: dict[str, str]) -> EvalReport:
+    out = tmp / f"eval-{name}"
+    out.mkdir()
+    (out / "report.json").write_text(json.dumps({"metrics": metrics, "eval_sets": eval_sets, "samples": []}))
+    return finish_stage(out, EvalReport(path=str(out), metrics=metrics), files=["report.json"])
+
+
+def register_with(setup, name: str, metrics: dict[str, float], eval_sets: dict[str, str] | None = None, **cfg):
+    tmp, tracking, ckpt = setup
+    run_id = open_run(tracking, f"run-{name}", {"crawl": {"seeds": ["http://127.0.0.1/"]}}, {})
+    report = make_report(tmp, name, metrics, eval_sets or {"val": "set-a", "hellaswag": "hs-1"})
+    return run_register(RegisterConfig(**cfg), tracking, run_id, ckpt, report), report
+
+
+def test_gate_promotes_first_and_better_refuses_worse(setup):
+    _, tracking, _ = setup
+    mlflow_client = client(tracking)
+    first, _ = register_with(setup, "first", {"val_bpb": 3.0, "hellaswag_acc_norm": 0.30})
+    assert (first.version, first.alias) == ("1", "champion")
+
+    worse, _ = register_with(setup, "worse", {"val_bpb": 3.2, "hellaswag_acc_norm": 0.31})
+    assert worse.alias == "challenger"
+    assert mlflow_client.get_model_version_by_alias("lmforge", "champion").version == 1
+    tags = mlflow_client.get_model_version("lmforge", worse.version).tags
+    assert tags["lmforge.gate.decision"] == "refused"
+    assert (float(tags["lmforge.gate.new_score"]), float(tags["lmforge.gate.champion_score"])) == (3.2, 3.0)
+
+    within_margin, _ = register_with(setup, "margin", {"val_bpb": 2.95}, gate_margin=0.1)
+    assert within_margin.alias == "challenger"
+
+    better, report = register_with(setup, "better", {"val_bpb": 2.5, "hellaswag_acc_norm": 0.30})
+    assert better.alias == "champion"
+    champion = mlflow_client.get_model_version_by_alias("lmforge", "champion")
+    assert str(champion.version) == better.version
+    assert "beats champion 3.0000" in champion.tags["lmforge.gate.reason"]
+    assert "## Limitations and known risks" in champion.description and "http://127.0.0.1/" in champion.description
+    assert mlflow_client.get_model_version_by_alias("lmforge", "challenger").version == int(within_margin.version)
+
+    other_data, _ = register_with(setup, "other-data", {"val_bpb": 1.0}, {"val": "set-b"})
+    assert other_data.alias == "challenger"
+    assert "same eval set" in mlflow_client.get_model_version("lmforge", other_data.version).tags["lmforge.gate.reason"]
+
+
+def test_retry_returns_the_version_already_registered(setup):
+    tmp, tracking, ckpt = setup
+    run_id = open_run(tracking, "retry", {}, {})
+    report = make_report(tmp, "retry", {"val_bpb": 9.0}, {"val": "set-a"})
+    cfg = RegisterConfig(model_name="retry-model")
+    first = run_register(cfg, tracking, run_id, ckpt, report)
+    assert run_register(cfg, tracking, run_id, ckpt, report) == first
+    assert len(client(tracking).search_model_versions("name='retry-model'")) == 1
+
+
+def test_champion_loads_from_the_registry_and_answers(setup):
+    import mlflow
+
+    _, tracking, _ = setup
+    register_with(setup, "serve", {"val_bpb": 0.5}, model_name="served")
+    mlflow.set_registry_uri(tracking.uri())
+    mlflow.set_tracking_uri(tracking.uri())
+    model = mlflow.pyfunc.load_model("models:/served@champion")
+    answer = model.predict({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4, "temperature": 0.0})
+    assert answer["choices"][0]["message"]["role"] == "assistant"
+    assert answer["usage"]["completion_tokens"] <= 4
+
+
+def test_guard_metric_drop_blocks_promotion():
+    cfg = RegisterConfig(guard_tolerance=0.01)
+    sets = {"val": "a", "arc": "x"}
+    old = {"val_bpb": 2.0, "arc_acc_norm": 0.40}
+    assert gate_decision(cfg, {"val_bpb": 1.9, "arc_acc_norm": 0.395}, sets, old, sets)[0] is True
+    promote, reason = gate_decision(cfg, {"val_bpb": 1.9, "arc_acc_norm": 0.30}, sets, old, sets)
+    assert promote is False and "arc_acc_norm dropped" in reason
+    # a guard measured on a different ARC file is not compared
+    assert gate_decision(cfg, {"val_bpb": 1.9, "arc_acc_norm": 0.30}, sets, old, {"val": "a", "arc": "y"})[0] is True
+    # higher-is-better gate metric
+    acc = RegisterConfig(gate_metric="arc_acc_norm", guard_metrics=[])
+    assert gate_decision(acc, {"arc_acc_norm": 0.5}, sets, {"arc_acc_norm": 0.4}, sets)[0] is True
+    assert gate_decision(acc, {"arc_acc_norm": 0.3}, sets, {"arc_acc_norm": 0.4}, sets)[0] is False
+
+
+def test_metric_groups():
+    assert [metric_group(m) for m in ("val_bpb", "hellaswag_acc_norm", "text/my_notes_bpb")] == [
+        "val", "hellaswag", "text/my_notes"]
