@@ -64,7 +64,7 @@ def lr_multiplier(cfg: TrainConfig, step: int, elapsed: float) -> float:
     """Schedule factor for `step` (0-based); with a time budget the decay follows whichever runs out first."""
     if step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
-    progress = step / cfg.max_steps
+    progress = (step - cfg.warmup_steps) / max(cfg.max_steps - cfg.warmup_steps, 1)  # decay spans the post-warmup run
     if cfg.max_seconds:
         progress = max(progress, elapsed / cfg.max_seconds)
     progress = min(progress, 1.0)
@@ -94,12 +94,16 @@ def evaluate_loss(model, files: list[Path], batch_size: int, seq_len: int, max_b
 
 
 class MetricLog:
-    """Buffers metrics and sends them to MLflow in batches; a no-op without tracking."""
+    """Appends metrics to `log.jsonl` and sends them to MLflow in batches (when tracking is given)."""
 
-    def __init__(self, tracking: Tracking, enabled: bool):
+    def __init__(self, tracking: Tracking, enabled: bool, history: Path):
         self.tracking, self.buffer = (tracking if enabled else None), []
+        self.history = history if enabled else None
 
     def add(self, step: int, **values: float) -> None:
+        if self.history is not None:  # log.jsonl: the run's curve next to its checkpoints, readable without MLflow
+            with open(self.history, "a") as f:
+                f.write(json.dumps({"step": step, **{k.replace("__", "/"): float(v) for k, v in values.items()}}) + "\n")
         if self.tracking:
             from mlflow.entities import Metric
 
@@ -177,11 +181,14 @@ def run_train(cfg: TrainConfig, tokens: TokenSet, out: Path, tracking: Tracking 
     amp_ctx = autocast(device, dtype)
     peak = peak_flops(device, dtype)
     flops_per_token = model.flops_per_token(T) if hasattr(model, "flops_per_token") else 6.0 * model.num_params()
-    log = MetricLog(tracking, info.is_main)
+    log = MetricLog(tracking, info.is_main, out / "log.jsonl")
     bar = tqdm(total=cfg.max_steps, initial=step, disable=None if (cfg.progress and info.is_main) else True, desc="train")
     resumed_from, start_step = step, step
     loss_value, val_loss, tokens_per_s, saved_step = float("nan"), float("nan"), 0.0, -1
     window_t, window_tokens = time.time(), 0
+
+    def bpb(loss: float) -> float:  # estimate: the eval batches are assumed to have the whole val set's bytes/token
+        return loss / math.log(2) * tokens.n_val_tokens / tokens.val_bytes if tokens.val_bytes else float("nan")
 
     def save(at_step: int) -> Path | None:
         state = {
@@ -228,12 +235,12 @@ def run_train(cfg: TrainConfig, tokens: TokenSet, out: Path, tracking: Tracking 
             tokens_per_s = window_tokens / max(time.time() - window_t, 1e-9)
             window_t, window_tokens = time.time(), 0
             mfu = flops_per_token * tokens_per_s / (peak * info.world_size) if peak else 0.0
-            log.add(step, train__loss=loss_value, train__lr=cfg.lr * mult, train__grad_norm=float(grad_norm), train__tokens_per_s=tokens_per_s, train__mfu=mfu)
+            log.add(step, train__loss=loss_value, train__lr=cfg.lr * mult, train__grad_norm=float(grad_norm), train__tokens_per_s=tokens_per_s, train__mfu=mfu, train__seconds=train_seconds)
             bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tokens_per_s:,.0f}")
         bar.update(1)
         if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.max_steps:
             val_loss = evaluate_loss(wrapped, val_files, B, T, cfg.eval_batches, device, amp_ctx)
-            log.add(step, val__loss=val_loss)
+            log.add(step, val__loss=val_loss, val__bpb=bpb(val_loss), train__seconds=train_seconds)
             log.flush()
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
             save(step)
@@ -242,8 +249,8 @@ def run_train(cfg: TrainConfig, tokens: TokenSet, out: Path, tracking: Tracking 
     if math.isnan(loss_value) and step > start_step:
         loss_value = (loss_sum / accum).item()
     val_loss = evaluate_loss(wrapped, val_files, B, T, cfg.eval_batches, device, amp_ctx)
-    val_bpb = val_loss / math.log(2) * tokens.n_val_tokens / tokens.val_bytes if tokens.val_bytes else float("nan")
-    log.add(step, val__loss=val_loss, val__bpb=val_bpb)
+    val_bpb = bpb(val_loss)
+    log.add(step, val__loss=val_loss, val__bpb=val_bpb, train__seconds=train_seconds)
     log.flush()
     final = out / f"step_{step:06d}"
     if saved_step != step and not (resume is not None and resume.name == final.name):  # not already on disk

@@ -1,0 +1,145 @@
+"""Training benchmarks on the demo corpus (the Python 3.11 HTML docs installed on this machine).
+
+1. CPU tokens/s of the `tiny_cpu` model, forward + backward + AdamW step, eager vs `torch.compile`.
+2. Time to quality: our GPT (RoPE, RMSNorm, SwiGLU, Muon or AdamW) vs the nanoGPT-style GPT-2 baseline (learned
+   positions, LayerNorm, GELU, AdamW) on the same token shards, about the same parameter count, the same CPU and the
+   same wall-clock budget; prints val bits-per-byte against training seconds and the ratio of times to reach the
+   baseline's final bpb (goal: <= 0.6).
+
+    .venv/bin/python bench/train.py [--budget 120] [--skip-speed]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from models.gpt import ModelConfig
+from tasks.artifacts import lmforge_home
+from tasks.train import TrainConfig, run_train
+
+DOCS = Path("/usr/share/doc/python3.11/html")
+
+
+def demo_tokens(vocab_size: int = 4096):
+    """Extract the docs' main text with trafilatura, shard, tokenize; cached under $LMFORGE_HOME/bench."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import trafilatura
+
+    from tasks.artifacts import ShardSet, load_done
+    from tasks.schema import SHARD_SCHEMA
+    from tasks.tokenize import TokenizeConfig, run_tokenize
+    from tasks.artifacts import TokenSet
+
+    root = lmforge_home() / "bench" / "train"
+    done = load_done(root / f"tokens-{vocab_size}", TokenSet)
+    if done:
+        return done
+    shard = root / "shards" / "shard_00000.parquet"
+    if not shard.exists():
+        pages = sorted(DOCS.rglob("*.html"))
+        if not pages:
+            raise SystemExit(f"no HTML under {DOCS}: apt-get install python3.11-doc (or run `make setup`)")
+        texts = [t for t in (trafilatura.extract(p.read_text(errors="replace")) for p in pages) if t and len(t) > 200]
+        n = len(texts)
+        cols = {name: [None] * n for name in SHARD_SCHEMA.names}
+        cols.update(id=[str(i) for i in range(n)], text=texts, url=[str(p) for p in pages[:n]], domain=["docs"] * n,
+                    crawl_date=["2024-01-01T00:00:00Z"] * n, language=["en"] * n, language_score=[1.0] * n,
+                    minhash_cluster_size=[1] * n, token_count=[len(t.split()) for t in texts])
+        shard.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pydict(cols, schema=SHARD_SCHEMA), shard)
+    n_bytes = sum(len(t.encode()) for t in pq.read_table(shard, columns=["text"]).column("text").to_pylist())
+    shards = ShardSet(path=str(shard.parent), files=[shard.name], n_docs=0, n_bytes=n_bytes)
+    return run_tokenize(TokenizeConfig(vocab_size=vocab_size, workers=1), shards, root / f"tokens-{vocab_size}")
+
+
+def tiny_model() -> ModelConfig:
+    return ModelConfig(n_layer=4, n_embd=256, n_head=4, n_kv_head=4, seq_len=256)
+
+
+def speed(tokens, steps: int = 12) -> list[tuple[str, float]]:
+    import torch
+
+    from models.gpt import build_model
+    from tasks.data import TokenLoader
+
+    rows = []
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        model = build_model(tiny_model().model_copy(update={"vocab_size": tokens.vocab_size}))
+        run = torch.compile(model) if compiled else model
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        loader = TokenLoader([tokens.dir / f for f in tokens.train_files], 16, 256)
+        for i in range(steps + 3):  # 3 warm-up steps (compilation happens there)
+            if i == 3:
+                t0 = time.time()
+            x, y = loader.next_batch()
+            _, loss = run(x, y)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        rows.append(("compile" if compiled else "eager", steps * 16 * 256 / (time.time() - t0)))
+    return rows
+
+
+def curve(out: Path) -> list[tuple[float, float]]:
+    """(train seconds, val bpb) points from the run's log.jsonl."""
+    points = []
+    for line in (out / "log.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        if "val/bpb" in row:
+            points.append((row["train/seconds"], row["val/bpb"]))
+    return points
+
+
+def time_to_quality(tokens, budget: float) -> None:
+    base = dict(max_steps=100_000, max_seconds=budget, batch_size=16, warmup_steps=20, eval_every=25, eval_batches=8,
+                checkpoint_every=0, log_every=25, progress=False, schedule="cosine")
+    runs = {
+        "gpt2 baseline (AdamW 2e-3)": TrainConfig(model=tiny_model().model_copy(update={"arch": "gpt2"}), lr=2e-3, **base),
+        "ours (AdamW 3e-3)": TrainConfig(model=tiny_model(), lr=3e-3, **base),
+        "ours (Muon 0.02 + AdamW 3e-3)": TrainConfig(model=tiny_model(), optimizer="muon", lr=3e-3, **base),
+    }
+    results = {}
+    for name, cfg in runs.items():
+        out = lmforge_home() / "bench" / "train" / "runs" / f"{name.split()[0]}-{cfg.optimizer}-{int(budget)}-{time.time():.0f}"
+        ref = run_train(cfg, tokens, out)
+        results[name] = (ref, curve(out))
+    target = results["gpt2 baseline (AdamW 2e-3)"][1][-1][1]
+    base_time = results["gpt2 baseline (AdamW 2e-3)"][1][-1][0]
+    print(f"\n## Time to quality ({budget:.0f} s CPU budget each, val bpb; baseline final bpb {target:.3f})\n")
+    print("| run | params | steps | tokens/s | final val bpb | s to reach baseline bpb | time ratio |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, (ref, points) in results.items():
+        stats = ref.manifest()["stats"]
+        reach = next((s for s, b in points if b <= target), None)
+        ratio = f"{reach / base_time:.2f}" if reach is not None else "not reached"
+        print(f"| {name} | {ref.n_params:,} | {ref.step} | {stats['tokens_per_s']:,.0f} | {points[-1][1]:.3f} | "
+              f"{reach if reach is None else round(reach, 1)} | {ratio} |")
+    print("\nval bpb vs training seconds:")
+    for name, (_, points) in results.items():
+        print(f"- {name}: " + ", ".join(f"{s:.0f}s {b:.3f}" for s, b in points))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--budget", type=float, default=120.0, help="training seconds per run in the time-to-quality table")
+    parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--skip-quality", action="store_true")
+    args = parser.parse_args()
+    tokens = demo_tokens()
+    print(f"demo corpus: {tokens.n_train_tokens:,} train / {tokens.n_val_tokens:,} val tokens, vocab {tokens.vocab_size}")
+    if not args.skip_speed:
+        print("\n## CPU tokens/s, tiny_cpu model (4x256, seq 256, batch 16), fwd+bwd+AdamW\n")
+        print("| mode | tokens/s |\n| --- | ---: |")
+        for mode, rate in speed(tokens):
+            print(f"| {mode} | {rate:,.0f} |")
+    if not args.skip_quality:
+        time_to_quality(tokens, args.budget)
+
+
+if __name__ == "__main__":
+    main()
