@@ -5,7 +5,7 @@ CONSTRAINTS ?= infra/constraints-cpu.txt
 BIN := $(VENV)/bin
 PIP_CONSTRAINTS := $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
 
-.PHONY: setup corpus demo test test-fast up down clean
+.PHONY: setup corpus browser demo test test-fast up down clean
 
 setup: $(VENV)/.installed corpus
 
@@ -17,12 +17,15 @@ $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 
 # The demo corpus: real documentation sites from Debian packages (needs root and apt; see README).
 corpus:
-	@bash infra/install_corpus.sh
+	@bash infra/apt_install.sh corpus
+
+browser:
+	@bash infra/apt_install.sh browser
 
 demo: setup
 	$(BIN)/lmforge run --preset tiny_cpu
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest -q
 
 test-fast: setup

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs the Debian packages lmforge uses outside Python, skipping what is already there:
+#   corpus   the demo corpus: Debian's Python 3.11 docs (530 HTML pages) and the Debian Reference in four languages
+#            (so language filtering has pages to drop)
+#   browser  chromium, for the test that renders the Prefect and MLflow UIs
+# Without apt (or root/sudo) it explains what to do instead and exits 0: the demo can crawl any other site.
+set -euo pipefail
+missing=()
+for group in "$@"; do
+  case "$group" in
+    corpus)
+      [ -d /usr/share/doc/python3.11/html ] || missing+=(python3.11-doc)
+      for lang in en de fr ja; do
+        [ -f "/usr/share/debian-reference/index.$lang.html" ] || missing+=("debian-reference-$lang")
+      done ;;
+    browser)
+      command -v chromium >/dev/null 2>&1 || missing+=(chromium) ;;
+    *) echo "apt_install.sh: unknown group '$group' (corpus, browser)" >&2; exit 2 ;;
+  esac
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+if ! command -v apt-get >/dev/null 2>&1 || { [ -n "$SUDO" ] && ! command -v sudo >/dev/null 2>&1; }; then
+  echo "lmforge: cannot install ${missing[*]} here (needs apt-get and root or sudo)." >&2
+  echo "  The demo corpus is optional: crawl your own HTML directory or site instead (README, Crawl)." >&2
+  exit 0
+fi
+echo "lmforge: apt-get install ${missing[*]}"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

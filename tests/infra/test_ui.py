@@ -1,0 +1,69 @@
+"""Browser check: headless Chromium renders the Prefect UI's deployments page and the MLflow UI's registered-model
+page, served by `lmforge up`; the pages must show the deployment name and the model alias. Screenshots are kept
+(in $LMFORGE_SCREENSHOTS when set, else in the test's tmp dir)."""
+
+import os
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from infra.servers import ServersConfig, down, up
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def render(url: str, screenshot: Path, profile: Path) -> str:
+    """The DOM after JavaScript ran, and a PNG of the page (flags as for a closed network: no background traffic)."""
+    flags = [
+        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        f"--user-data-dir={profile}", "--window-size=1400,900", "--virtual-time-budget=20000",
+    ]
+    subprocess.run([*flags, f"--screenshot={screenshot}", url], check=True, capture_output=True, timeout=120)
+    return subprocess.run([*flags, "--dump-dom", url], check=True, capture_output=True, timeout=120, text=True).stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium package (make setup installs it)")
+def test_uis_show_deployment_and_model_alias(lmforge_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from mlflow.tracking import MlflowClient
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.deployments import build_deployments
+
+    monkeypatch.setenv("PREFECT_HOME", str(lmforge_home / "prefect"))
+    shots = Path(os.environ.get("LMFORGE_SCREENSHOTS", tmp_path / "screenshots"))
+    shots.mkdir(parents=True, exist_ok=True)
+    state = up(ServersConfig(prefect_port=free_port(), mlflow_port=free_port()))
+    try:
+        with temporary_settings({PREFECT_API_URL: f"{state.prefect_url}/api"}):
+            pipeline_deployment = next(d for d in build_deployments() if d.name == "pipeline")
+            pipeline_deployment.apply()
+
+        mlflow = MlflowClient(tracking_uri=state.mlflow_url)
+        experiment = mlflow.create_experiment("ui-check")
+        run = mlflow.create_run(experiment)
+        card = tmp_path / "MODEL_CARD.md"
+        card.write_text("# lmforge ui check\n")
+        mlflow.log_artifact(run.info.run_id, str(card), artifact_path="model")
+        mlflow.create_registered_model("lmforge")
+        version = mlflow.create_model_version("lmforge", f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+        mlflow.set_registered_model_alias("lmforge", "champion", version.version)
+
+        prefect_dom = render(f"{state.prefect_url}/deployments", shots / "prefect-deployments.png", tmp_path / "p1")
+        mlflow_dom = render(f"{state.mlflow_url}/#/models/lmforge", shots / "mlflow-model.png", tmp_path / "p2")
+    finally:
+        down()
+    assert "pipeline" in prefect_dom
+    assert "champion" in mlflow_dom
+    assert (shots / "prefect-deployments.png").stat().st_size > 10_000
+    assert (shots / "mlflow-model.png").stat().st_size > 10_000
