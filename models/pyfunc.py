@@ -86,12 +86,13 @@ class ChatEngine:
             if cut >= 0:
                 text, finish = text[:cut], "stop"
                 break
-            if not text.endswith("\ufffd"):  # hold back a half-decoded multi-byte character
-                delta, emitted = text[len(emitted) :], text
-                if delta:
-                    yield delta, None, len(prompt), len(generated)
+            safe = held_back(text, stop or [])
+            if safe > len(emitted):
+                delta, emitted = text[len(emitted) : safe], text[:safe]
+                yield delta, None, len(prompt), len(generated)
             if idx.size(1) >= self.context:  # slide the window: drop the oldest tokens
                 idx = idx[:, -(self.context - 1) :]
+        text = text.rstrip("\ufffd")  # a character cut off by max_tokens is dropped, not sent half-decoded
         yield text[len(emitted) :] if text.startswith(emitted) else "", finish, len(prompt), len(generated)
 
     def complete(self, messages: list[dict[str, Any]], **sampling: Any) -> tuple[str, str, int, int]:
@@ -101,6 +102,17 @@ class ChatEngine:
             parts.append(delta)
             finish = finish_reason or finish
         return "".join(parts).strip(), finish, n_prompt, n_out
+
+
+def held_back(text: str, stop: list[str]) -> int:
+    """How much of `text` is safe to send: not a half-decoded multi-byte character, not the start of a stop string."""
+    safe = len(text.rstrip("\ufffd"))
+    for s in stop:
+        for k in range(min(len(s) - 1, safe), 0, -1):
+            if text[:safe].endswith(s[:k]):
+                safe -= k
+                break
+    return safe
 
 
 def sampling_from(params: ChatParams | None) -> dict[str, Any]:
