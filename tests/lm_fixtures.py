@@ -70,6 +70,23 @@ class MemorisedLM(nn.Module):
         return logits, None
 
 
+class ScriptedLM(nn.Module):
+    """Generates a fixed token script, whatever the prompt: lets the engine's stop logic be checked exactly."""
+
+    def __init__(self, script: list[int], seq_len: int = 64):
+        super().__init__()
+        self.script, self.anchor = script, nn.Parameter(torch.zeros(1))
+        self.config = type("Cfg", (), {"seq_len": seq_len})()
+        self.prompt_len, self.last = 0, None
+
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, eos_id=None):
+        if self.last is None or not torch.equal(idx, self.last):  # a new request: restart the script
+            self.prompt_len = idx.size(1)
+        n = min(idx.size(1) - self.prompt_len, len(self.script) - 1)
+        self.last = torch.cat([idx, torch.tensor([[self.script[n]]])], dim=1)
+        return self.last
+
+
 def write_checkpoint(out: Path, model, tokenizer, step: int = 10) -> Path:
     """A checkpoint dir `out/step_000010/` written by the train stage's own writer."""
     from tasks.checkpoint import save_checkpoint

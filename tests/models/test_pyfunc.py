@@ -12,9 +12,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-import torch
 
-from lm_fixtures import tiny_gpt, tiny_tokenizer, write_checkpoint
+from lm_fixtures import ScriptedLM, tiny_gpt, tiny_tokenizer, write_checkpoint
 from models.chat import encode_chat, render_chat, validate_messages
 
 
@@ -82,21 +81,6 @@ def test_pyfunc_predict_and_stream(saved_model):
     assert chunks[-1]["choices"][0]["finish_reason"] in {"stop", "length"}
     streamed = "".join(c["choices"][0]["delta"]["content"] or "" for c in chunks)
     assert streamed.strip() == choice["message"]["content"]
-
-
-class ScriptedLM(torch.nn.Module):
-    """Generates a fixed token script, whatever the prompt: lets the engine's stop logic be checked exactly."""
-
-    def __init__(self, script: list[int], seq_len: int = 64):
-        super().__init__()
-        self.script, self.anchor = script, torch.nn.Parameter(torch.zeros(1))
-        self.config = type("Cfg", (), {"seq_len": seq_len})()
-        self.prompt_len: int | None = None
-
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, eos_id=None):
-        self.prompt_len = idx.size(1) if self.prompt_len is None else self.prompt_len
-        n = idx.size(1) - self.prompt_len
-        return torch.cat([idx, torch.tensor([[self.script[n]]])], dim=1)
 
 
 def test_engine_stop_conditions_and_utf8_deltas(tok):
