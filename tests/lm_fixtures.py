@@ -82,9 +82,13 @@ class ScriptedLM(nn.Module):
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, eos_id=None):
         if self.last is None or not torch.equal(idx, self.last):  # a new request: restart the script
             self.prompt_len = idx.size(1)
-        n = min(idx.size(1) - self.prompt_len, len(self.script) - 1)
-        self.last = torch.cat([idx, torch.tensor([[self.script[n]]])], dim=1)
-        return self.last
+        for _ in range(max_new_tokens):
+            n = min(idx.size(1) - self.prompt_len, len(self.script) - 1)
+            idx = torch.cat([idx, torch.tensor([[self.script[n]]])], dim=1)
+            if self.script[n] == eos_id:
+                break
+        self.last = idx
+        return idx
 
 
 def write_checkpoint(out: Path, model, tokenizer, step: int = 10) -> Path:
