@@ -10,6 +10,7 @@ state) as an artifact and the `models`/`tasks` source as code, so `mlflow models
 
 from __future__ import annotations
 
+import functools
 import shutil
 import time
 import uuid
@@ -173,11 +174,12 @@ def stage_code(dest: Path) -> list[str]:
     return [str(dest / "models"), str(dest / "tasks")]
 
 
-def pip_requirements() -> list[str]:
+@functools.cache  # reading package metadata costs ~0.7 s
+def pip_requirements() -> tuple[str, ...]:
     import importlib.metadata as md
 
     names = ["mlflow", "torch", "tokenizers", "safetensors", "numpy", "pydantic"]
-    return [f"{name}=={md.version(name).split('+')[0]}" for name in names]
+    return tuple(f"{name}=={md.version(name).split('+')[0]}" for name in names)
 
 
 def save_chat_model(checkpoint_dir: Path | str, path: Path | str, workdir: Path | str) -> Path:
@@ -189,7 +191,7 @@ def save_chat_model(checkpoint_dir: Path | str, path: Path | str, workdir: Path 
         python_model=LmforgeChatModel(),
         artifacts={"checkpoint": str(checkpoint)},
         code_paths=stage_code(workdir / "code"),
-        pip_requirements=pip_requirements(),
+        pip_requirements=list(pip_requirements()),
         input_example=INPUT_EXAMPLE,
     )
     return Path(path)

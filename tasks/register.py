@@ -163,6 +163,9 @@ def run_register(
             "champion_version": champion.version if champion is not None else None}
     card = model_card(cfg, tracking, run_id, ckpt, report, gate, version=str(version.version))
     mlflow_client.log_text(run_id, card, f"model_card_v{version.version}.md")
+    for name in ("report.json", "report.md"):  # the eval report next to the model it describes
+        if (report.dir / name).is_file():
+            mlflow_client.log_artifact(run_id, str(report.dir / name), artifact_path="evaluate")
     mlflow_client.update_model_version(cfg.model_name, version.version, description=card)
     mlflow_client.set_registered_model_alias(cfg.model_name, alias, version.version)
     mlflow_client.log_metric(run_id, "register/promoted", float(promote))

@@ -78,6 +78,7 @@ def test_retry_returns_the_version_already_registered(setup):
     assert len(client(tracking).search_model_versions("name='retry-model'")) == 1
 
 
+@pytest.mark.slow
 def test_champion_loads_from_the_registry_and_answers(setup):
     import mlflow
 
