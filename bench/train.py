@@ -29,10 +29,9 @@ def demo_tokens(vocab_size: int = 4096):
     import pyarrow.parquet as pq
     import trafilatura
 
-    from tasks.artifacts import ShardSet, load_done
+    from tasks.artifacts import ShardSet, TokenSet, load_done
     from tasks.schema import SHARD_SCHEMA
     from tasks.tokenize import TokenizeConfig, run_tokenize
-    from tasks.artifacts import TokenSet
 
     root = lmforge_home() / "bench" / "train"
     done = load_done(root / f"tokens-{vocab_size}", TokenSet)
@@ -46,9 +45,17 @@ def demo_tokens(vocab_size: int = 4096):
         texts = [t for t in (trafilatura.extract(p.read_text(errors="replace")) for p in pages) if t and len(t) > 200]
         n = len(texts)
         cols = {name: [None] * n for name in SHARD_SCHEMA.names}
-        cols.update(id=[str(i) for i in range(n)], text=texts, url=[str(p) for p in pages[:n]], domain=["docs"] * n,
-                    crawl_date=["2024-01-01T00:00:00Z"] * n, language=["en"] * n, language_score=[1.0] * n,
-                    minhash_cluster_size=[1] * n, token_count=[len(t.split()) for t in texts])
+        cols.update(
+            id=[str(i) for i in range(n)],
+            text=texts,
+            url=[str(p) for p in pages[:n]],
+            domain=["docs"] * n,
+            crawl_date=["2024-01-01T00:00:00Z"] * n,
+            language=["en"] * n,
+            language_score=[1.0] * n,
+            minhash_cluster_size=[1] * n,
+            token_count=[len(t.split()) for t in texts],
+        )
         shard.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.Table.from_pydict(cols, schema=SHARD_SCHEMA), shard)
     n_bytes = sum(len(t.encode()) for t in pq.read_table(shard, columns=["text"]).column("text").to_pylist())
@@ -96,16 +103,34 @@ def curve(out: Path) -> list[tuple[float, float]]:
 
 
 def time_to_quality(tokens, budget: float) -> None:
-    base = dict(max_steps=100_000, max_seconds=budget, batch_size=16, warmup_steps=20, eval_every=25, eval_batches=8,
-                checkpoint_every=0, log_every=25, progress=False, schedule="cosine")
+    base = dict(
+        max_steps=100_000,
+        max_seconds=budget,
+        batch_size=16,
+        warmup_steps=20,
+        eval_every=25,
+        eval_batches=8,
+        checkpoint_every=0,
+        log_every=25,
+        progress=False,
+        schedule="cosine",
+    )
     runs = {
-        "gpt2 baseline (AdamW 2e-3)": TrainConfig(model=tiny_model().model_copy(update={"arch": "gpt2"}), lr=2e-3, **base),
+        "gpt2 baseline (AdamW 2e-3)": TrainConfig(
+            model=tiny_model().model_copy(update={"arch": "gpt2"}), lr=2e-3, **base
+        ),
         "ours (AdamW 3e-3)": TrainConfig(model=tiny_model(), lr=3e-3, **base),
         "ours (Muon 0.02 + AdamW 3e-3)": TrainConfig(model=tiny_model(), optimizer="muon", lr=3e-3, **base),
     }
     results = {}
     for name, cfg in runs.items():
-        out = lmforge_home() / "bench" / "train" / "runs" / f"{name.split()[0]}-{cfg.optimizer}-{int(budget)}-{time.time():.0f}"
+        out = (
+            lmforge_home()
+            / "bench"
+            / "train"
+            / "runs"
+            / f"{name.split()[0]}-{cfg.optimizer}-{int(budget)}-{time.time():.0f}"
+        )
         ref = run_train(cfg, tokens, out)
         results[name] = (ref, curve(out))
     target = results["gpt2 baseline (AdamW 2e-3)"][1][-1][1]
@@ -117,8 +142,10 @@ def time_to_quality(tokens, budget: float) -> None:
         stats = ref.manifest()["stats"]
         reach = next((s for s, b in points if b <= target), None)
         ratio = f"{reach / base_time:.2f}" if reach is not None else "not reached"
-        print(f"| {name} | {ref.n_params:,} | {ref.step} | {stats['tokens_per_s']:,.0f} | {points[-1][1]:.3f} | "
-              f"{reach if reach is None else round(reach, 1)} | {ratio} |")
+        print(
+            f"| {name} | {ref.n_params:,} | {ref.step} | {stats['tokens_per_s']:,.0f} | {points[-1][1]:.3f} | "
+            f"{reach if reach is None else round(reach, 1)} | {ratio} |"
+        )
     print("\nval bpb vs training seconds:")
     for name, (_, points) in results.items():
         print(f"- {name}: " + ", ".join(f"{s:.0f}s {b:.3f}" for s, b in points))
@@ -126,12 +153,16 @@ def time_to_quality(tokens, budget: float) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--budget", type=float, default=120.0, help="training seconds per run in the time-to-quality table")
+    parser.add_argument(
+        "--budget", type=float, default=120.0, help="training seconds per run in the time-to-quality table"
+    )
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-quality", action="store_true")
     args = parser.parse_args()
     tokens = demo_tokens()
-    print(f"demo corpus: {tokens.n_train_tokens:,} train / {tokens.n_val_tokens:,} val tokens, vocab {tokens.vocab_size}")
+    print(
+        f"demo corpus: {tokens.n_train_tokens:,} train / {tokens.n_val_tokens:,} val tokens, vocab {tokens.vocab_size}"
+    )
     if not args.skip_speed:
         print("\n## CPU tokens/s, tiny_cpu model (4x256, seq 256, batch 16), fwd+bwd+AdamW\n")
         print("| mode | tokens/s |\n| --- | ---: |")

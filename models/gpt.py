@@ -14,9 +14,9 @@ import math
 from typing import Literal
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import nn
 
 # arch -> "module:Class"; every class takes a ModelConfig and has forward(idx, targets), generate(...), num_params()
 ARCHS = {"gpt": "models.gpt:GPT", "gpt2": "models.gpt2:GPT2", "rnn": "models.rnn:RNNLM", "gcnn": "models.gcnn:GCNN"}
@@ -39,7 +39,7 @@ class ModelConfig(BaseModel):
     norm_eps: float = Field(default=1e-6, gt=0, description="RMSNorm epsilon.")
 
     @model_validator(mode="after")
-    def _check_shapes(self) -> "ModelConfig":
+    def _check_shapes(self) -> ModelConfig:
         if self.n_embd % self.n_head or (self.n_embd // self.n_head) % 2:
             raise ValueError(f"n_embd={self.n_embd} must split into n_head={self.n_head} heads of even size")
         if self.n_head % self.n_kv_head:
@@ -117,7 +117,9 @@ class Attention(nn.Module):
             k = k.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
             v = v.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
         if past == 0:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
+            y = F.scaled_dot_product_attention(
+                q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
+            )
         else:  # queries at positions past..past+T-1 see every key up to their own position
             mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
@@ -224,7 +226,11 @@ class GPT(nn.Module):
         c, p = self.config, self.lm_head.weight
         shape = (batch_size, c.n_kv_head, max_len, c.head_dim)
         return [
-            {"k": torch.zeros(shape, dtype=p.dtype, device=p.device), "v": torch.zeros(shape, dtype=p.dtype, device=p.device), "len": 0}
+            {
+                "k": torch.zeros(shape, dtype=p.dtype, device=p.device),
+                "v": torch.zeros(shape, dtype=p.dtype, device=p.device),
+                "len": 0,
+            }
             for _ in range(c.n_layer)
         ]
 

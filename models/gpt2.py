@@ -8,8 +8,8 @@ and evaluation work unchanged. It has no KV cache: generation recomputes the (at
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from models.gpt import ModelConfig, sample_next
 
@@ -70,7 +70,9 @@ class GPT2(nn.Module):
         c, T = self.config, seq_len or self.config.seq_len
         return 6 * (self.num_params() - self.wpe.weight.numel()) + 12 * c.n_layer * c.n_embd * T
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         B, T = idx.shape
         if T > self.config.seq_len:
             raise ValueError(f"gpt2 has learned positions for {self.config.seq_len} tokens, got {T}")

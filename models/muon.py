@@ -8,7 +8,7 @@ computes the same update, so no extra communication is needed; FSDP shards matri
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 
 def zeropower_via_newtonschulz5(G: torch.Tensor, steps: int = 5) -> torch.Tensor:
@@ -77,9 +77,7 @@ def build_optimizers(
         {"params": vectors, "weight_decay": 0.0, "base_lr": lr},
     ]
     adam_groups = [g for g in adam_groups if g["params"]]
-    optimizers: list[torch.optim.Optimizer] = [
-        torch.optim.AdamW(adam_groups, lr=lr, betas=betas, fused=fused or None)
-    ]
+    optimizers: list[torch.optim.Optimizer] = [torch.optim.AdamW(adam_groups, lr=lr, betas=betas, fused=fused or None)]
     if kind == "muon" and blocks:
         optimizers.append(Muon([{"params": blocks, "base_lr": muon_lr}], lr=muon_lr, weight_decay=weight_decay))
     return optimizers

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 # dense bf16 tensor-core peak FLOP/s by device name, for the MFU estimate
 PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12, "4090": 165e12}
@@ -30,7 +30,7 @@ class DistInfo:
 
 
 def resolve_device(name: str) -> torch.device:
-    """"auto" = CUDA when available, else CPU; under torchrun each rank takes cuda:LOCAL_RANK."""
+    """ "auto" = CUDA when available, else CPU; under torchrun each rank takes cuda:LOCAL_RANK."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and "LOCAL_RANK" in os.environ:
@@ -41,7 +41,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """"auto" = bf16 autocast on CUDA, fp32 on CPU (CPU bf16 is slow and breaks bit-exact resume tests)."""
+    """ "auto" = bf16 autocast on CUDA, fp32 on CPU (CPU bf16 is slow and breaks bit-exact resume tests)."""
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
@@ -122,3 +122,31 @@ def peak_flops(device: torch.device, dtype: torch.dtype) -> float | None:
         return None
     name = torch.cuda.get_device_name(device)
     return next((flops for key, flops in PEAK_FLOPS.items() if key in name), None)
+
+
+def optimizer_state(model: nn.Module, optimizers: list, info: DistInfo, strategy: str) -> list[dict]:
+    """Optimizer states to checkpoint; under FSDP gathered into full (unsharded) tensors on CPU."""
+    if strategy == "fsdp" and info.world_size > 1:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return [get_optimizer_state_dict(model, opt, options=options) for opt in optimizers]
+    return [opt.state_dict() for opt in optimizers]
+
+
+def load_optimizer_state(model: nn.Module, optimizers: list, states: list[dict], info: DistInfo, strategy: str) -> None:
+    if strategy == "fsdp" and info.world_size > 1:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        for opt, state in zip(optimizers, states):
+            set_optimizer_state_dict(model, opt, state, options=StateDictOptions(full_state_dict=True))
+        return
+    for opt, state in zip(optimizers, states):
+        opt.load_state_dict(state)
+
+
+def full_model_state(model: nn.Module) -> dict:
+    """The full state dict of an FSDP2-sharded model, on CPU, gathered on every rank."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))

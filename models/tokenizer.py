@@ -30,7 +30,7 @@ class Tokenizer:
         self.pad_id: int = hf_tokenizer.token_to_id(PAD)
 
     @classmethod
-    def train(cls, texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> "Tokenizer":
+    def train(cls, texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> Tokenizer:
         """Train byte-level BPE on `texts`; the 256 byte symbols are always in the alphabet, so nothing is unknown."""
         from tokenizers import Tokenizer as HFTokenizer
         from tokenizers import decoders, models, pre_tokenizers, trainers
@@ -51,7 +51,7 @@ class Tokenizer:
         return cls(tok)
 
     @classmethod
-    def load(cls, path: Path | str) -> "Tokenizer":
+    def load(cls, path: Path | str) -> Tokenizer:
         from tokenizers import Tokenizer as HFTokenizer
 
         path = Path(path)

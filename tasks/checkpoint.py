@@ -35,7 +35,11 @@ def git_commit() -> str | None:
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no", "--", "tasks", "models"],
-            cwd=root, capture_output=True, text=True, check=True, timeout=10,
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):  # not a git checkout (e.g. an installed wheel): no commit to record
         return None
@@ -131,7 +135,9 @@ def load_weights(model, checkpoint_dir: Path | str, device: str = "cpu") -> None
     # tied lm_head.weight is stored once under its embedding name; anything else missing is a real mismatch
     missing = [m for m in missing if not (m == "lm_head.weight" and getattr(model.config, "tie_embeddings", False))]
     if missing or unexpected:
-        raise ValueError(f"{checkpoint_dir}/{WEIGHTS} does not match the model: missing {missing}, unexpected {unexpected}")
+        raise ValueError(
+            f"{checkpoint_dir}/{WEIGHTS} does not match the model: missing {missing}, unexpected {unexpected}"
+        )
 
 
 def load_model(checkpoint_dir: Path | str, device: str = "cpu"):

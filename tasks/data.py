@@ -15,8 +15,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 HEADER_INTS = 256
 HEADERS = {  # token dtype -> (magic, version), as llm.c writes them
@@ -122,7 +126,7 @@ class TokenLoader:
 
 def iter_eval_batches(
     files: Sequence[Path | str], batch_size: int, seq_len: int, max_batches: int | None = None
-) -> Iterator[tuple["object", "object"]]:
+) -> Iterator[tuple["torch.Tensor", "torch.Tensor"]]:
     """Non-overlapping (x, y) batches over held-out shards in a fixed order, for val loss / bits-per-byte.
 
     Covers every token of each shard once (the tail of a shard too short for a full row is dropped).

@@ -35,7 +35,9 @@ class TokenizeConfig(BaseModel):
     min_bytes_per_token: float = Field(
         default=1.5, ge=0.0, description="Gate: fail when val compression (UTF-8 bytes per token) is below this."
     )
-    workers: int = Field(default=0, ge=0, description="Encoding processes; 0 = one per CPU core (at most one per shard).")
+    workers: int = Field(
+        default=0, ge=0, description="Encoding processes; 0 = one per CPU core (at most one per shard)."
+    )
     split_seed: str = Field(default="lmforge", description="Salt of the train/val document hash; change to re-split.")
 
 
@@ -155,9 +157,7 @@ def run_tokenize(cfg: TokenizeConfig, shards: ShardSet, out: Path) -> TokenSet:
         "seconds": {"train_tokenizer": round(t_train, 3), "encode": round(t_enc, 3)},
         "workers": workers,
     }
-    return finish_stage(
-        out, ref, config=cfg, stats=stats, files=[TOKENIZER_FILE, *train_files, *val_files], started=t0
-    )
+    return finish_stage(out, ref, config=cfg, stats=stats, files=[TOKENIZER_FILE, *train_files, *val_files], started=t0)
 
 
 @task(name="tokenize", retries=1)

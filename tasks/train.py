@@ -22,41 +22,57 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from models.gpt import ModelConfig
 from tasks.artifacts import CheckpointRef, TokenSet, finish_stage, load_done, stage_dir
-from tasks.tracking import TrackingConfig
-
-Tracking = tuple[TrackingConfig, str] | None
+from tasks.train_helpers import MetricLog, Tracking, evaluate_loss
 
 
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: ModelConfig = Field(default_factory=ModelConfig, description="Architecture and sizes.")
     max_steps: int = Field(default=300, ge=1, description="Optimizer steps; the lr schedule spans them.")
-    max_seconds: float | None = Field(default=None, description="Stop after this many training seconds (schedule decays by time too).")
+    max_seconds: float | None = Field(
+        default=None, description="Stop after this many training seconds (schedule decays by time too)."
+    )
     batch_size: int = Field(default=16, ge=1, description="Sequences per micro-batch per rank.")
-    tokens_per_step: int = Field(default=0, ge=0, description="Tokens per optimizer step (gradient accumulation); 0 = one micro-batch per rank.")
-    optimizer: Literal["adamw", "muon"] = Field(default="adamw", description="AdamW, or Muon for block matrices + AdamW for the rest.")
+    tokens_per_step: int = Field(
+        default=0, ge=0, description="Tokens per optimizer step (gradient accumulation); 0 = one micro-batch per rank."
+    )
+    optimizer: Literal["adamw", "muon"] = Field(
+        default="adamw", description="AdamW, or Muon for block matrices + AdamW for the rest."
+    )
     lr: float = Field(default=3e-3, gt=0, description="Peak AdamW learning rate.")
     muon_lr: float = Field(default=0.02, gt=0, description="Peak Muon learning rate (optimizer=muon).")
     betas: tuple[float, float] = Field(default=(0.9, 0.95), description="AdamW betas.")
     weight_decay: float = Field(default=0.1, ge=0, description="Decoupled weight decay on matrices.")
     warmup_steps: int = Field(default=30, ge=0, description="Linear warmup steps.")
-    schedule: Literal["cosine", "wsd", "constant"] = Field(default="cosine", description="Decay after warmup: cosine, warmup-stable-decay, or none.")
+    schedule: Literal["cosine", "wsd", "constant"] = Field(
+        default="cosine", description="Decay after warmup: cosine, warmup-stable-decay, or none."
+    )
     decay_fraction: float = Field(default=0.2, gt=0, le=1, description="wsd: share of the run spent decaying.")
     min_lr_ratio: float = Field(default=0.1, ge=0, le=1, description="Final lr as a fraction of the peak.")
     grad_clip: float = Field(default=1.0, ge=0, description="Clip the global gradient norm to this (0 = off).")
     device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N.")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(default="auto", description="Autocast dtype; auto = bf16 on CUDA, fp32 on CPU.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto", description="Autocast dtype; auto = bf16 on CUDA, fp32 on CPU."
+    )
     compile: bool = Field(default=False, description="torch.compile the model.")
-    activation_checkpointing: bool = Field(default=False, description="Recompute block activations in backward to save memory.")
-    distributed: Literal["ddp", "fsdp"] = Field(default="ddp", description="Strategy when launched with torchrun on several ranks.")
-    checkpoint_every: int = Field(default=100, ge=0, description="Save a checkpoint every N steps (and always at the end); 0 = end only.")
+    activation_checkpointing: bool = Field(
+        default=False, description="Recompute block activations in backward to save memory."
+    )
+    distributed: Literal["ddp", "fsdp"] = Field(
+        default="ddp", description="Strategy when launched with torchrun on several ranks."
+    )
+    checkpoint_every: int = Field(
+        default=100, ge=0, description="Save a checkpoint every N steps (and always at the end); 0 = end only."
+    )
     keep_last: int = Field(default=2, ge=1, description="Checkpoints kept on disk.")
     eval_every: int = Field(default=100, ge=0, description="Val loss every N steps (and at the end); 0 = end only.")
     eval_batches: int = Field(default=20, ge=1, description="Val batches per evaluation.")
     log_every: int = Field(default=10, ge=1, description="Log train metrics every N steps.")
     seed: int = Field(default=1337, description="Seed of init, dropout and sampling.")
     threads: int = Field(default=0, ge=0, description="torch CPU threads; 0 = torch's default.")
-    init_from: str | None = Field(default=None, description="Checkpoint dir whose weights start this run (continued pretraining).")
+    init_from: str | None = Field(
+        default=None, description="Checkpoint dir whose weights start this run (continued pretraining)."
+    )
     progress: bool = Field(default=True, description="Show a progress bar on a terminal.")
 
 
@@ -76,66 +92,21 @@ def lr_multiplier(cfg: TrainConfig, step: int, elapsed: float) -> float:
     return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def evaluate_loss(model, files: list[Path], batch_size: int, seq_len: int, max_batches: int, device, amp) -> float:
-    """Mean per-token cross-entropy (nats) over the first `max_batches` val batches."""
-    import torch
-
-    from tasks.data import iter_eval_batches
-
-    model.eval()
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for x, y in iter_eval_batches(files, batch_size, seq_len, max_batches):
-            with amp:
-                _, loss = model(x.to(device), y.to(device))
-            total, count = total + loss.item() * y.numel(), count + y.numel()
-    model.train()
-    return total / count if count else float("nan")
-
-
-class MetricLog:
-    """Appends metrics to `log.jsonl` and sends them to MLflow in batches (when tracking is given)."""
-
-    def __init__(self, tracking: Tracking, enabled: bool, history: Path):
-        self.tracking, self.buffer = (tracking if enabled else None), []
-        self.history = history if enabled else None
-
-    def add(self, step: int, **values: float) -> None:
-        if self.history is not None:  # log.jsonl: the run's curve next to its checkpoints, readable without MLflow
-            with open(self.history, "a") as f:
-                f.write(json.dumps({"step": step, **{k.replace("__", "/"): float(v) for k, v in values.items()}}) + "\n")
-        if self.tracking:
-            from mlflow.entities import Metric
-
-            now = int(time.time() * 1000)
-            self.buffer += [Metric(k.replace("__", "/"), float(v), now, step) for k, v in values.items()]
-
-    def flush(self) -> None:
-        if self.tracking and self.buffer:
-            from tasks.tracking import client
-
-            cfg, run_id = self.tracking
-            for start in range(0, len(self.buffer), 1000):
-                client(cfg).log_batch(run_id, metrics=self.buffer[start : start + 1000])
-            self.buffer = []
-
-
 def run_train(cfg: TrainConfig, tokens: TokenSet, out: Path, tracking: Tracking = None) -> CheckpointRef:
     import torch
     from tqdm import tqdm
 
+    from models import parallelize as par
     from models.gpt import build_model
     from models.muon import build_optimizers
-    from models.parallelize import autocast, barrier, init_distributed, no_sync, parallelize, peak_flops
-    from models.parallelize import resolve_device, resolve_dtype
     from models.tokenizer import Tokenizer
     from tasks import checkpoint as ckpt
     from tasks.data import TokenLoader
 
     t0 = time.time()
-    device = resolve_device(cfg.device)
-    info = init_distributed(device)
-    dtype, amp_ctx = resolve_dtype(cfg.dtype, device), None
+    device = par.resolve_device(cfg.device)
+    info = par.init_distributed(device)
+    dtype, amp_ctx = par.resolve_dtype(cfg.dtype, device), None
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out.mkdir(parents=True, exist_ok=True)
@@ -145,7 +116,9 @@ def run_train(cfg: TrainConfig, tokens: TokenSet, out: Path, tracking: Tracking 
     tokenizer = Tokenizer.load(tokenizer_file)
     mcfg = cfg.model if cfg.model.vocab_size else cfg.model.model_copy(update={"vocab_size": tokens.vocab_size})
     if mcfg.vocab_size < tokens.vocab_size:
-        raise ValueError(f"train.model.vocab_size={mcfg.vocab_size} < tokenizer vocab {tokens.vocab_size}; use 0 (auto)")
+        raise ValueError(
+            f"train.model.vocab_size={mcfg.vocab_size} < tokenizer vocab {tokens.vocab_size}; use 0 (auto)"
+        )
 
     torch.manual_seed(cfg.seed)  # same seed on every rank: identical initial weights without a broadcast
     model = build_model(mcfg)
@@ -155,13 +128,24 @@ def run_train(cfg: TrainConfig, tokens: TokenSet, out: Path, tracking: Tracking 
     elif cfg.init_from:
         sidecar = ckpt.read_sidecar(cfg.init_from)
         if sidecar["tokenizer"]["sha256"] != tokenizer.sha256:
-            raise ValueError(f"train.init_from={cfg.init_from} was trained with another tokenizer than {tokenizer_file}")
+            raise ValueError(
+                f"train.init_from={cfg.init_from} was trained with another tokenizer than {tokenizer_file}"
+            )
         ckpt.load_weights(model, cfg.init_from)
     model.to(device)
-    wrapped = parallelize(model, info, device, compile=cfg.compile, activation_checkpointing=cfg.activation_checkpointing, strategy=cfg.distributed)
+    wrapped = par.parallelize(
+        model,
+        info,
+        device,
+        compile=cfg.compile,
+        activation_checkpointing=cfg.activation_checkpointing,
+        strategy=cfg.distributed,
+    )
     if cfg.optimizer == "muon" and cfg.distributed == "fsdp" and info.world_size > 1:
         raise ValueError("train.optimizer=muon needs whole matrices; use train.distributed=ddp")
-    optimizers = build_optimizers(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.betas, cfg.muon_lr, device.type == "cuda")
+    optimizers = build_optimizers(
+        model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.betas, cfg.muon_lr, device.type == "cuda"
+    )
 
     T, B = mcfg.seq_len, cfg.batch_size
     micro_tokens = B * T * info.world_size
@@ -171,18 +155,20 @@ def run_train(cfg: TrainConfig, tokens: TokenSet, out: Path, tracking: Tracking 
     step, tokens_seen, train_seconds = 0, 0, 0.0
     if resume is not None:
         state = ckpt.load_state(resume)
-        _load_optimizer_state(model, optimizers, state["optimizer"], info, cfg.distributed)
+        par.load_optimizer_state(model, optimizers, state["optimizer"], info, cfg.distributed)
         loader.load_state_dict(state["loader"])
         torch.set_rng_state(state["rng"]["cpu"])
         if device.type == "cuda" and "cuda" in state["rng"]:
             torch.cuda.set_rng_state(state["rng"]["cuda"], device)
         step, tokens_seen, train_seconds = state["step"], state["tokens_seen"], state["train_seconds"]
 
-    amp_ctx = autocast(device, dtype)
-    peak = peak_flops(device, dtype)
+    amp_ctx = par.autocast(device, dtype)
+    peak = par.peak_flops(device, dtype)
     flops_per_token = model.flops_per_token(T) if hasattr(model, "flops_per_token") else 6.0 * model.num_params()
     log = MetricLog(tracking, info.is_main, out / "log.jsonl")
-    bar = tqdm(total=cfg.max_steps, initial=step, disable=None if (cfg.progress and info.is_main) else True, desc="train")
+    bar = tqdm(
+        total=cfg.max_steps, initial=step, disable=None if (cfg.progress and info.is_main) else True, desc="train"
+    )
     resumed_from, start_step = step, step
     loss_value, val_loss, tokens_per_s, saved_step = float("nan"), float("nan"), 0.0, -1
     window_t, window_tokens = time.time(), 0
@@ -192,20 +178,33 @@ def run_train(cfg: TrainConfig, tokens: TokenSet, out: Path, tracking: Tracking 
 
     def save(at_step: int) -> Path | None:
         state = {
-            "step": at_step, "tokens_seen": tokens_seen, "train_seconds": train_seconds,
-            "optimizer": _optimizer_state(model, optimizers, info, cfg.distributed), "loader": loader.state_dict(),
-            "rng": {"cpu": torch.get_rng_state(), **({"cuda": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {})},
+            "step": at_step,
+            "tokens_seen": tokens_seen,
+            "train_seconds": train_seconds,
+            "optimizer": par.optimizer_state(model, optimizers, info, cfg.distributed),
+            "loader": loader.state_dict(),
+            "rng": {
+                "cpu": torch.get_rng_state(),
+                **({"cuda": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
+            },
         }
         sidecar = {
-            "model": mcfg.model_dump(mode="json"), "train": cfg.model_dump(mode="json"), "tokens_seen": tokens_seen,
-            "n_params": model.num_params(), "arch": mcfg.arch,
+            "model": mcfg.model_dump(mode="json"),
+            "train": cfg.model_dump(mode="json"),
+            "tokens_seen": tokens_seen,
+            "n_params": model.num_params(),
+            "arch": mcfg.arch,
             "tokenizer": {"sha256": tokenizer.sha256, "file": ckpt.TOKENIZER, "source": str(tokenizer_file)},
             "data": {"manifest_sha256": tokens.manifest_sha256, "path": tokens.path},
             "metrics": {"train_loss": loss_value, "val_loss": val_loss},
         }
-        model_state = _full_model_state(model) if cfg.distributed == "fsdp" and info.world_size > 1 else None
-        path = ckpt.save_checkpoint(out, at_step, model, state, sidecar, tokenizer_file, cfg.keep_last, model_state) if info.is_main else None
-        barrier(info)
+        model_state = par.full_model_state(model) if cfg.distributed == "fsdp" and info.world_size > 1 else None
+        path = (
+            ckpt.save_checkpoint(out, at_step, model, state, sidecar, tokenizer_file, cfg.keep_last, model_state)
+            if info.is_main
+            else None
+        )
+        par.barrier(info)
         return path
 
     while step < cfg.max_steps and not (cfg.max_seconds and train_seconds >= cfg.max_seconds):
@@ -217,11 +216,13 @@ def run_train(cfg: TrainConfig, tokens: TokenSet, out: Path, tracking: Tracking 
         loss_sum = torch.zeros((), device=device)
         for micro in range(accum):
             x, y = loader.next_batch()
-            with no_sync(wrapped, micro == accum - 1), amp_ctx:
+            with par.no_sync(wrapped, micro == accum - 1), amp_ctx:
                 _, loss = wrapped(x.to(device, non_blocking=True), y.to(device, non_blocking=True))
             (loss / accum).backward()
             loss_sum += loss.detach()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+        )
         for opt in optimizers:
             opt.step()
         for opt in optimizers:
@@ -235,7 +236,15 @@ def run_train(cfg: TrainConfig, tokens: TokenSet, out: Path, tracking: Tracking 
             tokens_per_s = window_tokens / max(time.time() - window_t, 1e-9)
             window_t, window_tokens = time.time(), 0
             mfu = flops_per_token * tokens_per_s / (peak * info.world_size) if peak else 0.0
-            log.add(step, train__loss=loss_value, train__lr=cfg.lr * mult, train__grad_norm=float(grad_norm), train__tokens_per_s=tokens_per_s, train__mfu=mfu, train__seconds=train_seconds)
+            log.add(
+                step,
+                train__loss=loss_value,
+                train__lr=cfg.lr * mult,
+                train__grad_norm=float(grad_norm),
+                train__tokens_per_s=tokens_per_s,
+                train__mfu=mfu,
+                train__seconds=train_seconds,
+            )
             bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tokens_per_s:,.0f}")
         bar.update(1)
         if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.max_steps:
@@ -257,47 +266,35 @@ def run_train(cfg: TrainConfig, tokens: TokenSet, out: Path, tracking: Tracking 
         save(step)
     trained = tokens_seen - (resumed_from * micro_tokens * accum)
     stats = {
-        "steps": step, "resumed_from_step": resumed_from, "world_size": info.world_size, "grad_accum": accum,
-        "params": model.num_params(), "tokens_seen": tokens_seen, "train_seconds": round(train_seconds, 3),
-        "final_train_loss": loss_value, "val_loss": val_loss, "val_bpb_estimate": val_bpb,
+        "steps": step,
+        "resumed_from_step": resumed_from,
+        "world_size": info.world_size,
+        "grad_accum": accum,
+        "params": model.num_params(),
+        "tokens_seen": tokens_seen,
+        "train_seconds": round(train_seconds, 3),
+        "final_train_loss": loss_value,
+        "val_loss": val_loss,
+        "val_bpb_estimate": val_bpb,
         "tokens_per_s": round(trained / max(train_seconds, 1e-9), 1) if trained else tokens_per_s,
-        "flops_per_token": flops_per_token, "mfu": (flops_per_token * tokens_per_s / (peak * info.world_size)) if peak else 0.0,
+        "flops_per_token": flops_per_token,
+        "mfu": (flops_per_token * tokens_per_s / (peak * info.world_size)) if peak else 0.0,
     }
     ref = CheckpointRef(
-        path=str(out), checkpoint=final.name, tokenizer_file=str((final / ckpt.TOKENIZER).resolve()), step=step,
-        n_params=model.num_params(), tokens_seen=tokens_seen, train_seconds=round(train_seconds, 3), final_train_loss=loss_value,
+        path=str(out),
+        checkpoint=final.name,
+        tokenizer_file=str((final / ckpt.TOKENIZER).resolve()),
+        step=step,
+        n_params=model.num_params(),
+        tokens_seen=tokens_seen,
+        train_seconds=round(train_seconds, 3),
+        final_train_loss=loss_value,
     )
     if info.is_main:
         files = [f"{final.name}/{name}" for name in (ckpt.WEIGHTS, ckpt.STATE, ckpt.SIDECAR, ckpt.TOKENIZER)]
         ref = finish_stage(out, ref, config=cfg, stats=stats, files=files, started=t0)
-    barrier(info)
+    par.barrier(info)
     return ref if info.is_main else load_done(out, CheckpointRef)
-
-
-def _optimizer_state(model, optimizers, info, strategy: str) -> list[dict]:
-    if strategy == "fsdp" and info.world_size > 1:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
-
-        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        return [get_optimizer_state_dict(model, opt, options=options) for opt in optimizers]
-    return [opt.state_dict() for opt in optimizers]
-
-
-def _load_optimizer_state(model, optimizers, states: list[dict], info, strategy: str) -> None:
-    if strategy == "fsdp" and info.world_size > 1:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-
-        for opt, state in zip(optimizers, states):
-            set_optimizer_state_dict(model, opt, state, options=StateDictOptions(full_state_dict=True))
-        return
-    for opt, state in zip(optimizers, states):
-        opt.load_state_dict(state)
-
-
-def _full_model_state(model) -> dict:
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
 @task(name="train", retries=1)

@@ -10,7 +10,9 @@ from models.gpt import ModelConfig, build_model, sample_next
 
 def make(seed: int = 0, **overrides):
     torch.manual_seed(seed)
-    cfg = ModelConfig(**{"n_layer": 2, "n_embd": 64, "n_head": 4, "n_kv_head": 2, "seq_len": 32, "vocab_size": 97, **overrides})
+    cfg = ModelConfig(
+        **{"n_layer": 2, "n_embd": 64, "n_head": 4, "n_kv_head": 2, "seq_len": 32, "vocab_size": 97, **overrides}
+    )
     model = build_model(cfg)
     with torch.no_grad():  # zero-initialised output projections would make attention invisible to these tests
         for p in model.parameters():
@@ -75,9 +77,13 @@ def test_parameter_names_follow_hf_llama_and_tying():
     model = make(qk_norm=True, tie_embeddings=True)
     names = set(model.state_dict())
     for name in (
-        "model.embed_tokens.weight", "model.norm.weight", "lm_head.weight",
-        "model.layers.1.self_attn.q_proj.weight", "model.layers.1.self_attn.k_norm.weight",
-        "model.layers.1.mlp.gate_proj.weight", "model.layers.1.post_attention_layernorm.weight",
+        "model.embed_tokens.weight",
+        "model.norm.weight",
+        "lm_head.weight",
+        "model.layers.1.self_attn.q_proj.weight",
+        "model.layers.1.self_attn.k_norm.weight",
+        "model.layers.1.mlp.gate_proj.weight",
+        "model.layers.1.post_attention_layernorm.weight",
     ):
         assert name in names
     assert model.lm_head.weight is model.model.embed_tokens.weight
@@ -102,9 +108,17 @@ def test_logits_match_hugging_face(qk_norm):
     model = make(qk_norm=qk_norm, tie_embeddings=not qk_norm)
     c = model.config
     common = dict(
-        vocab_size=c.vocab_size, hidden_size=c.n_embd, intermediate_size=c.hidden_dim, num_hidden_layers=c.n_layer,
-        num_attention_heads=c.n_head, num_key_value_heads=c.n_kv_head, max_position_embeddings=4 * c.seq_len,
-        rms_norm_eps=c.norm_eps, rope_theta=c.rope_theta, tie_word_embeddings=c.tie_embeddings, head_dim=c.head_dim,
+        vocab_size=c.vocab_size,
+        hidden_size=c.n_embd,
+        intermediate_size=c.hidden_dim,
+        num_hidden_layers=c.n_layer,
+        num_attention_heads=c.n_head,
+        num_key_value_heads=c.n_kv_head,
+        max_position_embeddings=4 * c.seq_len,
+        rms_norm_eps=c.norm_eps,
+        rope_theta=c.rope_theta,
+        tie_word_embeddings=c.tie_embeddings,
+        head_dim=c.head_dim,
     )
     if qk_norm:
         hf = transformers.Qwen3ForCausalLM(transformers.Qwen3Config(**common, attention_bias=False))

@@ -6,7 +6,11 @@ import pytest
 
 from models.tokenizer import SPECIAL_TOKENS, Tokenizer
 
-TEXTS = ["The river carries the old letter to the village market. " * 4, "Ünïcödé ✓ — 日本語のテキスト", "def f(x):\n\treturn x"]
+TEXTS = [
+    "The river carries the old letter to the village market. " * 4,
+    "Ünïcödé ✓ — 日本語のテキスト",
+    "def f(x):\n\treturn x",
+]
 
 
 @pytest.fixture(scope="module")

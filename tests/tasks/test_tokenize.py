@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from token_fixtures import synthetic_docs, write_shards
 
 from models.tokenizer import Tokenizer
 from tasks.data import TokenLoader, iter_eval_batches, read_bin, write_bin
 from tasks.tokenize import TokenizeConfig, is_val, run_tokenize
-from token_fixtures import synthetic_docs, write_shards
 
 
 def test_bin_header_and_contents(tmp_path):
@@ -77,7 +77,9 @@ def test_run_tokenize_end_to_end(tmp_path):
     train_docs = [d for i, d in enumerate(docs[:60]) if not is_val(f"doc-0-{i}", cfg)]
     assert doc_texts == train_docs  # the shard decodes back to exactly the train documents, in order
     again = run_tokenize(cfg.model_copy(update={"workers": 1}), shards, tmp_path / "tok2")
-    assert [read_bin(again.dir / f).tolist() for f in again.val_files] == [read_bin(ref.dir / f).tolist() for f in ref.val_files]
+    assert [read_bin(again.dir / f).tolist() for f in again.val_files] == [
+        read_bin(ref.dir / f).tolist() for f in ref.val_files
+    ]
 
 
 def split_on(ids: list[int], sep: int) -> list[list[int]]:

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from token_fixtures import make_token_set
 
 from models.gpt import ModelConfig
 from tasks.checkpoint import load_model, step_dirs
 from tasks.train import TrainConfig, lr_multiplier, run_train
-from token_fixtures import make_token_set
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ModelConfig(n_layer=2, n_embd=32, n_head=2, n_kv_head=1, seq_len=32)
@@ -29,8 +29,18 @@ def tokens(tmp_path_factory):
 
 
 def small(**overrides) -> TrainConfig:
-    base = dict(model=TINY, max_steps=12, batch_size=4, warmup_steps=2, checkpoint_every=4, eval_every=6,
-                eval_batches=2, log_every=2, progress=False, threads=1)
+    base = dict(
+        model=TINY,
+        max_steps=12,
+        batch_size=4,
+        warmup_steps=2,
+        checkpoint_every=4,
+        eval_every=6,
+        eval_batches=2,
+        log_every=2,
+        progress=False,
+        threads=1,
+    )
     return TrainConfig(**{**base, **overrides})
 
 
@@ -49,7 +59,10 @@ def test_trains_and_writes_a_self_contained_checkpoint(tokens, tmp_path):
     assert sidecar["step"] == 30 and sidecar["tokens_seen"] == 30 * 4 * 32 == ref.tokens_seen
     assert sidecar["model"]["vocab_size"] == tokens.vocab_size and sidecar["train"]["max_steps"] == 30
     assert sidecar["data"]["manifest_sha256"] == tokens.manifest_sha256
-    assert sidecar["tokenizer"]["sha256"] == __import__("hashlib").sha256((ckpt / "tokenizer.json").read_bytes()).hexdigest()
+    assert (
+        sidecar["tokenizer"]["sha256"]
+        == __import__("hashlib").sha256((ckpt / "tokenizer.json").read_bytes()).hexdigest()
+    )
     assert sidecar["git_commit"] is None or len(sidecar["git_commit"]) >= 40
     assert Path(ref.tokenizer_file).is_file() and ref.tokenizer_file.startswith(str(ckpt))
     assert "lm_head.weight" not in weights(ckpt)  # tied: stored once, as model.embed_tokens.weight
@@ -64,7 +77,9 @@ def test_trains_and_writes_a_self_contained_checkpoint(tokens, tmp_path):
 def test_init_from_continues_from_weights(tokens, tmp_path):
     first = run_train(small(max_steps=8), tokens, tmp_path / "a")
     start = first.dir / first.checkpoint
-    second = run_train(small(max_steps=2, init_from=str(start), lr=1e-9, warmup_steps=0, weight_decay=0), tokens, tmp_path / "b")
+    second = run_train(
+        small(max_steps=2, init_from=str(start), lr=1e-9, warmup_steps=0, weight_decay=0), tokens, tmp_path / "b"
+    )
     before, after = weights(start), weights(second.dir / second.checkpoint)
     assert all(torch.allclose(before[k], after[k], atol=1e-6) for k in before)  # lr≈0: the weights came across
 
@@ -101,7 +116,9 @@ def test_sigkill_and_resume_is_bit_identical(tokens, tmp_path, optimizer):
     cfg = small(max_steps=12, checkpoint_every=4, optimizer=optimizer, model=TINY.model_copy(update={"dropout": 0.1}))
     reference = run_train(cfg, tokens, tmp_path / "straight")
     out = tmp_path / "killed"
-    script = SLOW_RUN.format(tests=str(Path(__file__).parent), cfg=cfg.model_dump_json(), tokens=tokens.model_dump_json(), out=str(out))
+    script = SLOW_RUN.format(
+        tests=str(Path(__file__).parent), cfg=cfg.model_dump_json(), tokens=tokens.model_dump_json(), out=str(out)
+    )
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO)
     deadline = time.time() + 120
     while not (out / "step_000004").exists() and proc.poll() is None and time.time() < deadline:
@@ -127,13 +144,30 @@ def free_port() -> int:
 
 @pytest.mark.slow
 def test_two_rank_gloo_ddp_step_equals_single_process(tokens, tmp_path):
-    single = run_train(small(max_steps=2, batch_size=4, checkpoint_every=0, eval_every=0, warmup_steps=0), tokens, tmp_path / "one")
+    single = run_train(
+        small(max_steps=2, batch_size=4, checkpoint_every=0, eval_every=0, warmup_steps=0), tokens, tmp_path / "one"
+    )
     cfg = small(max_steps=2, batch_size=2, checkpoint_every=0, eval_every=0, warmup_steps=0)
     (tmp_path / "cfg.json").write_text(cfg.model_dump_json())
     (tmp_path / "tokens.json").write_text(tokens.model_dump_json())
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()), "-m", "tasks.train",
-           "--config", str(tmp_path / "cfg.json"), "--tokens", str(tmp_path / "tokens.json"), "--out", str(tmp_path / "two")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+        "-m",
+        "tasks.train",
+        "--config",
+        str(tmp_path / "cfg.json"),
+        "--tokens",
+        str(tmp_path / "tokens.json"),
+        "--out",
+        str(tmp_path / "two"),
+    ]
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     manifest = json.loads((tmp_path / "two" / "manifest.json").read_text())
