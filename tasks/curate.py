@@ -33,7 +33,10 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "fineweb": {"c4_quality": {"filter_no_terminal_punct": False}},
     # Technical documentation: code lines are short, symbol-heavy, unpunctuated and contain `{`; keep such pages.
     "docs": {
-        "gopher_repetition": {},
+        # API references repeat signatures and boilerplate sentences by design.
+        "gopher_repetition": {"dup_line_frac": 0.5, "dup_line_char_frac": 0.4, "dup_para_frac": 0.5,
+                              "dup_para_char_frac": 0.4, "top_n_grams": ((2, 0.3), (3, 0.3), (4, 0.3)),
+                              "dup_n_grams": ((5, 0.6), (6, 0.58), (7, 0.56), (8, 0.54), (9, 0.52), (10, 0.5))},
         "gopher_quality": {"max_non_alpha_words_ratio": None, "max_symbol_word_ratio": 0.5,
                            "max_bullet_lines_ratio": None, "min_doc_words": 30},
         "c4_quality": {"filter_no_terminal_punct": False, "filter_curly_bracket": False, "filter_javascript": False,

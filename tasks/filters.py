@@ -39,13 +39,24 @@ def default_lid_model() -> Path:
     return path
 
 
+# better-profanity's list is a chat censor's: it holds everyday and technical words (`len` and `meth` are Python
+# identifiers, `kill` a Unix command, `foobar` a placeholder) that are not evidence of toxic text.
+BAD_WORD_ALLOWLIST = frozenset(
+    "len meth foobar kill god fat pot ugly maxi oral womb hemp hiv pawn rum loin lust racy ovum hell damn crap gay "
+    "gays weed wad whiz pms omg lmao wtf uzi pcp nazi klan kkk hump dink dong knob mams prig teat tush wang pee poop "
+    "tit cum xx jerk lech herp".split()
+)
+
+
 @cache
 def bad_words() -> frozenset[str]:
-    """English bad-word list shipped in the `better-profanity` package (lower case; some entries are phrases)."""
+    """English bad-word list shipped in the `better-profanity` package, minus `BAD_WORD_ALLOWLIST` (lower case;
+    some entries are phrases, which only the C4 rule's regex can match)."""
     import better_profanity
 
     path = Path(better_profanity.__file__).parent / "profanity_wordlist.txt"
-    return frozenset(w.strip().lower() for w in path.read_text().splitlines() if w.strip())
+    words = {w.strip().lower() for w in path.read_text().splitlines() if w.strip()}
+    return frozenset(words - BAD_WORD_ALLOWLIST)
 
 
 def load_fasttext(path: str | Path):
