@@ -112,6 +112,7 @@ def explode(data, rank: int = 0, world_size: int = 1):
     raise ExplodingError(42, f"bad document on rank {rank}")
 
 
+@pytest.mark.slow  # a process pool's start costs ~10-20 s on a loaded 2-core machine
 @pytest.mark.timeout(120)
 def test_worker_errors_surface_instead_of_hanging(tmp_path):
     with pytest.raises(RuntimeError, match=r"pipeline 'boom' failed.*ExplodingError: 42: bad document"):
