@@ -151,9 +151,10 @@ class Crawler:
     async def _handle_body(self, item: Item, res: FetchResult) -> tuple[str, list[str]]:
         ctype = res.headers.get("content-type", "")
         if item.kind in ("sitemap", "feed") or looks_like_xml_links(ctype.lower(), res.body):
-            pages, sitemaps = xml_links(res.body, res.final_url)
+            pages, sitemaps, is_sitemap = xml_links(res.body, res.final_url)
+            # A sitemap lists pages as a seed would (same depth); a feed's items are one hop from the feed.
             self._follow(sitemaps, item.depth, "sitemap")
-            self._follow(pages, item.depth + 1, "page")
+            self._follow(pages, item.depth + (0 if is_sitemap else 1), "page")
             return "", pages + sitemaps
         loop = asyncio.get_running_loop()
         page = await loop.run_in_executor(self.pool, extract_page, res.body, res.final_url, ctype,

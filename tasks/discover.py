@@ -88,17 +88,17 @@ def looks_like_xml_links(content_type: str, body: bytes) -> bool:
     return "xml" in content_type or any(tag.encode() in head for tag in XML_TAGS)
 
 
-def xml_links(body: bytes, base: str) -> tuple[list[str], list[str]]:
-    """(page URLs, sitemap URLs) listed by a sitemap, sitemap index, RSS or Atom document."""
+def xml_links(body: bytes, base: str) -> tuple[list[str], list[str], bool]:
+    """(page URLs, sitemap URLs, is a sitemap) listed by a sitemap, sitemap index, RSS or Atom document."""
     from lxml import etree
 
     parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False, recover=True)
     try:
         root = etree.fromstring(body, parser)
     except etree.XMLSyntaxError:
-        return [], []
+        return [], [], False
     if root is None:
-        return [], []
+        return [], [], False
     pages: list[str] = []
     sitemaps: list[str] = []
     kind = etree.QName(root).localname.lower()
@@ -113,4 +113,4 @@ def xml_links(body: bytes, base: str) -> tuple[list[str], list[str]]:
         elif name == "link" and kind == "feed" and el.get("href") and el.get("rel", "alternate") == "alternate":
             pages.append(el.get("href", ""))
     norm = lambda items: [u for u in (normalize(i, base) for i in items) if u]  # noqa: E731
-    return norm(pages), norm(sitemaps)
+    return norm(pages), norm(sitemaps), kind in ("urlset", "sitemapindex")

@@ -46,7 +46,9 @@ class _Handler(SimpleHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path.split("?")[0] == "/":
             links = "".join(f'<li><a href="/{html.escape(p)}/">{html.escape(p)}</a></li>' for p in self.roots)
-            body = f"<!doctype html><html><head><title>lmforge local site</title></head><body><ul>{links}</ul>"
+            # noindex: the crawler follows its links but does not take this generated page as a document.
+            body = ("<!doctype html><html><head><title>lmforge local site</title>"
+                    f'<meta name="robots" content="noindex"></head><body><ul>{links}</ul>')
             data = (body + "</body></html>").encode()
             self.send_response(200)
             self.send_header("Content-Type", "text/html; charset=utf-8")

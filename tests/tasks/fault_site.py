@@ -100,15 +100,17 @@ class FaultSite:
                         self.send(200, site.robots.encode(), "text/plain")
                 if path in site.pages:
                     body = site.pages[path].encode()
-                    if "<urlset" in site.pages[path] or "<rss" in site.pages[path] or "<sitemapindex" in body.decode():
+                    if site.pages[path].startswith("<?xml"):
                         return self.send(200, body, "application/xml")
                     return self.send(200, body)
                 if path == "/" or path.startswith("/page/"):
+                    # The root links every page (its ETag changes with n_pages); each page links back to the root.
                     i = int(path.rsplit("/", 1)[-1]) if path.startswith("/page/") else 0
-                    links = [f"/page/{j}" for j in range(1, site.n_pages + 1)]
-                    return self.send(200, article(f"Page {i}", i, links=links).encode(),
-                                     headers={"ETag": f'"p{i}"', "Last-Modified": "Mon, 01 Jan 2024 00:00:00 GMT"}
-                                     ) if self.headers.get("If-None-Match") != f'"p{i}"' else self.send(304)
+                    links = [f"/page/{j}" for j in range(1, site.n_pages + 1)] if i == 0 else ["/"]
+                    etag = f'"root-{site.n_pages}"' if i == 0 else f'"p{i}"'
+                    if self.headers.get("If-None-Match") == etag:
+                        return self.send(304, headers={"ETag": etag})
+                    return self.send(200, article(f"Page {i}", i, links=links).encode(), headers={"ETag": etag})
                 if path == "/flaky":
                     return self.send(500, b"oops") if n == 1 else self.send(200, article("Flaky", 1).encode())
                 if path == "/down":
