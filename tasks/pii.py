@@ -25,17 +25,21 @@ _EMAIL = re.compile(
 )
 # 13-19 digits, optionally grouped by single spaces or dashes (4-4-4-4, 4-6-5 for Amex).
 _CARD = re.compile(r"(?<![\d.-])\d(?:[ -]?\d){12,18}(?![\d-]|\.\d)")
-_IPV4 = re.compile(r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)(?![\d.]|\.\d)")
-# Optional +country code, optional (area), then 2-4 groups of 2-4 digits with separators.
+_IPV4 = re.compile(r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)(?!\d|\.\d)")
+# Optional +country code, optional (area), then digit groups (1-4, then 2-8 digits) with separators; not followed by
+# ":" so log timestamps ("2005-03-23 23:47:11") stay.
 _PHONE = re.compile(
-    r"(?<![\w.+/-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}(?:[ .-]\d{2,4}){1,3}(?![\w-]|\.\d)"
+    r"(?<![\w.+/-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}(?:[ .-]\d{2,8}){1,4}(?![\w:-]|\.\d)"
 )
+_DATE_START = re.compile(r"(?:19|20)\d\d[-./ ]\d\d[-./ ]\d\d")
 
 
 def luhn_ok(number: str) -> bool:
-    """True when the digits of `number` pass the Luhn checksum (all real card numbers do)."""
+    """True when `number` passes the Luhn checksum (all real card numbers do) and starts like a card (2-6)."""
     digits = [int(c) for c in number if c.isdigit()]
-    if not 13 <= len(digits) <= 19:
+    # Issuer ranges start with 2-6 (Mastercard, Amex/Diners/JCB, Visa, Mastercard, Discover); this also rules out
+    # all-zero padding and timestamps, which pass Luhn trivially.
+    if not 13 <= len(digits) <= 19 or not 2 <= digits[0] <= 6:
         return False
     total = 0
     for i, d in enumerate(reversed(digits)):
@@ -57,6 +61,8 @@ def _is_phone(text: str) -> bool:
     has_plus_or_paren = text.startswith("+") or "(" in text
     # Without a country code or (area) a phone needs at least 3 groups, so "2023-01 15" or "100 200" stay.
     n_groups = len(re.findall(r"\d+", text))
+    if _DATE_START.match(text):
+        return False
     return 10 <= n_digits <= 15 and (has_plus_or_paren or n_groups >= 3)
 
 
