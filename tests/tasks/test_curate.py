@@ -146,3 +146,20 @@ def test_interrupted_run_resumes_to_identical_shards(tmp_path):
     assert len(resumed.files) == len(clean.files) > 1
     assert [file_sha256(resumed.dir / f) for f in resumed.files] == [file_sha256(clean.dir / f) for f in clean.files]
     assert resumed.n_docs == clean.n_docs == 7
+
+
+def test_profiles_and_overrides_reach_the_filters():
+    from tasks.curate import heuristic_kwargs
+
+    assert heuristic_kwargs(CurateConfig(), "c4_quality") == {"filter_no_terminal_punct": False}  # FineWeb's
+    docs = CurateConfig(profile="docs", filter_overrides={"gopher_quality": {"min_doc_words": 10}})
+    assert heuristic_kwargs(docs, "gopher_quality")["min_doc_words"] == 10
+    assert heuristic_kwargs(docs, "gopher_quality")["max_non_alpha_words_ratio"] is None
+    with pytest.raises(ValueError):
+        CurateConfig(no_such_field=1)
+
+
+def test_missing_model_file_is_named_before_any_work(tmp_path):
+    docs = write_docset(corpus()[:2], tmp_path / "docs")
+    with pytest.raises(FileNotFoundError, match="nowhere/lid.bin"):
+        run_curate(CurateConfig(lid_model_path=str(tmp_path / "nowhere/lid.bin")), docs, tmp_path / "out")
