@@ -67,7 +67,10 @@ class CrawlConfig(BaseModel):
                                            "private/loopback addresses (refused otherwise). The local site's host "
                                            "is added automatically.")
     # execution and state
-    extract_workers: int = Field(default=2, ge=0, description="Processes running trafilatura (0 = in a thread).")
+    extract_workers: int = Field(default=2, ge=0, description="Processes running trafilatura (0 = in a thread). "
+                                 "Processes are spawned: a script calling run_crawl needs `if __name__ == '__main__'`.")
+    extract_fallback: bool = Field(default=False, description="Also run trafilatura's readability/jusText fallback: "
+                                   "better recall on odd layouts, about twice the extraction time.")
     flush_every: int = Field(default=200, ge=1, description="Finished URLs per WARC/Parquet batch; a killed "
                              "crawl resumes after the last batch.")
     incremental: bool = Field(default=False, description="Send conditional requests (ETag/Last-Modified) and emit "
@@ -149,8 +152,8 @@ def _ingest(cfg: CrawlConfig, writer: BatchWriter, pool: Executor, seen_ids: set
         pages = iter_warc_pages(path, cfg.max_body_bytes, counts)
         while chunk := list(itertools.islice(pages, window)):
             futures = [pool.submit(extract_page, p.body, p.url, p.content_type, p.content_language,
-                                   p.robots_header) for p in chunk]
-            for page, future in zip(chunk, futures):
+                                   p.robots_header, cfg.extract_fallback) for p in chunk]
+            for page, future in zip(chunk, futures, strict=True):
                 extracted = future.result()
                 key = extracted.skip or ("duplicate_content" if doc_id(page.url) in seen_ids
                                          or page.content_hash in hashes else "")

@@ -20,7 +20,7 @@ from tasks.crawl_output import BatchWriter
 from tasks.crawl_state import CrawlState, Finished
 from tasks.discover import Scope, host_of, looks_like_xml_links, normalize, xml_links
 from tasks.extract import doc_id, doc_row, extract_page
-from tasks.fetch import FetchLimits, Fetcher, FetchResult
+from tasks.fetch import Fetcher, FetchLimits, FetchResult
 from tasks.politeness import Politeness
 
 if TYPE_CHECKING:
@@ -158,7 +158,8 @@ class Crawler:
             return "", pages + sitemaps
         loop = asyncio.get_running_loop()
         page = await loop.run_in_executor(self.pool, extract_page, res.body, res.final_url, ctype,
-                                          res.headers.get("content-language"), res.headers.get("x-robots-tag"))
+                                          res.headers.get("content-language"), res.headers.get("x-robots-tag"),
+                                          self.cfg.extract_fallback)
         links = [u for u in (normalize(link) for link in page.links) if u]
         self._follow(links, item.depth + 1, "page")
         self._follow([u for u in (normalize(f) for f in page.feeds) if u], item.depth + 1, "feed")

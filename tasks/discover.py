@@ -16,6 +16,7 @@ from courlan import extract_domain, normalize_url
 from courlan.filters import extension_filter, is_not_crawlable
 
 XML_TAGS = ("<urlset", "<sitemapindex", "<rss", "<feed", "<rdf:rdf")
+XML_TYPES = ("application/xml", "text/xml", "application/rss+xml", "application/atom+xml")
 
 
 def normalize(url: str, base: str | None = None) -> str | None:
@@ -84,8 +85,11 @@ def _host_matches(host: str, patterns: tuple[str, ...]) -> bool:
 
 
 def looks_like_xml_links(content_type: str, body: bytes) -> bool:
+    """Sitemap or feed (by type or by its root tag), as opposed to a page; XHTML is a page."""
+    if content_type.split(";")[0].strip() in XML_TYPES:
+        return True
     head = body[:2048].lstrip().lower()
-    return "xml" in content_type or any(tag.encode() in head for tag in XML_TAGS)
+    return not content_type.startswith(("text/html", "application/xhtml")) and any(t.encode() in head for t in XML_TAGS)
 
 
 def xml_links(body: bytes, base: str) -> tuple[list[str], list[str], bool]:

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([a-zA-Z0-9_\-:.]+)""", re.I)
 _BINARY_MAGIC = (b"\x89PNG", b"%PDF", b"\x1f\x8b", b"PK\x03\x04", b"GIF8", b"\xff\xd8\xff", b"\x7fELF", b"RIFF")
@@ -25,7 +26,7 @@ FEED_TYPES = ("application/rss+xml", "application/atom+xml")
 class PageExtract:
     """What one HTML page gave: text and metadata, or `skip` saying why there is no document."""
 
-    skip: str = ""  # "" | binary_content | empty_text | noindex
+    skip: str = ""  # "" | binary_content | empty_text | noindex | extract_error
     text: str = ""
     title: str | None = None
     author: str | None = None
@@ -75,6 +76,7 @@ def extract_page(body: bytes, url: str, content_type: str | None = None, content
     if looks_binary(body):
         return PageExtract(skip="binary_content")
     import trafilatura
+    from lxml.etree import LxmlError
     from trafilatura.settings import set_date_params
     from trafilatura.utils import load_html
 
@@ -84,13 +86,12 @@ def extract_page(body: bytes, url: str, content_type: str | None = None, content
     meta_robots = " ".join(tree.xpath("//meta[translate(@name,'ROBTS','robts')='robots']/@content"))
     directives = f"{meta_robots},{robots_header or ''}".lower().replace(" ", "")
     base = (tree.xpath("//base/@href") or [url])[0]
-    from urllib.parse import urljoin
-
     page = PageExtract(nofollow="nofollow" in directives or "none" in directives.split(","))
     if not page.nofollow:
         hrefs = tree.xpath("//a[not(contains(@rel,'nofollow'))]/@href")
         # One page repeats links a lot (indexes, tables of contents): dedupe here, off the crawler's thread.
-        page.links = list(dict.fromkeys(urljoin(base, href.split("#")[0]) for href in hrefs if not href.startswith("#")))
+        absolute = (urljoin(base, href.split("#")[0]) for href in hrefs if not href.startswith("#"))
+        page.links = list(dict.fromkeys(absolute))
         page.feeds = [urljoin(base, el.get("href")) for el in tree.xpath("//link[@rel='alternate'][@href]")
                       if (el.get("type") or "").lower() in FEED_TYPES]
     lang = tree.xpath("/html/@lang|/html/@xml:lang", namespaces={"xml": "http://www.w3.org/XML/1998/namespace"})
@@ -100,9 +101,13 @@ def extract_page(body: bytes, url: str, content_type: str | None = None, content
         return page
     # fast=True skips the readability/jusText comparison (about half the time); extensive date search calls
     # dateparser, which costs more than all the rest of the extraction together.
-    doc = trafilatura.bare_extraction(tree, url=url, with_metadata=True, include_comments=False, fast=not fallback,
-                                      include_tables=True, deduplicate=False,
-                                      date_extraction_params=set_date_params(False))
+    try:
+        doc = trafilatura.bare_extraction(tree, url=url, with_metadata=True, include_comments=False,
+                                          fast=not fallback, include_tables=True, deduplicate=False,
+                                          date_extraction_params=set_date_params(False))
+    except (ValueError, TypeError, LxmlError):  # one pathological page must not stop a crawl of thousands
+        page.skip = "extract_error"
+        return page
     text = (doc.text or "").strip() if doc is not None else ""
     if not text:
         page.skip = "empty_text"

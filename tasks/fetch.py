@@ -268,7 +268,8 @@ class _Decoder:
         self.parts.append(data)
         self.size += len(data)
         # A body that inflates far beyond what was sent is a bomb, whether or not it reached the cap yet.
-        if self.size > min(self.limits.max_body_bytes, 1 << 20) and self.size > self.raw * self.limits.max_compression_ratio:
+        limits = self.limits
+        if self.size > min(limits.max_body_bytes, 1 << 20) and self.size > self.raw * limits.max_compression_ratio:
             raise _Failure("decompression_bomb")
         return self.size > self.limits.max_body_bytes
 

@@ -9,6 +9,7 @@ Retry-After: 1, then 200), `/stall` (headers late), `/drip` (body one byte at a 
 
 from __future__ import annotations
 
+import functools
 import gzip
 import threading
 import time
@@ -32,6 +33,12 @@ def article(title: str, n: int, extra: str = "", links: list[str] | None = None,
     return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{title}</title>{head}</head>"
             f"<body><nav><ul>{nav}</ul></nav><main><article><h1>{title}</h1>{paras}{extra}</article></main>"
             "</body></html>")
+
+
+@functools.cache
+def bomb_body() -> bytes:
+    """gzip of 50 MB of zeros (about 50 KB); cached, as compressing it takes longer than the tests' read timeout."""
+    return gzip.compress(b"\0" * 50_000_000, 6)
 
 
 @dataclass
@@ -119,7 +126,7 @@ class FaultSite:
                     return self.send(429, b"slow down", headers={"Retry-After": "1"}) if n == 1 else \
                         self.send(200, article("Throttled", 2).encode())
                 if path == "/stall":
-                    time.sleep(1.0)
+                    time.sleep(1.5)  # past the tests' read timeout
                     return self.send(200, article("Stall", 3).encode())
                 if path == "/drip":
                     self.send_response(200)
@@ -149,7 +156,7 @@ class FaultSite:
                     self.wfile.write(b"0\r\n\r\n")
                     return None
                 if path == "/bomb":
-                    return self.send(200, gzip.compress(b"\0" * 50_000_000, 9), headers={"Content-Encoding": "gzip"})
+                    return self.send(200, bomb_body(), headers={"Content-Encoding": "gzip"})
                 if path == "/binary":
                     return self.send(200, b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 64)
                 if path == "/mislabelled":

@@ -18,7 +18,8 @@ import pytest
 from fault_site import FaultSite, article
 from test_crawl_faults import crawl, fast_config
 
-from tasks.crawl import CrawlConfig, crawl as crawl_task, run_crawl
+from tasks.crawl import CrawlConfig, run_crawl
+from tasks.crawl import crawl as crawl_task
 from tasks.local_site import LocalSiteConfig
 
 REPO = Path(__file__).resolve().parents[2]
