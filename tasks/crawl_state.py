@@ -52,7 +52,8 @@ class CrawlState:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.db = sqlite3.connect(path, timeout=30)
+            # Used by one thread at a time, but not always the one that opened it (crawls from async code).
+            self.db = sqlite3.connect(path, timeout=30, check_same_thread=False)
             self.db.executescript(SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise RuntimeError(f"crawl state store {path} is unreadable ({exc}); move it away to start afresh "

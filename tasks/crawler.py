@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 import time
 from collections import Counter
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -182,5 +182,11 @@ class Crawler:
 def run_loop(crawler: Crawler) -> tuple[dict[str, Any], float]:
     """Run the crawl to completion on a fresh event loop; (discovery stats, seconds)."""
     started = time.monotonic()
-    result = asyncio.run(crawler.run())
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        result = asyncio.run(crawler.run())
+    else:  # called from async code (an async flow): give the crawl its own loop in its own thread
+        with ThreadPoolExecutor(1, thread_name_prefix="lmforge-crawl") as thread:
+            result = thread.submit(asyncio.run, crawler.run()).result()
     return result, time.monotonic() - started

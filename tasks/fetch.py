@@ -214,7 +214,7 @@ class Fetcher:
             outcome, body, truncated = "fetched", b"", False
             if resp.status_code == 200 and ctype and not ctype.startswith(accept):
                 outcome = "non_html"  # recorded, never downloaded
-            elif int(resp.headers.get("content-length") or 0) > self.limits.max_body_bytes:
+            elif _content_length(resp.headers.get("content-length")) > self.limits.max_body_bytes:
                 outcome, truncated = "too_large", True
             elif resp.status_code not in REDIRECTS and resp.status_code != 304:
                 body, truncated, outcome = await self._read_body(resp)
@@ -275,6 +275,7 @@ class _Decoder:
 
     def finish(self) -> None:
         if self.zlib is not None:
+            # Bounded: input left unconsumed means the cap was hit, and feed() already stopped the read.
             self.parts.append(self.zlib.flush())
 
     def output(self) -> bytes:
@@ -288,6 +289,13 @@ _ERROR_KINDS: dict[type, str] = {
     httpx.RemoteProtocolError: "protocol_error", httpx.LocalProtocolError: "protocol_error",
     httpx.UnsupportedProtocol: "bad_scheme", httpx.InvalidURL: "bad_url",
 }
+
+
+def _content_length(value: str | None) -> int:
+    try:
+        return int(value or 0)
+    except ValueError:  # a malformed header: let the streamed cap decide
+        return 0
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -182,3 +182,12 @@ def test_prefect_task_skips_a_finished_crawl(site: FaultSite, tmp_path: Path, lm
     requests = len(site.log)
     assert crawl_task.fn(cfg) == first and len(site.log) == requests
     assert Path(first.path).parent == lmforge_home / "runs" / "crawl"
+
+
+def test_run_crawl_works_when_called_from_async_code(site: FaultSite, tmp_path: Path):
+    import asyncio
+
+    async def inside_a_loop():  # as from an async Prefect flow: asyncio.run would refuse to nest
+        return run_crawl(fast_config(tmp_path, [f"{site.base}/"], max_depth=1), tmp_path / "out")
+
+    assert asyncio.run(inside_a_loop()).n_docs == 6
