@@ -140,7 +140,7 @@ def run_crawl(cfg: CrawlConfig, out: Path) -> DocSet:
 
 def _ingest(cfg: CrawlConfig, writer: BatchWriter, pool: Executor, seen_ids: set[str]) -> dict[str, int]:
     """Extract the pages of `cfg.warc_paths` into `writer` (the same extraction as crawled pages)."""
-    from tasks.discover import host_of
+    from tasks.discover import host_of, normalize
     from tasks.extract import doc_id, doc_row, extract_page
     from tasks.warc_ingest import expand_warc_paths, iter_warc_pages
 
@@ -154,15 +154,15 @@ def _ingest(cfg: CrawlConfig, writer: BatchWriter, pool: Executor, seen_ids: set
             futures = [pool.submit(extract_page, p.body, p.url, p.content_type, p.content_language,
                                    p.robots_header, cfg.extract_fallback) for p in chunk]
             for page, future in zip(chunk, futures, strict=True):
-                extracted = future.result()
-                key = extracted.skip or ("duplicate_content" if doc_id(page.url) in seen_ids
+                extracted, url = future.result(), normalize(page.url) or page.url
+                key = extracted.skip or ("duplicate_content" if doc_id(url) in seen_ids
                                          or page.content_hash in hashes else "")
                 if key:
                     counts[key] = counts.get(key, 0) + 1
                     continue
-                seen_ids.add(doc_id(page.url))
+                seen_ids.add(doc_id(url))
                 hashes.add(page.content_hash)
-                writer.add_doc(doc_row(extracted, url=page.url, domain=host_of(page.url),
+                writer.add_doc(doc_row(extracted, url=url, domain=host_of(url),
                                        fetch_time=page.fetch_time, http_status=page.status,
                                        content_hash=page.content_hash, warc_file=page.warc_file,
                                        warc_record_id=page.record_id))

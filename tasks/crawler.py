@@ -133,8 +133,8 @@ class Crawler:
         if info and info.last_modified:
             headers["If-Modified-Since"] = info.last_modified
         res = await self.fetcher.fetch(item.url, headers)
-        if res.final_url != item.url:
-            self.seen.add(res.final_url)
+        if res.final_url != item.url:  # a redirect target is fetched now: do not queue it again
+            self.seen.add(normalize(res.final_url) or res.final_url)
         finished = Finished(item.url, res.outcome, res.error_kind, attempts=res.attempts, bytes=len(res.body))
         if res.outcome == "not_modified":
             self._follow(info.links if info else [], item.depth + 1, "page")  # 304 has no body: reuse old links
@@ -169,11 +169,12 @@ class Crawler:
         info = self.state.page(item.url) if self.cfg.incremental else None
         if info is not None and info.content_hash == content_hash:
             return "unchanged", links  # the server ignored our validators but the page is the same
-        if content_hash in self.doc_hashes or doc_id(res.final_url) in self.doc_ids:
+        url = normalize(res.final_url) or res.final_url  # the doc id is the hash of the normalised URL
+        if content_hash in self.doc_hashes or doc_id(url) in self.doc_ids:
             return "duplicate_content", links
         self.doc_hashes.add(content_hash)
-        self.doc_ids.add(doc_id(res.final_url))
-        self.writer.add_doc(doc_row(page, url=res.final_url, domain=host_of(res.final_url),
+        self.doc_ids.add(doc_id(url))
+        self.writer.add_doc(doc_row(page, url=url, domain=host_of(url),
                                     fetch_time=res.fetch_time, http_status=res.status, content_hash=content_hash,
                                     warc_file=res.warc[0] or None, warc_record_id=res.warc[1] or None))
         return "emitted", links

@@ -9,18 +9,25 @@ it as WARC. Bodies are streamed raw and decompressed here, so the size cap and t
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import ipaddress
 import random
 import socket
 import time
-import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
 import httpx
+
+from tasks.fetch_guards import (
+    BodyDecoder,
+    FetchFailure,
+    archived_headers,
+    blocked_ip,
+    content_length,
+    peer_ip,
+    retry_after,
+)
 
 REDIRECTS = {301, 302, 303, 307, 308}
 RETRY_STATUSES = {429, 500, 502, 503, 504}
@@ -82,20 +89,6 @@ class Gatekeeper(Protocol):
     def slot(self, host: str) -> Any: ...  # async context manager: per-host concurrency and delay
 
     def penalize(self, host: str, seconds: float) -> None: ...
-
-
-class _Failure(Exception):
-    def __init__(self, outcome: str, kind: str = "") -> None:
-        super().__init__(f"{outcome} {kind}")
-        self.outcome, self.kind = outcome, kind
-
-
-def _blocked_ip(ip: str) -> bool:
-    addr = ipaddress.ip_address(ip.split("%")[0])
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
-        addr = addr.ipv4_mapped
-    return (addr.is_private or addr.is_loopback or addr.is_link_local or addr.is_multicast
-            or addr.is_reserved or addr.is_unspecified)
 
 
 class Fetcher:
@@ -181,7 +174,7 @@ class Fetcher:
             except (socket.gaierror, UnicodeError):
                 return ("error", "dns_error")
             self._dns[key] = sorted({info[4][0] for info in infos})
-        if any(_blocked_ip(ip) for ip in self._dns[key]):
+        if any(blocked_ip(ip) for ip in self._dns[key]):
             return ("blocked_address", "")
         return None
 
@@ -194,7 +187,7 @@ class Fetcher:
             async with slot:
                 async with asyncio.timeout(self.limits.total_timeout_s):
                     return await self._stream(url, headers, accept, started)
-        except _Failure as failure:
+        except FetchFailure as failure:
             return FetchResult(url, failure.outcome, failure.kind, fetch_time=started), None
         except TimeoutError:
             return FetchResult(url, "error", "total_timeout", fetch_time=started), None
@@ -205,30 +198,30 @@ class Fetcher:
     async def _stream(self, url: str, headers: dict[str, str], accept: tuple[str, ...],
                       started: str) -> tuple[FetchResult, float | None]:
         async with self.client.stream("GET", url, headers=headers) as resp:
-            ip = _peer_ip(resp)
+            ip = peer_ip(resp)
             host = urlsplit(url).hostname or ""
             # Re-check the address actually connected to: DNS may answer differently than it did for the guard.
-            if ip and host.lower() not in self.limits.allow_private_hosts and _blocked_ip(ip):
-                raise _Failure("blocked_address")
+            if ip and host.lower() not in self.limits.allow_private_hosts and blocked_ip(ip):
+                raise FetchFailure("blocked_address")
             ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
             outcome, body, truncated = "fetched", b"", False
             if resp.status_code == 200 and ctype and not ctype.startswith(accept):
                 outcome = "non_html"  # recorded, never downloaded
-            elif _content_length(resp.headers.get("content-length")) > self.limits.max_body_bytes:
+            elif content_length(resp.headers.get("content-length")) > self.limits.max_body_bytes:
                 outcome, truncated = "too_large", True
             elif resp.status_code not in REDIRECTS and resp.status_code != 304:
                 body, truncated, outcome = await self._read_body(resp)
             exchange = Exchange(url, list(resp.request.headers.items()), resp.status_code, resp.reason_phrase,
-                                _archived_headers(resp.headers.multi_items(), len(body)), body, truncated, ip, started)
+                                archived_headers(resp.headers.multi_items(), len(body)), body, truncated, ip, started)
             warc = self.on_exchange(exchange) if self.on_exchange and outcome != "non_html" else ("", "")
             if resp.status_code == 304:
                 outcome = "not_modified"
             result = FetchResult(url, outcome, status=resp.status_code, headers=dict(resp.headers.items()),
                                  body=body if outcome == "fetched" else b"", fetch_time=started, warc=warc)
-            return result, _retry_after(resp.headers.get("retry-after"))
+            return result, retry_after(resp.headers.get("retry-after"))
 
     async def _read_body(self, resp: httpx.Response) -> tuple[bytes, bool, str]:
-        decoder = _Decoder(resp.headers.get("content-encoding", ""), self.limits)
+        decoder = BodyDecoder(resp.headers.get("content-encoding", ""), self.limits)
         raw = 0
         async for chunk in resp.aiter_raw():
             raw += len(chunk)
@@ -240,48 +233,6 @@ class Fetcher:
         return decoder.output(), False, "fetched"
 
 
-class _Decoder:
-    """Incremental Content-Encoding decoder that refuses to inflate past the caps (decompression bombs)."""
-
-    def __init__(self, encoding: str, limits: FetchLimits) -> None:
-        encoding = encoding.strip().lower()
-        if encoding in ("", "identity"):
-            self.zlib = None
-        elif encoding in ("gzip", "x-gzip"):
-            self.zlib = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        elif encoding == "deflate":
-            self.zlib = zlib.decompressobj()
-        else:
-            raise _Failure("error", "unsupported_encoding")
-        self.limits, self.parts, self.size, self.raw = limits, [], 0, 0
-
-    def feed(self, chunk: bytes) -> bool:
-        """Add raw bytes; True when the decoded body reached the size cap (caller stops reading)."""
-        self.raw += len(chunk)
-        if self.zlib is None:
-            data = chunk
-        else:
-            try:
-                data = self.zlib.decompress(chunk, self.limits.max_body_bytes - self.size + 1)
-            except zlib.error as exc:
-                raise _Failure("error", "bad_encoding") from exc
-        self.parts.append(data)
-        self.size += len(data)
-        # A body that inflates far beyond what was sent is a bomb, whether or not it reached the cap yet.
-        limits = self.limits
-        if self.size > min(limits.max_body_bytes, 1 << 20) and self.size > self.raw * limits.max_compression_ratio:
-            raise _Failure("decompression_bomb")
-        return self.size > self.limits.max_body_bytes
-
-    def finish(self) -> None:
-        if self.zlib is not None:
-            # Bounded: input left unconsumed means the cap was hit, and feed() already stopped the read.
-            self.parts.append(self.zlib.flush())
-
-    def output(self) -> bytes:
-        return b"".join(self.parts)[: self.limits.max_body_bytes]
-
-
 _RETRY_ERRORS = {"connect_error", "connect_timeout", "read_timeout", "read_error", "protocol_error", "pool_timeout"}
 _ERROR_KINDS: dict[type, str] = {
     httpx.ConnectError: "connect_error", httpx.ConnectTimeout: "connect_timeout", httpx.ReadTimeout: "read_timeout",
@@ -289,45 +240,6 @@ _ERROR_KINDS: dict[type, str] = {
     httpx.RemoteProtocolError: "protocol_error", httpx.LocalProtocolError: "protocol_error",
     httpx.UnsupportedProtocol: "bad_scheme", httpx.InvalidURL: "bad_url",
 }
-
-
-def _content_length(value: str | None) -> int:
-    try:
-        return int(value or 0)
-    except ValueError:  # a malformed header: let the streamed cap decide
-        return 0
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _peer_ip(resp: httpx.Response) -> str:
-    stream = resp.extensions.get("network_stream")
-    addr = stream.get_extra_info("server_addr") if stream is not None else None
-    return str(addr[0]) if addr else ""
-
-
-def _archived_headers(headers: list[tuple[str, str]], body_len: int) -> list[tuple[str, str]]:
-    """Headers as archived: the body is stored decoded, so encoding headers are renamed like Common Crawl does."""
-    out = []
-    for name, value in headers:
-        low = name.lower()
-        if low in ("content-encoding", "transfer-encoding", "content-length"):
-            out.append((f"X-Crawler-{name}", value))
-        else:
-            out.append((name, value))
-    out.append(("Content-Length", str(body_len)))
-    return out
 
 
 class _nullslot:
@@ -338,4 +250,3 @@ class _nullslot:
         return None
 
 
-FetchFn = Callable[..., Awaitable[FetchResult]]
