@@ -4,7 +4,7 @@ Routes (all under one server): ordinary pages `/page/<n>` that link to each othe
 sitemaps and a feed, and one route per fault: `/flaky` (500 then 200), `/down` (503 forever), `/throttled` (429 with
 Retry-After: 1, then 200), `/stall` (headers late), `/drip` (body one byte at a time), `/loop-a` <-> `/loop-b`,
 `/to-private` (redirect to a loopback name and to 169.254.169.254), `/huge` (50 MB, chunked), `/bomb` (gzip of
-50 MB of zeros), `/binary` (PNG bytes as text/html), `/mislabelled` (UTF-8 declared ISO-8859-1), `/malformed`.
+50 MB of zeros), `/binary` (PNG bytes as text/html), `/data.json`, `/mislabelled` (UTF-8 declared ISO-8859-1), `/malformed`.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ def bomb_body() -> bytes:
 class FaultSite:
     n_pages: int = 5
     robots: str | None = None  # robots.txt body; None -> 404
+    robots_status: int = 200
     pages: dict[str, str] = field(default_factory=dict)  # extra path -> HTML
     log: list[tuple[float, str, dict[str, str]]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
@@ -104,7 +105,7 @@ class FaultSite:
             def route(self, path: str, n: int) -> None:
                 if path == "/robots.txt":
                     return self.send(404, b"no robots") if site.robots is None else \
-                        self.send(200, site.robots.encode(), "text/plain")
+                        self.send(site.robots_status, site.robots.encode(), "text/plain")
                 if path in site.pages:
                     body = site.pages[path].encode()
                     if site.pages[path].startswith("<?xml"):
@@ -157,6 +158,8 @@ class FaultSite:
                     return None
                 if path == "/bomb":
                     return self.send(200, bomb_body(), headers={"Content-Encoding": "gzip"})
+                if path == "/data.json":
+                    return self.send(200, b'{"not": "html"}' * 1000, "application/json")
                 if path == "/binary":
                     return self.send(200, b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 64)
                 if path == "/mislabelled":

@@ -127,6 +127,22 @@ def test_binary_content_with_html_type_is_skipped(site: FaultSite, tmp_path: Pat
     assert stats["outcomes"] == {"fetched": 1} and stats["docs"] == {"binary_content": 1} and rows == []
 
 
+def test_non_html_content_type_is_recorded_and_not_downloaded(site: FaultSite, tmp_path: Path):
+    stats, rows, out = crawl(tmp_path, [f"{site.base}/data.json"])
+    assert problems(out)["data.json"] == ("non_html", "") and rows == []
+    assert stats["totals"]["bytes"] == 0
+
+
+def test_robots_txt_server_error_means_disallow_all(tmp_path: Path):
+    site = FaultSite(robots="User-agent: *\nDisallow:\n", robots_status=503)
+    try:
+        stats, rows, _ = crawl(tmp_path, [f"{site.base}/", f"{site.base}/page/1"], max_retries=1)
+    finally:
+        site.close()
+    assert set(site.paths()) == {"/robots.txt"}  # RFC 9309: unreachable robots.txt = complete disallow
+    assert stats["errors"] == {"robots_unavailable": 2} and rows == []
+
+
 def test_wrong_declared_charset_still_gives_correct_text(site: FaultSite, tmp_path: Path):
     _, [row], _ = crawl(tmp_path, [f"{site.base}/mislabelled"])
     assert row["title"] == "Café naïve" and "Crème brûlée à la française" in row["text"]
