@@ -188,7 +188,7 @@ def save_chat_model(checkpoint_dir: Path | str, path: Path | str, workdir: Path 
     checkpoint = stage_checkpoint(Path(checkpoint_dir), workdir / "checkpoint")
     mlflow.pyfunc.save_model(
         path=str(path),
-        python_model=LmforgeChatModel(),
+        python_model=str(Path(__file__).with_name("pyfunc_entry.py")),  # models-from-code: no pickle stored
         artifacts={"checkpoint": str(checkpoint)},
         code_paths=stage_code(workdir / "code"),
         pip_requirements=list(pip_requirements()),

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tasks import downstream
 from tasks.artifacts import CheckpointRef, EvalReport, TokenSet, finish_stage, load_done, reset_dir, stage_dir
 
+VAL_DOCS = "val_docs.jsonl"
 DEFAULT_PROMPTS = [
     "The Python standard library",
     "Debian is a free operating system",
@@ -129,18 +130,17 @@ def heldout_metrics(model: Any, tokenizer: Any, tokens: TokenSet, cfg: EvalConfi
     if not docs:
         raise ValueError(f"no val tokens in {tokens.dir} ({tokens.val_files}); the tokenize stage made no val split")
     digest = hashlib.sha256()
-    decoded_bytes = 0
-    for doc in docs:
-        text = tokenizer.decode([int(t) for t in doc if t != tokenizer.bos_id]).encode("utf-8")
-        decoded_bytes += len(text)
-        digest.update(text + b"\x00")
+    texts = [tokenizer.decode([int(t) for t in doc if t != tokenizer.bos_id]) for doc in docs]
+    for text in texts:
+        digest.update(text.encode("utf-8") + b"\x00")
+    decoded_bytes = sum(len(text.encode("utf-8")) for text in texts)
     complete = n_kept == n_total
     # The tokenize stage's byte count is the definition when every val document is scored; a capped run divides by
     # the bytes of the documents it scored.
     n_bytes = tokens.val_bytes if complete and tokens.val_bytes else decoded_bytes
     nats, count = score_stream(model, np.concatenate(docs), tokenizer.bos_id, seq_len, cfg.batch_size, device)
     stats = {"docs": len(docs), "tokens_available": n_total, "decoded_bytes": decoded_bytes, "complete": complete}
-    return nll_metrics(nats, count, n_bytes, "val"), digest.hexdigest()[:16], stats
+    return nll_metrics(nats, count, n_bytes, "val"), digest.hexdigest()[:16], stats, texts
 
 
 def read_text_docs(path: Path) -> list[str]:
@@ -158,12 +158,13 @@ def read_text_docs(path: Path) -> list[str]:
     return [path.read_text(encoding="utf-8")]
 
 
-def text_file_metrics(model: Any, tokenizer: Any, path: Path, seq_len: int, cfg: EvalConfig, device: str):
+def text_file_metrics(model: Any, tokenizer: Any, path: Path, seq_len: int, cfg: EvalConfig, device: str,
+                      prefix: str | None = None, n_bytes: int | None = None):
     docs = read_text_docs(path)
     stream = np.array([i for doc in docs for i in [tokenizer.bos_id, *tokenizer.encode(doc)]], dtype=np.int64)
     nats, count = score_stream(model, stream, tokenizer.bos_id, seq_len, cfg.batch_size, device)
-    n_bytes = sum(len(doc.encode("utf-8")) for doc in docs)
-    return nll_metrics(nats, count, n_bytes, f"text/{path.stem}"), hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    n_bytes = n_bytes or sum(len(doc.encode("utf-8")) for doc in docs)
+    return nll_metrics(nats, count, n_bytes, prefix or f"text/{path.stem}"), hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def sample_generations(model: Any, tokenizer: Any, cfg: EvalConfig, device: str) -> list[str]:
@@ -186,7 +187,7 @@ def evaluate_model(model: Any, tokenizer: Any, cfg: EvalConfig, tokens: TokenSet
     stats: dict[str, Any] = {}
     t0 = time.time()
     if tokens is not None:
-        val, eval_sets["val"], stats["val"] = heldout_metrics(model, tokenizer, tokens, cfg, seq_len, device)
+        val, eval_sets["val"], stats["val"], val_texts = heldout_metrics(model, tokenizer, tokens, cfg, seq_len, device)
         metrics.update(val)
     for name in cfg.text_files:
         found, eval_sets[f"text/{Path(name).stem}"] = text_file_metrics(model, tokenizer, Path(name), seq_len, cfg, device)
@@ -208,7 +209,8 @@ def evaluate_model(model: Any, tokenizer: Any, cfg: EvalConfig, tokens: TokenSet
     t0 = time.time()
     samples = sample_generations(model, tokenizer, cfg, device) if cfg.prompts else []
     stats["samples_seconds"] = time.time() - t0
-    return {"metrics": metrics, "eval_sets": eval_sets, "samples": samples, "stats": stats}
+    result = {"metrics": metrics, "eval_sets": eval_sets, "samples": samples, "stats": stats}
+    return result | ({"val_texts": val_texts} if tokens is not None else {})
 
 
 def report_markdown(result: dict[str, Any], ckpt: CheckpointRef) -> str:
@@ -231,11 +233,35 @@ def run_evaluate(cfg: EvalConfig, ckpt: CheckpointRef, tokens: TokenSet, out: Pa
     result = evaluate_model(model, tokenizer, cfg, tokens, device)
     result["checkpoint"] = {"path": str(ckpt.dir / ckpt.checkpoint), "step": ckpt.step, "manifest": ckpt.manifest_sha256}
     result["tokenizer_sha256"] = tokenizer.sha256
+    # the scored val documents as text: the eval set itself, so a model with another tokenizer can be scored on it
+    with open(out / VAL_DOCS, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps({"text": text}) + "\n" for text in result.pop("val_texts"))
     (out / "report.json").write_text(json.dumps(result, indent=2, sort_keys=True))
     (out / "report.md").write_text(report_markdown(result, ckpt))
     ref = EvalReport(path=str(out), metrics=result["metrics"], samples=result["samples"])
     stats = {**result["stats"], **{k: v for k, v in result["metrics"].items() if "/" not in k}}
-    return finish_stage(out, ref, config=cfg, stats=stats, files=["report.json", "report.md"], started=t0)
+    return finish_stage(out, ref, config=cfg, stats=stats, files=["report.json", "report.md", VAL_DOCS], started=t0)
+
+
+def rescore(checkpoint_dir: Path, report: EvalReport, device: str = "cpu") -> tuple[dict[str, float], dict[str, str]]:
+    """Metrics and eval-set fingerprints of another checkpoint on exactly the eval sets of `report`.
+
+    The promotion gate uses it when the champion was scored on other data. The val set is re-read as text
+    (`val_docs.jsonl`), so a champion with a different tokenizer is scored fairly: bits per byte over the same bytes.
+    """
+    from tasks.checkpoint import load_model
+
+    saved = json.loads((report.dir / "report.json").read_text())
+    cfg = EvalConfig.model_validate({**report.manifest()["config"], "prompts": []})
+    model, tokenizer, _ = load_model(checkpoint_dir, device=device)
+    result = evaluate_model(model, tokenizer, cfg, None, device)
+    metrics, eval_sets = result["metrics"], result["eval_sets"]
+    if (report.dir / VAL_DOCS).is_file() and "val" in saved.get("eval_sets", {}):
+        found, _ = text_file_metrics(model, tokenizer, report.dir / VAL_DOCS, cfg.seq_len or context_length(model), cfg,
+                                     device, prefix="val", n_bytes=int(report.metrics.get("val_bytes", 0)) or None)
+        metrics.update(found)
+        eval_sets["val"] = saved["eval_sets"]["val"]
+    return metrics, eval_sets
 
 
 @task(name="evaluate", retries=1)

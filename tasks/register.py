@@ -3,8 +3,9 @@
 The promotion gate moves alias `champion` to the new version only when it beats the current champion on the same
 eval set: the gate metric (default val bits per byte) must improve by more than `gate_margin`, and no guard metric
 (downstream accuracies) may drop by more than `guard_tolerance`. Metrics are compared only when both versions were
-scored on the same data (the `eval_sets` fingerprints in the eval report); a gate metric without a comparable
-champion score keeps the champion. The first version of a model becomes champion; a refused one gets
+scored on the same data (the `eval_sets` fingerprints in the eval report); when the champion was scored on other
+data, it is re-scored on this version's eval sets from its packaged checkpoint (`rescore_champion`), so models
+trained on different crawls or with different tokenizers still compare on identical bytes. The first version of a model becomes champion; a refused one gets
 `challenger`. The decision, its reason and both scores are recorded as version tags and in the version's
 description, next to the model card (`tasks.model_card`).
 """
@@ -39,6 +40,9 @@ class RegisterConfig(BaseModel):
         description="Metrics that may not get worse by more than guard_tolerance (skipped when not comparable).",
     )
     guard_tolerance: float = Field(default=0.0, ge=0.0, description="Allowed drop of each guard metric.")
+    rescore_champion: bool = Field(
+        default=True, description="When the champion was scored on other data, score it on this version's eval sets."
+    )
     champion_alias: str = Field(default="champion", description="Alias of the version that serves.")
     challenger_alias: str = Field(default="challenger", description="Alias of a version the gate refused.")
     intended_use: str = Field(
@@ -56,6 +60,24 @@ def metric_group(metric: str) -> str:
     return metric.rsplit("_", 1)[0] if metric.startswith("text/") else metric.split("_", 1)[0]
 
 
+def same_eval_set(
+    metric: str, new: dict[str, float], new_sets: dict[str, str], old: dict[str, float] | None, old_sets: dict[str, str]
+) -> bool:
+    group = metric_group(metric)
+    return metric in new and metric in (old or {}) and bool(new_sets.get(group)) and new_sets.get(group) == old_sets.get(group)
+
+
+def rescore_champion(tracking: TrackingConfig, champion, report: EvalReport) -> tuple[dict[str, float], dict[str, str]]:
+    """The champion's metrics on this report's eval sets, from the checkpoint packaged in its registered model."""
+    import mlflow
+
+    from tasks.evaluate import rescore, resolve_device
+
+    with tempfile.TemporaryDirectory(prefix="lmforge-champion-") as tmp:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=champion.source, dst_path=tmp, tracking_uri=tracking.uri())
+        return rescore(Path(local) / "artifacts" / "checkpoint", report, resolve_device("auto"))
+
+
 def improvement(metric: str, new: float, old: float) -> float:
     """How much better `new` is than `old` (positive = better), whatever the metric's direction."""
     return old - new if lower_is_better(metric) else new - old
@@ -70,8 +92,7 @@ def gate_decision(
         return True, "first version of the model"
 
     def comparable(metric: str) -> bool:
-        group = metric_group(metric)
-        return metric in new and metric in old and bool(new_sets.get(group)) and new_sets.get(group) == old_sets.get(group)
+        return same_eval_set(metric, new, new_sets, old, old_sets)
 
     metric = cfg.gate_metric
     if metric not in new:
@@ -142,7 +163,12 @@ def run_register(
             raise
     champion, old, old_sets = champion_scores(mlflow_client, cfg)
     new_sets = read_eval_sets(report)
+    rescored = champion is not None and cfg.rescore_champion and not same_eval_set(
+        cfg.gate_metric, report.metrics, new_sets, old, old_sets)
+    if rescored:
+        old, old_sets = rescore_champion(tracking, champion, report)
     promote, reason = gate_decision(cfg, report.metrics, new_sets, old, old_sets)
+    reason += " (champion re-scored on this version's eval sets)" if rescored else ""
     alias = cfg.champion_alias if promote else cfg.challenger_alias
     tags = {f"{METRIC_TAG}{k}": repr(float(v)) for k, v in report.metrics.items()}
     tags |= {f"{EVAL_SET_TAG}{k}": v for k, v in new_sets.items()}
@@ -156,6 +182,7 @@ def run_register(
         "lmforge.gate.new_score": repr(report.metrics.get(cfg.gate_metric, float("nan"))),
         "lmforge.gate.champion_score": repr((old or {}).get(cfg.gate_metric, float("nan"))),
         "lmforge.gate.champion_version": str(champion.version) if champion is not None else "",
+        "lmforge.gate.champion_rescored": str(rescored).lower(),
     }
     version = mlflow_client.create_model_version(cfg.model_name, source, run_id=run_id, tags=tags)
     gate = {"decision": tags["lmforge.gate.decision"], "alias": alias, "reason": reason, "metric": cfg.gate_metric,

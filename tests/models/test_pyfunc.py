@@ -64,6 +64,7 @@ def test_saved_model_has_signature_example_and_no_optimizer_state(saved_model):
     files = {p.name for p in saved_model.rglob("*") if p.is_file()}
     assert {"model.safetensors", "tokenizer.json", "sidecar.json", "gpt.py", "checkpoint.py"} <= files
     assert "state.pt" not in files
+    assert not any(name.endswith(".pkl") for name in files)  # models-from-code: nothing is unpickled at load
 
 
 def test_pyfunc_predict_and_stream(saved_model):

@@ -63,7 +63,7 @@ def test_gate_promotes_first_and_better_refuses_worse(setup):
     assert "## Limitations and known risks" in champion.description and "http://127.0.0.1/" in champion.description
     assert mlflow_client.get_model_version_by_alias("lmforge", "challenger").version == int(within_margin.version)
 
-    other_data, _ = register_with(setup, "other-data", {"val_bpb": 1.0}, {"val": "set-b"})
+    other_data, _ = register_with(setup, "other-data", {"val_bpb": 1.0}, {"val": "set-b"}, rescore_champion=False)
     assert other_data.alias == "challenger"
     assert "same eval set" in mlflow_client.get_model_version("lmforge", other_data.version).tags["lmforge.gate.reason"]
 
@@ -110,3 +110,38 @@ def test_guard_metric_drop_blocks_promotion():
 def test_metric_groups():
     assert [metric_group(m) for m in ("val_bpb", "hellaswag_acc_norm", "text/my_notes_bpb")] == [
         "val", "hellaswag", "text/my_notes"]
+
+
+def test_champion_is_rescored_on_the_new_eval_data(setup, tmp_path):
+    from tasks.artifacts import TokenSet
+    from tasks.data import write_bin
+    from tasks.evaluate import EvalConfig, run_evaluate
+
+    _, tracking, _ = setup
+    tok = tiny_tokenizer()
+
+    def tokens(name: str, docs: list[str]) -> TokenSet:
+        (tmp_path / name).mkdir()
+        write_bin(tmp_path / name / "val.bin", [i for d in docs for i in [tok.bos_id, *tok.encode(d)]], tok.vocab_size)
+        return TokenSet(path=str(tmp_path / name), tokenizer_file="", vocab_size=tok.vocab_size, train_files=[],
+                        val_files=["val.bin"], n_train_tokens=0, n_val_tokens=0,
+                        val_bytes=sum(len(d.encode()) for d in docs))
+
+    def evaluate(model_seed: int, val: TokenSet, name: str):
+        model = tiny_gpt(tok.vocab_size, seed=model_seed)
+        ckpt = checkpoint_ref(write_checkpoint(tmp_path / f"train-{model_seed}", model, tok), model)
+        (tmp_path / name).mkdir()
+        return ckpt, run_evaluate(EvalConfig(prompts=[]), ckpt, val, tmp_path / name)
+
+    set_a, set_b = tokens("a", ["Debian is a free operating system."]), tokens("b", ["Python reads JSON files."])
+    cfg = RegisterConfig(model_name="rescored")
+    ckpt_a, report_a = evaluate(1, set_a, "eval-a")
+    assert run_register(cfg, tracking, open_run(tracking, "a", {}, {}), ckpt_a, report_a).alias == "champion"
+    ckpt_b, report_b = evaluate(2, set_b, "eval-b")
+    _, champion_on_b = evaluate(1, set_b, "eval-a-on-b")  # what the gate must find for the champion on set B
+    second = run_register(cfg, tracking, open_run(tracking, "b", {}, {}), ckpt_b, report_b)
+    tags = client(tracking).get_model_version("rescored", second.version).tags
+    assert tags["lmforge.gate.champion_rescored"] == "true"
+    assert float(tags["lmforge.gate.champion_score"]) == pytest.approx(champion_on_b.metrics["val_bpb"], rel=1e-6)
+    better = report_b.metrics["val_bpb"] < champion_on_b.metrics["val_bpb"]
+    assert second.alias == ("champion" if better else "challenger")
