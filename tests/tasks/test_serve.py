@@ -102,3 +102,16 @@ def test_filtered_stream_holds_back_enough_to_catch_split_spans():
 def test_request_accepts_openai_extras():
     req = ChatRequest.model_validate({**HI, "user": "u1", "n": 1, "stop": "\n"})
     assert req.stop == "\n" and req.max_tokens == 5
+
+
+def test_chat_repl_keeps_the_conversation(tok):
+    from tasks.serve import chat_repl
+
+    script = tok.encode("Hello there.") + [tok.token_to_id("<|end|>")]
+    lines = iter(["Hi", "/reset", "Again", "/exit", "never read"])
+    shown: list[str] = []
+    history = chat_repl(ChatEngine(ScriptedLM(script), tok, {}), read=lambda _: next(lines), write=shown.append,
+                        system="Be kind.")
+    assert [m["role"] for m in history] == ["system", "user", "assistant"]
+    assert history[1]["content"] == "Again" and history[2]["content"] == "Hello there."
+    assert "".join(shown) == "Hello there.\n" * 2
