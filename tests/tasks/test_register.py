@@ -112,6 +112,7 @@ def test_metric_groups():
         "val", "hellaswag", "text/my_notes"]
 
 
+@pytest.mark.slow
 def test_champion_is_rescored_on_the_new_eval_data(setup, tmp_path):
     from tasks.artifacts import TokenSet
     from tasks.data import write_bin
