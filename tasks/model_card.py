@@ -26,7 +26,8 @@ def provenance(tracking: TrackingConfig, run_id: str) -> list[str]:
     """Lines on where the data came from: crawl settings, when each stage finished and its manifest hash."""
     run = client(tracking).get_run(run_id)
     lines = [f"- MLflow run `{run_id}` ({run.info.run_name or 'unnamed'})"]
-    crawl = {k: v for k, v in run.data.params.items() if k.startswith("crawl.") and ("seed" in k or "url" in k)}
+    sources = ("crawl.seeds", "crawl.local_site", "crawl.warc_paths")
+    crawl = {k: v for k, v in run.data.params.items() if k.startswith(sources)}
     lines += [f"- {key}: `{value[:200]}`" for key, value in sorted(crawl.items())]
     for key, sha in sorted(run.data.tags.items()):
         if not (key.startswith("lmforge.") and key.endswith(".manifest_sha256")):
@@ -59,7 +60,7 @@ def model_card(
         "",
         "## Data provenance",
         *provenance(tracking, run_id),
-        f"- data manifest sha256 (sidecar): `{str(sidecar.get('data_manifest_sha256', sidecar.get('data', '?')))[:64]}`",
+        f"- token data manifest sha256 (checkpoint sidecar): `{sidecar.get('data', {}).get('manifest_sha256', '?')}`",
         "",
         "## Tokenizer",
         f"- byte-level BPE, vocab {arch.get('vocab_size', '?')}, sha256 `{str(tok.get('sha256', '?'))[:16]}`",
