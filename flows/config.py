@@ -6,6 +6,7 @@ an optional YAML file and `a.b=c` overrides, in that order.
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +34,33 @@ class PipelineConfig(BaseModel):
     tokenize: TokenizeConfig = Field(default_factory=TokenizeConfig, description="Tokenize: BPE and token shards.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Train: model and optimisation.")
     evaluate: EvalConfig = Field(default_factory=EvalConfig, description="Evaluate: held-out and downstream.")
-    register: RegisterConfig = Field(default_factory=RegisterConfig, description="Register: MLflow model + gate.")
+    registry: RegisterConfig = Field(default_factory=RegisterConfig, description="Register: MLflow model + gate.")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow tracking server.")
 
 
-def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
+def config_section(model_type: type[BaseModel], key: str) -> type[BaseModel] | None:
+    """The config class of field `key` when it is a nested section (also inside `X | None`), else None."""
+    field = model_type.model_fields.get(key)
+    if field is None:
+        return None
+    for candidate in (field.annotation, *typing.get_args(field.annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def merge_into(model_type: type[BaseModel], data: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """`data` with `update` applied: nested config sections merge, every other value is replaced.
+
+    So `--set crawl.local_site.roots={a: /x}` replaces the preset's roots instead of adding to them, while a YAML
+    file naming only `train.max_steps` keeps the rest of the train section. Unknown keys pass through, for
+    validation to reject with their name.
+    """
+    merged = dict(data)
     for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
+        section = config_section(model_type, key)
+        if section is not None and isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_into(section, merged[key], value)
         else:
             merged[key] = value
     return merged
@@ -71,7 +90,7 @@ def load_config(preset: str = "tiny_cpu", config_file: Path | None = None, overr
         loaded = yaml.safe_load(Path(config_file).read_text()) or {}
         if not isinstance(loaded, dict):
             raise ValueError(f"config file {config_file} must hold a mapping of stage sections, got {type(loaded).__name__}")
-        data = deep_merge(data, loaded)
+        data = merge_into(PipelineConfig, data, loaded)
     for override in overrides:
-        data = deep_merge(data, parse_override(override))
+        data = merge_into(PipelineConfig, data, parse_override(override))
     return PipelineConfig.model_validate(data)

@@ -40,7 +40,7 @@ def pipeline(cfg: PipelineConfig = tiny_cpu()) -> PipelineSummary:
         track_stage(cfg.tracking, run_id, "train", checkpoint)
         report = evaluate(cfg.evaluate, checkpoint, tokens)
         track_stage(cfg.tracking, run_id, "evaluate", report)
-        version = register(cfg.register, cfg.tracking, run_id, checkpoint, report)
+        version = register(cfg.registry, cfg.tracking, run_id, checkpoint, report)
         summary = summarize(cfg.tracking, run_id, docs, curated, shards, tokens, checkpoint, report, version)
     except BaseException:
         close_tracking(cfg.tracking, run_id, "FAILED")

@@ -60,7 +60,7 @@ def retrain(cfg: RetrainConfig = RetrainConfig()) -> RetrainResult:
         print(f"retrain: all {docs.n_docs} new pages were filtered or duplicates of earlier runs; nothing to train on")
         return RetrainResult(status="nothing-new", new_documents=0)
 
-    champion = champion_lineage(base.tracking, base.register.model_name, base.register.champion_alias)
+    champion = champion_lineage(base.tracking, base.registry.model_name, base.registry.champion_alias)
     continue_champion = champion is not None and champion.checkpoint is not None and not cfg.from_scratch
     tokenize_cfg, train_cfg = base.tokenize, base.train
     if continue_champion:
@@ -83,10 +83,10 @@ def retrain(cfg: RetrainConfig = RetrainConfig()) -> RetrainResult:
         eval_tokens = champion.tokens if continue_champion and champion.tokens is not None else tokens
         report = evaluate(base.evaluate, checkpoint, eval_tokens)
         track_stage(base.tracking, run_id, "evaluate", report)
-        version = register(base.register, base.tracking, run_id, checkpoint, report)
+        version = register(base.registry, base.tracking, run_id, checkpoint, report)
     except BaseException:
         close_tracking(base.tracking, run_id, "FAILED")
         raise
     close_tracking(base.tracking, run_id, "FINISHED")
-    status = "promoted" if version.alias == base.register.champion_alias else "refused"
+    status = "promoted" if version.alias == base.registry.champion_alias else "refused"
     return RetrainResult(status=status, new_documents=curated.n_docs, model_uri=version.model_uri, alias=version.alias)

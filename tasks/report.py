@@ -67,14 +67,6 @@ def track_stage(cfg: TrackingConfig, run_id: str, stage: str, ref: StageRef) -> 
         )
 
 
-def count(stats: dict[str, Any], *keys: str) -> Any:
-    """First of `keys` present in a stats dict (stage modules name their counters; the summary stays tolerant)."""
-    for key in keys:
-        if key in stats:
-            return stats[key]
-    return "n/a"
-
-
 def mlflow_run_link(tracking_uri: str, run_id: str, experiment_id: str) -> str:
     if tracking_uri.startswith("http"):
         return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
@@ -95,9 +87,9 @@ def summarize(
 ) -> PipelineSummary:
     from prefect.artifacts import create_markdown_artifact
 
-    crawl_stats = docs.manifest().get("stats", {})
+    outcomes = docs.manifest().get("stats", {}).get("outcomes", {})
     rows = [
-        ("pages crawled", str(count(crawl_stats, "fetched", "pages_fetched"))),
+        ("pages crawled (fetched / unchanged)", f"{outcomes.get('fetched', 0)} / {outcomes.get('not_modified', 0)}"),
         ("documents extracted", str(docs.n_docs)),
         ("documents after curation", str(curated.n_docs)),
         ("Parquet shards (docs, MB)", f"{len(shards.files)} ({shards.n_docs}, {shards.n_bytes / 1e6:.2f})"),

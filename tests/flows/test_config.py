@@ -32,7 +32,7 @@ def test_unknown_keys_are_errors(tmp_path: Path):
 
 def test_config_is_a_json_schema_for_the_prefect_form():
     schema = PipelineConfig.model_json_schema()
-    assert {"crawl", "curate", "shard", "tokenize", "train", "evaluate", "register", "tracking"} <= set(schema["properties"])
+    assert {"crawl", "curate", "shard", "tokenize", "train", "evaluate", "registry", "tracking"} <= set(schema["properties"])
 
 
 def test_cli_prints_resolved_config_and_rejects_bad_input(capsys):
@@ -42,3 +42,9 @@ def test_cli_prints_resolved_config_and_rejects_bad_input(capsys):
         main(["config", "--set", "train.max_steps=not-a-number"])
     assert exit_info.value.code == 2
     assert "invalid config" in capsys.readouterr().err
+
+
+def test_dict_valued_fields_are_replaced_not_merged():
+    cfg = load_config("tiny_cpu", None, ["crawl.local_site.roots={site: /srv/html}"])
+    assert cfg.crawl.local_site.roots == {"site": "/srv/html"}
+    assert cfg.crawl.local_site.port == load_config("tiny_cpu").crawl.local_site.port  # sibling fields kept

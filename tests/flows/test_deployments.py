@@ -89,7 +89,7 @@ def test_ui_triggered_pipeline_run_registers_a_model(prefect_server, lmforge_hom
         server.wait(timeout=60)
 
     mlflow = client(cfg.tracking)
-    champion = mlflow.get_model_version_by_alias(cfg.register.model_name, "champion")
+    champion = mlflow.get_model_version_by_alias(cfg.registry.model_name, "champion")
     run = mlflow.get_run(champion.run_id)
     assert run.data.tags["prefect.flow_run_id"] == run_id
     assert "evaluate/val_bpb" in run.data.metrics

@@ -58,13 +58,13 @@ def test_tiny_pipeline_end_to_end(prefect_server, lmforge_home: Path, tmp_path: 
     assert tokenizer.decode(tokenizer.encode(text)) == text
 
     mlflow = client(cfg.tracking)
-    champion = mlflow.get_model_version_by_alias(cfg.register.model_name, "champion")
-    assert f"models:/{cfg.register.model_name}/{champion.version}" == summary.model_uri
+    champion = mlflow.get_model_version_by_alias(cfg.registry.model_name, "champion")
+    assert f"models:/{cfg.registry.model_name}/{champion.version}" == summary.model_uri
     metrics = mlflow.get_run(summary.mlflow_run_id).data.metrics
     val_loss = metrics["evaluate/val_loss"]
     assert math.isfinite(val_loss) and val_loss < math.log(512)
     assert metrics["evaluate/val_bpb"] > 0
-    assert metrics["crawl/fetched"] >= 40
+    assert metrics["crawl/outcomes/fetched"] >= 40
 
     # A rerun of the unchanged pipeline is served from the stage manifests: no stage recomputes.
     manifests = {p: p.stat().st_mtime_ns for p in runs.glob("*/*/manifest.json")}

@@ -39,11 +39,11 @@ def test_retrain_nothing_new_then_changed_pages(prefect_server, lmforge_home: Pa
     assert 1 <= changed.new_documents <= 7
 
     mlflow = client(base.tracking)
-    version = mlflow.get_model_version(base.register.model_name, changed.model_uri.rsplit("/", 1)[1])
+    version = mlflow.get_model_version(base.registry.model_name, changed.model_uri.rsplit("/", 1)[1])
     assert version.tags["lmforge.gate.decision"] in ("promoted", "refused")
     assert version.tags["lmforge.gate.champion_version"] == first.model_uri.rsplit("/", 1)[1]
     from tasks.lineage import lineage
 
-    found = lineage(base.tracking, base.register.model_name, version.tags["lmforge.gate.alias"])
+    found = lineage(base.tracking, base.registry.model_name, version.tags["lmforge.gate.alias"])
     assert found.run_id == version.run_id
     assert found.checkpoint.manifest()["config"]["init_from"]  # continued from the champion, not from scratch
