@@ -21,20 +21,23 @@ BOS_TOKEN, END_TOKEN = "<|bos|>", "<|end|>"
 
 
 def validate_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
-    """Plain `{"role", "content"}` dicts, or a ValueError naming the bad message and what is allowed."""
+    """Plain `{"role", "content"}` dicts, or a ValueError naming the bad message and what is allowed.
+
+    Every problem is a ValueError, type mismatches included, so callers map "bad conversation" to one error (a 400).
+    """
     if not isinstance(messages, Sequence) or isinstance(messages, (str, bytes)) or not messages:
         raise ValueError("messages must be a non-empty list of {'role': ..., 'content': ...} objects")
     out: list[dict[str, str]] = []
     for i, message in enumerate(messages):
         if not isinstance(message, Mapping):
-            raise ValueError(f"messages[{i}] must be an object with 'role' and 'content', got {type(message).__name__}")
+            raise ValueError(f"messages[{i}] must be an object with 'role' and 'content', got {type(message).__name__}")  # noqa: TRY004
         role, content = message.get("role"), message.get("content")
         if role not in ROLES:
             raise ValueError(f"messages[{i}].role is {role!r}; expected one of {list(ROLES)}")
         if content is None:
             content = ""
         if not isinstance(content, str):
-            raise ValueError(f"messages[{i}].content must be a string (text parts only), got {type(content).__name__}")
+            raise ValueError(f"messages[{i}].content must be a string (text parts only), got {type(content).__name__}")  # noqa: TRY004
         if role == "system" and i != 0:
             raise ValueError(f"messages[{i}] is a system message; only the first message may be one")
         out.append({"role": role, "content": content})

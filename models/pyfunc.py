@@ -46,7 +46,7 @@ class ChatEngine:
         self.context = int(getattr(model.config, "seq_len", 256))
 
     @classmethod
-    def from_checkpoint(cls, checkpoint_dir: Path | str, device: str = "cpu", name: str = "lmforge") -> "ChatEngine":
+    def from_checkpoint(cls, checkpoint_dir: Path | str, device: str = "cpu", name: str = "lmforge") -> ChatEngine:
         from tasks.checkpoint import load_model
 
         model, tokenizer, sidecar = load_model(checkpoint_dir, device=device)

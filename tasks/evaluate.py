@@ -228,7 +228,7 @@ def run_evaluate(cfg: EvalConfig, ckpt: CheckpointRef, tokens: TokenSet, out: Pa
     if any(out.iterdir()):  # leftovers of a killed run: evaluation is cheap to redo
         reset_dir(out)
     device = resolve_device(cfg.device)
-    model, tokenizer, sidecar = load_model(ckpt.dir / ckpt.checkpoint, device=device)
+    model, tokenizer, _ = load_model(ckpt.dir / ckpt.checkpoint, device=device)
     model.eval()
     result = evaluate_model(model, tokenizer, cfg, tokens, device)
     result["checkpoint"] = {"path": str(ckpt.dir / ckpt.checkpoint), "step": ckpt.step, "manifest": ckpt.manifest_sha256}

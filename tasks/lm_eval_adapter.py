@@ -49,7 +49,7 @@ class LmforgeLM(LM):
         self.seq_len = context_length(self.model)
 
     @classmethod
-    def from_objects(cls, model: Any, tokenizer: Any, device: str = "cpu", batch_size: int = 8) -> "LmforgeLM":
+    def from_objects(cls, model: Any, tokenizer: Any, device: str = "cpu", batch_size: int = 8) -> LmforgeLM:
         """Wrap an already loaded model (tests, notebooks)."""
         self = cls.__new__(cls)
         LM.__init__(self)

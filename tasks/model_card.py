@@ -55,8 +55,8 @@ def model_card(
     lines = [
         f"# {cfg.model_name} v{version}",
         "",
-        f"**Gate:** {gate['decision']} → `{gate['alias']}`. {gate['reason']}. "
-        f"{gate['metric']}: new {gate['new']}, champion {gate['champion']} (v{gate['champion_version']}).",
+        (f"**Gate:** {gate['decision']} → `{gate['alias']}`. {gate['reason']}. "
+         f"{gate['metric']}: new {gate['new']}, champion {gate['champion']} (v{gate['champion_version']})."),
         "",
         "## Data provenance",
         *provenance(tracking, run_id),
@@ -70,8 +70,8 @@ def model_card(
         f"- {ckpt.n_params:,} parameters",
         "",
         "## Training budget",
-        f"- {ckpt.step} steps, {ckpt.tokens_seen:,} tokens, {ckpt.train_seconds:.0f} s, final train loss "
-        f"{ckpt.final_train_loss:.4f}; git commit `{sidecar.get('git_commit')}`",
+        (f"- {ckpt.step} steps, {ckpt.tokens_seen:,} tokens, {ckpt.train_seconds:.0f} s, final train loss "
+         f"{ckpt.final_train_loss:.4f}; git commit `{sidecar.get('git_commit')}`"),
         "",
         "## Evaluation",
         "| metric | value |",

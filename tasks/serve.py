@@ -110,9 +110,9 @@ def build_app(engine: Any, cfg: ServeConfig, output_filter: OutputFilter | None 
 
     @app.middleware("http")
     async def check_key(request: Request, call_next):
-        if api_key and request.url.path.startswith("/v1/"):
-            if request.headers.get("authorization", "") != f"Bearer {api_key}":
-                return error(401, "missing or wrong API key: send 'Authorization: Bearer <key>'", kind="authentication_error")
+        authorised = request.headers.get("authorization", "") == f"Bearer {api_key}"
+        if api_key and request.url.path.startswith("/v1/") and not authorised:
+            return error(401, "missing or wrong API key: send 'Authorization: Bearer <key>'", kind="authentication_error")
         return await call_next(request)
 
     @app.get("/health")
@@ -145,7 +145,8 @@ def build_app(engine: Any, cfg: ServeConfig, output_filter: OutputFilter | None 
             return error(400, f"max_tokens {max_tokens} exceeds the limit {cfg.max_tokens_limit}", param="max_tokens")
         messages = [m.model_dump() for m in req.messages]
         stop = [req.stop] if isinstance(req.stop, str) else req.stop
-        sampling = dict(max_tokens=max_tokens, temperature=req.temperature, top_k=req.top_k, top_p=req.top_p, stop=stop)
+        sampling = {"max_tokens": max_tokens, "temperature": req.temperature, "top_k": req.top_k, "top_p": req.top_p,
+                    "stop": stop}
         meta = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": engine.name}
         if req.stream:
             return StreamingResponse(sse_events(engine, lock, messages, sampling, output_filter, meta),

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 CORPUS = [
     "The quick brown fox jumps over the lazy dog. " * 3,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from lm_fixtures import ScriptedLM, tiny_gpt, tiny_tokenizer, write_checkpoint
+
 from models.chat import encode_chat, render_chat, validate_messages
 
 
@@ -112,11 +112,12 @@ def free_port() -> int:
 def test_mlflow_models_serve_answers_a_chat_request(saved_model, tmp_path):
     port = free_port()
     mlflow_bin = Path(sys.executable).parent / "mlflow"
-    log = open(tmp_path / "serve.log", "w")
-    proc = subprocess.Popen(
-        [str(mlflow_bin), "models", "serve", "-m", str(saved_model), "--env-manager", "local", "-p", str(port),
-         "-h", "127.0.0.1"], stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PATH": f"{mlflow_bin.parent}{os.pathsep}{os.environ.get('PATH', '')}"},
-    )
+    path = f"{mlflow_bin.parent}{os.pathsep}{os.environ.get('PATH', '')}"  # mlflow starts `uvicorn` from PATH
+    with open(tmp_path / "serve.log", "w") as log:
+        proc = subprocess.Popen(
+            [str(mlflow_bin), "models", "serve", "-m", str(saved_model), "--env-manager", "local", "-p", str(port),
+             "-h", "127.0.0.1"], stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PATH": path},
+        )
     try:
         deadline = time.time() + 120
         while time.time() < deadline and proc.poll() is None:

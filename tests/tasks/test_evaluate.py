@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import torch.nn.functional as F
-
 from lm_fixtures import MemorisedLM, UniformLM, tiny_gpt, tiny_tokenizer
+
 from tasks import downstream
 from tasks.artifacts import TokenSet
 from tasks.data import write_bin
@@ -145,6 +145,7 @@ def test_samples_are_reproducible(tok):
 
 def test_run_evaluate_writes_report_and_manifest(tmp_path, tok):
     from lm_fixtures import checkpoint_ref, write_checkpoint
+
     from tasks.artifacts import EvalReport, load_done
     from tasks.evaluate import run_evaluate
 

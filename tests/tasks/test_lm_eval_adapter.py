@@ -9,10 +9,10 @@ import pytest
 
 pytest.importorskip("lm_eval")
 
-from lm_eval.api.instance import Instance  # noqa: E402
+from lm_eval.api.instance import Instance
+from lm_fixtures import MemorisedLM, ScriptedLM, UniformLM, tiny_tokenizer
 
-from lm_fixtures import MemorisedLM, ScriptedLM, UniformLM, tiny_tokenizer  # noqa: E402
-from tasks.lm_eval_adapter import LmforgeLM  # noqa: E402
+from tasks.lm_eval_adapter import LmforgeLM
 
 
 @pytest.fixture(scope="module")

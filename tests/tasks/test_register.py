@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from lm_fixtures import checkpoint_ref, tiny_gpt, tiny_tokenizer, write_checkpoint
+
 from tasks.artifacts import EvalReport, finish_stage
 from tasks.register import RegisterConfig, gate_decision, metric_group, run_register
 from tasks.tracking import TrackingConfig, client, open_run
@@ -55,7 +55,7 @@ def test_gate_promotes_first_and_better_refuses_worse(setup):
     within_margin, _ = register_with(setup, "margin", {"val_bpb": 2.95}, gate_margin=0.1)
     assert within_margin.alias == "challenger"
 
-    better, report = register_with(setup, "better", {"val_bpb": 2.5, "hellaswag_acc_norm": 0.30})
+    better, _ = register_with(setup, "better", {"val_bpb": 2.5, "hellaswag_acc_norm": 0.30})
     assert better.alias == "champion"
     champion = mlflow_client.get_model_version_by_alias("lmforge", "champion")
     assert str(champion.version) == better.version
