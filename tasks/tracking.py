@@ -33,8 +33,11 @@ class TrackingConfig(BaseModel):
         return f"sqlite:///{home / 'mlflow.db'}"
 
     def artifact_root(self) -> str | None:
-        """Where a new experiment stores artifacts; None lets a remote server decide."""
-        return None if self.tracking_uri else (lmforge_home() / "mlartifacts").as_uri()
+        """Where a new experiment stores artifacts: beside a local SQLite store; None lets a server decide."""
+        uri = self.uri()
+        if uri.startswith("sqlite:///"):
+            return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
+        return None
 
 
 def client(cfg: TrackingConfig):
