@@ -18,6 +18,7 @@ def embedded_environment() -> None:
     home = Path(os.environ.get("LMFORGE_HOME", ".lmforge")).resolve()
     os.environ.setdefault("LMFORGE_HOME", str(home))
     os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
+    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)  # Prefect creates only the last level
     # The embedded server starts in a subprocess; on 2 busy cores its default 20 s start budget is too tight.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     from infra.servers import running
