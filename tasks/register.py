@@ -128,9 +128,18 @@ def champion_scores(mlflow_client, cfg: RegisterConfig) -> tuple[Any, dict[str, 
     return champion, metrics, sets
 
 
-def existing_version(mlflow_client, cfg: RegisterConfig, run_id: str, report: EvalReport):
-    """The version this run already registered for this report (a retried task must not register twice)."""
-    for version in mlflow_client.search_model_versions(f"name='{cfg.model_name}' and run_id='{run_id}'"):
+def existing_version(mlflow_client, cfg: RegisterConfig, report: EvalReport):
+    """The version already registered for this exact eval report (same checkpoint, same scores), by any run.
+
+    A retried task, or a rerun of an unchanged pipeline, must not register the same model twice.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = mlflow_client.search_model_versions(f"name='{cfg.model_name}'")
+    except MlflowException:
+        return None
+    for version in versions:
         if (version.tags or {}).get("lmforge.eval_report") == report.manifest_sha256:
             return version
     return None
@@ -146,11 +155,13 @@ def run_register(
 
     t0 = time.time()
     mlflow_client = client(tracking)
-    done = existing_version(mlflow_client, cfg, run_id, report)
+    done = existing_version(mlflow_client, cfg, report)
     if done is not None:
-        alias = done.tags.get("lmforge.gate.alias", cfg.challenger_alias)
+        # Aliases may have moved since; report the one the version holds now.
+        alias = next(iter(mlflow_client.get_model_version(cfg.model_name, done.version).aliases), "")
+        mlflow_client.set_tag(run_id, "lmforge.registered_as", f"models:/{cfg.model_name}/{done.version}")
         return ModelVersionRef(name=cfg.model_name, version=str(done.version), alias=alias,
-                               model_uri=f"models:/{cfg.model_name}/{done.version}", run_id=run_id,
+                               model_uri=f"models:/{cfg.model_name}/{done.version}", run_id=done.run_id,
                                tracking_uri=tracking.uri())
     with tempfile.TemporaryDirectory(prefix="lmforge-register-") as tmp:
         model_dir = save_chat_model(ckpt.dir / ckpt.checkpoint, Path(tmp) / "model", Path(tmp) / "staging")
