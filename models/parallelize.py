@@ -125,22 +125,19 @@ def peak_flops(device: torch.device, dtype: torch.dtype) -> float | None:
 
 
 def optimizer_state(model: nn.Module, optimizers: list, info: DistInfo, strategy: str) -> list[dict]:
-    """Optimizer states to checkpoint; under FSDP gathered into full (unsharded) tensors on CPU."""
+    """Optimizer states to checkpoint. Under FSDP none are saved yet (gathering them with
+    `get_optimizer_state_dict` failed on torch 2.13 with our param groups), so FSDP runs cannot resume exactly."""
     if strategy == "fsdp" and info.world_size > 1:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
-
-        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        return [get_optimizer_state_dict(model, opt, options=options) for opt in optimizers]
+        return []
     return [opt.state_dict() for opt in optimizers]
 
 
 def load_optimizer_state(model: nn.Module, optimizers: list, states: list[dict], info: DistInfo, strategy: str) -> None:
-    if strategy == "fsdp" and info.world_size > 1:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-
-        for opt, state in zip(optimizers, states):
-            set_optimizer_state_dict(model, opt, state, options=StateDictOptions(full_state_dict=True))
-        return
+    if len(states) != len(optimizers):
+        raise ValueError(
+            "the checkpoint holds no optimizer state for this run (FSDP checkpoints do not yet): start a new run "
+            "with train.init_from=<checkpoint dir> to continue from its weights"
+        )
     for opt, state in zip(optimizers, states):
         opt.load_state_dict(state)
 

@@ -82,7 +82,9 @@ def save_checkpoint(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    save_file(_untie(model.state_dict() if model_state is None else model_state), str(tmp / WEIGHTS))
+    save_file(
+        _untie(model.state_dict() if model_state is None else model_state, _tied_names(model)), str(tmp / WEIGHTS)
+    )
     torch.save(state, tmp / STATE)
     shutil.copyfile(tokenizer_file, tmp / TOKENIZER)
     sidecar = {
@@ -101,17 +103,22 @@ def save_checkpoint(
     return final
 
 
-def _untie(state: dict) -> dict:
-    """safetensors refuses shared storage: keep the first name of each tensor (tied lm_head.weight is stored as
-    model.embed_tokens.weight, as HF expects with tie_word_embeddings), contiguous, on CPU."""
+def _tied_names(model) -> set[str]:
+    """Names of parameters that are another parameter under a second name (tied lm_head.weight)."""
     seen: set[int] = set()
-    clean = {}
-    for name, tensor in state.items():
-        if tensor.data_ptr() in seen:
-            continue
-        seen.add(tensor.data_ptr())
-        clean[name] = tensor.detach().cpu().contiguous()
-    return clean
+    tied = set()
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in seen:
+            tied.add(name)
+        seen.add(id(p))
+    return tied
+
+
+def _untie(state: dict, tied: set[str]) -> dict:
+    """safetensors refuses shared storage: store each tied tensor once, under its first name (HF expects
+    model.embed_tokens.weight with tie_word_embeddings), contiguous, on CPU. FSDP's gathered state dict has separate
+    copies of tied tensors, hence the names from the model rather than storage pointers."""
+    return {name: t.detach().cpu().contiguous() for name, t in state.items() if name not in tied}
 
 
 def read_sidecar(checkpoint_dir: Path | str) -> dict[str, Any]:

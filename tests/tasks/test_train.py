@@ -143,34 +143,22 @@ def free_port() -> int:
 
 
 @pytest.mark.slow
-def test_two_rank_gloo_ddp_step_equals_single_process(tokens, tmp_path):
-    single = run_train(
-        small(max_steps=2, batch_size=4, checkpoint_every=0, eval_every=0, warmup_steps=0), tokens, tmp_path / "one"
-    )
-    cfg = small(max_steps=2, batch_size=2, checkpoint_every=0, eval_every=0, warmup_steps=0)
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_rank_gloo_step_equals_single_process(tokens, tmp_path, strategy):
+    one = small(max_steps=2, batch_size=4, checkpoint_every=0, eval_every=0, warmup_steps=0)
+    single = run_train(one, tokens, tmp_path / "one")
+    cfg = one.model_copy(update={"batch_size": 2, "distributed": strategy})  # 2 ranks x 2 rows = the same 4 rows
     (tmp_path / "cfg.json").write_text(cfg.model_dump_json())
     (tmp_path / "tokens.json").write_text(tokens.model_dump_json())
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(free_port()),
-        "-m",
-        "tasks.train",
-        "--config",
-        str(tmp_path / "cfg.json"),
-        "--tokens",
-        str(tmp_path / "tokens.json"),
-        "--out",
-        str(tmp_path / "two"),
-    ]
-    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
+    args = ["--config", tmp_path / "cfg.json", "--tokens", tmp_path / "tokens.json", "--out", tmp_path / "two"]
+    done = subprocess.run(
+        [*launch, "-m", "tasks.train", *map(str, args)], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     manifest = json.loads((tmp_path / "two" / "manifest.json").read_text())
     assert manifest["stats"]["world_size"] == 2 and manifest["ref"]["tokens_seen"] == single.tokens_seen
     a, b = weights(single.dir / single.checkpoint), weights(tmp_path / "two" / "step_000002")
+    assert a.keys() == b.keys()
     assert all(torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4) for k in a)
