@@ -51,9 +51,13 @@ def resolved_config(args: argparse.Namespace):
 
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = resolved_config(args)
-    from flows.pipeline import pipeline
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    summary = pipeline(cfg)
+    from flows.pipeline import pipeline
+    from infra.servers import prefect_api
+
+    with prefect_api() as api_url, temporary_settings({PREFECT_API_URL: api_url}):
+        summary = pipeline(cfg)
     print("\nlmforge pipeline finished\n" + summary.table())
     print(
         "\nInspect it in the UIs: `.venv/bin/lmforge up` starts the Prefect UI (http://127.0.0.1:4200) and the"

@@ -22,6 +22,8 @@ def tiny_cpu() -> PipelineConfig:
         {
             "name": "tiny_cpu",
             "crawl": {"local_site": {"roots": DEMO_SITES}},
+            # The demo corpus is code-heavy documentation: FineWeb's thresholds would drop most of it.
+            "curate": {"profile": "docs"},
         }
     )
 

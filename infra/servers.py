@@ -13,7 +13,10 @@ import os
 import signal
 import subprocess
 import sys
+import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -135,16 +138,54 @@ def down() -> list[str]:
     if not state_file().exists():
         return []
     state = ServerState.model_validate_json(state_file().read_text())
-    stopped = []
-    for name, pid in state.pids.items():
-        if pid_alive(pid):
-            os.killpg(pid, signal.SIGTERM)  # the whole group: both servers run worker subprocesses
-            stopped.append(name)
+    stopped = [name for name, pid in state.pids.items() if pid_alive(pid)]
     for pid in state.pids.values():
-        deadline = time.monotonic() + 20
-        while pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if pid_alive(pid):
-            os.killpg(pid, signal.SIGKILL)
+        stop_group(pid)  # the whole process group: both servers run worker subprocesses
     state_file().unlink()
     return stopped
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def stop_group(pid: int, grace_s: float = 20.0) -> None:
+    if not pid_alive(pid):
+        return
+    os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if pid_alive(pid):
+        os.killpg(pid, signal.SIGKILL)
+
+
+@contextmanager
+def prefect_api(timeout_s: float = 180.0) -> Iterator[str]:
+    """The Prefect API URL for one run: the configured server (PREFECT_API_URL), else a server of our own for the
+    duration of the block, on the embedded SQLite store.
+
+    Prefect's built-in ephemeral mode starts a server per *process*: worker processes (datatrove, extraction
+    pools) that touch Prefect would each start one on the same SQLite file and lock it. A real server whose URL
+    is exported to the whole process tree avoids that.
+    """
+    if os.environ.get("PREFECT_API_URL"):
+        yield os.environ["PREFECT_API_URL"]
+        return
+    home = lmforge_home()
+    env = dict(os.environ)
+    env.setdefault("PREFECT_HOME", str(home / "prefect"))
+    port = free_port()
+    log = home / "logs" / "prefect-run.log"
+    pid = start_detached([bin_path("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port),
+                          "--no-ui"], log, env)
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        wait_healthy(f"{url}/health", {"prefect": pid}, timeout_s, log.parent)
+        os.environ["PREFECT_API_URL"] = url
+        yield url
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
+        stop_group(pid)

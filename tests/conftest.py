@@ -23,8 +23,13 @@ def prefect_server():
     """A real Prefect API server (SQLite) for the whole session; its start costs ~20 s, so tests share it."""
     from prefect.testing.utilities import prefect_test_harness
 
+    from prefect.settings import PREFECT_API_URL
+
     with prefect_test_harness(server_startup_timeout=120):
+        # Worker processes (datatrove, extraction pools) must reach this server too, not start their own.
+        os.environ["PREFECT_API_URL"] = PREFECT_API_URL.value()
         yield
+        os.environ.pop("PREFECT_API_URL", None)
 
 
 @pytest.fixture

@@ -1,16 +1,10 @@
-import socket
 from pathlib import Path
 
 import httpx
 import pytest
 
-from infra.servers import ServersConfig, down, pid_alive, running, up
+from infra.servers import ServersConfig, down, free_port, pid_alive, running, up
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
@@ -29,3 +23,23 @@ def test_up_starts_both_servers_and_down_stops_them(lmforge_home: Path, monkeypa
     assert running() is None
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{state.prefect_url}/api/health")
+
+
+@pytest.mark.slow
+def test_prefect_api_starts_a_run_server_exported_to_child_processes(lmforge_home: Path, monkeypatch):
+    import os
+    import subprocess
+    import sys
+
+    from infra.servers import prefect_api
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setenv("PREFECT_HOME", str(lmforge_home / "prefect"))
+    with prefect_api() as url:
+        assert httpx.get(f"{url}/health").json() is True
+        child = subprocess.run([sys.executable, "-c", "import os; print(os.environ['PREFECT_API_URL'])"],
+                               capture_output=True, text=True, check=True)
+        assert child.stdout.strip() == url
+    assert "PREFECT_API_URL" not in os.environ
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{url}/health")

@@ -4,21 +4,15 @@ page, served by `lmforge up`; the pages must show the deployment name and the mo
 
 import os
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from infra.servers import ServersConfig, down, up
+from infra.servers import ServersConfig, down, free_port, up
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def render(url: str, screenshot: Path, profile: Path) -> str:
