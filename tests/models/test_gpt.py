@@ -132,3 +132,14 @@ def test_logits_match_hugging_face(qk_norm):
         ours, _ = model(idx)
         theirs = hf(idx).logits
     assert torch.allclose(ours, theirs.float(), atol=1e-4), (ours - theirs).abs().max()
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    model = make().train()
+    idx = torch.randint(0, 97, (2, 16))
+    model(idx, idx)[1].backward()
+    plain = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    model.grad_checkpointing = True
+    model(idx, idx)[1].backward()
+    assert all(torch.allclose(a, p.grad, atol=1e-6) for a, p in zip(plain, model.parameters()))

@@ -162,3 +162,16 @@ def test_two_rank_gloo_step_equals_single_process(tokens, tmp_path, strategy):
     a, b = weights(single.dir / single.checkpoint), weights(tmp_path / "two" / "step_000002")
     assert a.keys() == b.keys()
     assert all(torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4) for k in a)
+
+
+def test_metrics_reach_mlflow_in_batches(tokens, tmp_path):
+    from tasks.tracking import TrackingConfig, client, open_run
+
+    tracking = TrackingConfig(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_id = open_run(tracking, "train-test", params={}, tags={})
+    run_train(small(max_steps=4, eval_every=2), tokens, tmp_path / "run", tracking=(tracking, run_id))
+    history = client(tracking).get_metric_history(run_id, "train/loss")
+    assert [m.step for m in history] == [2, 4]
+    assert client(tracking).get_metric_history(run_id, "val/loss")
+    lines = (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+    assert json.loads(lines[0])["step"] == 2 and "train/tokens_per_s" in json.loads(lines[0])
