@@ -86,7 +86,7 @@ def heading_topic(line: str, previous: str | None = None) -> str | None:
     """The topic a heading line names, or None when the line is not a heading.
 
     `previous` is the line before: text extraction keeps the line breaks of wrapped paragraphs, so a short line
-    after one that does not end a sentence is the tail of a paragraph, not a heading.
+    after prose that does not end a sentence is the tail of a paragraph, not a heading (Sphinx's `¶` overrides).
     """
     sphinx = line.rstrip().endswith("¶")
     text = _SECTION_NUMBER.sub("", line.strip().rstrip("¶").strip()).strip()
@@ -94,7 +94,8 @@ def heading_topic(line: str, previous: str | None = None) -> str | None:
         return None
     if text.startswith((">>>", "$", "#", "...", "-", "*")) or any(c in text for c in "=(){}[]<>|\\"):
         return None  # code, shell lines, signatures, list bullets
-    if previous is not None and not previous.rstrip().endswith((".", "!", "?", "¶", ":")):
+    wrapped = previous is not None and is_prose(previous) and not previous.rstrip().endswith((".", "!", "?", ":"))
+    if wrapped and not sphinx:
         return None
     if ": " in text or (not text[0].isupper() and " — " not in text):
         return None  # "Source code: Lib/x.py" lines; lower-case Sphinx headings are identifiers (argparse's "default")
