@@ -163,3 +163,14 @@ def test_missing_model_file_is_named_before_any_work(tmp_path):
     docs = write_docset(corpus()[:2], tmp_path / "docs")
     with pytest.raises(FileNotFoundError, match="nowhere/lid.bin"):
         run_curate(CurateConfig(lid_model_path=str(tmp_path / "nowhere/lid.bin")), docs, tmp_path / "out")
+
+
+def test_top_fraction_threshold_is_the_score_quantile(tmp_path):
+    from tasks.curate_pipeline import _quality_threshold
+
+    for rank, scores in enumerate([[0.1, 0.9, 0.5], [0.3, 0.7]]):
+        with gzip.open(tmp_path / f"{rank:05d}.jsonl.gz", "wt") as f:
+            f.writelines(json.dumps({"text": "t", "metadata": {"quality_score": s}}) + "\n" for s in scores)
+    assert _quality_threshold(CurateConfig(quality_threshold=0.42), tmp_path) == 0.42
+    keep_top = _quality_threshold(CurateConfig(quality_top_fraction=0.4), tmp_path)
+    assert sum(s >= keep_top for s in [0.1, 0.9, 0.5, 0.3, 0.7]) == 2
