@@ -30,7 +30,7 @@ def gpt_124m_model():
         seq_len=1024,
         vocab_size=50304,
         qk_norm=True,
-        tie_embeddings=False,
+        tie_embeddings=True,
     )
 
 

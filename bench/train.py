@@ -12,13 +12,13 @@
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import time
 from pathlib import Path
 
 from models.gpt import ModelConfig
 from tasks.artifacts import lmforge_home
-from tasks.train import TrainConfig, run_train
+from tasks.train import TrainConfig
 
 DOCS = Path("/usr/share/doc/python3.11/html")
 
@@ -97,63 +97,100 @@ def speed(tokens, steps: int = 12) -> list[tuple[str, int, float]]:
     return rows
 
 
-def curve(out: Path) -> list[tuple[float, float]]:
-    """(train seconds, val bpb) points from the run's log.jsonl."""
-    points = []
-    for line in (out / "log.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        if "val/bpb" in row:
-            points.append((row["train/seconds"], row["val/bpb"]))
-    return points
+class Contender:
+    """One model in the paired race: its own optimizer, loader and clock (seconds spent in its own steps)."""
 
+    def __init__(self, name: str, cfg: TrainConfig, tokens):
+        import torch
 
-def time_to_quality(tokens, budget: float) -> None:
-    base = dict(
-        max_steps=100_000,
-        max_seconds=budget,
-        batch_size=16,
-        warmup_steps=20,
-        eval_every=25,
-        eval_batches=8,
-        checkpoint_every=0,
-        log_every=25,
-        progress=False,
-        schedule="cosine",
-    )
-    runs = {
-        "gpt2 baseline (AdamW 2e-3)": TrainConfig(
-            model=tiny_model().model_copy(update={"arch": "gpt2"}), lr=2e-3, **base
-        ),
-        "ours (AdamW 3e-3)": TrainConfig(model=tiny_model(), lr=3e-3, **base),
-        "ours (Muon 0.02 + AdamW 3e-3)": TrainConfig(model=tiny_model(), optimizer="muon", lr=3e-3, **base),
-    }
-    results = {}
-    for name, cfg in runs.items():
-        out = (
-            lmforge_home()
-            / "bench"
-            / "train"
-            / "runs"
-            / f"{name.split()[0]}-{cfg.optimizer}-{int(budget)}-{time.time():.0f}"
+        from models.gpt import build_model
+        from models.muon import build_optimizers
+        from tasks.data import TokenLoader
+
+        torch.manual_seed(cfg.seed)
+        self.name, self.cfg = name, cfg
+        self.model = build_model(cfg.model.model_copy(update={"vocab_size": tokens.vocab_size}))
+        self.optimizers = build_optimizers(
+            self.model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.betas, cfg.muon_lr, False
         )
-        ref = run_train(cfg, tokens, out)
-        results[name] = (ref, curve(out))
-    target = results["gpt2 baseline (AdamW 2e-3)"][1][-1][1]
-    base_time = results["gpt2 baseline (AdamW 2e-3)"][1][-1][0]
-    print(f"\n## Time to quality ({budget:.0f} s CPU budget each, val bpb; baseline final bpb {target:.3f})\n")
+        self.loader = TokenLoader([tokens.dir / f for f in tokens.train_files], cfg.batch_size, cfg.model.seq_len)
+        self.step, self.seconds, self.points = 0, 0.0, []
+
+    def train_step(self) -> None:
+        import torch
+
+        from tasks.train import lr_multiplier
+
+        t0 = time.perf_counter()
+        mult = lr_multiplier(self.cfg, self.step, self.seconds)
+        for opt in self.optimizers:
+            for group in opt.param_groups:
+                group["lr"] = group["base_lr"] * mult
+        x, y = self.loader.next_batch()
+        _, loss = self.model(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        for opt in self.optimizers:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        self.step += 1
+        self.seconds += time.perf_counter() - t0
+
+    def evaluate(self, tokens) -> float:
+        import math
+
+        from tasks.train_helpers import evaluate_loss
+
+        files = [tokens.dir / f for f in tokens.val_files]
+        loss = evaluate_loss(self.model, files, 16, self.cfg.model.seq_len, 16, "cpu", contextlib.nullcontext())
+        bpb = loss / math.log(2) * tokens.n_val_tokens / tokens.val_bytes
+        self.points.append((self.seconds, bpb))
+        return bpb
+
+
+def time_to_quality(tokens, budget: float, eval_every: float) -> None:
+    """Race the contenders step by step, always advancing the one with the least training time, so load from other
+    processes on a shared machine hits all of them alike; each stops when its own clock reaches `budget`."""
+    import torch
+
+    torch.set_num_threads(1)  # one thread: on a shared 2-core machine, two threads oversubscribe (~3x slower)
+    base = {"max_steps": 10**6, "max_seconds": budget, "batch_size": 16, "warmup_steps": 20, "schedule": "cosine"}
+    contenders = [
+        Contender(
+            "gpt2 baseline (AdamW 2e-3)",
+            TrainConfig(model=tiny_model().model_copy(update={"arch": "gpt2"}), lr=2e-3, **base),
+            tokens,
+        ),
+        Contender("ours (AdamW 3e-3)", TrainConfig(model=tiny_model(), lr=3e-3, **base), tokens),
+        Contender(
+            "ours (Muon 0.02 + AdamW 3e-3)", TrainConfig(model=tiny_model(), optimizer="muon", lr=3e-3, **base), tokens
+        ),
+    ]
+    next_eval = {c.name: eval_every for c in contenders}
+    while running := [c for c in contenders if c.seconds < budget]:
+        c = min(running, key=lambda c: c.seconds)
+        c.train_step()
+        if c.seconds >= next_eval[c.name] or c.seconds >= budget:
+            c.evaluate(tokens)
+            next_eval[c.name] += eval_every
+    baseline = contenders[0]
+    target, base_time = baseline.points[-1][1], baseline.points[-1][0]
+    print(
+        f"\n## Time to quality (paired, {budget:.0f} s of training each, 1 thread; baseline final bpb {target:.3f})\n"
+    )
     print("| run | params | steps | tokens/s | final val bpb | s to reach baseline bpb | time ratio |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for name, (ref, points) in results.items():
-        stats = ref.manifest()["stats"]
-        reach = next((s for s, b in points if b <= target), None)
+    for c in contenders:
+        reach = next((s for s, b in c.points if b <= target), None)
         ratio = f"{reach / base_time:.2f}" if reach is not None else "not reached"
+        rate = c.step * c.cfg.batch_size * c.cfg.model.seq_len / c.seconds
         print(
-            f"| {name} | {ref.n_params:,} | {ref.step} | {stats['tokens_per_s']:,.0f} | {points[-1][1]:.3f} | "
-            f"{reach if reach is None else round(reach, 1)} | {ratio} |"
+            f"| {c.name} | {c.model.num_params():,} | {c.step} | {rate:,.0f} | {c.points[-1][1]:.3f} | "
+            f"{'-' if reach is None else round(reach, 1)} | {ratio} |"
         )
     print("\nval bpb vs training seconds:")
-    for name, (_, points) in results.items():
-        print(f"- {name}: " + ", ".join(f"{s:.0f}s {b:.3f}" for s, b in points))
+    for c in contenders:
+        print(f"- {c.name}: " + ", ".join(f"{s:.0f}s {b:.3f}" for s, b in c.points))
 
 
 def main() -> None:
@@ -161,6 +198,7 @@ def main() -> None:
     parser.add_argument(
         "--budget", type=float, default=120.0, help="training seconds per run in the time-to-quality table"
     )
+    parser.add_argument("--eval-every", type=float, default=15.0, help="val bpb every N training seconds")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-quality", action="store_true")
     args = parser.parse_args()
@@ -174,7 +212,7 @@ def main() -> None:
         for mode, threads, rate in speed(tokens):
             print(f"| {mode} | {threads} | {rate:,.0f} |", flush=True)
     if not args.skip_quality:
-        time_to_quality(tokens, args.budget)
+        time_to_quality(tokens, args.budget, args.eval_every)
 
 
 if __name__ == "__main__":
