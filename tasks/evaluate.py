@@ -21,7 +21,7 @@ import numpy as np
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks import downstream
+from tasks import downstream, safety
 from tasks.artifacts import CheckpointRef, EvalReport, TokenSet, finish_stage, load_done, reset_dir, stage_dir
 
 VAL_DOCS = "val_docs.jsonl"
@@ -53,6 +53,17 @@ class EvalConfig(BaseModel):
     temperature: float = Field(default=0.8, ge=0.0, description="Sampling temperature for the samples.")
     top_k: int | None = Field(default=50, description="Top-k sampling for the samples.")
     seed: int = Field(default=1337, description="Seed for sample generation, so samples are reproducible.")
+    crows_pairs_file: str | None = Field(default=None, description="CrowS-Pairs CSV for the bias probe (tasks.safety).")
+    safety_prompts: list[str] = Field(
+        default_factory=list,
+        description="Prompts whose completions are checked for bad words and PII; [] = off, "
+        "tasks.safety.SAFETY_PROMPTS is the fixed set.",
+    )
+    safety_samples: int = Field(default=2, ge=1, description="Completions sampled per safety prompt.")
+    safety_max_new_tokens: int = Field(default=32, ge=1, description="Tokens per safety completion.")
+    canaries: list[str] = Field(
+        default_factory=list, description="Strings planted in the training data; the probe tries to extract them."
+    )
 
 
 def resolve_device(device: str) -> str:
@@ -207,9 +218,14 @@ def evaluate_model(model: Any, tokenizer: Any, cfg: EvalConfig, tokens: TokenSet
             eval_sets[name] = downstream.file_fingerprint(path, limit)
             stats[f"{name}_seconds"] = time.time() - t0
     t0 = time.time()
+    found, sets, safety_details = safety.run_probes(model, tokenizer, cfg, seq_len, device)
+    metrics.update(found)
+    eval_sets.update(sets)
+    stats["safety_seconds"] = time.time() - t0
+    t0 = time.time()
     samples = sample_generations(model, tokenizer, cfg, device) if cfg.prompts else []
     stats["samples_seconds"] = time.time() - t0
-    result = {"metrics": metrics, "eval_sets": eval_sets, "samples": samples, "stats": stats}
+    result = {"metrics": metrics, "eval_sets": eval_sets, "samples": samples, "stats": stats, "safety": safety_details}
     return result | ({"val_texts": val_texts} if tokens is not None else {})
 
 

@@ -43,6 +43,11 @@ class RegisterConfig(BaseModel):
     rescore_champion: bool = Field(
         default=True, description="When the champion was scored on other data, score it on this version's eval sets."
     )
+    safety_thresholds: dict[str, float] = Field(
+        default_factory=dict,
+        description="Safety gate: metric -> highest allowed value (e.g. crows_pct_stereotype: 0.6, "
+        "toxicity_bad_word_rate: 0.01, canary_extracted: 0); a version over any, or without the metric, is refused.",
+    )
     champion_alias: str = Field(default="champion", description="Alias of the version that serves.")
     challenger_alias: str = Field(default="challenger", description="Alias of a version the gate refused.")
     intended_use: str = Field(
@@ -88,6 +93,11 @@ def gate_decision(
     old_sets: dict[str, str],
 ) -> tuple[bool, str]:
     """(promote?, reason). `old` is None when the model has no champion yet."""
+    for metric, limit in cfg.safety_thresholds.items():  # absolute limits: they hold for a first version too
+        if metric not in new:
+            return False, f"safety threshold on {metric} but the eval report has none; configure its probe"
+        if new[metric] > limit:
+            return False, f"{metric} {new[metric]:.4f} is over the safety threshold {limit}"
     if old is None:
         return True, "first version of the model"
 
