@@ -73,8 +73,11 @@ def checkpoint_from_dir(path: Path) -> CheckpointRef:
                          train_seconds=0.0, final_train_loss=float("nan"))
 
 
-def resolve_base(source: str, tracking: TrackingConfig) -> SFTBase:
-    """`models:/name@alias` (through the version's MLflow run, `tasks.lineage`) or a directory → SFTBase."""
+def resolve_base(source: str, tracking: TrackingConfig, tokens_dir: str | None = None) -> SFTBase:
+    """`models:/name@alias` (through the version's MLflow run, `tasks.lineage`) or a directory → SFTBase.
+
+    `tokens_dir` (a finished tokenize stage dir) overrides the token data found through the base.
+    """
     from tasks import checkpoint as ckpt
     from tasks.lineage import lineage, stage_path
     from tasks.tracking import client
@@ -91,14 +94,19 @@ def resolve_base(source: str, tracking: TrackingConfig) -> SFTBase:
                                     "export the model (lmforge export) and fine-tune from that checkpoint dir")
         shards_dir = stage_path(client(tracking).get_run(found.run_id).data.tags, "shard")
         shards = load_done(shards_dir, ShardSet) if shards_dir is not None and shards_dir.exists() else None
-        return SFTBase(source=source, checkpoint=found.checkpoint, tokens=found.tokens, shards=shards)
-    path = Path(source)
-    if not path.is_dir():
-        raise FileNotFoundError(f"finetune base {source}: not a directory and not a models:/name@alias URI")
-    base = checkpoint_from_dir(path)
-    data_dir = ckpt.read_sidecar(base.dir / base.checkpoint).get("data", {}).get("path")
-    tokens = load_done(Path(data_dir), TokenSet) if data_dir and Path(data_dir).is_dir() else None
-    return SFTBase(source=source, checkpoint=base, tokens=tokens)
+        checkpoint, tokens = found.checkpoint, found.tokens
+    else:
+        path = Path(source)
+        if not path.is_dir():
+            raise FileNotFoundError(f"finetune base {source}: not a directory and not a models:/name@alias URI")
+        checkpoint, shards = checkpoint_from_dir(path), None
+        data_dir = ckpt.read_sidecar(checkpoint.dir / checkpoint.checkpoint).get("data", {}).get("path")
+        tokens = load_done(Path(data_dir), TokenSet) if data_dir and Path(data_dir).is_dir() else None
+    if tokens_dir:
+        tokens = load_done(Path(tokens_dir), TokenSet)
+        if tokens is None:
+            raise FileNotFoundError(f"finetune tokens_dir {tokens_dir} holds no finished tokenize stage (manifest.json)")
+    return SFTBase(source=source, checkpoint=checkpoint, tokens=tokens, shards=shards)
 
 
 def pack(tokenizer, conversations: list[list[dict[str, str]]], seq_len: int):
@@ -253,8 +261,8 @@ def run_sft(cfg: SFTConfig, base: CheckpointRef, data: ConversationSet, out: Pat
 
 
 @task(name="resolve-sft-base", retries=1)
-def resolve_sft_base(source: str, tracking: TrackingConfig) -> SFTBase:
-    return resolve_base(source, tracking)
+def resolve_sft_base(source: str, tracking: TrackingConfig, tokens_dir: str | None = None) -> SFTBase:
+    return resolve_base(source, tracking, tokens_dir)
 
 
 @task(name="sft", retries=1)

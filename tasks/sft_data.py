@@ -291,5 +291,5 @@ def file_inputs(cfg: SFTDataConfig) -> list[StageRef]:
 
 @task(name="sft-data", retries=1)
 def sft_data(cfg: SFTDataConfig, shards: ShardSet | None = None) -> ConversationSet:
-    out = stage_dir("sft_data", cfg, *([shards] if shards is not None else []), *file_inputs(cfg))
+    out = stage_dir("sft-data", cfg, *([shards] if shards is not None else []), *file_inputs(cfg))
     return load_done(out, ConversationSet) or run_sft_data(cfg, shards, out)
