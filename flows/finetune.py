@@ -56,7 +56,7 @@ class FinetuneConfig(BaseModel):
 
 
 @flow(name="finetune", log_prints=True)
-def finetune(cfg: FinetuneConfig = FinetuneConfig()) -> ModelVersionRef:
+def finetune(cfg: FinetuneConfig = FinetuneConfig()) -> ModelVersionRef:  # noqa: B008 (the Prefect form default)
     base = resolve_sft_base(cfg.base, cfg.tracking, cfg.tokens_dir)
     if base.tokens is None:
         raise ValueError(f"finetune: no token data found for base {cfg.base}; set tokens_dir to a tokenize stage "

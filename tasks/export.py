@@ -116,9 +116,9 @@ def export_hf(source: str, out: Path, tracking: TrackingConfig | None = None) ->
     """Write the HF-format export of `source` into `out` (replacing an earlier export there); returns `out`."""
     from safetensors.torch import load_file, save_file
 
+    from models.tokenizer import Tokenizer
     from tasks import checkpoint as ckpt
     from tasks.checkpoint import read_sidecar
-    from models.tokenizer import Tokenizer
 
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not (out / "config.json").is_file():

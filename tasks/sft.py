@@ -16,6 +16,7 @@ checkpoint and, where known, the token data it was evaluated on and the curated 
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Literal
@@ -177,6 +178,8 @@ def run_sft(cfg: SFTConfig, base: CheckpointRef, data: ConversationSet, out: Pat
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out.mkdir(parents=True, exist_ok=True)
+    for leftover in out.glob(".tmp-step_*"):  # half-written checkpoint of a killed run
+        shutil.rmtree(leftover, ignore_errors=True)
     base_dir = base.dir / base.checkpoint
     model, tokenizer, base_sidecar = ckpt.load_model(base_dir, device="cpu")
     resume = ckpt.latest_checkpoint(out)  # a killed run continues from its last checkpoint

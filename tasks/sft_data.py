@@ -44,7 +44,7 @@ NOT_TOPICS = {"note", "warning", "see also", "example", "examples", "tip", "impo
               "table of contents", "contents", "navigation", "previous topic", "next topic", "this page", "footnotes"}
 _FUNCTION_WORDS = {"a", "an", "the", "of", "to", "and", "or", "in", "on", "for", "with", "is", "are", "be", "by", "as",
                    "at", "from", "that", "this", "it", "not", "if", "when", "which", "can", "will", "its", "their"}
-_SECTION_NUMBER = re.compile(r"^(?:(?:chapter|section|appendix)\s+)?[\dA-Z]{1,3}(?:\.\d+)*\.?\s+", re.I)
+_SECTION_NUMBER = re.compile(r"^(?:(?:chapter|section|appendix)\s+)?[\dA-Z]{1,3}(?:\.\d+)*\.?\s+", re.IGNORECASE)
 
 
 class ConversationSet(StageRef):

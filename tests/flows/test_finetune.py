@@ -38,6 +38,7 @@ def write_curated(root: Path):
 def registered_base(root: Path, tracking) -> None:
     """A tiny base model registered as lmforge@champion, with shard/tokenize/train stages logged on its run."""
     from lm_fixtures import checkpoint_ref, tiny_gpt, write_checkpoint
+
     from models.tokenizer import Tokenizer
     from tasks.artifacts import EvalReport, finish_stage
     from tasks.register import RegisterConfig, run_register

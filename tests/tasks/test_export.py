@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from lm_fixtures import tiny_tokenizer, write_checkpoint
+
 from models.chat import encode_chat, render_chat
 from tasks.export import export_hf
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-
 from lm_fixtures import checkpoint_ref, tiny_gpt, tiny_tokenizer, write_checkpoint
+
 from models.chat import encode_chat
 from tasks.artifacts import finish_stage
 from tasks.sft import SFTConfig, pack, resolve_base, run_sft
@@ -111,3 +111,34 @@ def test_resolve_base_from_a_directory(tokenizer, tmp_path: Path):
         resolve_base(str(tmp_path / "missing"), TrackingConfig())
     with pytest.raises(ValueError, match="name a registry alias"):
         resolve_base("models:/lmforge", TrackingConfig())
+
+
+def test_a_killed_run_resumes_to_the_same_weights(tokenizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from safetensors.torch import load_file
+
+    from tasks import checkpoint as ckpt
+
+    model = tiny_gpt(tokenizer.vocab_size, seq_len=128)
+    base = checkpoint_ref(write_checkpoint(tmp_path / "base", model, tokenizer), model)
+    data = conversation_set(tmp_path / "data", CONVERSATIONS, [])
+    cfg = SFTConfig(max_steps=12, batch_size=2, checkpoint_every=6, device="cpu", threads=1)
+    whole = run_sft(cfg, base, data, tmp_path / "whole")
+
+    real_save = ckpt.save_checkpoint
+
+    def save_then_die(out, step, *args, **kwargs):
+        path = real_save(out, step, *args, **kwargs)
+        if step == 6:
+            raise KeyboardInterrupt("killed after the step-6 checkpoint")
+        return path
+
+    monkeypatch.setattr(ckpt, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run_sft(cfg, base, data, tmp_path / "killed")
+    monkeypatch.setattr(ckpt, "save_checkpoint", real_save)
+    assert not (tmp_path / "killed" / "manifest.json").exists()
+    resumed = run_sft(cfg, base, data, tmp_path / "killed")
+    assert resumed.step == 12 and resumed.tokens_seen == whole.tokens_seen
+    a = load_file(str(whole.dir / whole.checkpoint / ckpt.WEIGHTS))
+    b = load_file(str(resumed.dir / resumed.checkpoint / ckpt.WEIGHTS))
+    assert all(torch.equal(a[name], b[name]) for name in a)

@@ -6,6 +6,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from token_fixtures import write_shards
 
 from tasks.sft_data import (
     TRAIN,
@@ -18,7 +19,6 @@ from tasks.sft_data import (
     run_sft_data,
     sections,
 )
-from token_fixtures import write_shards
 
 DOC = """json — JSON encoder and decoder¶
 Source code: Lib/json/__init__.py
