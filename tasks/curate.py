@@ -55,7 +55,11 @@ class CurateConfig(BaseModel):
         default="local", description="datatrove executor: local processes, a Ray cluster (RAY_ADDRESS) or Slurm."
     )
     tasks: int = Field(default=2, ge=1, description="Number of datatrove tasks (input splits) per pipeline.")
-    workers: int = Field(default=2, ge=1, description="Tasks run at the same time (local: processes).")
+    workers: int = Field(
+        default=1, ge=1, description="Tasks run at the same time (local: processes). 1 runs in-process, which on a "
+        "small corpus beats paying a process pool's start (and spaCy's import) in every pipeline; raise it to the "
+        "core count for large corpora."
+    )
     bucket_workers: int = Field(
         default=1, ge=1, description="Processes for MinHash stage 2 (one task per bucket); 1 runs in-process, "
         "which beats starting a pool on small corpora. Raise for large ones."
