@@ -16,15 +16,13 @@ import gzip
 import os
 import random
 import re
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from curate_corpus import demo_docset  # bench/ is on sys.path when run as a script
 
-from bench.curate_corpus import DEBREF, demo_docset  # noqa: E402
-from tasks.artifacts import DocSet, reset_dir  # noqa: E402
+from tasks.artifacts import DocSet, reset_dir
 
 WORK = Path(os.environ.get("LMFORGE_BENCH_DIR", Path(tempfile.gettempdir()) / "lmforge-bench-curate"))
 
@@ -56,9 +54,9 @@ def subset(docs: DocSet, n: int, out: Path) -> DocSet:
 
 def bench_throughput(docs: DocSet, workers: int) -> None:
     """run_curate vs. the same step lists run by plain LocalPipelineExecutor (no splitting/stats/manifest)."""
-    import tasks.curate_pipeline as cp
     from datatrove.executor.local import LocalPipelineExecutor
 
+    import tasks.curate_pipeline as cp
     from tasks.curate import CurateConfig, _split_input, run_curate
     from tasks.executors import merged_stats
 
@@ -176,7 +174,7 @@ def planted_pii(rng: random.Random) -> dict[str, list[str]]:
         return sep.join(n[i:i + 4] for i in range(0, len(n), 4))
 
     def phone() -> str:
-        d = lambda k: "".join(rng.choice("0123456789") for _ in range(k))  # noqa: E731
+        d = lambda k: "".join(rng.choice("0123456789") for _ in range(k))
         return rng.choice([f"+1 {d(3)}-{d(3)}-{d(4)}", f"({d(3)}) {d(3)}-{d(4)}", f"+44 20 {d(4)} {d(4)}",
                            f"+49 30 {d(8)}", f"{d(3)}.{d(3)}.{d(4)}", f"+33 1 {d(2)} {d(2)} {d(2)} {d(2)}"])
 

@@ -52,8 +52,8 @@ def build_and_run(cfg: CurateConfig, out: Path, n_in: int, index_root: Path) -> 
     from tasks.schema import SHARD_SCHEMA
 
     work, logs, T = out / "work", out / "logs", cfg.tasks
-    common = dict(tasks=T, workers=cfg.workers, backend=cfg.executor,
-                  slurm_partition=cfg.slurm_partition, slurm_time=cfg.slurm_time)
+    common = {"tasks": T, "workers": cfg.workers, "backend": cfg.executor,
+              "slurm_partition": cfg.slurm_partition, "slurm_time": cfg.slurm_time}
     steps_out: dict[str, dict[str, Any]] = {}
     seconds: dict[str, float] = {}
 
