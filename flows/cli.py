@@ -1,5 +1,8 @@
-"""`lmforge`: the command line, a thin layer over the flows. Every command takes the same config sources:
-`--preset NAME`, `--config FILE.yaml`, `--set a.b=c` (repeatable), resolved by `flows.config.load_config`.
+"""`lmforge`: the command line, a thin layer over the flows and stage functions.
+
+Commands that run a flow take the same config sources: `--preset NAME` (pipeline commands), `--config FILE.yaml`,
+`--set a.b=c` (repeatable), resolved by `flows.config`. Model commands take `--model`: a registry URI
+(`models:/lmforge@champion`) or a checkpoint directory.
 """
 
 from __future__ import annotations
@@ -7,6 +10,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -19,8 +24,6 @@ def embedded_environment() -> None:
     os.environ.setdefault("LMFORGE_HOME", str(home))
     os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
     Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)  # Prefect creates only the last level
-    # The embedded server starts in a subprocess; on 2 busy cores its default 20 s start budget is too tight.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     from infra.servers import running
 
     servers = running()
@@ -29,40 +32,148 @@ def embedded_environment() -> None:
         os.environ.setdefault("PREFECT_API_URL", f"{servers.prefect_url}/api")
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", default="tiny_cpu", help="named preset (flows/presets.py): tiny_cpu, gpt_124m")
-    parser.add_argument("--config", type=Path, default=None, help="YAML file overriding the preset, by stage section")
+def add_config_arguments(parser: argparse.ArgumentParser, presets: bool = True) -> None:
+    if presets:
+        parser.add_argument("--preset", default="tiny_cpu", help="named preset (flows/presets.py): tiny_cpu, gpt_124m")
+    parser.add_argument("--config", type=Path, default=None, help="YAML file overriding the defaults, by section")
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override one field, e.g. --set train.max_steps=200 (repeatable)",
     )
 
 
+def config_error(error: Exception) -> SystemExit:
+    print(f"lmforge: invalid config: {error}", file=sys.stderr)
+    return SystemExit(2)
+
+
 def resolved_config(args: argparse.Namespace):
-    """The config the command runs with; a mistake in it ends the command with a message, not a traceback."""
+    """The pipeline config the command runs with; a mistake in it ends the command with a message."""
     from flows.config import load_config
 
     try:
         return load_config(args.preset, args.config, args.overrides)
     except (ValueError, FileNotFoundError, KeyError) as error:  # pydantic's ValidationError is a ValueError
-        print(f"lmforge: invalid config: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise config_error(error) from None
+
+
+def resolved_model_config(model_type, args: argparse.Namespace):
+    from flows.config import apply_sources
+
+    try:
+        return apply_sources(model_type, model_type().model_dump(mode="json"), args.config, args.overrides)
+    except (ValueError, FileNotFoundError, KeyError) as error:
+        raise config_error(error) from None
+
+
+@contextmanager
+def prefect_run() -> Iterator[None]:
+    """A Prefect API for the flow runs of one command (see infra.servers.prefect_api)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from infra.servers import prefect_api
+
+    with prefect_api() as api_url, temporary_settings({PREFECT_API_URL: api_url}):
+        yield
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = resolved_config(args)
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
     from flows.pipeline import pipeline
-    from infra.servers import prefect_api
 
-    with prefect_api() as api_url, temporary_settings({PREFECT_API_URL: api_url}):
+    with prefect_run():
         summary = pipeline(cfg)
     print("\nlmforge pipeline finished\n" + summary.table())
     print(
         "\nInspect it in the UIs: `.venv/bin/lmforge up` starts the Prefect UI (http://127.0.0.1:4200) and the"
         "\nMLflow UI (http://127.0.0.1:5000) on this run's stores; `.venv/bin/lmforge down` stops them."
     )
+    return 0
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    from flows.retrain import RetrainConfig, retrain
+
+    cfg = RetrainConfig(pipeline=resolved_config(args), from_scratch=args.from_scratch)
+    with prefect_run():
+        result = retrain(cfg)
+    print(result.model_dump_json(indent=2))
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    if args.task == "classify":
+        from tasks.classify import ClassifyConfig, finetune_classify
+
+        version = finetune_classify(resolved_model_config(ClassifyConfig, args))
+    else:
+        from flows.finetune import FinetuneConfig, finetune
+
+        cfg = resolved_model_config(FinetuneConfig, args)
+        with prefect_run():
+            version = finetune(cfg)
+    print(f"registered {version.model_uri} (alias {version.alias or 'none'})")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json
+    import tempfile
+
+    from tasks.checkpoint import load_model
+    from tasks.evaluate import EvalConfig, evaluate_model, resolve_device
+    from tasks.export import resolve_checkpoint
+
+    cfg = resolved_model_config(EvalConfig, args)
+    with tempfile.TemporaryDirectory(prefix="lmforge-eval-") as tmp:
+        device = resolve_device(cfg.device)
+        model, tokenizer, _ = load_model(resolve_checkpoint(args.model, Path(tmp), resolved_config(args).tracking), device)
+        result = evaluate_model(model, tokenizer, cfg, None, device)
+    print(json.dumps({"metrics": result["metrics"], "samples": result["samples"]}, indent=2))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from tasks.export import export_hf
+
+    out = export_hf(args.model, Path(args.out), tracking=resolved_config(args).tracking)
+    print(f"exported {args.model} to {out} (Hugging Face format)")
+    return 0
+
+
+def serve_config(args: argparse.Namespace):
+    from tasks.serve import ServeConfig
+
+    return ServeConfig(model_uri=args.model, host=args.host, port=args.port)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from tasks.serve import serve
+
+    serve(serve_config(args), resolved_config(args).tracking)
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from tasks.serve import chat_repl, load_engine
+
+    chat_repl(load_engine(serve_config(args), resolved_config(args).tracking), system=args.system)
+    return 0
+
+
+def cmd_lineage(args: argparse.Namespace) -> int:
+    from tasks.lineage import lineage, training_urls
+
+    found = lineage(resolved_config(args).tracking, args.name, args.alias)
+    if found is None:
+        print(f"no version of {args.name} holds alias {args.alias}", file=sys.stderr)
+        return 1
+    print(f"{args.name}@{args.alias} = version {found.version}, MLflow run {found.run_id}")
+    for stage in ("crawl", "tokens", "checkpoint"):
+        ref = getattr(found, stage)
+        print(f"  {stage:<10} {ref.path if ref else '(not on disk)'}")
+    if args.urls:
+        print("\n".join(training_urls(found)))
     return 0
 
 
@@ -99,29 +210,57 @@ def cmd_serve_flows(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lmforge", description="From the open web to a chat language model.")
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="run the whole pipeline (crawl → … → register) as a Prefect flow")
-    add_config_arguments(run)
-    run.set_defaults(handler=cmd_run)
-    config = commands.add_parser("config", help="print the resolved config as YAML (a starting point for --config)")
-    add_config_arguments(config)
-    config.set_defaults(handler=cmd_config)
-    up = commands.add_parser("up", help="start the Prefect and MLflow servers on 127.0.0.1 and wait until they answer")
+
+    def command(name: str, handler, help: str, config: bool = True, presets: bool = True) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help)
+        if config:
+            add_config_arguments(sub, presets)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    def model_argument(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--model", default="models:/lmforge@champion", help="models:/name@alias or checkpoint dir")
+
+    command("run", cmd_run, "run the whole pipeline (crawl → … → register) as a Prefect flow")
+    retrain = command("retrain", cmd_retrain, "retrain now: new pages since the last crawl, continue the champion")
+    retrain.add_argument("--from-scratch", action="store_true", help="train a new model instead of continuing")
+    finetune = command("finetune", cmd_finetune, "fine-tune a registered model (chat SFT or a classifier)", presets=False)
+    finetune.add_argument("--task", choices=["chat", "classify"], default="chat")
+    evaluate = command("eval", cmd_eval, "evaluate a model (--set text_files=[…], hellaswag_file=…)", presets=False)
+    model_argument(evaluate)
+    export = command("export", cmd_export, "export a model to Hugging Face format", config=False)
+    model_argument(export)
+    export.add_argument("--out", required=True, help="output directory")
+    for name, handler, help in (
+        ("serve", cmd_serve, "OpenAI-compatible chat endpoint for a registered model"),
+        ("chat", cmd_chat, "chat with a model in the terminal"),
+    ):
+        sub = command(name, handler, help, config=False)
+        model_argument(sub)
+        sub.add_argument("--host", default="127.0.0.1")
+        sub.add_argument("--port", type=int, default=8000)
+        sub.add_argument("--system", default=None, help="system prompt (chat)")
+    lineage = command("lineage", cmd_lineage, "from a model version to its run, stage outputs and URLs", config=False)
+    lineage.add_argument("--name", default="lmforge")
+    lineage.add_argument("--alias", default="champion")
+    lineage.add_argument("--urls", action="store_true", help="print the crawled URLs behind the version")
+    command("config", cmd_config, "print the resolved config as YAML (a starting point for --config)")
+    up = command("up", cmd_up, "start the Prefect and MLflow servers on 127.0.0.1", config=False)
     up.add_argument("--prefect-port", type=int, default=4200)
     up.add_argument("--mlflow-port", type=int, default=5000)
-    up.set_defaults(handler=cmd_up)
-    down = commands.add_parser("down", help="stop the servers `lmforge up` started")
-    down.set_defaults(handler=cmd_down)
-    serve = commands.add_parser(
-        "serve-flows", help="register the deployments with the Prefect server and run what the UI triggers"
-    )
-    serve.add_argument("--retrain-cron", default="0 3 * * 1", help="cron of the retrain deployment ('' = no schedule)")
-    serve.set_defaults(handler=cmd_serve_flows)
+    command("down", cmd_down, "stop the servers `lmforge up` started", config=False)
+    serve_flows = command("serve-flows", cmd_serve_flows, "serve the deployments: run what the Prefect UI triggers",
+                          config=False)
+    serve_flows.add_argument("--retrain-cron", default="0 3 * * 1", help="cron of the retrain deployment ('' = none)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     embedded_environment()
     args = build_parser().parse_args(argv)
+    # Commands without config flags still resolve the default config (e.g. for the MLflow tracking URI).
+    for name, default in (("preset", "tiny_cpu"), ("config", None), ("overrides", [])):
+        args.__dict__.setdefault(name, default)
     return args.handler(args)
 
 

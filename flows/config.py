@@ -7,8 +7,9 @@ an optional YAML file and `a.b=c` overrides, in that order.
 from __future__ import annotations
 
 import typing
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -21,6 +22,9 @@ from tasks.shard import ShardConfig
 from tasks.tokenize import TokenizeConfig
 from tasks.tracking import TrackingConfig
 from tasks.train import TrainConfig
+
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class PipelineConfig(BaseModel):
@@ -79,18 +83,24 @@ def parse_override(override: str) -> dict[str, Any]:
     return value
 
 
-def load_config(preset: str = "tiny_cpu", config_file: Path | None = None, overrides: list[str] = ()) -> PipelineConfig:
-    """Preset, then YAML file, then `--set` overrides; unknown keys anywhere are errors."""
-    from flows.presets import get_preset
-
-    data = get_preset(preset).model_dump(mode="json")
+def apply_sources(
+    model_type: type[M], data: dict[str, Any], config_file: Path | None = None, overrides: Sequence[str] = ()
+) -> M:
+    """`data` (a preset's dump), then the YAML file, then `--set` overrides, validated as `model_type`."""
     if config_file is not None:
         if not Path(config_file).exists():
             raise FileNotFoundError(f"config file {config_file} does not exist")
         loaded = yaml.safe_load(Path(config_file).read_text()) or {}
         if not isinstance(loaded, dict):
-            raise ValueError(f"config file {config_file} must hold a mapping of stage sections, got {type(loaded).__name__}")
-        data = merge_into(PipelineConfig, data, loaded)
+            raise ValueError(f"config file {config_file} must hold a mapping of sections, got {type(loaded).__name__}")
+        data = merge_into(model_type, data, loaded)
     for override in overrides:
-        data = merge_into(PipelineConfig, data, parse_override(override))
-    return PipelineConfig.model_validate(data)
+        data = merge_into(model_type, data, parse_override(override))
+    return model_type.model_validate(data)
+
+
+def load_config(preset: str = "tiny_cpu", config_file: Path | None = None, overrides: Sequence[str] = ()) -> PipelineConfig:
+    """Preset, then YAML file, then `--set` overrides; unknown keys anywhere are errors."""
+    from flows.presets import get_preset
+
+    return apply_sources(PipelineConfig, get_preset(preset).model_dump(mode="json"), config_file, overrides)

@@ -15,6 +15,7 @@ RETRAIN_CRON = "0 3 * * 1"  # weekly, Monday 03:00 UTC
 
 def build_deployments(retrain_cron: str | None = RETRAIN_CRON) -> list:
     """Every deployment with its typed parameters; Prefect derives the UI form from the pydantic configs."""
+    from flows.finetune import finetune
     from flows.retrain import retrain
 
     deployments = [
@@ -25,6 +26,10 @@ def build_deployments(retrain_cron: str | None = RETRAIN_CRON) -> list:
         retrain.to_deployment(
             name="retrain", cron=retrain_cron, tags=["lmforge", "scheduled"],
             description="Incremental crawl, curation with cross-run dedup, continued pretraining, promotion gate.",
+        ),
+        finetune.to_deployment(
+            name="finetune", tags=["lmforge"],
+            description="Chat SFT of a registered base model; registers the result as lmforge-chat.",
         ),
     ]
     for stage_flow in (crawl_flow, curate_flow, shard_flow, tokenize_flow, train_flow, evaluate_flow):

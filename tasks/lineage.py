@@ -56,7 +56,8 @@ def lineage(tracking: TrackingConfig, model_name: str, alias: str) -> Lineage | 
         run_id=version.run_id,
         crawl=done("crawl", DocSet),
         tokens=done("tokenize", TokenSet),
-        checkpoint=done("train", CheckpointRef),
+        # A chat model's weights come from its SFT stage; a base model's from training.
+        checkpoint=done("sft", CheckpointRef) or done("train", CheckpointRef),
     )
 
 
