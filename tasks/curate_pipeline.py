@@ -61,8 +61,8 @@ def build_and_run(cfg: CurateConfig, out: Path, n_in: int, index_root: Path) -> 
         stats = run_pipeline([s for _, s in labelled], name=name, logging_dir=logs / name, **{**common, **kw})
         seconds[name] = round(sum(s.get("seconds", 0.0) for s in stats), 3)
         for (label, _), st in zip(labelled, stats):
-            if label:
-                steps_out[label] = _step_stats(st)
+            if label:  # manifests sort keys, so keep the pipeline order explicitly
+                steps_out[label] = {**_step_stats(st), "position": len(steps_out)}
         return stats
 
     def jsonl(folder: str):

@@ -38,7 +38,7 @@ def write_dataset_card(path: Path, cfg: Any, docs: DocSet, stats: dict[str, Any]
     cstats = curate.get("stats", {})
     steps = cstats.get("steps", {})
     step_rows = []
-    for name, st in steps.items():
+    for name, st in sorted(steps.items(), key=lambda kv: kv[1].get("position", 0)):
         reasons = ", ".join(f"{k}: {int(v)}" for k, v in st.get("dropped", {}).items() if k != "total")
         step_rows.append([name, int(st.get("docs_in", 0)), int(st.get("docs_out", 0)), reasons or "-"])
     pii = {k.removeprefix("pii_"): int(v) for k, v in steps.get("pii", {}).items() if k.startswith("pii_")}
