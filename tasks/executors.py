@@ -59,8 +59,13 @@ def run_pipeline(
             steps, tasks=tasks, workers=max(1, min(workers, tasks)), logging_dir=str(logging_dir)
         )
     elif backend == "ray":
+        import os
+
+        import ray
         from datatrove.executor.ray import RayPipelineExecutor
 
+        if not ray.is_initialized():  # RAY_ADDRESS names a cluster; without it Ray starts a local one
+            ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=False)
         executor = RayPipelineExecutor(steps, tasks=tasks, workers=workers, logging_dir=str(logging_dir))
     elif backend == "slurm":
         from datatrove.executor.slurm import SlurmPipelineExecutor

@@ -174,3 +174,16 @@ def test_top_fraction_threshold_is_the_score_quantile(tmp_path):
     assert _quality_threshold(CurateConfig(quality_threshold=0.42), tmp_path) == 0.42
     keep_top = _quality_threshold(CurateConfig(quality_top_fraction=0.4), tmp_path)
     assert sum(s >= keep_top for s in [0.1, 0.9, 0.5, 0.3, 0.7]) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_ray_executor_gives_the_local_result(tmp_path):
+    ray = pytest.importorskip("ray")  # optional: `pip install ray`; a local Ray cluster starts on 127.0.0.1
+    docs = write_docset(corpus(), tmp_path / "docs", n_files=2)
+    try:
+        on_ray = run_curate(CurateConfig(executor="ray", tasks=2, workers=2), docs, tmp_path / "ray")
+    finally:
+        ray.shutdown()
+    local = run_curate(CurateConfig(tasks=2, workers=1), docs, tmp_path / "local")
+    assert [file_sha256(on_ray.dir / f) for f in on_ray.files] == [file_sha256(local.dir / f) for f in local.files]
