@@ -93,7 +93,8 @@ def numeric_stats(stats: dict[str, Any], prefix: str = "") -> dict[str, float]:
 
 
 def log_stage(cfg: TrackingConfig, run_id: str, stage: str, ref: StageRef) -> None:
-    """Log a finished stage: its manifest stats as `<stage>/…` metrics, the manifest itself as an artifact."""
+    """Log a finished stage: its manifest stats as `<stage>/…` metrics; the manifest and the stage's markdown
+    documents (dataset card, eval report, crawl report) as artifacts under `stages/<stage>/`."""
     from mlflow.entities import Metric, RunTag
 
     mlflow_client = client(cfg)
@@ -108,7 +109,8 @@ def log_stage(cfg: TrackingConfig, run_id: str, stage: str, ref: StageRef) -> No
     mlflow_client.log_batch(
         run_id, tags=[RunTag(f"lmforge.{stage}.manifest_sha256", ref.manifest_sha256), RunTag(f"lmforge.{stage}.path", ref.path)]
     )
-    mlflow_client.log_artifact(run_id, str(Path(ref.path) / "manifest.json"), artifact_path=f"stages/{stage}")
+    for document in [Path(ref.path) / "manifest.json", *sorted(Path(ref.path).glob("*.md"))]:
+        mlflow_client.log_artifact(run_id, str(document), artifact_path=f"stages/{stage}")
 
 
 def close_run(cfg: TrackingConfig, run_id: str, status: str = "FINISHED") -> None:
