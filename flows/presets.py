@@ -25,6 +25,18 @@ def tiny_cpu() -> PipelineConfig:
             # The demo corpus is code-heavy documentation: FineWeb's thresholds keep 68 of 591 pages, mostly
             # dropping on Gopher's alphabetic-word ratio; lid.176 scores English pages full of code below 0.65.
             "curate": {"profile": "docs", "language_threshold": 0.4},
+            "tokenize": {"vocab_size": 4096},
+            # Sized for 2 CPU cores: ~3 M parameters, a 4-minute budget (the lr schedule decays by time too).
+            "train": {
+                "model": {"n_layer": 4, "n_embd": 192, "n_head": 4, "n_kv_head": 2, "seq_len": 256},
+                "batch_size": 8,
+                "max_steps": 1000,
+                "max_seconds": 240,
+                "warmup_steps": 20,
+                "lr": 3e-3,
+                "eval_every": 0,
+                "checkpoint_every": 250,
+            },
         }
     )
 
