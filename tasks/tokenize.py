@@ -3,7 +3,8 @@
 Documents split into train and val by a hash of their id (deterministic, independent of shard order). The tokenizer
 is trained on train documents only, so val bytes-per-token measures compression on unseen text; a gate fails the
 stage when it is below `min_bytes_per_token`. Each Parquet shard becomes `train_00000.bin` / `val_00000.bin` with
-every document preceded by `<|bos|>`; shards are encoded in parallel worker processes.
+every document preceded by `<|bos|>`, documents in hash order (a deterministic shuffle); shards are encoded in
+parallel worker processes.
 """
 
 from __future__ import annotations
@@ -41,9 +42,12 @@ class TokenizeConfig(BaseModel):
     split_seed: str = Field(default="lmforge", description="Salt of the train/val document hash; change to re-split.")
 
 
+def _doc_hash(doc_id: str, cfg: TokenizeConfig) -> bytes:
+    return hashlib.sha256(f"{cfg.split_seed}:{doc_id}".encode()).digest()
+
+
 def is_val(doc_id: str, cfg: TokenizeConfig) -> bool:
-    digest = hashlib.sha256(f"{cfg.split_seed}:{doc_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < cfg.val_fraction
+    return int.from_bytes(_doc_hash(doc_id, cfg)[:8], "big") / 2**64 < cfg.val_fraction
 
 
 def _read_shard(path: Path) -> tuple[list[str], list[str]]:
@@ -65,6 +69,10 @@ def _encode_shard(args: tuple[Path, Path, int, dict, Path, str]) -> dict[str, in
     cfg = TokenizeConfig.model_validate(cfg_dict)
     tok = Tokenizer.load(tokenizer_file)
     ids, texts = _read_shard(shard)
+    # Documents in hash order, not shard order: the trainer walks the .bin sequentially, and shards keep crawl order
+    # (whole site sections in a row), which would feed it one topic at a time.
+    order = sorted(range(len(ids)), key=lambda i: _doc_hash(ids[i], cfg))
+    ids, texts = [ids[i] for i in order], [texts[i] for i in order]
     stats = {"train_tokens": 0, "val_tokens": 0, "train_docs": 0, "val_docs": 0, "val_bytes": 0, "train_bytes": 0}
     split: dict[str, list[int]] = {"train": [], "val": []}
     for start in range(0, len(texts), 256):  # batches keep memory flat and let tokenizers use its threads
@@ -107,7 +115,7 @@ def run_tokenize(cfg: TokenizeConfig, shards: ShardSet, out: Path) -> TokenSet:
     # A tiny corpus may hash no document into val; then the lowest-hash document goes there, so val is never empty.
     val_override = ""
     if cfg.val_fraction > 0 and not any(is_val(i, cfg) for i in all_ids):
-        val_override = min(all_ids, key=lambda i: hashlib.sha256(f"{cfg.split_seed}:{i}".encode()).digest())
+        val_override = min(all_ids, key=lambda i: _doc_hash(i, cfg))
 
     t_train = time.time()
     tok = Tokenizer.train(_train_texts(shard_paths, cfg, val_override), cfg.vocab_size, cfg.min_frequency)

@@ -106,7 +106,7 @@ def run_train(cfg: TrainConfig, tokens: TokenSet, out: Path, tracking: Tracking 
     t0 = time.time()
     device = par.resolve_device(cfg.device)
     info = par.init_distributed(device)
-    dtype, amp_ctx = par.resolve_dtype(cfg.dtype, device), None
+    dtype = par.resolve_dtype(cfg.dtype, device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out.mkdir(parents=True, exist_ok=True)
@@ -152,7 +152,7 @@ def run_train(cfg: TrainConfig, tokens: TokenSet, out: Path, tracking: Tracking 
     accum = max(1, round(cfg.tokens_per_step / micro_tokens)) if cfg.tokens_per_step else 1
     loader = TokenLoader([tokens.dir / f for f in tokens.train_files], B, T, info.rank, info.world_size)
     val_files = [tokens.dir / f for f in tokens.val_files]
-    step, tokens_seen, train_seconds = 0, 0, 0.0
+    step, tokens_seen, train_seconds, resumed_loss = 0, 0, 0.0, float("nan")
     if resume is not None:
         state = ckpt.load_state(resume)
         par.load_optimizer_state(model, optimizers, state["optimizer"], info, cfg.distributed)
@@ -161,6 +161,7 @@ def run_train(cfg: TrainConfig, tokens: TokenSet, out: Path, tracking: Tracking 
         if device.type == "cuda" and "cuda" in state["rng"]:
             torch.cuda.set_rng_state(state["rng"]["cuda"], device)
         step, tokens_seen, train_seconds = state["step"], state["tokens_seen"], state["train_seconds"]
+        resumed_loss = ckpt.read_sidecar(resume).get("metrics", {}).get("train_loss", float("nan"))
 
     amp_ctx = par.autocast(device, dtype)
     peak = par.peak_flops(device, dtype)
@@ -170,7 +171,7 @@ def run_train(cfg: TrainConfig, tokens: TokenSet, out: Path, tracking: Tracking 
         total=cfg.max_steps, initial=step, disable=None if (cfg.progress and info.is_main) else True, desc="train"
     )
     resumed_from, start_step = step, step
-    loss_value, val_loss, tokens_per_s, saved_step = float("nan"), float("nan"), 0.0, -1
+    loss_value, val_loss, tokens_per_s, saved_step = resumed_loss, float("nan"), 0.0, -1
     window_t, window_tokens = time.time(), 0
 
     def bpb(loss: float) -> float:  # estimate: the eval batches are assumed to have the whole val set's bytes/token
@@ -255,7 +256,7 @@ def run_train(cfg: TrainConfig, tokens: TokenSet, out: Path, tracking: Tracking 
             save(step)
             saved_step = step
     bar.close()
-    if math.isnan(loss_value) and step > start_step:
+    if step > start_step and step % cfg.log_every:  # the last step was not logged: take its loss now
         loss_value = (loss_sum / accum).item()
     val_loss = evaluate_loss(wrapped, val_files, B, T, cfg.eval_batches, device, amp_ctx)
     val_bpb = bpb(val_loss)
@@ -264,7 +265,7 @@ def run_train(cfg: TrainConfig, tokens: TokenSet, out: Path, tracking: Tracking 
     final = out / f"step_{step:06d}"
     if saved_step != step and not (resume is not None and resume.name == final.name):  # not already on disk
         save(step)
-    trained = tokens_seen - (resumed_from * micro_tokens * accum)
+    tokens_per_s = tokens_seen / train_seconds if train_seconds else 0.0  # over the whole run, resumes included
     stats = {
         "steps": step,
         "resumed_from_step": resumed_from,
@@ -276,7 +277,7 @@ def run_train(cfg: TrainConfig, tokens: TokenSet, out: Path, tracking: Tracking 
         "final_train_loss": loss_value,
         "val_loss": val_loss,
         "val_bpb_estimate": val_bpb,
-        "tokens_per_s": round(trained / max(train_seconds, 1e-9), 1) if trained else tokens_per_s,
+        "tokens_per_s": round(tokens_per_s, 1),
         "flops_per_token": flops_per_token,
         "mfu": (flops_per_token * tokens_per_s / (peak * info.world_size)) if peak else 0.0,
     }
