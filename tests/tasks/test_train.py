@@ -164,6 +164,7 @@ def test_two_rank_gloo_step_equals_single_process(tokens, tmp_path, strategy):
     assert all(torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4) for k in a)
 
 
+@pytest.mark.slow  # importing MLflow alone takes ~10 s here
 def test_metrics_reach_mlflow_in_batches(tokens, tmp_path):
     from tasks.tracking import TrackingConfig, client, open_run
 
