@@ -37,7 +37,7 @@ def demo_checkpoint(seconds: float) -> Path:
     import pyarrow.parquet as pq
 
     from bench.train import demo_tokens, tiny_model
-    from tasks.artifacts import ShardSet, TokenSet, load_done, stage_dir
+    from tasks.artifacts import CheckpointRef, ShardSet, TokenSet, load_done, stage_dir
     from tasks.schema import SHARD_SCHEMA
     from tasks.tokenize import TokenizeConfig, run_tokenize
     from tasks.train import TrainConfig, run_train
@@ -84,7 +84,8 @@ def demo_checkpoint(seconds: float) -> Path:
         progress=False,
         threads=1,
     )
-    ref = run_train(cfg, tokens, stage_dir("train", cfg, tokens))
+    out = stage_dir("train", cfg, tokens)
+    ref = load_done(out, CheckpointRef) or run_train(cfg, tokens, out)
     return ref.dir / ref.checkpoint
 
 
@@ -125,7 +126,7 @@ def main() -> None:
         max_downstream_examples=None,
         safety_prompts=SAFETY_PROMPTS,
         safety_samples=args.samples,
-        canaries=args.canary,
+        canaries=args.canary or (PLANTED + CONTROLS if args.train_demo else []),
     )
     t0 = time.time()
     result = evaluate_model(model, tokenizer, cfg, None)
