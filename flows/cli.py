@@ -74,7 +74,15 @@ def prefect_run() -> Iterator[None]:
     from infra.servers import prefect_api
 
     with prefect_api() as api_url, temporary_settings({PREFECT_API_URL: api_url}):
-        yield
+        try:
+            yield
+        finally:
+            # Send the last logs and events while the server still listens.
+            from prefect.events.worker import EventsWorker
+            from prefect.logging.handlers import APILogWorker
+
+            APILogWorker.drain_all(timeout=10)
+            EventsWorker.drain_all(timeout=10)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
