@@ -16,6 +16,7 @@ RETRAIN_CRON = "0 3 * * 1"  # weekly, Monday 03:00 UTC
 def build_deployments(retrain_cron: str | None = RETRAIN_CRON) -> list:
     """Every deployment with its typed parameters; Prefect derives the UI form from the pydantic configs."""
     from flows.finetune import finetune
+    from flows.quality import train_quality
     from flows.retrain import retrain
 
     deployments = [
@@ -30,6 +31,10 @@ def build_deployments(retrain_cron: str | None = RETRAIN_CRON) -> list:
         finetune.to_deployment(
             name="finetune", tags=["lmforge"],
             description="Chat SFT of a registered base model; registers the result as lmforge-chat.",
+        ),
+        train_quality.to_deployment(
+            name="quality-classifier", tags=["lmforge"],
+            description="Train the fasttext quality classifier for curation; model and metrics to MLflow.",
         ),
     ]
     for stage_flow in (crawl_flow, curate_flow, shard_flow, tokenize_flow, train_flow, evaluate_flow):

@@ -49,6 +49,12 @@ def close_tracking(cfg: TrackingConfig, run_id: str, status: str) -> None:
     tracking.close_run(cfg, run_id, status)
 
 
+@task(name="log-file", retries=2, retry_delay_seconds=2)
+def log_file(cfg: TrackingConfig, run_id: str, path: str, artifact_path: str) -> None:
+    """Attach one file of a stage's output (a model, a report) to the MLflow run."""
+    tracking.client(cfg).log_artifact(run_id, path, artifact_path=artifact_path)
+
+
 def stage_rows(stats: dict[str, Any]) -> list[dict[str, str]]:
     return [{"metric": key, "value": f"{value:g}"} for key, value in tracking.numeric_stats(stats).items()]
 
