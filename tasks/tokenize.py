@@ -40,6 +40,11 @@ class TokenizeConfig(BaseModel):
         default=0, ge=0, description="Encoding processes; 0 = one per CPU core (at most one per shard)."
     )
     split_seed: str = Field(default="lmforge", description="Salt of the train/val document hash; change to re-split.")
+    tokenizer_file: str | None = Field(
+        default=None,
+        description="Encode with this existing tokenizer.json instead of training one (continued pretraining keeps "
+        "the champion's vocabulary); vocab_size is then the file's.",
+    )
 
 
 def _doc_hash(doc_id: str, cfg: TokenizeConfig) -> bytes:
@@ -112,13 +117,19 @@ def run_tokenize(cfg: TokenizeConfig, shards: ShardSet, out: Path) -> TokenSet:
     if not shard_paths:
         raise ValueError(f"shard set {shards.path} lists no shards; did curation keep any documents?")
     all_ids = [doc_id for path in shard_paths for doc_id in _read_shard(path)[0]]
-    # A tiny corpus may hash no document into val; then the lowest-hash document goes there, so val is never empty.
+    # A tiny corpus may hash no document into val; then the lowest-hash document goes there, so val is never empty
+    # (unless that would leave nothing to train on).
     val_override = ""
-    if cfg.val_fraction > 0 and not any(is_val(i, cfg) for i in all_ids):
+    if cfg.val_fraction > 0 and len(all_ids) > 1 and not any(is_val(i, cfg) for i in all_ids):
         val_override = min(all_ids, key=lambda i: _doc_hash(i, cfg))
 
     t_train = time.time()
-    tok = Tokenizer.train(_train_texts(shard_paths, cfg, val_override), cfg.vocab_size, cfg.min_frequency)
+    if cfg.tokenizer_file is not None:
+        if not Path(cfg.tokenizer_file).is_file():
+            raise FileNotFoundError(f"tokenize.tokenizer_file {cfg.tokenizer_file} does not exist")
+        tok = Tokenizer.load(cfg.tokenizer_file)
+    else:
+        tok = Tokenizer.train(_train_texts(shard_paths, cfg, val_override), cfg.vocab_size, cfg.min_frequency)
     tok.save(out / TOKENIZER_FILE)
     t_train = time.time() - t_train
 

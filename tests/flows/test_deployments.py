@@ -60,7 +60,7 @@ def test_ui_triggered_pipeline_run_registers_a_model(prefect_server, lmforge_hom
             return response.json() if response.status_code == 200 else None
 
         pipeline_deployment = wait_for(lambda: deployment("pipeline"), 180, "the pipeline deployment")
-        retrain_deployment = deployment("retrain")
+        retrain_deployment = wait_for(lambda: deployment("retrain"), 60, "the retrain deployment")
         assert [s["schedule"]["cron"] for s in retrain_deployment["schedules"]] == [RETRAIN_CRON]
 
         # Bad parameters are rejected before anything runs (enforce_parameter_schema).
