@@ -71,10 +71,16 @@ def test_ui_triggered_pipeline_run_registers_a_model(prefect_server, lmforge_hom
         assert bad.status_code == 409, bad.text
 
         # What the UI's "Run" button sends: the deployment id and the form's parameters.
-        created = http.post(
-            f"/deployments/{pipeline_deployment['id']}/create_flow_run",
-            json={"parameters": {"cfg": cfg.model_dump(mode="json")}, "state": {"type": "SCHEDULED"}},
-        )
+        def run_button():
+            response = http.post(
+                f"/deployments/{pipeline_deployment['id']}/create_flow_run",
+                json={"parameters": {"cfg": cfg.model_dump(mode="json")}, "state": {"type": "SCHEDULED"}},
+            )
+            # The SQLite-backed test server answers 503 while its database is locked by the serving process's
+            # polling; the UI shows that as a transient error and the user presses Run again.
+            return None if response.status_code == 503 else response
+
+        created = wait_for(run_button, 60, "the Prefect server to accept the run")
         assert created.status_code == 201, created.text
         run_id = created.json()["id"]
 
