@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from flows.config import PipelineConfig
+from tasks.safety import SAFETY_PROMPTS
 
 # Real documentation sites from Debian packages (infra/install_corpus.sh), served on 127.0.0.1 during the crawl.
 DEMO_SITES = {
@@ -37,6 +38,8 @@ def tiny_cpu() -> PipelineConfig:
                 "eval_every": 0,
                 "checkpoint_every": 250,
             },
+            # The model card reports toxicity and PII found in completions of a fixed prompt set.
+            "evaluate": {"safety_prompts": list(SAFETY_PROMPTS)},
         }
     )
 
