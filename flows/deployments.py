@@ -18,6 +18,7 @@ def build_deployments(retrain_cron: str | None = RETRAIN_CRON) -> list:
     from flows.finetune import finetune
     from flows.quality import train_quality
     from flows.retrain import retrain
+    from flows.sweep import sweep
 
     deployments = [
         pipeline.to_deployment(
@@ -35,6 +36,10 @@ def build_deployments(retrain_cron: str | None = RETRAIN_CRON) -> list:
         train_quality.to_deployment(
             name="quality-classifier", tags=["lmforge"],
             description="Train the fasttext quality classifier for curation; model and metrics to MLflow.",
+        ),
+        sweep.to_deployment(
+            name="sweep", tags=["lmforge"],
+            description="Hyperparameter search (grid or random) on a short budget; best values as a config override.",
         ),
     ]
     for stage_flow in (crawl_flow, curate_flow, shard_flow, tokenize_flow, train_flow, evaluate_flow):

@@ -1,0 +1,44 @@
+"""Hyperparameter sweep: the data stages once (cached), then trials in parallel Prefect tasks, each an MLflow child
+run of one parent run; the best values are written out as a `--config` override."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow
+from pydantic import BaseModel, ConfigDict, Field
+
+from flows.config import PipelineConfig
+from flows.presets import tiny_cpu
+from tasks.crawl import crawl
+from tasks.curate import curate
+from tasks.evaluate import evaluate
+from tasks.report import close_tracking, open_tracking
+from tasks.shard import shard
+from tasks.sweep import SweepSpace, log_trial, sweep_trials, write_best
+from tasks.tokenize import tokenize
+from tasks.train import train
+
+
+class SweepConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    base: PipelineConfig = Field(default_factory=tiny_cpu, description="Data stages and the train config to vary.")
+    space: SweepSpace = Field(default_factory=SweepSpace, description="What to try, how many, for how long.")
+
+
+@flow(name="sweep", log_prints=True)
+def sweep(cfg: SweepConfig = SweepConfig()) -> Path:
+    base = cfg.base
+    tokens = tokenize(base.tokenize, shard(base.shard, curate(base.curate, crawl(base.crawl))))
+    parent = open_tracking(base.tracking, f"{base.name}-sweep", cfg.model_dump(mode="json"))
+    trials = sweep_trials(cfg.space, base.train)
+    checkpoints = [train.with_options(tags=["gpu"]).submit(trial_cfg, tokens) for _, trial_cfg in trials]
+    reports = [evaluate.submit(base.evaluate, checkpoint, tokens) for checkpoint in checkpoints]
+    results = [
+        log_trial.submit(base.tracking, parent, params, checkpoint, report, cfg.space.metric)
+        for (params, _), checkpoint, report in zip(trials, checkpoints, reports)
+    ]
+    best = write_best(f"{base.name}-{parent[:8]}", [r.result() for r in results], cfg.space.metric)
+    close_tracking(base.tracking, parent, "FINISHED")
+    print(f"sweep: best values written to {best}; use them with `lmforge run --config {best}`")
+    return best
