@@ -8,7 +8,6 @@ ids and URLs are kept in `<home>/servers.json` so `down` (and the CLI, to route 
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.gpt import ModelConfig, sample_next
+from models.gpt import ModelConfig, append_sampled, lm_loss, sample_next
 
 KERNEL = 4
 
@@ -81,10 +81,7 @@ class GCNN(nn.Module):
             else:
                 x = block(x)
         logits = self.lm_head(self.norm(x)).float()  # (B, T, V)
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
-        return logits, loss
+        return logits, lm_loss(logits, targets)
 
     @torch.no_grad()
     def generate(
@@ -102,10 +99,7 @@ class GCNN(nn.Module):
         for _ in range(max_new_tokens):
             logits, _ = self(idx[:, -window:])
             nxt = sample_next(logits[:, -1, :], temperature, top_k, top_p)  # (B, 1)
-            if eos_id is not None:
-                nxt = torch.where(done[:, None], torch.full_like(nxt, eos_id), nxt)
-                done |= nxt[:, 0] == eos_id
-            idx = torch.cat((idx, nxt), dim=1)
-            if eos_id is not None and bool(done.all()):
+            idx, done, finished = append_sampled(idx, nxt, done, eos_id)
+            if finished:
                 break
         return idx

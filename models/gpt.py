@@ -217,10 +217,7 @@ class GPT(nn.Module):
             for cache in caches:
                 cache["len"] += T
         logits = self.lm_head(self.model.norm(x)).float()  # (B, T, V)
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
-        return logits, loss
+        return logits, lm_loss(logits, targets)
 
     def new_caches(self, batch_size: int, max_len: int) -> list[dict]:
         c, p = self.config, self.lm_head.weight
@@ -252,11 +249,8 @@ class GPT(nn.Module):
         done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
         for _ in range(max_new_tokens):
             nxt = sample_next(logits[:, -1, :], temperature, top_k, top_p)  # (B, 1)
-            if eos_id is not None:
-                nxt = torch.where(done[:, None], torch.full_like(nxt, eos_id), nxt)
-                done |= nxt[:, 0] == eos_id
-            idx = torch.cat((idx, nxt), dim=1)
-            if eos_id is not None and bool(done.all()):
+            idx, done, finished = append_sampled(idx, nxt, done, eos_id)
+            if finished:
                 break
             if caches[0]["len"] >= limit:  # cache full: restart it on the most recent half of the context
                 caches = self.new_caches(idx.size(0), limit)
@@ -264,6 +258,24 @@ class GPT(nn.Module):
             else:
                 logits, _ = self(nxt, caches=caches)
         return idx
+
+
+def lm_loss(logits: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor | None:
+    """Mean cross-entropy of logits (B, T, V) against targets (B, T); -1 marks positions not scored."""
+    if targets is None:
+        return None
+    return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+
+
+def append_sampled(
+    idx: torch.Tensor, nxt: torch.Tensor, done: torch.Tensor, eos_id: int | None
+) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """Append nxt (B, 1) to idx; rows that already ended keep emitting eos. Returns (idx, done, all rows ended)."""
+    if eos_id is None:
+        return torch.cat((idx, nxt), dim=1), done, False
+    nxt = torch.where(done[:, None], torch.full_like(nxt, eos_id), nxt)
+    done = done | (nxt[:, 0] == eos_id)
+    return torch.cat((idx, nxt), dim=1), done, bool(done.all())
 
 
 def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None) -> torch.Tensor:

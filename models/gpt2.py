@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.gpt import ModelConfig, sample_next
+from models.gpt import ModelConfig, append_sampled, lm_loss, sample_next
 
 
 class CausalSelfAttention(nn.Module):
@@ -83,10 +83,7 @@ class GPT2(nn.Module):
             else:
                 x = block(x)
         logits = self.lm_head(self.ln_f(x)).float()  # (B, T, V)
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
-        return logits, loss
+        return logits, lm_loss(logits, targets)
 
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, eos_id=None) -> torch.Tensor:
@@ -94,10 +91,7 @@ class GPT2(nn.Module):
         for _ in range(max_new_tokens):
             logits, _ = self(idx[:, -self.config.seq_len :])
             nxt = sample_next(logits[:, -1, :], temperature, top_k, top_p)
-            if eos_id is not None:
-                nxt = torch.where(done[:, None], torch.full_like(nxt, eos_id), nxt)
-                done |= nxt[:, 0] == eos_id
-            idx = torch.cat((idx, nxt), dim=1)
-            if eos_id is not None and bool(done.all()):
+            idx, done, finished = append_sampled(idx, nxt, done, eos_id)
+            if finished:
                 break
         return idx

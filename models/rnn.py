@@ -13,10 +13,9 @@ state, so each new token costs one step whatever the context length.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from models.gpt import ModelConfig, sample_next
+from models.gpt import ModelConfig, append_sampled, lm_loss, sample_next
 
 State = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (h, c), each (1, B, C)
 
@@ -79,10 +78,7 @@ class RNNLM(nn.Module):
         if state is not None:
             state[:] = new_state
         logits = self.lm_head(self.norm(x)).float()  # (B, T, V)
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
-        return logits, loss
+        return logits, lm_loss(logits, targets)
 
     @torch.no_grad()
     def generate(
@@ -100,11 +96,8 @@ class RNNLM(nn.Module):
         done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
         for _ in range(max_new_tokens):
             nxt = sample_next(logits[:, -1, :], temperature, top_k, top_p)  # (B, 1)
-            if eos_id is not None:
-                nxt = torch.where(done[:, None], torch.full_like(nxt, eos_id), nxt)
-                done |= nxt[:, 0] == eos_id
-            idx = torch.cat((idx, nxt), dim=1)
-            if eos_id is not None and bool(done.all()):
+            idx, done, finished = append_sampled(idx, nxt, done, eos_id)
+            if finished:
                 break
             logits, _ = self(nxt, state=state)
         return idx
