@@ -16,7 +16,7 @@ from models.chat import render_chat
 from tasks.artifacts import ModelVersionRef
 from tasks.evaluate import EvalConfig, evaluate
 from tasks.register import RegisterConfig, register
-from tasks.report import close_tracking, open_tracking, track_stage
+from tasks.report import track_stage, tracked_run
 from tasks.sft import SFTConfig, resolve_sft_base, sft
 from tasks.sft_data import SFTDataConfig, sft_data
 from tasks.tracking import TrackingConfig
@@ -61,8 +61,7 @@ def finetune(cfg: FinetuneConfig = FinetuneConfig()) -> ModelVersionRef:  # noqa
     if base.tokens is None:
         raise ValueError(f"finetune: no token data found for base {cfg.base}; set tokens_dir to a tokenize stage "
                          "dir (its val split is the eval set)")
-    run_id = open_tracking(cfg.tracking, cfg.name, cfg.model_dump(mode="json"))
-    try:
+    with tracked_run(cfg.tracking, cfg.name, cfg.model_dump(mode="json")) as run_id:
         track_stage(cfg.tracking, run_id, "tokenize", base.tokens)
         conversations = sft_data(cfg.data, base.shards)
         track_stage(cfg.tracking, run_id, "sft-data", conversations)
@@ -71,9 +70,5 @@ def finetune(cfg: FinetuneConfig = FinetuneConfig()) -> ModelVersionRef:  # noqa
         report = evaluate(cfg.evaluate, checkpoint, base.tokens)
         track_stage(cfg.tracking, run_id, "evaluate", report)
         version = register(cfg.registry, cfg.tracking, run_id, checkpoint, report)
-    except BaseException:
-        close_tracking(cfg.tracking, run_id, "FAILED")
-        raise
-    close_tracking(cfg.tracking, run_id, "FINISHED")
     print(f"finetune: {base.source} → {version.model_uri} ({version.alias}); {conversations.n_train} conversations")
     return version

@@ -14,7 +14,7 @@ from tasks.crawl import crawl
 from tasks.curate import curate
 from tasks.evaluate import evaluate
 from tasks.register import register
-from tasks.report import PipelineSummary, close_tracking, open_tracking, summarize, track_stage
+from tasks.report import PipelineSummary, summarize, track_stage, tracked_run
 from tasks.shard import shard
 from tasks.tokenize import tokenize
 from tasks.train import train
@@ -26,8 +26,7 @@ train_on_accelerator = train.with_options(tags=["gpu"])
 
 @flow(name="pipeline", log_prints=True)
 def pipeline(cfg: PipelineConfig = tiny_cpu()) -> PipelineSummary:
-    run_id = open_tracking(cfg.tracking, cfg.name, cfg.model_dump(mode="json"))
-    try:
+    with tracked_run(cfg.tracking, cfg.name, cfg.model_dump(mode="json")) as run_id:
         docs = crawl(cfg.crawl)
         track_stage(cfg.tracking, run_id, "crawl", docs)
         curated = curate(cfg.curate, docs)
@@ -42,8 +41,4 @@ def pipeline(cfg: PipelineConfig = tiny_cpu()) -> PipelineSummary:
         track_stage(cfg.tracking, run_id, "evaluate", report)
         version = register(cfg.registry, cfg.tracking, run_id, checkpoint, report)
         summary = summarize(cfg.tracking, run_id, docs, curated, shards, tokens, checkpoint, report, version)
-    except BaseException:
-        close_tracking(cfg.tracking, run_id, "FAILED")
-        raise
-    close_tracking(cfg.tracking, run_id, "FINISHED")
     return summary

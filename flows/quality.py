@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from flows.presets import tiny_cpu
 from tasks.crawl import CrawlConfig, crawl
 from tasks.quality_stage import QualityModelRef, QualityTrainConfig, quality_classifier
-from tasks.report import close_tracking, log_file, open_tracking, track_stage
+from tasks.report import log_file, track_stage, tracked_run
 from tasks.tracking import TrackingConfig
 
 
@@ -29,10 +29,9 @@ class QualityFlowConfig(BaseModel):
 def train_quality(cfg: QualityFlowConfig = QualityFlowConfig()) -> QualityModelRef:
     docs = crawl(cfg.crawl) if cfg.crawl is not None else None
     model = quality_classifier(cfg.quality, docs)
-    run_id = open_tracking(cfg.tracking, "quality-classifier", cfg.model_dump(mode="json"))
-    track_stage(cfg.tracking, run_id, "quality", model)
-    log_file(cfg.tracking, run_id, str(model.dir / model.model_file), "quality-classifier")
-    close_tracking(cfg.tracking, run_id, "FINISHED")
+    with tracked_run(cfg.tracking, "quality-classifier", cfg.model_dump(mode="json")) as run_id:
+        track_stage(cfg.tracking, run_id, "quality", model)
+        log_file(cfg.tracking, run_id, str(model.dir / model.model_file), "quality-classifier")
     print(f"quality classifier: {model.dir / model.model_file} "
           f"(held-out precision {model.metrics['precision']:.2f}, recall {model.metrics['recall']:.2f})")
     return model

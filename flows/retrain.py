@@ -20,7 +20,7 @@ from tasks.curate import curate
 from tasks.evaluate import evaluate
 from tasks.lineage import champion_lineage
 from tasks.register import register
-from tasks.report import close_tracking, open_tracking, track_stage
+from tasks.report import track_stage, tracked_run
 from tasks.shard import shard
 from tasks.tokenize import tokenize
 from tasks.train import train
@@ -69,8 +69,7 @@ def retrain(cfg: RetrainConfig = RetrainConfig()) -> RetrainResult:
             update={"init_from": str(champion.checkpoint.dir / champion.checkpoint.checkpoint)}
         )
 
-    run_id = open_tracking(base.tracking, f"{base.name}-retrain-{snapshot}", cfg.model_dump(mode="json"))
-    try:
+    with tracked_run(base.tracking, f"{base.name}-retrain-{snapshot}", cfg.model_dump(mode="json")) as run_id:
         track_stage(base.tracking, run_id, "crawl", docs)
         track_stage(base.tracking, run_id, "curate", curated)
         shards = shard(base.shard, curated)
@@ -84,9 +83,5 @@ def retrain(cfg: RetrainConfig = RetrainConfig()) -> RetrainResult:
         report = evaluate(base.evaluate, checkpoint, eval_tokens)
         track_stage(base.tracking, run_id, "evaluate", report)
         version = register(base.registry, base.tracking, run_id, checkpoint, report)
-    except BaseException:
-        close_tracking(base.tracking, run_id, "FAILED")
-        raise
-    close_tracking(base.tracking, run_id, "FINISHED")
     status = "promoted" if version.alias == base.registry.champion_alias else "refused"
     return RetrainResult(status=status, new_documents=curated.n_docs, model_uri=version.model_uri, alias=version.alias)

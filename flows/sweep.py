@@ -13,7 +13,7 @@ from flows.presets import tiny_cpu
 from tasks.crawl import crawl
 from tasks.curate import curate
 from tasks.evaluate import evaluate
-from tasks.report import close_tracking, open_tracking
+from tasks.report import tracked_run
 from tasks.shard import shard
 from tasks.sweep import SweepSpace, log_trial, sweep_trials, write_best
 from tasks.tokenize import tokenize
@@ -30,15 +30,14 @@ class SweepConfig(BaseModel):
 def sweep(cfg: SweepConfig = SweepConfig()) -> Path:
     base = cfg.base
     tokens = tokenize(base.tokenize, shard(base.shard, curate(base.curate, crawl(base.crawl))))
-    parent = open_tracking(base.tracking, f"{base.name}-sweep", cfg.model_dump(mode="json"))
-    trials = sweep_trials(cfg.space, base.train)
-    checkpoints = [train.with_options(tags=["gpu"]).submit(trial_cfg, tokens) for _, trial_cfg in trials]
-    reports = [evaluate.submit(base.evaluate, checkpoint, tokens) for checkpoint in checkpoints]
-    results = [
-        log_trial.submit(base.tracking, parent, params, checkpoint, report, cfg.space.metric)
-        for (params, _), checkpoint, report in zip(trials, checkpoints, reports)
-    ]
-    best = write_best(f"{base.name}-{parent[:8]}", [r.result() for r in results], cfg.space.metric)
-    close_tracking(base.tracking, parent, "FINISHED")
+    with tracked_run(base.tracking, f"{base.name}-sweep", cfg.model_dump(mode="json")) as parent:
+        trials = sweep_trials(cfg.space, base.train)
+        checkpoints = [train.with_options(tags=["gpu"]).submit(trial_cfg, tokens) for _, trial_cfg in trials]
+        reports = [evaluate.submit(base.evaluate, checkpoint, tokens) for checkpoint in checkpoints]
+        results = [
+            log_trial.submit(base.tracking, parent, params, checkpoint, report, cfg.space.metric)
+            for (params, _), checkpoint, report in zip(trials, checkpoints, reports)
+        ]
+        best = write_best(f"{base.name}-{parent[:8]}", [r.result() for r in results], cfg.space.metric)
     print(f"sweep: best values written to {best}; use them with `lmforge run --config {best}`")
     return best

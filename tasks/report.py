@@ -4,6 +4,8 @@ the closing summary (the table `lmforge run` prints and the Prefect markdown art
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from prefect import task
@@ -53,6 +55,18 @@ def close_tracking(cfg: TrackingConfig, run_id: str, status: str) -> None:
 def log_file(cfg: TrackingConfig, run_id: str, path: str, artifact_path: str) -> None:
     """Attach one file of a stage's output (a model, a report) to the MLflow run."""
     tracking.client(cfg).log_artifact(run_id, path, artifact_path=artifact_path)
+
+
+@contextmanager
+def tracked_run(cfg: TrackingConfig, run_name: str, params: dict[str, Any]) -> Iterator[str]:
+    """An MLflow run around a flow's stages: opened first, closed FINISHED, or FAILED when a stage raises."""
+    run_id = open_tracking(cfg, run_name, params)
+    try:
+        yield run_id
+    except BaseException:
+        close_tracking(cfg, run_id, "FAILED")
+        raise
+    close_tracking(cfg, run_id, "FINISHED")
 
 
 def stage_rows(stats: dict[str, Any]) -> list[dict[str, str]]:
