@@ -114,6 +114,15 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         from tasks.classify import ClassifyConfig, finetune_classify
 
         version = finetune_classify(resolved_model_config(ClassifyConfig, args))
+    elif args.task == "generate":
+        from tasks.classify import base_ref
+        from tasks.gen_task import GenTaskConfig, gen_task
+
+        cfg = resolved_model_config(GenTaskConfig, args)
+        with prefect_run():
+            ref = gen_task(cfg, base_ref(args.base, resolved_config(args).tracking))
+        print(f"fine-tuned {ref.path}: {ref.metrics}")
+        return 0
     else:
         from flows.finetune import FinetuneConfig, finetune
 
@@ -233,7 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     retrain = command("retrain", cmd_retrain, "retrain now: new pages since the last crawl, continue the champion")
     retrain.add_argument("--from-scratch", action="store_true", help="train a new model instead of continuing")
     finetune = command("finetune", cmd_finetune, "fine-tune a registered model (chat SFT or a classifier)", presets=False)
-    finetune.add_argument("--task", choices=["chat", "classify"], default="chat")
+    finetune.add_argument("--task", choices=["chat", "classify", "generate"], default="chat",
+                          help="chat SFT, a classifier ({text, label}), or a generative task ({input, output} pairs)")
+    finetune.add_argument("--base", default="models:/lmforge@champion", help="base model (--task generate)")
     evaluate = command("eval", cmd_eval, "evaluate a model (--set text_files=[…], hellaswag_file=…)", presets=False)
     model_argument(evaluate)
     export = command("export", cmd_export, "export a model to Hugging Face format", config=False)
