@@ -8,6 +8,7 @@ The embedded default is a SQLite backend store and a local artifact store under 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -21,13 +22,14 @@ class TrackingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     tracking_uri: str | None = Field(
         default=None,
-        description="MLflow tracking URI; None = embedded SQLite store at $LMFORGE_HOME/mlflow.db.",
+        description="MLflow tracking URI; None = $MLFLOW_TRACKING_URI, else the embedded SQLite store at "
+        "$LMFORGE_HOME/mlflow.db.",
     )
     experiment: str = Field(default="lmforge", description="MLflow experiment the pipeline runs log to.")
 
     def uri(self) -> str:
-        if self.tracking_uri:
-            return self.tracking_uri
+        if self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"):
+            return self.tracking_uri or os.environ["MLFLOW_TRACKING_URI"]
         home = lmforge_home()
         home.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{home / 'mlflow.db'}"
