@@ -16,6 +16,7 @@ os.environ["LMFORGE_HOME"] = str(SESSION_HOME / "home")
 os.environ["PREFECT_HOME"] = str(SESSION_HOME / "prefect")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.pop("MLFLOW_TRACKING_URI", None)  # tests use their own SQLite stores, never a user's server
 
 
 @pytest.fixture(scope="session")
