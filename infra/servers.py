@@ -104,6 +104,8 @@ def up(cfg: ServersConfig) -> ServerState:
     logs = home / "logs"
     env = dict(os.environ)
     env.setdefault("PREFECT_HOME", str(home / "prefect"))
+    # The UI's JavaScript calls the API at this URL; Prefect's default assumes port 4200.
+    env["PREFECT_UI_API_URL"] = f"http://{cfg.host}:{cfg.prefect_port}/api"
     if cfg.prefect_database_url:
         env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = cfg.prefect_database_url
     backend = cfg.mlflow_backend_store_uri or f"sqlite:///{home / 'mlflow.db'}"
