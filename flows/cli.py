@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -275,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # On SIGTERM unwind normally, so the servers a command started (infra.servers.prefect_api) are stopped.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     embedded_environment()
     args = build_parser().parse_args(argv)
     # Commands without config flags still resolve the default config (e.g. for the MLflow tracking URI).
