@@ -23,14 +23,17 @@ def load(args: argparse.Namespace):
 
         model, tokenizer, _ = load_model(args.checkpoint, device=args.device)
         return model, tokenizer
-    import mlflow
+    import tempfile
+    from pathlib import Path
 
+    from tasks.checkpoint import load_model
+    from tasks.export import resolve_checkpoint
     from tasks.tracking import TrackingConfig
 
-    mlflow.set_tracking_uri(TrackingConfig().uri())
-    mlflow.set_registry_uri(TrackingConfig().uri())
-    engine = mlflow.pyfunc.load_model(args.model_uri).unwrap_python_model().engine
-    return engine.model.to(args.device), engine.tokenizer
+    # The registered model's artifacts hold the checkpoint directory; download it and load it directly.
+    checkpoint = resolve_checkpoint(args.model_uri, Path(tempfile.mkdtemp(prefix="lmforge-eval-")), TrackingConfig())
+    model, tokenizer, _ = load_model(checkpoint, device=args.device)
+    return model, tokenizer
 
 
 def main() -> None:
