@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -65,15 +66,19 @@ def pii_filter() -> OutputFilter:
 
 
 def load_engine(cfg: ServeConfig, tracking: TrackingConfig | None = None):
-    """The `ChatEngine` inside the pyfunc model `cfg.model_uri` resolves to."""
-    import mlflow
+    """A `ChatEngine` for `cfg.model_uri` (a registry URI or a checkpoint directory).
 
-    tracking = tracking or TrackingConfig()
-    mlflow.set_tracking_uri(tracking.uri())
-    mlflow.set_registry_uri(tracking.uri())
-    engine = mlflow.pyfunc.load_model(cfg.model_uri).unwrap_python_model().engine
-    engine.name = cfg.model_uri.removeprefix("models:/")
-    return engine
+    The registered pyfunc packages the checkpoint directory; it is downloaded and loaded directly (MLflow's
+    ChatModel wrapper does not hand back the Python model object).
+    """
+    import tempfile
+
+    from models.pyfunc import ChatEngine
+    from tasks.export import resolve_checkpoint
+
+    workdir = Path(tempfile.mkdtemp(prefix="lmforge-serve-"))
+    checkpoint = resolve_checkpoint(cfg.model_uri, workdir, tracking or TrackingConfig())
+    return ChatEngine.from_checkpoint(checkpoint, name=cfg.model_uri.removeprefix("models:/"))
 
 
 def error(status: int, message: str, param: str | None = None, kind: str = "invalid_request_error"):

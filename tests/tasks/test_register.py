@@ -146,3 +146,17 @@ def test_champion_is_rescored_on_the_new_eval_data(setup, tmp_path):
     assert float(tags["lmforge.gate.champion_score"]) == pytest.approx(champion_on_b.metrics["val_bpb"], rel=1e-6)
     better = report_b.metrics["val_bpb"] < champion_on_b.metrics["val_bpb"]
     assert second.alias == ("champion" if better else "challenger")
+
+
+def test_serving_loads_the_registered_champion(setup):
+    """`lmforge serve` / `lmforge chat` start from a registry alias: the engine must load from what was registered."""
+    from tasks.serve import ServeConfig, load_engine
+
+    _, tracking, _ = setup
+    register_with(setup, "served", {"val_bpb": 1.0})
+    engine = load_engine(ServeConfig(model_uri="models:/lmforge@champion"), tracking)
+    text, finish, prompt_tokens, completion_tokens = engine.complete(
+        [{"role": "user", "content": "hello"}], max_tokens=4, temperature=0.0
+    )
+    assert isinstance(text, str) and prompt_tokens > 0 and 0 < completion_tokens <= 4
+    assert engine.name == "lmforge@champion"
