@@ -88,6 +88,23 @@ def tokenizer_files(tokenizer, seq_len: int) -> dict[str, dict[str, Any]]:
     return {"tokenizer_config.json": config, "special_tokens_map.json": special}
 
 
+def registered_artifacts(tracking: TrackingConfig, source: str) -> str:
+    """Where the version `models:/name@alias` or `models:/name/N` keeps its files, asked of our own registry client
+    (not MLflow's process-wide registry URI, which would leak into every later MLflow call in the process)."""
+    from tasks.tracking import client
+
+    name_and_version = source.removeprefix("models:/")
+    mlflow_client = client(tracking)
+    if "@" in name_and_version:
+        name, alias = name_and_version.split("@", 1)
+        version = mlflow_client.get_model_version_by_alias(name, alias).version
+    elif "/" in name_and_version:
+        name, version = name_and_version.split("/", 1)
+    else:
+        raise ValueError(f"{source}: expected models:/<name>@<alias> or models:/<name>/<version>")
+    return mlflow_client.get_model_version_download_uri(name, version)
+
+
 def resolve_checkpoint(source: str, tmp: Path, tracking: TrackingConfig | None = None) -> Path:
     """The checkpoint directory `source` names (downloading a registered model into `tmp`)."""
     from tasks import checkpoint as ckpt
@@ -95,9 +112,10 @@ def resolve_checkpoint(source: str, tmp: Path, tracking: TrackingConfig | None =
     if source.startswith("models:/"):
         import mlflow
 
-        uri = (tracking or TrackingConfig()).uri()
-        mlflow.set_registry_uri(uri)
-        local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(tmp), tracking_uri=uri)
+        tracking = tracking or TrackingConfig()
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=registered_artifacts(tracking, source), dst_path=str(tmp), tracking_uri=tracking.uri()
+        )
         found = Path(local) / "artifacts" / "checkpoint"
         if not (found / ckpt.SIDECAR).is_file():
             raise FileNotFoundError(f"{source} holds no lmforge checkpoint (artifacts/checkpoint); was it registered "

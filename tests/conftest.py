@@ -6,6 +6,7 @@ Environment variables are set at import time, before any test module imports Pre
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -39,3 +40,17 @@ def lmforge_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "lmforge-home"
     monkeypatch.setenv("LMFORGE_HOME", str(home))
     return home
+
+
+@pytest.fixture(autouse=True)
+def no_global_mlflow_uri():
+    """`mlflow.set_tracking_uri` is process-wide (and exported as MLFLOW_TRACKING_URI, which TrackingConfig honours):
+    undo it after each test so a store chosen by one test never leaks into the next."""
+    yield
+    if "mlflow" in sys.modules:
+        import mlflow
+
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.environ.pop("MLFLOW_REGISTRY_URI", None)

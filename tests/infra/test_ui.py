@@ -54,7 +54,7 @@ def test_uis_show_deployment_and_model_alias(lmforge_home: Path, tmp_path: Path,
             pipeline_deployment = next(d for d in build_deployments() if d.name == "pipeline")
             pipeline_deployment.apply()
 
-        mlflow = MlflowClient(tracking_uri=state.mlflow_url)
+        mlflow = MlflowClient(tracking_uri=state.mlflow_url, registry_uri=state.mlflow_url)
         experiment = mlflow.create_experiment("ui-check")
         run = mlflow.create_run(experiment)
         card = tmp_path / "MODEL_CARD.md"
