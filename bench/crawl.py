@@ -28,7 +28,7 @@ def cpu_seconds() -> float:
 
 
 def _extract(page: tuple[bytes, str]) -> int:
-    from tasks.extract import extract_page
+    from tasks.collect.extract import extract_page
 
     return len(extract_page(page[0], page[1]).text)
 
@@ -48,9 +48,10 @@ def extraction_only(pages: list[tuple[bytes, str]], workers: int) -> float:
 
 def crawl_once(roots: dict[str, str], workers: int, limit: int) -> tuple[float, dict, list[tuple[bytes, str]]]:
     """(seconds, stats, the HTML pages it archived as (body, url))."""
-    from tasks.crawl import CrawlConfig, run_crawl
-    from tasks.local_site import LocalSiteConfig
-    from tasks.warc_ingest import iter_warc_pages
+    from tasks.collect.config import CrawlConfig
+    from tasks.collect.crawl import run_crawl
+    from tasks.collect.local_site import LocalSiteConfig
+    from tasks.collect.warc import iter_warc_pages
 
     with tempfile.TemporaryDirectory(prefix="lmforge-bench-crawl-") as tmp:
         cfg = CrawlConfig(local_site=LocalSiteConfig(roots=roots, port=0), concurrency=16, extract_workers=workers,

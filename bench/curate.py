@@ -22,7 +22,7 @@ from pathlib import Path
 
 from curate_corpus import demo_docset  # bench/ is on sys.path when run as a script
 
-from tasks.artifacts import DocSet, reset_dir
+from tasks.core.artifacts import DocSet, reset_dir
 
 WORK = Path(os.environ.get("LMFORGE_BENCH_DIR", Path(tempfile.gettempdir()) / "lmforge-bench-curate"))
 
@@ -44,7 +44,7 @@ def subset(docs: DocSet, n: int, out: Path) -> DocSet:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from tasks.schema import DOC_SCHEMA
+    from tasks.core.schema import DOC_SCHEMA
 
     rows = random.Random(0).sample(rows_of(docs), min(n, docs.n_docs))
     reset_dir(out)
@@ -56,9 +56,9 @@ def bench_throughput(docs: DocSet, workers: int) -> None:
     """run_curate vs. the same step lists run by plain LocalPipelineExecutor (no splitting/stats/manifest)."""
     from datatrove.executor.local import LocalPipelineExecutor
 
-    import tasks.curate_pipeline as cp
-    from tasks.curate import CurateConfig, _split_input, run_curate
-    from tasks.executors import merged_stats
+    import tasks.curate.pipeline as cp
+    from tasks.core.executors import merged_stats
+    from tasks.curate.curate import CurateConfig, run_curate, split_input
 
     def bare_runner(steps, *, name, tasks, workers, logging_dir, **_):
         LocalPipelineExecutor(steps, tasks=tasks, workers=min(workers, tasks), logging_dir=str(logging_dir)).run()
@@ -72,7 +72,7 @@ def bench_throughput(docs: DocSet, workers: int) -> None:
         run_curate(cfg, docs, out)
         results["lmforge run_curate"].append(time.time() - t)
         out = reset_dir(WORK / f"tp_bare_{trial}")
-        _split_input(docs, cfg.tasks, out / "work" / "input")  # the bare run needs its input split too
+        split_input(docs, cfg.tasks, out / "work" / "input")  # the bare run needs its input split too
         original, cp.run_pipeline = cp.run_pipeline, bare_runner
         try:
             t = time.time()
@@ -95,7 +95,7 @@ def man_text(path: Path) -> str:
 
 
 def bench_language_id(docs: DocSet) -> None:
-    from tasks.filters import LanguageIDFilter
+    from tasks.curate.filters import LanguageIDFilter
 
     lid = LanguageIDFilter([], threshold=0.0)
     samples: list[tuple[str, str, str]] = []  # (source, truth, text)
@@ -164,7 +164,7 @@ def bench_minhash(docs: DocSet) -> None:
 def planted_pii(rng: random.Random) -> dict[str, list[str]]:
     def luhn_complete(prefix: str, length: int) -> str:
         digits = prefix + "".join(rng.choice("0123456789") for _ in range(length - len(prefix) - 1))
-        from tasks.pii import luhn_ok
+        from tasks.core.pii import luhn_ok
 
         return next(digits + c for c in "0123456789" if luhn_ok(digits + c))
 
@@ -194,7 +194,7 @@ def planted_pii(rng: random.Random) -> dict[str, list[str]]:
 
 
 def bench_pii(docs: DocSet) -> None:
-    from tasks.pii import PLACEHOLDERS, scrub_pii
+    from tasks.core.pii import PLACEHOLDERS, scrub_pii
 
     rng = random.Random(0)
     texts = [r["text"] for r in rows_of(docs) if "/python/" in r["url"]]
@@ -217,7 +217,7 @@ def bench_pii(docs: DocSet) -> None:
 
 
 def bench_quality(docs: DocSet) -> None:
-    from tasks.quality import QualityClassifierConfig, train_quality_classifier
+    from tasks.curate.quality import QualityClassifierConfig, train_quality_classifier
 
     rows = rows_of(docs)
     narrative = ("/tutorial/", "/howto/", "/faq/", "/whatsnew/")

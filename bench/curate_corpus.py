@@ -1,5 +1,5 @@
 """The demo corpus as a DocSet for the curate benchmark: Python 3.11 docs + Debian Reference (en/de/fr/ja) HTML on
-this machine, extracted with the crawl stage's own `tasks.extract.extract_page` (no HTTP server needed)."""
+this machine, extracted with the crawl stage's own `tasks.collect.extract.extract_page` (no HTTP server needed)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import hashlib
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from tasks.artifacts import DocSet, finish_stage, load_done, reset_dir
+from tasks.core.artifacts import DocSet, finish_stage, load_done, reset_dir
 
 PYDOC = Path("/usr/share/doc/python3.11/html")
 DEBREF = Path("/usr/share/debian-reference")
 
 
 def _one(item: tuple[str, str]) -> dict | None:
-    from tasks.extract import doc_row, extract_page
+    from tasks.collect.extract import doc_row, extract_page
 
     path, url = item
     body = Path(path).read_bytes()
@@ -36,7 +36,7 @@ def demo_docset(out: Path, workers: int = 2) -> DocSet:
     """Extract the demo corpus once into `out` (cached by its manifest)."""
     if done := load_done(out, DocSet):
         return done
-    from tasks.extract import write_docs
+    from tasks.collect.extract import write_docs
 
     reset_dir(out)
     with ProcessPoolExecutor(workers) as pool:

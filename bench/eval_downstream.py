@@ -19,16 +19,16 @@ SHARED = ROOT.parent / "shared" / "data" / "eval"
 
 def load(args: argparse.Namespace):
     if args.checkpoint:
-        from tasks.checkpoint import load_model
+        from models.checkpoint import load_model
 
         model, tokenizer, _ = load_model(args.checkpoint, device=args.device)
         return model, tokenizer
     import tempfile
     from pathlib import Path
 
-    from tasks.checkpoint import load_model
-    from tasks.export import resolve_checkpoint
-    from tasks.tracking import TrackingConfig
+    from models.checkpoint import load_model
+    from tasks.core.tracking import TrackingConfig
+    from tasks.registry.resolve import resolve_checkpoint
 
     # The registered model's artifacts hold the checkpoint directory; download it and load it directly.
     checkpoint = resolve_checkpoint(args.model_uri, Path(tempfile.mkdtemp(prefix="lmforge-eval-")), TrackingConfig())
@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--text", action="append", default=[], help="extra text file for bits per byte")
     args = parser.parse_args()
 
-    from tasks.evaluate import EvalConfig, evaluate_model
+    from tasks.evaluate.evaluate import EvalConfig, evaluate_model
 
     files = {
         "hellaswag_file": SHARED / "hellaswag_val_full.txt.bz2",

@@ -1,6 +1,6 @@
 """GPU throughput of the `gpt_124m` preset: tokens/s and MFU with bf16 autocast + torch.compile, short run.
 
-Runs the real trainer (`tasks.train.run_train`) on synthetic token shards (uniform random ids: throughput does not
+Runs the real trainer (`tasks.train.train.run_train`) on synthetic token shards (uniform random ids: throughput does not
 depend on the text) so it needs nothing from the network. MFU = flops_per_token x tokens/s / peak bf16 FLOP/s, with
 flops_per_token = 6 N_matmul + 12 L H D T (PaLM appendix B, as nanoGPT). Steps before `--skip` (compilation) are
 excluded from the averages.
@@ -29,8 +29,8 @@ def gpt_124m_model():
 
 def synthetic_tokens(root: Path, n_tokens: int, vocab_size: int):
     from models.tokenizer import Tokenizer
-    from tasks.artifacts import TokenSet, finish_stage
-    from tasks.data import write_bin
+    from tasks.core.artifacts import TokenSet, finish_stage
+    from tasks.core.tokens import write_bin
 
     root.mkdir(parents=True, exist_ok=True)
     tok = Tokenizer.train(["synthetic benchmark text " * 50] * 10, vocab_size=300)
@@ -54,7 +54,7 @@ def synthetic_tokens(root: Path, n_tokens: int, vocab_size: int):
 def main() -> None:
     import torch
 
-    from tasks.train import TrainConfig, run_train
+    from tasks.train.train import TrainConfig, run_train
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=60)

@@ -1,7 +1,7 @@
 """SFT benchmark: how much chat data the demo corpus yields, how well it packs, how fast SFT runs, what it learns.
 
 Extracts the Python documentation installed on this machine (the demo corpus) with the crawler's extractor, derives
-conversations (`tasks.sft_data`), trains a tokenizer on the pages, packs the conversations at the tiny preset's
+conversations (`tasks.finetune.sft_data`), trains a tokenizer on the pages, packs the conversations at the tiny preset's
 context, and fine-tunes a freshly initialised tiny-preset model for a few steps, reporting the assistant-token val
 loss before and after. Usage: `.venv/bin/python bench/sft.py [--pages 200] [--steps 30] [--threads 1]`.
 """
@@ -17,13 +17,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.artifacts import ShardSet
+from tasks.core.artifacts import ShardSet
 
 DEMO = "/usr/share/doc/python3.11/html"
 
 
 def demo_shards(root: Path, pages: int) -> tuple[ShardSet, list[str]]:
-    from tasks.extract import extract_page
+    from tasks.collect.extract import extract_page
 
     texts = []
     for path in sorted(glob.glob(f"{DEMO}/library/*.html"))[:pages]:
@@ -39,11 +39,11 @@ def demo_shards(root: Path, pages: int) -> tuple[ShardSet, list[str]]:
 def main() -> None:
     import torch
 
+    from models.checkpoint import save_checkpoint
     from models.gpt import ModelConfig, build_model
     from models.tokenizer import Tokenizer
-    from tasks.checkpoint import save_checkpoint
-    from tasks.sft import SFTConfig, checkpoint_from_dir, run_sft
-    from tasks.sft_data import SFTDataConfig, run_sft_data
+    from tasks.finetune.sft import SFTConfig, checkpoint_from_dir, run_sft
+    from tasks.finetune.sft_data import SFTDataConfig, run_sft_data
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--pages", type=int, default=200)

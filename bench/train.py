@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 from models.gpt import ModelConfig
-from tasks.artifacts import lmforge_home
-from tasks.train import TrainConfig
+from tasks.core.artifacts import lmforge_home
+from tasks.train.train import TrainConfig
 
 DOCS = Path("/usr/share/doc/python3.11/html")
 
@@ -29,9 +29,9 @@ def demo_tokens(vocab_size: int = 4096):
     import pyarrow.parquet as pq
     import trafilatura
 
-    from tasks.artifacts import ShardSet, TokenSet, load_done
-    from tasks.schema import SHARD_SCHEMA
-    from tasks.tokenize import TokenizeConfig, run_tokenize
+    from tasks.core.artifacts import ShardSet, TokenSet, load_done
+    from tasks.core.schema import SHARD_SCHEMA
+    from tasks.tokenize.tokenize import TokenizeConfig, run_tokenize
 
     root = lmforge_home() / "bench" / "train"
     done = load_done(root / f"tokens-{vocab_size}", TokenSet)
@@ -73,7 +73,7 @@ def speed(tokens, steps: int = 12) -> list[tuple[str, int, float]]:
     import torch
 
     from models.gpt import build_model
-    from tasks.data import TokenLoader
+    from tasks.core.tokens import TokenLoader
 
     rows = []
     seq = tiny_model().seq_len
@@ -105,7 +105,7 @@ class Contender:
 
         from models.gpt import build_model
         from models.muon import build_optimizers
-        from tasks.data import TokenLoader
+        from tasks.core.tokens import TokenLoader
 
         torch.manual_seed(cfg.seed)
         self.name, self.cfg = name, cfg
@@ -119,7 +119,7 @@ class Contender:
     def train_step(self) -> None:
         import torch
 
-        from tasks.train import lr_multiplier
+        from tasks.train.train import lr_multiplier
 
         t0 = time.perf_counter()
         mult = lr_multiplier(self.cfg, self.step, self.seconds)
@@ -139,7 +139,7 @@ class Contender:
     def evaluate(self, tokens) -> float:
         import math
 
-        from tasks.train_helpers import evaluate_loss
+        from tasks.train.helpers import evaluate_loss
 
         files = [tokens.dir / f for f in tokens.val_files]
         loss = evaluate_loss(self.model, files, 16, self.cfg.model.seq_len, 16, "cpu", contextlib.nullcontext())

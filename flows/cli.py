@@ -50,7 +50,7 @@ def config_error(error: Exception) -> SystemExit:
 
 def resolved_config(args: argparse.Namespace):
     """The pipeline config the command runs with; a mistake in it ends the command with a message."""
-    from flows.config import load_config
+    from flows.presets import load_config
 
     try:
         return load_config(args.preset, args.config, args.overrides)
@@ -112,12 +112,15 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     if args.task == "classify":
-        from tasks.classify import ClassifyConfig, finetune_classify
+        from flows.classify import finetune_classify
+        from tasks.finetune.classify import ClassifyConfig
 
-        version = finetune_classify(resolved_model_config(ClassifyConfig, args))
+        cfg = resolved_model_config(ClassifyConfig, args)
+        with prefect_run():
+            version = finetune_classify(cfg)
     elif args.task == "generate":
-        from tasks.classify import base_ref
-        from tasks.gen_task import GenTaskConfig, gen_task
+        from tasks.finetune.gen_task import GenTaskConfig, gen_task
+        from tasks.registry.resolve import base_ref
 
         cfg = resolved_model_config(GenTaskConfig, args)
         with prefect_run():
@@ -138,13 +141,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import json
     import tempfile
 
-    from tasks.checkpoint import load_model
-    from tasks.evaluate import EvalConfig, evaluate_model, resolve_device
-    from tasks.export import resolve_checkpoint
+    from models.checkpoint import load_model
+    from models.parallelize import resolve_device
+    from tasks.evaluate.evaluate import EvalConfig, evaluate_model
+    from tasks.registry.resolve import resolve_checkpoint
 
     cfg = resolved_model_config(EvalConfig, args)
     with tempfile.TemporaryDirectory(prefix="lmforge-eval-") as tmp:
-        device = resolve_device(cfg.device)
+        device = str(resolve_device(cfg.device))
         model, tokenizer, _ = load_model(resolve_checkpoint(args.model, Path(tmp), resolved_config(args).tracking), device)
         result = evaluate_model(model, tokenizer, cfg, None, device)
     print(json.dumps({"metrics": result["metrics"], "samples": result["samples"]}, indent=2))
@@ -152,7 +156,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from tasks.export import export_hf
+    from tasks.registry.export import export_hf
 
     out = export_hf(args.model, Path(args.out), tracking=resolved_config(args).tracking)
     print(f"exported {args.model} to {out} (Hugging Face format)")
@@ -160,27 +164,27 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def serve_config(args: argparse.Namespace):
-    from tasks.serve import ServeConfig
+    from tasks.serve.serve import ServeConfig
 
     return ServeConfig(model_uri=args.model, host=args.host, port=args.port)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from tasks.serve import serve
+    from tasks.serve.serve import serve
 
     serve(serve_config(args), resolved_config(args).tracking)
     return 0
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from tasks.serve import chat_repl, load_engine
+    from tasks.serve.serve import chat_repl, load_engine
 
     chat_repl(load_engine(serve_config(args), resolved_config(args).tracking), system=args.system)
     return 0
 
 
 def cmd_lineage(args: argparse.Namespace) -> int:
-    from tasks.lineage import lineage, training_urls
+    from tasks.registry.lineage import lineage, training_urls
 
     found = lineage(resolved_config(args).tracking, args.name, args.alias)
     if found is None:

@@ -1,7 +1,7 @@
 """`PipelineConfig`: the stage configs composed into the one object that drives the CLI, the Prefect form and MLflow.
 
-Each stage owns its config in its task module; this module only composes them and loads a config from a preset,
-an optional YAML file and `a.b=c` overrides, in that order.
+Each stage owns its config in its task package; this module composes them and applies config sources (a preset's
+dump, an optional YAML file, `a.b=c` overrides, in that order; `flows.presets.load_config` starts from a preset).
 """
 
 from __future__ import annotations
@@ -14,15 +14,14 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.crawl import CrawlConfig
-from tasks.curate import CurateConfig
-from tasks.evaluate import EvalConfig
-from tasks.register import RegisterConfig
-from tasks.shard import ShardConfig
-from tasks.tokenize import TokenizeConfig
-from tasks.tracking import TrackingConfig
-from tasks.train import TrainConfig
-
+from tasks.collect.config import CrawlConfig
+from tasks.core.tracking import TrackingConfig
+from tasks.curate.config import CurateConfig
+from tasks.evaluate.evaluate import EvalConfig
+from tasks.registry.register import RegisterConfig
+from tasks.shard.shard import ShardConfig
+from tasks.tokenize.tokenize import TokenizeConfig
+from tasks.train.train import TrainConfig
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -97,10 +96,3 @@ def apply_sources(
     for override in overrides:
         data = merge_into(model_type, data, parse_override(override))
     return model_type.model_validate(data)
-
-
-def load_config(preset: str = "tiny_cpu", config_file: Path | None = None, overrides: Sequence[str] = ()) -> PipelineConfig:
-    """Preset, then YAML file, then `--set` overrides; unknown keys anywhere are errors."""
-    from flows.presets import get_preset
-
-    return apply_sources(PipelineConfig, get_preset(preset).model_dump(mode="json"), config_file, overrides)

@@ -1,8 +1,8 @@
 """Chat fine-tuning: base model → SFT conversations → SFT → evaluate → register as a separate chat model.
 
 The base is a registry alias (`models:/lmforge@champion`, followed back to its checkpoint, token data and curated
-shards through `tasks.lineage`) or a checkpoint/stage directory. The SFT data is built from the base's curated
-shards, the team's seed set and the user's files (`tasks.sft_data`). The fine-tuned checkpoint is evaluated on the
+shards through `tasks.registry.lineage`) or a checkpoint/stage directory. The SFT data is built from the base's curated
+shards, the team's seed set and the user's files (`tasks.finetune.sft_data`). The fine-tuned checkpoint is evaluated on the
 base's held-out split, so chat versions compare with each other on the same bytes, and registered under its own
 name (`lmforge-chat` by default) through the same promotion gate as the base model.
 """
@@ -13,13 +13,13 @@ from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.chat import render_chat
-from tasks.artifacts import ModelVersionRef
-from tasks.evaluate import EvalConfig, evaluate
-from tasks.register import RegisterConfig, register
-from tasks.report import track_stage, tracked_run
-from tasks.sft import SFTConfig, resolve_sft_base, sft
-from tasks.sft_data import SFTDataConfig, sft_data
-from tasks.tracking import TrackingConfig
+from tasks.core.artifacts import ModelVersionRef
+from tasks.core.report import track_stage, tracked_run
+from tasks.core.tracking import TrackingConfig
+from tasks.evaluate.evaluate import EvalConfig, evaluate
+from tasks.finetune.sft import SFTConfig, resolve_sft_base, sft
+from tasks.finetune.sft_data import SFTDataConfig, sft_data
+from tasks.registry.register import RegisterConfig, register
 
 # Sample prompts in the chat template (without the leading <|bos|>, which the evaluate stage adds).
 CHAT_PROMPTS = [

@@ -10,14 +10,14 @@ from prefect import flow
 
 from flows.config import PipelineConfig
 from flows.presets import tiny_cpu
-from tasks.crawl import crawl
-from tasks.curate import curate
-from tasks.evaluate import evaluate
-from tasks.register import register
-from tasks.report import PipelineSummary, summarize, track_stage, tracked_run
-from tasks.shard import shard
-from tasks.tokenize import tokenize
-from tasks.train import train
+from tasks.collect.crawl import crawl
+from tasks.core.report import PipelineSummary, summarize, track_stage, tracked_run
+from tasks.curate.curate import curate
+from tasks.evaluate.evaluate import evaluate
+from tasks.registry.register import register
+from tasks.shard.shard import shard
+from tasks.tokenize.tokenize import tokenize
+from tasks.train.train import train
 
 # Training is the accelerator-bound stage: the tag lets a Prefect concurrency limit (`prefect concurrency-limit
 # create gpu 1`) keep two flows from training on the same GPU at once.

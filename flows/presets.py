@@ -6,10 +6,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
-from flows.config import PipelineConfig
-from tasks.safety import SAFETY_PROMPTS
+from flows.config import PipelineConfig, apply_sources
+from tasks.evaluate.safety import SAFETY_PROMPTS
 
 # Real documentation sites from Debian packages (infra/install_corpus.sh), served on 127.0.0.1 during the crawl.
 DEMO_SITES = {
@@ -77,3 +78,8 @@ def get_preset(name: str) -> PipelineConfig:
     if name not in PRESETS:
         raise KeyError(f"unknown preset {name!r}; choose one of {', '.join(sorted(PRESETS))}")
     return PRESETS[name]()
+
+
+def load_config(preset: str = "tiny_cpu", config_file: Path | None = None, overrides: Sequence[str] = ()) -> PipelineConfig:
+    """Preset, then YAML file, then `--set` overrides; unknown keys anywhere are errors."""
+    return apply_sources(PipelineConfig, get_preset(preset).model_dump(mode="json"), config_file, overrides)

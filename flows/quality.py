@@ -9,10 +9,11 @@ from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows.presets import tiny_cpu
-from tasks.crawl import CrawlConfig, crawl
-from tasks.quality_stage import QualityModelRef, QualityTrainConfig, quality_classifier
-from tasks.report import log_file, track_stage, tracked_run
-from tasks.tracking import TrackingConfig
+from tasks.collect.config import CrawlConfig
+from tasks.collect.crawl import crawl
+from tasks.core.report import log_file, track_stage, tracked_run
+from tasks.core.tracking import TrackingConfig
+from tasks.curate.quality_stage import QualityModelRef, QualityTrainConfig, quality_classifier
 
 
 class QualityFlowConfig(BaseModel):

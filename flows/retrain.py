@@ -15,15 +15,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from flows.config import PipelineConfig
 from flows.presets import tiny_cpu
-from tasks.crawl import crawl
-from tasks.curate import curate
-from tasks.evaluate import evaluate
-from tasks.lineage import champion_lineage
-from tasks.register import register
-from tasks.report import track_stage, tracked_run
-from tasks.shard import shard
-from tasks.tokenize import tokenize
-from tasks.train import train
+from tasks.collect.crawl import crawl
+from tasks.core.report import track_stage, tracked_run
+from tasks.curate.curate import curate
+from tasks.evaluate.evaluate import evaluate
+from tasks.registry.lineage import champion_lineage
+from tasks.registry.register import register
+from tasks.shard.shard import shard
+from tasks.tokenize.tokenize import tokenize
+from tasks.train.train import train
 
 
 class RetrainConfig(BaseModel):

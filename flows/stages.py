@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from prefect import flow
 
-from tasks.artifacts import CheckpointRef, DocSet, EvalReport, ShardSet, TokenSet
-from tasks.crawl import CrawlConfig, crawl
-from tasks.curate import CurateConfig, curate
-from tasks.evaluate import EvalConfig, evaluate
-from tasks.shard import ShardConfig, shard
-from tasks.tokenize import TokenizeConfig, tokenize
-from tasks.train import TrainConfig, train
+from tasks.collect.config import CrawlConfig
+from tasks.collect.crawl import crawl
+from tasks.core.artifacts import CheckpointRef, DocSet, EvalReport, ShardSet, TokenSet
+from tasks.curate.config import CurateConfig
+from tasks.curate.curate import curate
+from tasks.evaluate.evaluate import EvalConfig, evaluate
+from tasks.shard.shard import ShardConfig, shard
+from tasks.tokenize.tokenize import TokenizeConfig, tokenize
+from tasks.train.train import TrainConfig, train
 
 
 @flow(name="crawl")

@@ -10,14 +10,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from flows.config import PipelineConfig
 from flows.presets import tiny_cpu
-from tasks.crawl import crawl
-from tasks.curate import curate
-from tasks.evaluate import evaluate
-from tasks.report import tracked_run
-from tasks.shard import shard
-from tasks.sweep import SweepSpace, log_trial, sweep_trials, write_best
-from tasks.tokenize import tokenize
-from tasks.train import train
+from tasks.collect.crawl import crawl
+from tasks.core.report import tracked_run
+from tasks.curate.curate import curate
+from tasks.evaluate.evaluate import evaluate
+from tasks.shard.shard import shard
+from tasks.tokenize.tokenize import tokenize
+from tasks.train.sweep import SweepSpace, log_trial, sweep_trials, write_best
+from tasks.train.train import train
 
 
 class SweepConfig(BaseModel):

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
-import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.artifacts import lmforge_home, write_json_atomic
+from tasks.core.artifacts import lmforge_home, write_json_atomic
 
 
 class ServersConfig(BaseModel):

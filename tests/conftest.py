@@ -23,9 +23,8 @@ os.environ.pop("MLFLOW_TRACKING_URI", None)  # tests use their own SQLite stores
 @pytest.fixture(scope="session")
 def prefect_server():
     """A real Prefect API server (SQLite) for the whole session; its start costs ~20 s, so tests share it."""
-    from prefect.testing.utilities import prefect_test_harness
-
     from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=120):
         # Worker processes (datatrove, extraction pools) must reach this server too, not start their own.

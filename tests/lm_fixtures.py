@@ -93,7 +93,7 @@ class ScriptedLM(nn.Module):
 
 def write_checkpoint(out: Path, model, tokenizer, step: int = 10) -> Path:
     """A checkpoint dir `out/step_000010/` written by the train stage's own writer."""
-    from tasks.checkpoint import save_checkpoint
+    from models.checkpoint import save_checkpoint
 
     tok_file = tokenizer.save(out / "tokenizer-src.json")
     sidecar = {"model": model.config.model_dump(), "tokenizer": {"sha256": tokenizer.sha256}}
@@ -102,7 +102,7 @@ def write_checkpoint(out: Path, model, tokenizer, step: int = 10) -> Path:
 
 def checkpoint_ref(ckpt_dir: Path, model, step: int = 10):
     """The CheckpointRef the train stage would hand on for `ckpt_dir`."""
-    from tasks.artifacts import CheckpointRef
+    from tasks.core.artifacts import CheckpointRef
 
     return CheckpointRef(
         path=str(ckpt_dir.parent), checkpoint=ckpt_dir.name, tokenizer_file=str(ckpt_dir / "tokenizer.json"),

@@ -4,7 +4,8 @@ import pytest
 from pydantic import ValidationError
 
 from flows.cli import main
-from flows.config import PipelineConfig, load_config, parse_override
+from flows.config import PipelineConfig, parse_override
+from flows.presets import load_config
 
 
 def test_override_parses_dotted_key_and_yaml_value():

@@ -10,11 +10,11 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-
-from flows.config import load_config
-from flows.deployments import RETRAIN_CRON, build_deployments
 from test_pipeline import SCALED_DOWN
 from tiny_corpus import write_site
+
+from flows.deployments import RETRAIN_CRON, build_deployments
+from flows.presets import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,7 +41,7 @@ def wait_for(predicate, timeout_s: float, what: str):
 def test_ui_triggered_pipeline_run_registers_a_model(prefect_server, lmforge_home: Path, tmp_path: Path):
     from prefect.settings import PREFECT_API_URL
 
-    from tasks.tracking import client
+    from tasks.core.tracking import client
 
     api = PREFECT_API_URL.value()
     site = tmp_path / "site"

@@ -20,8 +20,8 @@ def write_curated(root: Path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from tasks.artifacts import ShardSet, finish_stage
-    from tasks.schema import SHARD_SCHEMA
+    from tasks.core.artifacts import ShardSet, finish_stage
+    from tasks.core.schema import SHARD_SCHEMA
 
     texts = [SECTION.format(name=f"fmt{i}") for i in range(6)] + [f"Page {i}. {FILLER}" for i in range(40)]
     rows = [{"id": f"doc-{i}", "text": t, "url": f"http://127.0.0.1/{i}", "domain": "127.0.0.1",
@@ -40,10 +40,10 @@ def registered_base(root: Path, tracking) -> None:
     from lm_fixtures import checkpoint_ref, tiny_gpt, write_checkpoint
 
     from models.tokenizer import Tokenizer
-    from tasks.artifacts import EvalReport, finish_stage
-    from tasks.register import RegisterConfig, run_register
-    from tasks.tokenize import TokenizeConfig, run_tokenize
-    from tasks.tracking import log_stage, open_run
+    from tasks.core.artifacts import EvalReport, finish_stage
+    from tasks.core.tracking import log_stage, open_run
+    from tasks.registry.register import RegisterConfig, run_register
+    from tasks.tokenize.tokenize import TokenizeConfig, run_tokenize
 
     shards = write_curated(root / "shards")
     cfg = TokenizeConfig(vocab_size=512, val_fraction=0.1, workers=1, min_bytes_per_token=0.0)
@@ -68,14 +68,14 @@ def test_finetune_registers_a_chat_model_that_exports(prefect_server, lmforge_ho
     import transformers
 
     from flows.finetune import CHAT_PROMPTS, FinetuneConfig, finetune
-    from tasks.artifacts import CheckpointRef, load_done
-    from tasks.checkpoint import load_model, read_sidecar
-    from tasks.evaluate import EvalConfig
-    from tasks.export import export_hf
-    from tasks.lineage import lineage
-    from tasks.sft import SFTConfig
-    from tasks.sft_data import SFTDataConfig
-    from tasks.tracking import TrackingConfig, client
+    from models.checkpoint import load_model, read_sidecar
+    from tasks.core.artifacts import CheckpointRef, load_done
+    from tasks.core.tracking import TrackingConfig, client
+    from tasks.evaluate.evaluate import EvalConfig
+    from tasks.finetune.sft import SFTConfig
+    from tasks.finetune.sft_data import SFTDataConfig
+    from tasks.registry.export import export_hf
+    from tasks.registry.lineage import lineage
 
     tracking = TrackingConfig()
     registered_base(tmp_path / "base", tracking)

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-
-from flows.config import load_config
-from tasks.schema import SHARD_SCHEMA
 from tiny_corpus import write_site
+
+from flows.presets import load_config
+from tasks.core.schema import SHARD_SCHEMA
 
 SCALED_DOWN = [
     "crawl.local_site.port=0",
@@ -34,7 +34,7 @@ SCALED_DOWN = [
 def test_tiny_pipeline_end_to_end(prefect_server, lmforge_home: Path, tmp_path: Path):
     from flows.pipeline import pipeline
     from models.tokenizer import Tokenizer
-    from tasks.tracking import client
+    from tasks.core.tracking import client
 
     site = tmp_path / "site"
     write_site(site, n_pages=40)

@@ -5,10 +5,10 @@ import os
 from pathlib import Path
 
 import pytest
-
-from flows.config import load_config
 from test_pipeline import SCALED_DOWN
 from tiny_corpus import paragraph, write_site
+
+from flows.presets import load_config
 
 
 @pytest.mark.slow
@@ -16,7 +16,7 @@ def test_retrain_nothing_new_then_changed_pages(prefect_server, lmforge_home: Pa
     import random
 
     from flows.retrain import RetrainConfig, retrain
-    from tasks.tracking import client
+    from tasks.core.tracking import client
 
     site = tmp_path / "site"
     pages = write_site(site, n_pages=30, seed=5)
@@ -42,7 +42,7 @@ def test_retrain_nothing_new_then_changed_pages(prefect_server, lmforge_home: Pa
     version = mlflow.get_model_version(base.registry.model_name, changed.model_uri.rsplit("/", 1)[1])
     assert version.tags["lmforge.gate.decision"] in ("promoted", "refused")
     assert version.tags["lmforge.gate.champion_version"] == first.model_uri.rsplit("/", 1)[1]
-    from tasks.lineage import lineage
+    from tasks.registry.lineage import lineage
 
     found = lineage(base.tracking, base.registry.model_name, version.tags["lmforge.gate.alias"])
     assert found.run_id == version.run_id

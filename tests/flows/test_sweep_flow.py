@@ -2,17 +2,17 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from flows.config import load_config
 from test_pipeline import SCALED_DOWN
 from tiny_corpus import write_site
+
+from flows.presets import load_config
 
 
 @pytest.mark.slow
 def test_sweep_logs_child_runs_and_writes_the_best_override(prefect_server, lmforge_home: Path, tmp_path: Path):
     from flows.sweep import SweepConfig, sweep
-    from tasks.sweep import SweepSpace
-    from tasks.tracking import client, experiment_id
+    from tasks.core.tracking import client, experiment_id
+    from tasks.train.sweep import SweepSpace
 
     site = tmp_path / "site"
     write_site(site, n_pages=20, seed=2)

@@ -6,7 +6,6 @@ import pytest
 from infra.servers import ServersConfig, down, free_port, pid_alive, running, up
 
 
-
 @pytest.mark.slow
 def test_up_starts_both_servers_and_down_stops_them(lmforge_home: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("PREFECT_HOME", str(lmforge_home / "prefect"))

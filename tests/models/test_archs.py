@@ -4,27 +4,18 @@ register through the normal stage functions."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
+from token_fixtures import make_token_set
 
+from models.checkpoint import load_model
 from models.gpt import ModelConfig, build_model
-from tasks.checkpoint import load_model
-from tasks.train import TrainConfig, run_train
-
-# tests/tasks/token_fixtures.py builds token sets with the real tokenize stage; tests/tasks is on sys.path only when
-# pytest collects that folder, so load the helper by its path
-_spec = importlib.util.spec_from_file_location(
-    "token_fixtures", Path(__file__).parents[1] / "tasks" / "token_fixtures.py"
-)
-token_fixtures = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(token_fixtures)
+from tasks.train.train import TrainConfig, run_train
 
 ARCHS = ["gpt", "gpt2", "rnn", "gcnn"]
 
@@ -37,7 +28,7 @@ def tiny(arch: str, vocab_size: int = 0, **overrides) -> ModelConfig:
 
 @pytest.fixture(scope="module")
 def tokens(tmp_path_factory):
-    return token_fixtures.make_token_set(tmp_path_factory.mktemp("data"), n_docs=120, vocab_size=400)
+    return make_token_set(tmp_path_factory.mktemp("data"), n_docs=120, vocab_size=400)
 
 
 def train_cfg(arch: str, **overrides) -> TrainConfig:
@@ -138,9 +129,9 @@ def test_new_archs_train_resume_exactly_and_round_trip(arch, tokens, tmp_path):
 def test_arch_trains_evaluates_and_registers(arch, tokens, tmp_path):
     import mlflow
 
-    from tasks.evaluate import EvalConfig, run_evaluate
-    from tasks.register import RegisterConfig, run_register
-    from tasks.tracking import TrackingConfig, client, open_run
+    from tasks.core.tracking import TrackingConfig, client, open_run
+    from tasks.evaluate.evaluate import EvalConfig, run_evaluate
+    from tasks.registry.register import RegisterConfig, run_register
 
     ckpt = run_train(train_cfg(arch, max_steps=6, checkpoint_every=0), tokens, tmp_path / "train")
     (tmp_path / "eval").mkdir()

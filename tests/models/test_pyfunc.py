@@ -85,7 +85,7 @@ def test_pyfunc_predict_and_stream(saved_model):
 
 
 def test_engine_stop_conditions_and_utf8_deltas(tok):
-    from models.pyfunc import ChatEngine
+    from models.generate import ChatEngine
 
     text = "Crème brûlée. Done"
     script = tok.encode(text) + [tok.token_to_id("<|end|>")] + tok.encode(" never")
@@ -135,3 +135,32 @@ def test_mlflow_models_serve_answers_a_chat_request(saved_model, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+STAGE_FREE_LOAD = """
+import importlib.abc, json, sys
+class NoStages(importlib.abc.MetaPathFinder):  # the stage code is not installed where the model is served
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("tasks", "flows", "infra"):
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)")
+        return None
+sys.meta_path.insert(0, NoStages())
+import mlflow
+model = mlflow.pyfunc.load_model(sys.argv[1])
+answer = model.predict({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4, "temperature": 0.0})
+import models
+print(json.dumps({"models_from": models.__path__[0], "finish": answer["choices"][0]["finish_reason"],
+                  "loaded": sorted(m for m in sys.modules if m.split(".")[0] in ("tasks", "flows", "infra"))}))
+"""
+
+
+def test_registered_model_carries_only_models_and_loads_without_stage_code(saved_model, tmp_path):
+    code = saved_model / "code"
+    assert sorted(p.name for p in code.iterdir()) == ["models"]
+    result = subprocess.run([sys.executable, "-c", STAGE_FREE_LOAD, str(saved_model)], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found["loaded"] == []
+    assert Path(found["models_from"]).resolve().is_relative_to(saved_model.resolve())
+    assert found["finish"] in {"stop", "length"}

@@ -39,7 +39,7 @@ def test_special_tokens_have_fixed_ids_and_survive_encoding(tok):
 
 
 def test_save_load_and_hash(tok, tmp_path):
-    from tasks.artifacts import file_sha256
+    from tasks.core.artifacts import file_sha256
 
     path = tok.save(tmp_path / "tokenizer.json")
     loaded = Tokenizer.load(path)

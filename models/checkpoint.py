@@ -1,0 +1,169 @@
+"""Training checkpoints: `step_000500/` directories written atomically, and loading them back.
+
+A checkpoint directory is self-contained, so the registry can package it as is:
+- `model.safetensors`: the weights (tied tensors stored once), in HF Llama/Qwen3 names for the `gpt` arch;
+- `state.pt`: optimizer state, RNG states, data-loader position and step; plain tensors and containers only, loaded
+  with `torch.load(weights_only=True)` (never unpickle code);
+- `tokenizer.json`: a copy of the tokenizer the model was trained with;
+- `sidecar.json`: model and train config, step, tokens seen, tokenizer sha256, data manifest sha256, git commit.
+It is written under a temporary name and renamed into place, so a directory named `step_*` is always complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+STEP_DIR = re.compile(r"^step_(\d{6,})$")
+WEIGHTS, STATE, SIDECAR, TOKENIZER = "model.safetensors", "state.pt", "sidecar.json", "tokenizer.json"
+SCHEMA_VERSION = 1  # of the sidecar; bump when a field changes meaning
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON under a temporary name and rename it into place, so readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+def git_commit() -> str | None:
+    """The commit of the code that trained the model, with `-dirty` when the tree has local changes."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "tasks", "models"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):  # not a git checkout (e.g. an installed wheel): no commit to record
+        return None
+    return f"{commit}-dirty" if dirty else commit
+
+
+def step_dirs(out: Path) -> list[Path]:
+    """Complete checkpoint directories under `out`, oldest first."""
+    if not out.is_dir():
+        return []
+    found = [p for p in out.iterdir() if p.is_dir() and STEP_DIR.match(p.name) and (p / SIDECAR).exists()]
+    return sorted(found, key=lambda p: int(STEP_DIR.match(p.name).group(1)))
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    dirs = step_dirs(out)
+    return dirs[-1] if dirs else None
+
+
+def save_checkpoint(
+    out: Path,
+    step: int,
+    model,
+    state: dict[str, Any],
+    sidecar: dict[str, Any],
+    tokenizer_file: Path,
+    keep_last: int = 2,
+    model_state: dict | None = None,
+) -> Path:
+    """Write `out/step_{step:06d}/` atomically and delete all but the newest `keep_last` checkpoints.
+
+    `model_state` overrides `model.state_dict()` (FSDP gathers a full state dict first); `state` must hold only
+    tensors, numbers, strings and containers so `weights_only=True` can load it.
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    final = out / f"step_{step:06d}"
+    tmp = out / f".tmp-{final.name}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    save_file(
+        _untie(model.state_dict() if model_state is None else model_state, _tied_names(model)), str(tmp / WEIGHTS)
+    )
+    torch.save(state, tmp / STATE)
+    shutil.copyfile(tokenizer_file, tmp / TOKENIZER)
+    sidecar = {
+        "schema_version": SCHEMA_VERSION,
+        "step": step,
+        "git_commit": git_commit(),
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **sidecar,
+    }
+    write_json_atomic(tmp / SIDECAR, sidecar)
+    if final.exists():  # a re-save of the same step (e.g. the final step of a resumed run)
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    for old in step_dirs(out)[:-keep_last] if keep_last > 0 else []:
+        shutil.rmtree(old)
+    return final
+
+
+def _tied_names(model) -> set[str]:
+    """Names of parameters that are another parameter under a second name (tied lm_head.weight)."""
+    seen: set[int] = set()
+    tied = set()
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in seen:
+            tied.add(name)
+        seen.add(id(p))
+    return tied
+
+
+def _untie(state: dict, tied: set[str]) -> dict:
+    """safetensors refuses shared storage: store each tied tensor once, under its first name (HF expects
+    model.embed_tokens.weight with tie_word_embeddings), contiguous, on CPU. FSDP's gathered state dict has separate
+    copies of tied tensors, hence the names from the model rather than storage pointers."""
+    return {name: t.detach().cpu().contiguous() for name, t in state.items() if name not in tied}
+
+
+def read_sidecar(checkpoint_dir: Path | str) -> dict[str, Any]:
+    path = Path(checkpoint_dir) / SIDECAR
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: {checkpoint_dir} is not a complete lmforge checkpoint")
+    return json.loads(path.read_text())
+
+
+def load_state(checkpoint_dir: Path | str) -> dict[str, Any]:
+    import torch
+
+    return torch.load(Path(checkpoint_dir) / STATE, map_location="cpu", weights_only=True)
+
+
+def load_weights(model, checkpoint_dir: Path | str, device: str = "cpu") -> None:
+    from safetensors.torch import load_file
+
+    weights = load_file(str(Path(checkpoint_dir) / WEIGHTS), device=device)
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    # tied lm_head.weight is stored once under its embedding name; anything else missing is a real mismatch
+    missing = [m for m in missing if not (m == "lm_head.weight" and getattr(model.config, "tie_embeddings", False))]
+    if missing or unexpected:
+        raise ValueError(
+            f"{checkpoint_dir}/{WEIGHTS} does not match the model: missing {missing}, unexpected {unexpected}"
+        )
+
+
+def load_model(checkpoint_dir: Path | str, device: str = "cpu"):
+    """(model in eval mode on `device`, its Tokenizer, the sidecar dict) from a checkpoint directory."""
+    from models.gpt import ModelConfig, build_model
+    from models.tokenizer import Tokenizer
+
+    checkpoint_dir = Path(checkpoint_dir)
+    sidecar = read_sidecar(checkpoint_dir)
+    model = build_model(ModelConfig.model_validate(sidecar["model"]))
+    load_weights(model, checkpoint_dir, device="cpu")
+    tokenizer = Tokenizer.load(checkpoint_dir / TOKENIZER)
+    expected = sidecar.get("tokenizer", {}).get("sha256")
+    if expected and tokenizer.sha256 != expected:
+        raise ValueError(f"{checkpoint_dir}/{TOKENIZER} does not match the sidecar's tokenizer sha256 {expected}")
+    return model.to(device).eval(), tokenizer, sidecar

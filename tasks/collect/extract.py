@@ -1,0 +1,143 @@
+"""Main-text extraction from raw HTML bytes, shared by the crawler and the WARC ingest path.
+
+`extract_page` decodes the body (trusting valid UTF-8 over a declared charset, since mis-declared pages are common),
+refuses binary payloads served as HTML, honours `<meta name="robots">`, collects links and feeds for the frontier,
+and runs trafilatura 2.x for text and metadata. It is a top-level function on plain data so it runs in worker
+processes. `doc_row` shapes one `tasks.core.schema.DOC_SCHEMA` row; `write_docs` writes a Parquet part atomically.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin
+
+_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([a-zA-Z0-9_\-:.]+)""", re.I)
+_BINARY_MAGIC = (b"\x89PNG", b"%PDF", b"\x1f\x8b", b"PK\x03\x04", b"GIF8", b"\xff\xd8\xff", b"\x7fELF", b"RIFF")
+FEED_TYPES = ("application/rss+xml", "application/atom+xml")
+
+
+@dataclass
+class PageExtract:
+    """What one HTML page gave: text and metadata, or `skip` saying why there is no document."""
+
+    skip: str = ""  # "" | binary_content | empty_text | noindex | extract_error
+    text: str = ""
+    title: str | None = None
+    author: str | None = None
+    date: str | None = None
+    language_hint: str | None = None
+    links: list[str] = field(default_factory=list)
+    feeds: list[str] = field(default_factory=list)
+    nofollow: bool = False
+
+
+def looks_binary(body: bytes) -> bool:
+    """True for payloads that are not text whatever their Content-Type says (images, PDFs, archives)."""
+    head = body[:4096]
+    if head.startswith(_BINARY_MAGIC) or b"\x00" in head:
+        return True
+    controls = sum(1 for b in head if b < 9 or 13 < b < 32)
+    return len(head) > 0 and controls / len(head) > 0.05
+
+
+def decode_html(body: bytes, content_type: str | None = None) -> str:
+    """Text of an HTML body: valid UTF-8 wins, then the declared charset (header, then <meta>), then detection."""
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    declared = []
+    if content_type and "charset=" in content_type.lower():
+        declared.append(content_type.lower().split("charset=")[-1].split(";")[0].strip(" \"'"))
+    match = _META_CHARSET.search(body[:4096])
+    if match:
+        declared.append(match.group(1).decode("ascii", "ignore"))
+    for name in declared:
+        try:
+            if codecs.lookup(name).name not in ("utf-8", "ascii"):  # UTF-8 already failed; ASCII is a subset
+                return body.decode(name)
+        except (LookupError, UnicodeDecodeError):
+            continue
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(body[:200_000]).best()
+    return body.decode(best.encoding if best else "cp1252", errors="replace")
+
+
+def extract_page(body: bytes, url: str, content_type: str | None = None, content_language: str | None = None,
+                 robots_header: str | None = None, fallback: bool = False) -> PageExtract:
+    """Decode, parse and extract one page (see module docstring). Runs in worker processes."""
+    if looks_binary(body):
+        return PageExtract(skip="binary_content")
+    import trafilatura
+    from lxml.etree import LxmlError
+    from trafilatura.settings import set_date_params
+    from trafilatura.utils import load_html
+
+    tree = load_html(decode_html(body, content_type))
+    if tree is None:
+        return PageExtract(skip="empty_text")
+    meta_robots = " ".join(tree.xpath("//meta[translate(@name,'ROBTS','robts')='robots']/@content"))
+    directives = f"{meta_robots},{robots_header or ''}".lower().replace(" ", "")
+    base = (tree.xpath("//base/@href") or [url])[0]
+    page = PageExtract(nofollow="nofollow" in directives or "none" in directives.split(","))
+    if not page.nofollow:
+        hrefs = tree.xpath("//a[not(contains(@rel,'nofollow'))]/@href")
+        # One page repeats links a lot (indexes, tables of contents): dedupe here, off the crawler's thread.
+        absolute = (urljoin(base, href.split("#")[0]) for href in hrefs if not href.startswith("#"))
+        page.links = list(dict.fromkeys(absolute))
+        page.feeds = [urljoin(base, el.get("href")) for el in tree.xpath("//link[@rel='alternate'][@href]")
+                      if (el.get("type") or "").lower() in FEED_TYPES]
+    lang = tree.xpath("/html/@lang|/html/@xml:lang", namespaces={"xml": "http://www.w3.org/XML/1998/namespace"})
+    page.language_hint = (lang[0] if lang else content_language or None) or None
+    if "noindex" in directives or "none" in directives.split(","):
+        page.skip = "noindex"
+        return page
+    # fast=True skips the readability/jusText comparison (about half the time); extensive date search calls
+    # dateparser, which costs more than all the rest of the extraction together.
+    try:
+        doc = trafilatura.bare_extraction(tree, url=url, with_metadata=True, include_comments=False,
+                                          fast=not fallback, include_tables=True, deduplicate=False,
+                                          date_extraction_params=set_date_params(False))
+    except (ValueError, TypeError, LxmlError):  # one pathological page must not stop a crawl of thousands
+        page.skip = "extract_error"
+        return page
+    text = (doc.text or "").strip() if doc is not None else ""
+    if not text:
+        page.skip = "empty_text"
+        return page
+    page.text, page.title, page.author, page.date = text, doc.title, doc.author, doc.date
+    page.language_hint = page.language_hint or doc.language
+    return page
+
+
+def doc_id(url: str) -> str:
+    return hashlib.sha1(url.encode()).hexdigest()
+
+
+def doc_row(page: PageExtract, *, url: str, domain: str, fetch_time: str, http_status: int, content_hash: str,
+            warc_file: str | None, warc_record_id: str | None) -> dict[str, Any]:
+    """One `tasks.core.schema.DOC_SCHEMA` row."""
+    return {"id": doc_id(url), "text": page.text, "url": url, "domain": domain, "title": page.title,
+            "author": page.author, "date": page.date, "fetch_time": fetch_time, "http_status": http_status,
+            "content_hash": content_hash, "language_hint": page.language_hint, "warc_file": warc_file,
+            "warc_record_id": warc_record_id}
+
+
+def write_docs(rows: list[dict[str, Any]], path: Path) -> None:
+    """Write rows as Parquet (zstd) under a temporary name, then rename: a reader never sees half a file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tasks.core.schema import DOC_SCHEMA
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(pa.Table.from_pylist(rows, schema=DOC_SCHEMA), tmp, compression="zstd")
+    os.replace(tmp, path)

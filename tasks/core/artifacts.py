@@ -1,0 +1,207 @@
+"""Run directories, manifests and the typed references passed between stages.
+
+Every stage writes into a deterministic directory keyed by its name, its config, the manifests of its inputs and
+the code version (`stage_dir`). A stage is done when its `manifest.json` exists: the manifest is written last, by
+`finish_stage`, after every other file is in place, and it stores the stage's reference (`StageRef` subclass) so a
+rerun rebuilds it without redoing the work (`load_done`). Stages pass these small refs, never data or models.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.checkpoint import write_json_atomic  # noqa: F401  (one atomic JSON writer for manifests and sidecars)
+
+MANIFEST = "manifest.json"
+SCHEMA_VERSION = 1
+
+
+def lmforge_home() -> Path:
+    """Root of runs, the embedded MLflow store and Prefect's home: `$LMFORGE_HOME`, default `./.lmforge`."""
+    return Path(os.environ.get("LMFORGE_HOME", ".lmforge")).resolve()
+
+
+class StageRef(BaseModel):
+    """What a finished stage hands to the next: where its output lives and the hash of its manifest."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: str = Field(description="Stage directory holding the outputs and manifest.json.")
+    manifest_sha256: str = Field(default="", description="sha256 of manifest.json; identifies the output exactly.")
+
+    @property
+    def dir(self) -> Path:
+        return Path(self.path)
+
+    def manifest(self) -> dict[str, Any]:
+        return json.loads((self.dir / MANIFEST).read_text())
+
+
+class DocSet(StageRef):
+    """Documents as Parquet files (crawl output: `tasks.core.schema.DOC_SCHEMA`)."""
+
+    files: list[str] = Field(description="Parquet files, relative to `path`.")
+    n_docs: int
+
+
+class ShardSet(StageRef):
+    """Curated Parquet shards (`tasks.core.schema.SHARD_SCHEMA`), `shard_00000.parquet` …"""
+
+    files: list[str] = Field(description="Parquet shards, relative to `path`.")
+    n_docs: int
+    n_bytes: int = Field(description="UTF-8 bytes of text over all shards.")
+
+
+class TokenSet(StageRef):
+    """A trained tokenizer and llm.c-format token shards split into train and val by document."""
+
+    tokenizer_file: str = Field(description="tokenizer.json, relative to `path`.")
+    vocab_size: int
+    train_files: list[str]
+    val_files: list[str]
+    n_train_tokens: int
+    n_val_tokens: int
+    val_bytes: int = Field(description="UTF-8 bytes of the val documents, the bits-per-byte denominator.")
+
+
+class CheckpointRef(StageRef):
+    """A model checkpoint: safetensors weights + JSON sidecar (config, step, tokenizer hash, data hash)."""
+
+    checkpoint: str = Field(description="Checkpoint directory, relative to `path`.")
+    tokenizer_file: str = Field(description="Absolute path of the tokenizer.json the model was trained with.")
+    step: int
+    n_params: int
+    tokens_seen: int
+    train_seconds: float
+    final_train_loss: float
+
+
+class EvalReport(StageRef):
+    """Evaluation results of one checkpoint."""
+
+    metrics: dict[str, float] = Field(description="val_loss, val_ppl, val_bpb and downstream scores.")
+    samples: list[str] = Field(default_factory=list, description="Sample generations for the fixed prompts.")
+
+
+class ModelVersionRef(BaseModel):
+    """A model version in the MLflow registry."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    version: str
+    alias: str = Field(description="Alias the version holds after the promotion gate (champion/challenger).")
+    model_uri: str = Field(description="models:/<name>/<version>")
+    run_id: str
+    tracking_uri: str
+
+
+R = TypeVar("R", bound=StageRef)
+
+
+def code_version() -> str:
+    """Hash of the stage and model source, so a code change invalidates cached stage outputs."""
+    root = Path(__file__).resolve().parents[2]  # the checkout: tasks/core/ is two levels down
+    digest = hashlib.sha256()
+    for package in ("tasks", "models"):
+        for source in sorted((root / package).rglob("*.py")):
+            digest.update(source.relative_to(root).as_posix().encode())
+            digest.update(source.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def config_hash(stage: str, cfg: BaseModel, *inputs: StageRef) -> str:
+    payload = json.dumps(
+        {
+            "stage": stage,
+            "config": cfg.model_dump(mode="json"),
+            "inputs": [ref.manifest_sha256 for ref in inputs],
+            "code": code_version(),
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def stage_dir(stage: str, cfg: BaseModel, *inputs: StageRef, home: Path | None = None) -> Path:
+    """`<home>/runs/<stage>/<hash>/`: the same stage, config, inputs and code always map to the same directory."""
+    out = (home or lmforge_home()) / "runs" / stage / config_hash(stage, cfg, *inputs)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_done(out: Path, ref_type: type[R]) -> R | None:
+    """The ref of a finished stage in `out`, or None when the stage has not completed there."""
+    manifest_path = out / MANIFEST
+    if not manifest_path.exists():
+        return None
+    manifest = json.loads(manifest_path.read_text())
+    ref = ref_type.model_validate({**manifest["ref"], "path": str(out)})
+    return ref.model_copy(update={"manifest_sha256": file_sha256(manifest_path)})
+
+
+def finish_stage(
+    out: Path,
+    ref: R,
+    *,
+    config: BaseModel | None = None,
+    stats: dict[str, Any] | None = None,
+    files: list[str] | None = None,
+    started: float | None = None,
+) -> R:
+    """Write `manifest.json` last (atomically) and return `ref` with the manifest's hash filled in.
+
+    `files` (relative to `out`; default: the files the ref itself declares) are listed with size and sha256 so a
+    reader can verify the output; a declared file that does not exist fails the stage.
+    """
+    if files is None:
+        files = declared_files(ref)
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "stage": out.parent.name,
+        "ref": ref.model_dump(mode="json", exclude={"path", "manifest_sha256"}),
+        "config": config.model_dump(mode="json") if config is not None else None,
+        "stats": stats or {},
+        "files": [
+            {"path": name, "bytes": (out / name).stat().st_size, "sha256": file_sha256(out / name)}
+            for name in (files or [])
+        ],
+        "code_version": code_version(),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "seconds": round(time.time() - started, 3) if started is not None else None,
+    }
+    write_json_atomic(out / MANIFEST, manifest)
+    return ref.model_copy(update={"path": str(out), "manifest_sha256": file_sha256(out / MANIFEST)})
+
+
+def declared_files(ref: StageRef) -> list[str]:
+    """Relative file paths a ref names in its `files`, `train_files`, `val_files` and `tokenizer_file` fields."""
+    names: list[str] = []
+    for field in ("files", "train_files", "val_files", "tokenizer_file"):
+        value = getattr(ref, field, None)
+        for name in [value] if isinstance(value, str) else value or []:
+            if not Path(name).is_absolute():
+                names.append(name)
+    return names
+
+
+def reset_dir(path: Path) -> Path:
+    """Empty a directory left half-written by a killed run, so the stage restarts from a clean slate."""
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path

@@ -1,0 +1,136 @@
+"""Run bookkeeping the pipeline flow wires between stages: the MLflow parent run, per-stage Prefect tables, and
+the closing summary (the table `lmforge run` prints and the Prefect markdown artifact).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from prefect import task
+from pydantic import BaseModel
+
+from tasks.core import tracking
+from tasks.core.artifacts import CheckpointRef, DocSet, EvalReport, ModelVersionRef, ShardSet, StageRef, TokenSet
+from tasks.core.tracking import TrackingConfig
+
+
+class PipelineSummary(BaseModel):
+    """What a finished pipeline run reports: one (label, value) row per headline number, plus where to look."""
+
+    rows: list[tuple[str, str]]
+    mlflow_run_id: str
+    model_uri: str
+    tracking_uri: str
+
+    def table(self) -> str:
+        width = max(len(label) for label, _ in self.rows)
+        lines = [f"{label:<{width}}  {value}" for label, value in self.rows]
+        rule = "-" * max(len(line) for line in lines)
+        return "\n".join([rule, *lines, rule])
+
+
+def prefect_run_context() -> dict[str, str]:
+    """The Prefect flow-run id and name when called inside a flow, for lineage tags; empty outside Prefect."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        return {}
+    return {"prefect.flow_run_id": str(context.flow_run.id), "prefect.flow_run_name": context.flow_run.name}
+
+
+@task(name="open-tracking", retries=2, retry_delay_seconds=2)
+def open_tracking(cfg: TrackingConfig, run_name: str, params: dict[str, Any]) -> str:
+    return tracking.open_run(cfg, run_name, params, tags=prefect_run_context())
+
+
+@task(name="close-tracking", retries=2, retry_delay_seconds=2)
+def close_tracking(cfg: TrackingConfig, run_id: str, status: str) -> None:
+    tracking.close_run(cfg, run_id, status)
+
+
+@task(name="log-file", retries=2, retry_delay_seconds=2)
+def log_file(cfg: TrackingConfig, run_id: str, path: str, artifact_path: str) -> None:
+    """Attach one file of a stage's output (a model, a report) to the MLflow run."""
+    tracking.client(cfg).log_artifact(run_id, path, artifact_path=artifact_path)
+
+
+@contextmanager
+def tracked_run(cfg: TrackingConfig, run_name: str, params: dict[str, Any]) -> Iterator[str]:
+    """An MLflow run around a flow's stages: opened first, closed FINISHED, or FAILED when a stage raises."""
+    run_id = open_tracking(cfg, run_name, params)
+    try:
+        yield run_id
+    except BaseException:
+        close_tracking(cfg, run_id, "FAILED")
+        raise
+    close_tracking(cfg, run_id, "FINISHED")
+
+
+def stage_rows(stats: dict[str, Any]) -> list[dict[str, str]]:
+    return [{"metric": key, "value": f"{value:g}"} for key, value in tracking.numeric_stats(stats).items()]
+
+
+@task(name="track-stage", retries=2, retry_delay_seconds=2)
+def track_stage(cfg: TrackingConfig, run_id: str, stage: str, ref: StageRef) -> None:
+    """Log a finished stage to MLflow and show its statistics as a Prefect table artifact."""
+    from prefect.artifacts import create_table_artifact
+
+    tracking.log_stage(cfg, run_id, stage, ref)
+    manifest = ref.manifest()
+    rows = stage_rows(manifest.get("stats", {}))
+    if rows:
+        create_table_artifact(
+            key=f"stage-{stage}", table=rows, description=f"{stage}: statistics of {ref.path} ({manifest.get('seconds')} s)"
+        )
+
+
+def mlflow_run_link(tracking_uri: str, run_id: str, experiment_id: str) -> str:
+    if tracking_uri.startswith("http"):
+        return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"run {run_id} in {tracking_uri} (open it with `lmforge up`, then http://127.0.0.1:5000)"
+
+
+@task(name="summarize")
+def summarize(
+    cfg: TrackingConfig,
+    run_id: str,
+    docs: DocSet,
+    curated: DocSet,
+    shards: ShardSet,
+    tokens: TokenSet,
+    checkpoint: CheckpointRef,
+    report: EvalReport,
+    version: ModelVersionRef,
+) -> PipelineSummary:
+    from prefect.artifacts import create_markdown_artifact
+
+    outcomes = docs.manifest().get("stats", {}).get("outcomes", {})
+    rows = [
+        ("pages crawled (fetched / unchanged)", f"{outcomes.get('fetched', 0)} / {outcomes.get('not_modified', 0)}"),
+        ("documents extracted", str(docs.n_docs)),
+        ("documents after curation", str(curated.n_docs)),
+        ("Parquet shards (docs, MB)", f"{len(shards.files)} ({shards.n_docs}, {shards.n_bytes / 1e6:.2f})"),
+        ("tokens train / val", f"{tokens.n_train_tokens:,} / {tokens.n_val_tokens:,}"),
+        ("vocab size", str(tokens.vocab_size)),
+        ("parameters", f"{checkpoint.n_params:,}"),
+        ("train steps / time", f"{checkpoint.step} / {checkpoint.train_seconds:.0f} s"),
+        ("val loss", f"{report.metrics.get('val_loss', float('nan')):.4f}"),
+        ("val bits per byte", f"{report.metrics.get('val_bpb', float('nan')):.4f}"),
+        ("MLflow model", f"{version.model_uri} (@{version.alias})"),
+    ]
+    summary = PipelineSummary(rows=rows, mlflow_run_id=run_id, model_uri=version.model_uri, tracking_uri=cfg.uri())
+    experiment = tracking.client(cfg).get_run(run_id).info.experiment_id
+    samples = "\n".join(f"- `{sample[:200]!r}`" for sample in report.samples[:3])
+    create_markdown_artifact(
+        key="pipeline-summary",
+        markdown="\n".join(
+            ["# lmforge pipeline run", "", "| | |", "|---|---|"]
+            + [f"| {label} | {value} |" for label, value in rows]
+            + ["", f"MLflow: {mlflow_run_link(cfg.uri(), run_id, experiment)}", "", "Samples:", samples]
+        ),
+        description="Headline numbers of this pipeline run",
+    )
+    return summary

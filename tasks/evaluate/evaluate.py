@@ -1,0 +1,122 @@
+"""Evaluate stage: held-out loss, perplexity and bits per byte, downstream benchmarks, sample generations.
+
+Bits per byte is what makes models with different tokenizers comparable: `bpb = total nats / (ln 2 · bytes)`,
+where the nats are summed over every text token of the evaluated documents (document-separator `<|bos|>` targets
+are not text, so they are not scored) and the bytes are the UTF-8 bytes of those documents. The held-out split
+comes from the tokenize stage's val shards; users can name more text/JSONL/Parquet files (`text_files`). The
+stage writes `report.json` (metrics, samples and an `eval_sets` fingerprint per metric group, which the promotion
+gate uses to compare models only on the same data) and `report.md`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+
+from tasks.core.artifacts import CheckpointRef, EvalReport, TokenSet, finish_stage, load_done, reset_dir, stage_dir
+from tasks.evaluate import downstream, safety
+from tasks.evaluate.config import VAL_DOCS, EvalConfig
+from tasks.evaluate.metrics import context_length, heldout_metrics, text_file_metrics
+from tasks.evaluate.samples import sample_generations
+
+
+def evaluate_model(model: Any, tokenizer: Any, cfg: EvalConfig, tokens: TokenSet | None, device: str = "cpu") -> dict[str, Any]:
+    """Every configured evaluation of a loaded model: {"metrics", "eval_sets", "samples", "stats"}."""
+    seq_len = cfg.seq_len or context_length(model)
+    metrics: dict[str, float] = {}
+    eval_sets: dict[str, str] = {}
+    stats: dict[str, Any] = {}
+    t0 = time.time()
+    if tokens is not None:
+        val, eval_sets["val"], stats["val"], val_texts = heldout_metrics(model, tokenizer, tokens, cfg, seq_len, device)
+        metrics.update(val)
+    for name in cfg.text_files:
+        found, eval_sets[f"text/{Path(name).stem}"] = text_file_metrics(model, tokenizer, Path(name), seq_len, cfg, device)
+        metrics.update(found)
+    stats["heldout_seconds"] = time.time() - t0
+    limit = cfg.max_downstream_examples
+    benchmarks = [
+        ("hellaswag", cfg.hellaswag_file, downstream.load_hellaswag, downstream.score_multiple_choice),
+        ("arc", cfg.arc_file, downstream.load_arc, downstream.score_multiple_choice),
+        ("lambada", cfg.lambada_file, downstream.load_lambada, downstream.score_lambada),
+    ]
+    for name, path, load, score in benchmarks:
+        if path:
+            t0 = time.time()
+            found = score(model, tokenizer, load(path, limit), seq_len, device, cfg.batch_size)
+            metrics.update({f"{name}_{key}": value for key, value in found.items()})
+            eval_sets[name] = downstream.file_fingerprint(path, limit)
+            stats[f"{name}_seconds"] = time.time() - t0
+    t0 = time.time()
+    found, sets, safety_details = safety.run_probes(model, tokenizer, cfg, seq_len, device)
+    metrics.update(found)
+    eval_sets.update(sets)
+    stats["safety_seconds"] = time.time() - t0
+    t0 = time.time()
+    samples = sample_generations(model, tokenizer, cfg, device) if cfg.prompts else []
+    stats["samples_seconds"] = time.time() - t0
+    result = {"metrics": metrics, "eval_sets": eval_sets, "samples": samples, "stats": stats, "safety": safety_details}
+    return result | ({"val_texts": val_texts} if tokens is not None else {})
+
+
+def report_markdown(result: dict[str, Any], ckpt: CheckpointRef) -> str:
+    lines = [f"# Evaluation of checkpoint step {ckpt.step} ({ckpt.n_params:,} parameters)", "", "| metric | value |",
+             "| --- | --- |"]
+    lines += [f"| {key} | {value:.4f} |" for key, value in sorted(result["metrics"].items())]
+    lines += ["", "## Samples", ""] + [f"- `{sample!r}`" for sample in result["samples"]]
+    return "\n".join(lines) + "\n"
+
+
+def run_evaluate(cfg: EvalConfig, ckpt: CheckpointRef, tokens: TokenSet, out: Path) -> EvalReport:
+    from models.checkpoint import load_model
+
+    t0 = time.time()
+    if any(out.iterdir()):  # leftovers of a killed run: evaluation is cheap to redo
+        reset_dir(out)
+    from models.parallelize import resolve_device
+
+    device = str(resolve_device(cfg.device))
+    model, tokenizer, _ = load_model(ckpt.dir / ckpt.checkpoint, device=device)
+    model.eval()
+    result = evaluate_model(model, tokenizer, cfg, tokens, device)
+    result["checkpoint"] = {"path": str(ckpt.dir / ckpt.checkpoint), "step": ckpt.step, "manifest": ckpt.manifest_sha256}
+    result["tokenizer_sha256"] = tokenizer.sha256
+    # the scored val documents as text: the eval set itself, so a model with another tokenizer can be scored on it
+    with open(out / VAL_DOCS, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps({"text": text}) + "\n" for text in result.pop("val_texts"))
+    (out / "report.json").write_text(json.dumps(result, indent=2, sort_keys=True))
+    (out / "report.md").write_text(report_markdown(result, ckpt))
+    ref = EvalReport(path=str(out), metrics=result["metrics"], samples=result["samples"])
+    stats = {**result["stats"], **{k: v for k, v in result["metrics"].items() if "/" not in k}}
+    return finish_stage(out, ref, config=cfg, stats=stats, files=["report.json", "report.md", VAL_DOCS], started=t0)
+
+
+def rescore(checkpoint_dir: Path, report: EvalReport, device: str = "cpu") -> tuple[dict[str, float], dict[str, str]]:
+    """Metrics and eval-set fingerprints of another checkpoint on exactly the eval sets of `report`.
+
+    The promotion gate uses it when the champion was scored on other data. The val set is re-read as text
+    (`val_docs.jsonl`), so a champion with a different tokenizer is scored fairly: bits per byte over the same bytes.
+    """
+    from models.checkpoint import load_model
+
+    saved = json.loads((report.dir / "report.json").read_text())
+    cfg = EvalConfig.model_validate({**report.manifest()["config"], "prompts": []})
+    model, tokenizer, _ = load_model(checkpoint_dir, device=device)
+    result = evaluate_model(model, tokenizer, cfg, None, device)
+    metrics, eval_sets = result["metrics"], result["eval_sets"]
+    if (report.dir / VAL_DOCS).is_file() and "val" in saved.get("eval_sets", {}):
+        found, _ = text_file_metrics(model, tokenizer, report.dir / VAL_DOCS, cfg.seq_len or context_length(model), cfg,
+                                     device, prefix="val", n_bytes=int(report.metrics.get("val_bytes", 0)) or None)
+        metrics.update(found)
+        eval_sets["val"] = saved["eval_sets"]["val"]
+    return metrics, eval_sets
+
+
+@task(name="evaluate", retries=1)
+def evaluate(cfg: EvalConfig, ckpt: CheckpointRef, tokens: TokenSet) -> EvalReport:
+    out = stage_dir("evaluate", cfg, ckpt, tokens)
+    return load_done(out, EvalReport) or run_evaluate(cfg, ckpt, tokens, out)

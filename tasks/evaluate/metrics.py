@@ -1,0 +1,121 @@
+"""Scoring text: next-token loss over token streams, perplexity and bits per byte of the held-out split and of
+user files. Bits per byte = total nats / (ln 2 · UTF-8 bytes), so models with different tokenizers compare."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tasks.core.artifacts import TokenSet
+from tasks.evaluate.config import EvalConfig
+
+
+def context_length(model: Any) -> int:
+    config = getattr(model, "config", None)
+    for name in ("seq_len", "block_size", "sequence_len", "n_ctx"):
+        if config is not None and getattr(config, name, None):
+            return int(getattr(config, name))
+    raise ValueError("cannot tell the model's context length; set evaluate.seq_len")
+
+
+def score_stream(model: Any, stream: np.ndarray, skip_id: int, seq_len: int, batch_size: int, device: str) -> tuple[float, int]:
+    """(total nats, tokens scored) of next-token prediction over `stream`, skipping targets equal to `skip_id`.
+
+    Windows of `seq_len` targets overlap by one token, so every token after the first is scored exactly once.
+    """
+    import torch
+
+    starts = list(range(0, max(1, len(stream) - 1), seq_len))
+    total, count = 0.0, 0
+    for b in range(0, len(starts), batch_size):
+        rows = [np.asarray(stream[s : s + seq_len + 1], dtype=np.int64) for s in starts[b : b + batch_size]]
+        width = max(len(r) for r in rows) - 1
+        x = torch.zeros((len(rows), width), dtype=torch.long)
+        y = torch.full((len(rows), width), -1, dtype=torch.long)  # -1 marks padding
+        for i, row in enumerate(rows):
+            x[i, : len(row) - 1] = torch.from_numpy(row[:-1])
+            y[i, : len(row) - 1] = torch.from_numpy(row[1:])
+        with torch.no_grad():
+            logits, _ = model(x.to(device))  # (B, T, V)
+        logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
+        keep = (y >= 0) & (y != skip_id)
+        picked = logprobs.gather(-1, y.clamp(min=0)[..., None]).squeeze(-1)  # (B, T)
+        total += float(-(picked[keep]).double().sum())
+        count += int(keep.sum())
+    return total, count
+
+
+def nll_metrics(nats: float, tokens: int, n_bytes: int, prefix: str) -> dict[str, float]:
+    loss = nats / max(1, tokens)
+    return {
+        f"{prefix}_loss": loss,
+        f"{prefix}_ppl": math.exp(min(loss, 50.0)),
+        f"{prefix}_bpb": nats / (math.log(2) * max(1, n_bytes)),
+        f"{prefix}_tokens": float(tokens),
+        f"{prefix}_bytes": float(n_bytes),
+    }
+
+
+def split_docs(tokens: np.ndarray, bos_id: int) -> list[np.ndarray]:
+    """Documents of a token shard, each starting with its `<|bos|>`."""
+    starts = np.flatnonzero(np.asarray(tokens) == bos_id).tolist()
+    if not starts or starts[0] != 0:
+        starts = [0] + starts
+    return [np.asarray(tokens[a:b]) for a, b in zip(starts, starts[1:] + [len(tokens)])]
+
+
+def heldout_metrics(model: Any, tokenizer: Any, tokens: TokenSet, cfg: EvalConfig, seq_len: int, device: str):
+    """val_* metrics over the val shards (whole documents up to `max_val_tokens`), and the set's fingerprint."""
+    from tasks.core.tokens import read_bin
+
+    docs: list[np.ndarray] = []
+    n_total = n_kept = 0
+    for name in tokens.val_files:
+        for doc in split_docs(read_bin(tokens.dir / name), tokenizer.bos_id):
+            n_total += len(doc)
+            if cfg.max_val_tokens is None or n_kept + len(doc) <= cfg.max_val_tokens or not docs:
+                docs.append(doc)
+                n_kept += len(doc)
+    if not docs:
+        raise ValueError(f"no val tokens in {tokens.dir} ({tokens.val_files}); the tokenize stage made no val split")
+    digest = hashlib.sha256()
+    texts = [tokenizer.decode([int(t) for t in doc if t != tokenizer.bos_id]) for doc in docs]
+    for text in texts:
+        digest.update(text.encode("utf-8") + b"\x00")
+    decoded_bytes = sum(len(text.encode("utf-8")) for text in texts)
+    complete = n_kept == n_total
+    # The tokenize stage's byte count is the definition when every val document is scored; a capped run divides by
+    # the bytes of the documents it scored.
+    n_bytes = tokens.val_bytes if complete and tokens.val_bytes else decoded_bytes
+    nats, count = score_stream(model, np.concatenate(docs), tokenizer.bos_id, seq_len, cfg.batch_size, device)
+    stats = {"docs": len(docs), "tokens_available": n_total, "decoded_bytes": decoded_bytes, "complete": complete}
+    return nll_metrics(nats, count, n_bytes, "val"), digest.hexdigest()[:16], stats, texts
+
+
+def read_text_docs(path: Path) -> list[str]:
+    if not path.is_file():
+        raise FileNotFoundError(f"evaluate.text_files: {path} does not exist")
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        if "text" not in table.column_names:
+            raise ValueError(f"{path}: Parquet file needs a 'text' column, has {table.column_names}")
+        return [t for t in table.column("text").to_pylist() if t]
+    if path.suffix == ".jsonl":
+        return [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [path.read_text(encoding="utf-8")]
+
+
+def text_file_metrics(model: Any, tokenizer: Any, path: Path, seq_len: int, cfg: EvalConfig, device: str,
+                      prefix: str | None = None, n_bytes: int | None = None):
+    docs = read_text_docs(path)
+    stream = np.array([i for doc in docs for i in [tokenizer.bos_id, *tokenizer.encode(doc)]], dtype=np.int64)
+    nats, count = score_stream(model, stream, tokenizer.bos_id, seq_len, cfg.batch_size, device)
+    n_bytes = n_bytes or sum(len(doc.encode("utf-8")) for doc in docs)
+    return nll_metrics(nats, count, n_bytes, prefix or f"text/{path.stem}"), hashlib.sha256(path.read_bytes()).hexdigest()[:16]

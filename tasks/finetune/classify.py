@@ -1,0 +1,234 @@
+"""Classify stage: fine-tune a pretrained lmforge model for text classification, score it, register it in MLflow.
+
+Data are JSONL or Parquet rows `{text, label}` with any number of labels (strings or numbers; the label set is the
+sorted set of training labels). Without `val_file`, a deterministic `val_fraction` of the training rows (by text
+hash) is held out. The head (`models.classifier`) pools the base's final hidden states (mean or last token); base
+and head train together with AdamW unless `freeze_base`. Metrics on the val split: accuracy, macro-F1 (the mean of
+per-label F1 over every label, a label never predicted nor present scoring 0) and the confusion matrix (rows = true
+label, columns = predicted), saved as `metrics.json` and `confusion.png`. `register_classifier` logs them to MLflow
+and registers the pyfunc (`LmforgeClassifier`: texts in, labels and probabilities out); the promotion gate of
+`tasks.registry.register` decides the alias on `cls_macro_f1` over the same val set. `finetune_classify` is the whole thing
+for `lmforge finetune --task classify`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from prefect import task
+from pydantic import BaseModel, ConfigDict, Field
+
+from tasks.core.artifacts import (
+    CheckpointRef,
+    ModelVersionRef,
+    StageRef,
+    file_sha256,
+    finish_stage,
+    load_done,
+    reset_dir,
+    stage_dir,
+)
+from tasks.core.tracking import TrackingConfig
+from tasks.finetune.classify_metrics import classification_metrics, confusion_matrix, plot_confusion
+
+CLASSIFIER_DIR = "classifier"
+
+
+class ClassifyConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    base: str = Field(
+        default="models:/lmforge@champion", description="Pretrained base: checkpoint dir or models:/ URI."
+    )
+    train_file: str = Field(default="", description="Training rows {text, label}, .jsonl or .parquet.")
+    val_file: str | None = Field(default=None, description="Validation rows; None = hold out val_fraction of train.")
+    val_fraction: float = Field(default=0.2, gt=0, lt=1, description="Share of train rows held out without val_file.")
+    pooling: Literal["mean", "last"] = Field(default="mean", description="Pool hidden states by mean or last token.")
+    max_len: int = Field(default=128, ge=2, description="Tokens per text (with <|bos|>); longer texts are cut.")
+    epochs: int = Field(default=3, ge=1, description="Passes over the training rows.")
+    batch_size: int = Field(default=16, ge=1, description="Texts per optimizer step.")
+    lr: float = Field(default=3e-4, gt=0, description="AdamW learning rate of the base.")
+    head_lr: float = Field(default=3e-3, gt=0, description="AdamW learning rate of the classification head.")
+    weight_decay: float = Field(default=0.01, ge=0, description="Decoupled weight decay.")
+    dropout: float = Field(default=0.1, ge=0, lt=1, description="Dropout on the pooled features.")
+    freeze_base: bool = Field(default=False, description="Train the head only (a linear probe).")
+    seed: int = Field(default=1337, description="Seed of the split, the head init and the batch order.")
+    device: str = Field(default="auto", description="torch device; auto = cuda when available, else cpu.")
+    model_name: str = Field(default="lmforge-classifier", description="Registered model name in MLflow.")
+
+
+class ClassifierRef(StageRef):
+    """A fine-tuned classifier directory and its val metrics."""
+
+    classifier: str = Field(description="Classifier directory, relative to `path`.")
+    labels: list[str] = Field(description="Label names, in the head's output order.")
+    metrics: dict[str, float] = Field(description="cls_accuracy, cls_macro_f1, cls_f1_<label>, cls_n.")
+    val_set: str = Field(description="Fingerprint of the val rows and labels: the gate compares only on equal sets.")
+
+
+def read_examples(path: Path | str) -> list[tuple[str, Any]]:
+    """(text, label) rows of a JSONL or Parquet file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"classify data file {path} does not exist")
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(path).to_pylist()
+    else:
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    for n, row in enumerate(rows, 1):
+        if not isinstance(row.get("text"), str) or row.get("label") is None:
+            raise ValueError(f"{path}: row {n} needs a string 'text' and a 'label'; got keys {sorted(row)}")
+    return [(row["text"], row["label"]) for row in rows]
+
+
+def split_rows(cfg: ClassifyConfig) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]]]:
+    rows = read_examples(cfg.train_file)
+    if cfg.val_file:
+        return rows, read_examples(cfg.val_file)
+
+    def held_out(text: str) -> bool:  # by text hash: the same rows are held out whatever the file order
+        digest = hashlib.sha256(f"{cfg.seed}:{text}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64 < cfg.val_fraction
+
+    train = [r for r in rows if not held_out(r[0])]
+    val = [r for r in rows if held_out(r[0])]
+    if not train or not val:
+        raise ValueError(f"{cfg.train_file}: {len(rows)} rows give an empty train or val split; add rows or a val_file")
+    return train, val
+
+
+def run_classify(cfg: ClassifyConfig, base: CheckpointRef, out: Path) -> ClassifierRef:
+    import torch
+
+    from models.checkpoint import load_model
+    from models.classifier import SequenceClassifier, encode_batch, predict_proba, save_classifier
+    from models.parallelize import resolve_device
+
+    t0 = time.time()
+    reset_dir(out)  # a killed run restarts: fine-tuning a small head is cheap next to resuming exactly
+    device = str(resolve_device(cfg.device))
+    train, val = split_rows(cfg)
+    label_values = sorted({label for _, label in train}, key=lambda v: (type(v).__name__, v))
+    unknown = {label for _, label in val} - set(label_values)
+    if unknown:
+        raise ValueError(f"val labels {sorted(map(str, unknown))} never occur in {cfg.train_file}; add training rows")
+    index = {label: i for i, label in enumerate(label_values)}
+    labels = [str(v) for v in label_values]
+    torch.manual_seed(cfg.seed)
+    lm, tokenizer, sidecar = load_model(base.dir / base.checkpoint, device="cpu")
+    max_len = min(cfg.max_len, int(getattr(lm.config, "seq_len", cfg.max_len)))
+    model = SequenceClassifier(lm, len(labels), cfg.pooling, cfg.dropout).to(device)
+    if cfg.freeze_base:
+        model.base.requires_grad_(False)
+    groups = [{"params": model.head.parameters(), "lr": cfg.head_lr}]
+    groups += [] if cfg.freeze_base else [{"params": model.base.parameters(), "lr": cfg.lr}]
+    optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    rng, order, losses = random.Random(cfg.seed), list(range(len(train))), []
+    model.train()
+    for _ in range(cfg.epochs):
+        rng.shuffle(order)
+        for start in range(0, len(order), cfg.batch_size):
+            batch = [train[i] for i in order[start : start + cfg.batch_size]]
+            idx, lengths = encode_batch(tokenizer, [text for text, _ in batch], max_len)
+            target = torch.tensor([index[label] for _, label in batch], device=device)
+            loss = torch.nn.functional.cross_entropy(model(idx.to(device), lengths.to(device)), target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+    model.eval()
+    predicted = predict_proba(model, tokenizer, [text for text, _ in val], max_len).argmax(-1).tolist()
+    matrix = confusion_matrix([index[label] for _, label in val], predicted, len(labels))
+    metrics = classification_metrics(matrix, labels)
+    meta = {
+        "model": lm.config.model_dump(mode="json"),
+        "labels": label_values,
+        "pooling": cfg.pooling,
+        "max_len": max_len,
+        "base": {"checkpoint": str(base.dir / base.checkpoint), "step": sidecar.get("step")},
+    }
+    save_classifier(model, meta, base.dir / base.checkpoint / "tokenizer.json", out / CLASSIFIER_DIR)
+    (out / "metrics.json").write_text(json.dumps({"metrics": metrics, "labels": labels, "confusion": matrix}, indent=2))
+    plot_confusion(matrix, labels, out / "confusion.png")
+    files = ["metrics.json", "confusion.png"] + [f"{CLASSIFIER_DIR}/{p.name}" for p in (out / CLASSIFIER_DIR).iterdir()]
+    stats = {
+        **metrics,
+        "train_rows": len(train),
+        "val_rows": len(val),
+        "first_loss": losses[0],
+        "last_loss": losses[-1],
+        "train_seconds": time.time() - t0,
+    }
+    val_set = hashlib.sha256(json.dumps([[t, str(label)] for t, label in val] + [labels]).encode()).hexdigest()[:16]
+    ref = ClassifierRef(path=str(out), classifier=CLASSIFIER_DIR, labels=labels, metrics=metrics, val_set=val_set)
+    return finish_stage(out, ref, config=cfg, stats=stats, files=files, started=t0)
+
+
+def register_classifier(
+    cfg: ClassifyConfig, tracking: TrackingConfig, run_id: str, ref: ClassifierRef
+) -> ModelVersionRef:
+    """Log metrics and the confusion-matrix plot to `run_id`, register the pyfunc, and run the promotion gate."""
+    import mlflow
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    from models.pyfunc import pip_requirements, stage_code
+    from tasks.core.tracking import client, log_stage
+    from tasks.registry.register import EVAL_SET_TAG, METRIC_TAG, RegisterConfig, champion_scores, gate_decision
+
+    mlflow_client = client(tracking)
+    log_stage(tracking, run_id, "classify", ref)  # metrics and timings as classify/..., the manifest as an artifact
+    mlflow_client.log_artifact(run_id, str(ref.dir / "confusion.png"), artifact_path="classify")
+    mlflow_client.log_artifact(run_id, str(ref.dir / "metrics.json"), artifact_path="classify")
+    with tempfile.TemporaryDirectory(prefix="lmforge-classifier-") as tmp:
+        mlflow.pyfunc.save_model(
+            path=str(Path(tmp) / "model"),
+            python_model=str(Path(__file__).resolve().parents[2] / "models" / "classifier_entry.py"),
+            artifacts={"classifier": str(ref.dir / ref.classifier)},
+            code_paths=stage_code(Path(tmp) / "code"),
+            pip_requirements=list(pip_requirements()),
+            input_example=pd.DataFrame({"text": ["an example text to classify"]}),
+        )
+        mlflow_client.log_artifacts(run_id, str(Path(tmp) / "model"), artifact_path="classifier")
+    try:
+        mlflow_client.create_registered_model(cfg.model_name, description="lmforge text classifier")
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    gate = RegisterConfig(model_name=cfg.model_name, gate_metric="cls_macro_f1", guard_metrics=[])
+    _, old, old_sets = champion_scores(mlflow_client, gate)
+    new_sets = {"cls": ref.val_set}
+    promote, reason = gate_decision(gate, ref.metrics, new_sets, old, old_sets)
+    alias = gate.champion_alias if promote else gate.challenger_alias
+    tags = {f"{METRIC_TAG}{k}": repr(v) for k, v in ref.metrics.items()} | {f"{EVAL_SET_TAG}cls": new_sets["cls"]}
+    tags |= {"lmforge.gate.decision": "promoted" if promote else "refused", "lmforge.gate.reason": reason}
+    source = f"{mlflow_client.get_run(run_id).info.artifact_uri.rstrip('/')}/classifier"
+    version = mlflow_client.create_model_version(cfg.model_name, source, run_id=run_id, tags=tags)
+    mlflow_client.set_registered_model_alias(cfg.model_name, alias, version.version)
+    return ModelVersionRef(
+        name=cfg.model_name,
+        version=str(version.version),
+        alias=alias,
+        model_uri=f"models:/{cfg.model_name}/{version.version}",
+        run_id=run_id,
+        tracking_uri=tracking.uri(),
+    )
+
+
+def data_ref(cfg: ClassifyConfig) -> StageRef:
+    """The data files as a stage input, so an edited file gets a new stage directory."""
+    digest = "".join(file_sha256(Path(p)) for p in (cfg.train_file, cfg.val_file) if p)
+    return StageRef(path=cfg.train_file, manifest_sha256=hashlib.sha256(digest.encode()).hexdigest())
+
+
+@task(name="classify", retries=1)
+def classify(cfg: ClassifyConfig, base: CheckpointRef) -> ClassifierRef:
+    out = stage_dir("classify", cfg, base, data_ref(cfg))
+    return load_done(out, ClassifierRef) or run_classify(cfg, base, out)

@@ -1,0 +1,128 @@
+"""Export to Hugging Face format: an lmforge checkpoint or registered model as a directory `transformers` loads.
+
+`export_hf(source, out)` writes what `AutoModelForCausalLM.from_pretrained(out)` and `AutoTokenizer.from_pretrained
+(out)` need, which is also what vLLM serves and llama.cpp's `convert_hf_to_gguf.py` converts:
+- `config.json`: `LlamaForCausalLM`, or `Qwen3ForCausalLM` when the model uses QK-norm; RoPE given both as
+  `rope_theta` (transformers 4.x, vLLM, llama.cpp) and `rope_parameters` (transformers 5);
+- `model.safetensors`: our state dict already uses HF names and layouts (`models.gpt`); a tied output head is stored
+  once, as HF expects with `tie_word_embeddings`;
+- `tokenizer.json` (the byte-level BPE as trained), `tokenizer_config.json` with our special tokens and a Jinja
+  chat template equal to `models.chat.render_chat`, `special_tokens_map.json`;
+- `generation_config.json`: stops on `<|end|>` (end of an assistant turn) and `<|eos|>`.
+`source` is a checkpoint dir (`step_*`), a train/SFT stage dir, or a registry URI `models:/name@alias` /
+`models:/name/version` (the checkpoint packaged in the registered pyfunc model is downloaded).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from models.chat import BOS_TOKEN, END_TOKEN, ROLE_TOKENS
+from models.tokenizer import EOS, PAD, SPECIAL_TOKENS
+from tasks.core.tracking import TrackingConfig
+from tasks.registry.resolve import resolve_checkpoint
+
+EXPORT_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+                "special_tokens_map.json", "generation_config.json")
+# render_chat as Jinja: the same text, so `tokenizer.apply_chat_template` matches what lmforge trained and serves.
+CHAT_TEMPLATE = (
+    "{{ '" + BOS_TOKEN + "' }}{% for message in messages %}{{ '<|' + message['role'] + '|>' + message['content'] + '"
+    + END_TOKEN + "' }}{% endfor %}{% if add_generation_prompt %}{{ '" + ROLE_TOKENS["assistant"] + "' }}{% endif %}"
+)
+
+
+def hf_config(model: dict[str, Any], tokenizer) -> dict[str, Any]:
+    """config.json for an lmforge `ModelConfig` (as a dict, from the checkpoint sidecar)."""
+    from models.gpt import ModelConfig
+
+    cfg = ModelConfig.model_validate(model)
+    if cfg.arch != "gpt":
+        raise ValueError(f"export: model.arch={cfg.arch!r} has no transformers counterpart; only 'gpt' exports")
+    qwen = cfg.qk_norm
+    config = {
+        "architectures": ["Qwen3ForCausalLM" if qwen else "LlamaForCausalLM"],
+        "model_type": "qwen3" if qwen else "llama",
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.n_embd,
+        "intermediate_size": cfg.hidden_dim,
+        "num_hidden_layers": cfg.n_layer,
+        "num_attention_heads": cfg.n_head,
+        "num_key_value_heads": cfg.n_kv_head,
+        "head_dim": cfg.head_dim,
+        "hidden_act": "silu",
+        "max_position_embeddings": cfg.seq_len,
+        "rms_norm_eps": cfg.norm_eps,
+        "rope_theta": cfg.rope_theta,
+        "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
+        "rope_scaling": None,
+        "tie_word_embeddings": cfg.tie_embeddings,
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "initializer_range": 0.02,
+        "use_cache": True,
+        "torch_dtype": "float32",
+        "bos_token_id": tokenizer.bos_id,
+        "eos_token_id": [tokenizer.token_to_id(END_TOKEN), tokenizer.eos_id],
+        "pad_token_id": tokenizer.pad_id,
+    }
+    if qwen:
+        config |= {"use_sliding_window": False, "sliding_window": None, "max_window_layers": cfg.n_layer}
+    else:
+        config |= {"mlp_bias": False, "pretraining_tp": 1}
+    return config
+
+
+def tokenizer_files(tokenizer, seq_len: int) -> dict[str, dict[str, Any]]:
+    """tokenizer_config.json and special_tokens_map.json for `PreTrainedTokenizerFast`."""
+    special = {"bos_token": BOS_TOKEN, "eos_token": EOS, "pad_token": PAD,
+               "additional_special_tokens": [t for t in SPECIAL_TOKENS if t not in (BOS_TOKEN, EOS, PAD)]}
+    added = {str(tokenizer.token_to_id(t)): {"content": t, "lstrip": False, "rstrip": False, "normalized": False,
+                                             "single_word": False, "special": True} for t in SPECIAL_TOKENS}
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": seq_len, "unk_token": None,
+              "add_bos_token": False, "add_eos_token": False, "clean_up_tokenization_spaces": False,
+              "chat_template": CHAT_TEMPLATE, "added_tokens_decoder": added, **special}
+    return {"tokenizer_config.json": config, "special_tokens_map.json": special}
+
+
+def export_hf(source: str, out: Path, tracking: TrackingConfig | None = None) -> Path:
+    """Write the HF-format export of `source` into `out` (replacing an earlier export there); returns `out`."""
+    from safetensors.torch import load_file, save_file
+
+    from models import checkpoint as ckpt
+    from models.checkpoint import read_sidecar
+    from models.tokenizer import Tokenizer
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not (out / "config.json").is_file():
+        raise FileExistsError(f"export: {out} is a non-empty directory that is not an earlier export; pick another")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="lmforge-export-") as download:
+        checkpoint = resolve_checkpoint(source, Path(download), tracking)
+        sidecar = read_sidecar(checkpoint)
+        tokenizer = Tokenizer.load(checkpoint / ckpt.TOKENIZER)
+        config = hf_config(sidecar["model"], tokenizer)
+        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        weights = load_file(str(checkpoint / ckpt.WEIGHTS))
+        if config["tie_word_embeddings"]:
+            weights.pop("lm_head.weight", None)
+        save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / "model.safetensors"),
+                  metadata={"format": "pt"})
+        shutil.copyfile(checkpoint / ckpt.TOKENIZER, tmp / "tokenizer.json")
+        files = {"config.json": config, **tokenizer_files(tokenizer, config["max_position_embeddings"])}
+        files["generation_config.json"] = {
+            "bos_token_id": config["bos_token_id"], "eos_token_id": config["eos_token_id"],
+            "pad_token_id": config["pad_token_id"], "do_sample": True, "temperature": 0.7, "top_k": 50,
+        }
+        for name, content in files.items():
+            (tmp / name).write_text(json.dumps(content, indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)  # the export appears complete or not at all
+    return out

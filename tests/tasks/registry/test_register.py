@@ -1,0 +1,162 @@
+"""Register stage: the promotion gate against a real MLflow registry on SQLite, and the model card."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from lm_fixtures import checkpoint_ref, tiny_gpt, tiny_tokenizer, write_checkpoint
+
+from tasks.core.artifacts import EvalReport, finish_stage
+from tasks.core.tracking import TrackingConfig, client, open_run
+from tasks.registry.register import RegisterConfig, gate_decision, metric_group, run_register
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("register")
+    tracking = TrackingConfig(tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}")
+    # TrackingConfig leaves the artifact root to the server for explicit URIs; keep the artifacts in tmp
+    client(tracking).create_experiment(tracking.experiment, artifact_location=(tmp / "artifacts").as_uri())
+    tok = tiny_tokenizer()
+    model = tiny_gpt(tok.vocab_size)
+    ckpt = checkpoint_ref(write_checkpoint(tmp / "train", model, tok), model)
+    return tmp, tracking, ckpt
+
+
+def make_report(tmp: Path, name: str, metrics: dict[str, float], eval_sets: dict[str, str]) -> EvalReport:
+    out = tmp / f"eval-{name}"
+    out.mkdir()
+    (out / "report.json").write_text(json.dumps({"metrics": metrics, "eval_sets": eval_sets, "samples": []}))
+    return finish_stage(out, EvalReport(path=str(out), metrics=metrics), files=["report.json"])
+
+
+def register_with(setup, name: str, metrics: dict[str, float], eval_sets: dict[str, str] | None = None, **cfg):
+    tmp, tracking, ckpt = setup
+    run_id = open_run(tracking, f"run-{name}", {"crawl": {"seeds": ["http://127.0.0.1/"]}}, {})
+    report = make_report(tmp, name, metrics, eval_sets or {"val": "set-a", "hellaswag": "hs-1"})
+    return run_register(RegisterConfig(**cfg), tracking, run_id, ckpt, report), report
+
+
+def test_gate_promotes_first_and_better_refuses_worse(setup):
+    _, tracking, _ = setup
+    mlflow_client = client(tracking)
+    first, _ = register_with(setup, "first", {"val_bpb": 3.0, "hellaswag_acc_norm": 0.30})
+    assert (first.version, first.alias) == ("1", "champion")
+
+    worse, _ = register_with(setup, "worse", {"val_bpb": 3.2, "hellaswag_acc_norm": 0.31})
+    assert worse.alias == "challenger"
+    assert mlflow_client.get_model_version_by_alias("lmforge", "champion").version == 1
+    tags = mlflow_client.get_model_version("lmforge", worse.version).tags
+    assert tags["lmforge.gate.decision"] == "refused"
+    assert (float(tags["lmforge.gate.new_score"]), float(tags["lmforge.gate.champion_score"])) == (3.2, 3.0)
+
+    within_margin, _ = register_with(setup, "margin", {"val_bpb": 2.95}, gate_margin=0.1)
+    assert within_margin.alias == "challenger"
+
+    better, _ = register_with(setup, "better", {"val_bpb": 2.5, "hellaswag_acc_norm": 0.30})
+    assert better.alias == "champion"
+    champion = mlflow_client.get_model_version_by_alias("lmforge", "champion")
+    assert str(champion.version) == better.version
+    assert "beats champion 3.0000" in champion.tags["lmforge.gate.reason"]
+    assert "## Limitations and known risks" in champion.description and "http://127.0.0.1/" in champion.description
+    assert mlflow_client.get_model_version_by_alias("lmforge", "challenger").version == int(within_margin.version)
+
+    other_data, _ = register_with(setup, "other-data", {"val_bpb": 1.0}, {"val": "set-b"}, rescore_champion=False)
+    assert other_data.alias == "challenger"
+    assert "same eval set" in mlflow_client.get_model_version("lmforge", other_data.version).tags["lmforge.gate.reason"]
+
+
+def test_retry_returns_the_version_already_registered(setup):
+    tmp, tracking, ckpt = setup
+    run_id = open_run(tracking, "retry", {}, {})
+    report = make_report(tmp, "retry", {"val_bpb": 9.0}, {"val": "set-a"})
+    cfg = RegisterConfig(model_name="retry-model")
+    first = run_register(cfg, tracking, run_id, ckpt, report)
+    assert run_register(cfg, tracking, run_id, ckpt, report) == first
+    assert len(client(tracking).search_model_versions("name='retry-model'")) == 1
+
+
+@pytest.mark.slow
+def test_champion_loads_from_the_registry_and_answers(setup):
+    import mlflow
+
+    _, tracking, _ = setup
+    register_with(setup, "serve", {"val_bpb": 0.5}, model_name="served")
+    mlflow.set_registry_uri(tracking.uri())
+    mlflow.set_tracking_uri(tracking.uri())
+    model = mlflow.pyfunc.load_model("models:/served@champion")
+    answer = model.predict({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4, "temperature": 0.0})
+    assert answer["choices"][0]["message"]["role"] == "assistant"
+    assert answer["usage"]["completion_tokens"] <= 4
+
+
+def test_guard_metric_drop_blocks_promotion():
+    cfg = RegisterConfig(guard_tolerance=0.01)
+    sets = {"val": "a", "arc": "x"}
+    old = {"val_bpb": 2.0, "arc_acc_norm": 0.40}
+    assert gate_decision(cfg, {"val_bpb": 1.9, "arc_acc_norm": 0.395}, sets, old, sets)[0] is True
+    promote, reason = gate_decision(cfg, {"val_bpb": 1.9, "arc_acc_norm": 0.30}, sets, old, sets)
+    assert promote is False and "arc_acc_norm dropped" in reason
+    # a guard measured on a different ARC file is not compared
+    assert gate_decision(cfg, {"val_bpb": 1.9, "arc_acc_norm": 0.30}, sets, old, {"val": "a", "arc": "y"})[0] is True
+    # higher-is-better gate metric
+    acc = RegisterConfig(gate_metric="arc_acc_norm", guard_metrics=[])
+    assert gate_decision(acc, {"arc_acc_norm": 0.5}, sets, {"arc_acc_norm": 0.4}, sets)[0] is True
+    assert gate_decision(acc, {"arc_acc_norm": 0.3}, sets, {"arc_acc_norm": 0.4}, sets)[0] is False
+
+
+def test_metric_groups():
+    assert [metric_group(m) for m in ("val_bpb", "hellaswag_acc_norm", "text/my_notes_bpb")] == [
+        "val", "hellaswag", "text/my_notes"]
+
+
+@pytest.mark.slow
+def test_champion_is_rescored_on_the_new_eval_data(setup, tmp_path):
+    from tasks.core.artifacts import TokenSet
+    from tasks.core.tokens import write_bin
+    from tasks.evaluate.evaluate import EvalConfig, run_evaluate
+
+    _, tracking, _ = setup
+    tok = tiny_tokenizer()
+
+    def tokens(name: str, docs: list[str]) -> TokenSet:
+        (tmp_path / name).mkdir()
+        write_bin(tmp_path / name / "val.bin", [i for d in docs for i in [tok.bos_id, *tok.encode(d)]], tok.vocab_size)
+        return TokenSet(path=str(tmp_path / name), tokenizer_file="", vocab_size=tok.vocab_size, train_files=[],
+                        val_files=["val.bin"], n_train_tokens=0, n_val_tokens=0,
+                        val_bytes=sum(len(d.encode()) for d in docs))
+
+    def evaluate(model_seed: int, val: TokenSet, name: str):
+        model = tiny_gpt(tok.vocab_size, seed=model_seed)
+        ckpt = checkpoint_ref(write_checkpoint(tmp_path / f"train-{model_seed}", model, tok), model)
+        (tmp_path / name).mkdir()
+        return ckpt, run_evaluate(EvalConfig(prompts=[]), ckpt, val, tmp_path / name)
+
+    set_a, set_b = tokens("a", ["Debian is a free operating system."]), tokens("b", ["Python reads JSON files."])
+    cfg = RegisterConfig(model_name="rescored")
+    ckpt_a, report_a = evaluate(1, set_a, "eval-a")
+    assert run_register(cfg, tracking, open_run(tracking, "a", {}, {}), ckpt_a, report_a).alias == "champion"
+    ckpt_b, report_b = evaluate(2, set_b, "eval-b")
+    _, champion_on_b = evaluate(1, set_b, "eval-a-on-b")  # what the gate must find for the champion on set B
+    second = run_register(cfg, tracking, open_run(tracking, "b", {}, {}), ckpt_b, report_b)
+    tags = client(tracking).get_model_version("rescored", second.version).tags
+    assert tags["lmforge.gate.champion_rescored"] == "true"
+    assert float(tags["lmforge.gate.champion_score"]) == pytest.approx(champion_on_b.metrics["val_bpb"], rel=1e-6)
+    better = report_b.metrics["val_bpb"] < champion_on_b.metrics["val_bpb"]
+    assert second.alias == ("champion" if better else "challenger")
+
+
+def test_serving_loads_the_registered_champion(setup):
+    """`lmforge serve` / `lmforge chat` start from a registry alias: the engine must load from what was registered."""
+    from tasks.serve.serve import ServeConfig, load_engine
+
+    _, tracking, _ = setup
+    register_with(setup, "served", {"val_bpb": 1.0})
+    engine = load_engine(ServeConfig(model_uri="models:/lmforge@champion"), tracking)
+    text, finish, prompt_tokens, completion_tokens = engine.complete(
+        [{"role": "user", "content": "hello"}], max_tokens=4, temperature=0.0
+    )
+    assert isinstance(text, str) and prompt_tokens > 0 and 0 < completion_tokens <= 4
+    assert engine.name == "lmforge@champion"

@@ -1,0 +1,178 @@
+"""The trainer: learning, checkpoint sidecar and self-contained dirs, SIGKILL-and-resume bit identity, 2-rank DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from token_fixtures import make_token_set
+
+from models.checkpoint import load_model, step_dirs
+from models.gpt import ModelConfig
+from tasks.train.train import TrainConfig, lr_multiplier, run_train
+
+REPO = Path(__file__).resolve().parents[3]
+TINY = ModelConfig(n_layer=2, n_embd=32, n_head=2, n_kv_head=1, seq_len=32)
+
+
+@pytest.fixture(scope="module")
+def tokens(tmp_path_factory):
+    return make_token_set(tmp_path_factory.mktemp("data"), n_docs=120, vocab_size=400)
+
+
+def small(**overrides) -> TrainConfig:
+    base = dict(
+        model=TINY,
+        max_steps=12,
+        batch_size=4,
+        warmup_steps=2,
+        checkpoint_every=4,
+        eval_every=6,
+        eval_batches=2,
+        log_every=2,
+        progress=False,
+        threads=1,
+    )
+    return TrainConfig(**{**base, **overrides})
+
+
+def weights(ref_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(ref_dir / "model.safetensors"))
+
+
+def test_trains_and_writes_a_self_contained_checkpoint(tokens, tmp_path):
+    ref = run_train(small(max_steps=30, keep_last=2, lr=1e-2), tokens, tmp_path / "run")
+    stats = ref.manifest()["stats"]
+    assert ref.step == 30 and ref.checkpoint == "step_000030"
+    assert stats["val_loss"] < 0.75 * torch.log(torch.tensor(float(tokens.vocab_size))).item()  # learned something
+    assert [p.name for p in step_dirs(ref.dir)] == ["step_000028", "step_000030"]  # keep_last=2
+    ckpt = ref.dir / ref.checkpoint
+    sidecar = json.loads((ckpt / "sidecar.json").read_text())
+    assert sidecar["step"] == 30 and sidecar["tokens_seen"] == 30 * 4 * 32 == ref.tokens_seen
+    assert sidecar["model"]["vocab_size"] == tokens.vocab_size and sidecar["train"]["max_steps"] == 30
+    assert sidecar["data"]["manifest_sha256"] == tokens.manifest_sha256
+    assert (
+        sidecar["tokenizer"]["sha256"]
+        == __import__("hashlib").sha256((ckpt / "tokenizer.json").read_bytes()).hexdigest()
+    )
+    assert sidecar["git_commit"] is None or len(sidecar["git_commit"]) >= 40
+    assert Path(ref.tokenizer_file).is_file() and ref.tokenizer_file.startswith(str(ckpt))
+    assert "lm_head.weight" not in weights(ckpt)  # tied: stored once, as model.embed_tokens.weight
+    state = torch.load(ckpt / "state.pt", weights_only=True)  # no pickled code needed
+    assert state["step"] == 30 and set(state["loader"]) == {"shard", "pos", "epoch"}
+    model, tok, side = load_model(ckpt)
+    assert not model.training and side["step"] == 30 and tok.vocab_size == tokens.vocab_size
+    x = torch.tensor([tok.encode("The river carries")])
+    assert model.generate(x, 5, temperature=0).shape == (1, x.size(1) + 5)
+
+
+def test_init_from_continues_from_weights(tokens, tmp_path):
+    first = run_train(small(max_steps=8), tokens, tmp_path / "a")
+    start = first.dir / first.checkpoint
+    second = run_train(
+        small(max_steps=2, init_from=str(start), lr=1e-9, warmup_steps=0, weight_decay=0), tokens, tmp_path / "b"
+    )
+    before, after = weights(start), weights(second.dir / second.checkpoint)
+    assert all(torch.allclose(before[k], after[k], atol=1e-6) for k in before)  # lr≈0: the weights came across
+
+
+def test_schedules():
+    cfg = small(max_steps=100, warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_multiplier(cfg, 0, 0) == pytest.approx(0.1) and lr_multiplier(cfg, 10, 0) == pytest.approx(1.0, abs=1e-3)
+    assert lr_multiplier(cfg, 100, 0) == pytest.approx(0.1)
+    wsd = cfg.model_copy(update={"schedule": "wsd", "decay_fraction": 0.2})
+    assert lr_multiplier(wsd, 81, 0) == 1.0 and lr_multiplier(wsd, 91, 0) == pytest.approx(0.55)
+    timed = cfg.model_copy(update={"max_seconds": 10.0})
+    assert lr_multiplier(timed, 20, 10.0) == pytest.approx(0.1)  # out of time: fully decayed
+
+
+SLOW_RUN = """
+import sys, time, json
+sys.path.insert(0, {tests!r})
+from pathlib import Path
+import tasks.core.tokens
+from tasks.core.artifacts import TokenSet
+from tasks.train.train import TrainConfig, run_train
+original = tasks.core.tokens.TokenLoader.next_batch
+def slow(self):  # slow each step down so the test can kill the run between checkpoints
+    time.sleep(0.15)
+    return original(self)
+tasks.core.tokens.TokenLoader.next_batch = slow
+run_train(TrainConfig.model_validate_json({cfg!r}), TokenSet.model_validate_json({tokens!r}), Path({out!r}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_sigkill_and_resume_is_bit_identical(tokens, tmp_path, optimizer):
+    cfg = small(max_steps=12, checkpoint_every=4, optimizer=optimizer, model=TINY.model_copy(update={"dropout": 0.1}))
+    reference = run_train(cfg, tokens, tmp_path / "straight")
+    out = tmp_path / "killed"
+    script = SLOW_RUN.format(
+        tests=str(Path(__file__).parent), cfg=cfg.model_dump_json(), tokens=tokens.model_dump_json(), out=str(out)
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO)
+    deadline = time.time() + 120
+    while not (out / "step_000004").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = [p.name for p in step_dirs(out)]
+    assert done and "step_000012" not in done and not (out / "manifest.json").exists(), done
+    resumed = run_train(cfg, tokens, out)
+    assert resumed.manifest()["stats"]["resumed_from_step"] in (4, 8)
+    a, b = weights(reference.dir / reference.checkpoint), weights(resumed.dir / resumed.checkpoint)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.final_train_loss == reference.final_train_loss
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_rank_gloo_step_equals_single_process(tokens, tmp_path, strategy):
+    one = small(max_steps=2, batch_size=4, checkpoint_every=0, eval_every=0, warmup_steps=0)
+    single = run_train(one, tokens, tmp_path / "one")
+    cfg = one.model_copy(update={"batch_size": 2, "distributed": strategy})  # 2 ranks x 2 rows = the same 4 rows
+    (tmp_path / "cfg.json").write_text(cfg.model_dump_json())
+    (tmp_path / "tokens.json").write_text(tokens.model_dump_json())
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
+    args = ["--config", tmp_path / "cfg.json", "--tokens", tmp_path / "tokens.json", "--out", tmp_path / "two"]
+    done = subprocess.run(
+        [*launch, "-m", "tasks.train", *map(str, args)], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    manifest = json.loads((tmp_path / "two" / "manifest.json").read_text())
+    assert manifest["stats"]["world_size"] == 2 and manifest["ref"]["tokens_seen"] == single.tokens_seen
+    a, b = weights(single.dir / single.checkpoint), weights(tmp_path / "two" / "step_000002")
+    assert a.keys() == b.keys()
+    assert all(torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4) for k in a)
+
+
+@pytest.mark.slow  # importing MLflow alone takes ~10 s here
+def test_metrics_reach_mlflow_in_batches(tokens, tmp_path):
+    from tasks.core.tracking import TrackingConfig, client, open_run
+
+    tracking = TrackingConfig(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_id = open_run(tracking, "train-test", params={}, tags={})
+    run_train(small(max_steps=4, eval_every=2), tokens, tmp_path / "run", tracking=(tracking, run_id))
+    history = client(tracking).get_metric_history(run_id, "train/loss")
+    assert [m.step for m in history] == [2, 4]
+    assert client(tracking).get_metric_history(run_id, "val/loss")
+    lines = (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+    assert json.loads(lines[0])["step"] == 2 and "train/tokens_per_s" in json.loads(lines[0])
