@@ -5,7 +5,7 @@ CONSTRAINTS ?= infra/constraints-cpu.txt
 BIN := $(VENV)/bin
 PIP_CONSTRAINTS := $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
 
-.PHONY: setup corpus browser demo test test-fast up down clean
+.PHONY: setup corpus browser postgres demo test test-fast up down clean
 
 setup: $(VENV)/.installed corpus
 
@@ -22,10 +22,13 @@ corpus:
 browser:
 	@bash infra/apt_install.sh browser
 
+postgres:
+	@bash infra/apt_install.sh postgres
+
 demo: setup
 	$(BIN)/lmforge run --preset tiny_cpu
 
-test: setup browser
+test: setup browser postgres
 	$(BIN)/python -m pytest -q
 
 test-fast: setup

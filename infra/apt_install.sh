@@ -3,6 +3,7 @@
 #   corpus   the demo corpus: Debian's Python 3.11 docs (530 HTML pages) and the Debian Reference in four languages
 #            (so language filtering has pages to drop)
 #   browser  chromium, for the test that renders the Prefect and MLflow UIs
+#   postgres PostgreSQL server, for the tests of the production set-up (they run their own cluster in a temp dir)
 # Without apt (or root/sudo) it explains what to do instead and exits 0: the demo can crawl any other site.
 set -euo pipefail
 missing=()
@@ -15,7 +16,9 @@ for group in "$@"; do
       done ;;
     browser)
       command -v chromium >/dev/null 2>&1 || missing+=(chromium) ;;
-    *) echo "apt_install.sh: unknown group '$group' (corpus, browser)" >&2; exit 2 ;;
+    postgres)
+      compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null || missing+=(postgresql) ;;
+    *) echo "apt_install.sh: unknown group '$group' (corpus, browser, postgres)" >&2; exit 2 ;;
   esac
 done
 [ ${#missing[@]} -eq 0 ] && exit 0

@@ -2,8 +2,12 @@
 
 Both default to SQLite stores under LMFORGE_HOME, the same stores the embedded pipeline writes to, so runs made
 before `up` show in the UIs. Postgres / S3 (MinIO) are a matter of configuration: pass database URIs and an
-artifact root (see infra/docker-compose.yml for the production layout). The servers run detached; their process
-ids and URLs are kept in `<home>/servers.json` so `down` (and the CLI, to route runs to them) can find them.
+artifact root; each server migrates its own schema on start. The servers run detached; their process ids and URLs
+are kept in `<home>/servers.json` so `down` (and the CLI, to route runs to them) can find them.
+
+`prefect_command`, `server_env`, `mlflow_command`, `worker_command` and `worker_env` are the one description of
+the topology: `up` runs them here, and infra/docker-compose.yml must say the same (tests/infra/test_compose.py
+renders them for the compose set-up and compares).
 """
 
 from __future__ import annotations
@@ -39,6 +43,71 @@ class ServersConfig(BaseModel):
         default=None, description="Artifact store, e.g. s3://bucket/path (MinIO); None = $LMFORGE_HOME/mlartifacts."
     )
     start_timeout_s: float = Field(default=180.0, description="How long to wait for both servers to answer.")
+    gpu_slots: int = Field(
+        default=1, ge=1, description="Prefect concurrency limit on the `gpu` tag: training task runs at once."
+    )
+
+
+WORK_POOL = "lmforge-local"  # the process pool of prefect.yaml's CPU deployments
+
+
+def prefect_command(cfg: ServersConfig) -> list[str]:
+    return ["prefect", "server", "start", "--host", cfg.host, "--port", str(cfg.prefect_port)]
+
+
+def server_env(cfg: ServersConfig) -> dict[str, str]:
+    """The Prefect server's settings (MLflow takes its stores as flags)."""
+    # The UI's JavaScript calls the API at this URL from the user's browser; Prefect's default assumes port 4200.
+    public_host = "localhost" if cfg.host == "0.0.0.0" else cfg.host
+    env = {"PREFECT_UI_API_URL": f"http://{public_host}:{cfg.prefect_port}/api"}
+    if cfg.prefect_database_url:
+        env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = cfg.prefect_database_url
+    return env
+
+
+def mlflow_command(cfg: ServersConfig, backend_store_uri: str, artifacts_destination: str) -> list[str]:
+    return ["mlflow", "server", "--host", cfg.host, "--port", str(cfg.mlflow_port),
+            "--backend-store-uri", backend_store_uri, "--artifacts-destination", artifacts_destination,
+            "--serve-artifacts"]
+
+
+def worker_command(pool: str = WORK_POOL) -> list[str]:
+    """A Prefect worker running the deployments of `pool` (prefect.yaml) as subprocesses of itself."""
+    return ["prefect", "worker", "start", "--pool", pool, "--type", "process"]
+
+
+def worker_env(prefect_url: str, mlflow_url: str, home: str, root: str) -> dict[str, str]:
+    """What a worker's flow runs need: both servers, the run directory, and the checkout prefect.yaml's pull step
+    changes into."""
+    return {"PREFECT_API_URL": f"{prefect_url}/api", "MLFLOW_TRACKING_URI": mlflow_url, "LMFORGE_HOME": home,
+            "LMFORGE_ROOT": root}
+
+
+def redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def check_database(url: str, setting: str) -> None:
+    """Fail before starting a server whose database cannot be reached: the server would only die in its log."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if not parsed.drivername.startswith("postgresql"):
+        return  # SQLite files are created on demand
+    import psycopg2
+
+    try:
+        psycopg2.connect(host=parsed.host, port=parsed.port or 5432, user=parsed.username,
+                         password=parsed.password, dbname=parsed.database, connect_timeout=5).close()
+    except psycopg2.OperationalError as error:
+        reason = " ".join(str(error).split())
+        raise RuntimeError(
+            f"cannot reach the database {redact(url)} ({setting}): {reason}. Fix: start PostgreSQL there, or correct "
+            f"host, port, user and password in {setting}; the database must exist (infra/postgres-init.sql creates "
+            "`prefect` and `mlflow`). The server creates its own tables on first start."
+        ) from None
 
 
 class ServerState(BaseModel):
@@ -102,24 +171,19 @@ def up(cfg: ServersConfig) -> ServerState:
         return state
     home = lmforge_home()
     logs = home / "logs"
+    if cfg.prefect_database_url:
+        check_database(cfg.prefect_database_url, "ServersConfig.prefect_database_url")
+    if cfg.mlflow_backend_store_uri:
+        check_database(cfg.mlflow_backend_store_uri, "ServersConfig.mlflow_backend_store_uri")
     env = dict(os.environ)
     env.setdefault("PREFECT_HOME", str(home / "prefect"))
-    # The UI's JavaScript calls the API at this URL; Prefect's default assumes port 4200.
-    env["PREFECT_UI_API_URL"] = f"http://{cfg.host}:{cfg.prefect_port}/api"
-    if cfg.prefect_database_url:
-        env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = cfg.prefect_database_url
+    env.update(server_env(cfg))
     backend = cfg.mlflow_backend_store_uri or f"sqlite:///{home / 'mlflow.db'}"
     artifacts = cfg.mlflow_artifacts_destination or str(home / "mlartifacts")
+    prefect, mlflow = prefect_command(cfg), mlflow_command(cfg, backend, artifacts)
     pids = {
-        "prefect": start_detached(
-            [bin_path("prefect"), "server", "start", "--host", cfg.host, "--port", str(cfg.prefect_port)],
-            logs / "prefect.log", env,
-        ),
-        "mlflow": start_detached(
-            [bin_path("mlflow"), "server", "--host", cfg.host, "--port", str(cfg.mlflow_port),
-             "--backend-store-uri", backend, "--artifacts-destination", artifacts, "--serve-artifacts"],
-            logs / "mlflow.log", env,
-        ),
+        "prefect": start_detached([bin_path(prefect[0]), *prefect[1:]], logs / "prefect.log", env),
+        "mlflow": start_detached([bin_path(mlflow[0]), *mlflow[1:]], logs / "mlflow.log", env),
     }
     state = ServerState(
         prefect_url=f"http://{cfg.host}:{cfg.prefect_port}", mlflow_url=f"http://{cfg.host}:{cfg.mlflow_port}", pids=pids
@@ -128,10 +192,19 @@ def up(cfg: ServersConfig) -> ServerState:
     try:
         wait_healthy(f"{state.prefect_url}/api/health", pids, cfg.start_timeout_s, logs)
         wait_healthy(f"{state.mlflow_url}/health", pids, cfg.start_timeout_s, logs)
-    except (RuntimeError, TimeoutError):
+        ensure_gpu_limit(f"{state.prefect_url}/api", cfg.gpu_slots)
+    except (RuntimeError, TimeoutError, httpx.HTTPError):
         down()
         raise
     return state
+
+
+def ensure_gpu_limit(api_url: str, slots: int) -> None:
+    """The tag concurrency limit that keeps training task runs (tagged `gpu`) off one accelerator at the same time;
+    the same as `prefect concurrency-limit create gpu 1`, and an upsert, so a restart keeps one limit."""
+    response = httpx.post(f"{api_url}/concurrency_limits/", json={"tag": "gpu", "concurrency_limit": slots},
+                          timeout=30)
+    response.raise_for_status()
 
 
 def down() -> list[str]:

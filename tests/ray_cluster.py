@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from processes import descendants, descends_from
+
 from infra.servers import free_port
 
 
@@ -67,22 +69,6 @@ def wait_for_head(temp: Path, head: subprocess.Popen, timeout_s: float) -> None:
     raise TimeoutError(f"the Ray head did not start within {timeout_s:.0f} s; see {temp / 'head.log'}")
 
 
-def parent_pid(pid: int) -> int:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0
-    return int(stat.rsplit(") ", 1)[1].split()[1])
-
-
-def descends_from(pid: int, ancestor: int) -> bool:
-    while pid > 1:
-        if pid == ancestor:
-            return True
-        pid = parent_pid(pid)
-    return False
-
-
 def processes_titled(prefix: str, ancestor: int) -> list[int]:
     """Pids of `ancestor`'s descendants whose command line (Ray sets it to `ray::Actor.method`) starts with `prefix`."""
     found = []
@@ -96,8 +82,3 @@ def processes_titled(prefix: str, ancestor: int) -> list[int]:
         if title.startswith(prefix) and descends_from(int(entry.name), ancestor):
             found.append(int(entry.name))
     return found
-
-
-def descendants(ancestor: int) -> list[int]:
-    return [int(e.name) for e in Path("/proc").iterdir()
-            if e.name.isdigit() and int(e.name) != ancestor and descends_from(int(e.name), ancestor)]
