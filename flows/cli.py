@@ -209,7 +209,11 @@ def cmd_config(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     from infra.servers import ServersConfig, up
 
-    state = up(ServersConfig(prefect_port=args.prefect_port, mlflow_port=args.mlflow_port))
+    state = up(ServersConfig(
+        prefect_port=args.prefect_port, mlflow_port=args.mlflow_port, prefect_database_url=args.prefect_database_url,
+        mlflow_backend_store_uri=args.mlflow_backend_store_uri,
+        mlflow_artifacts_destination=args.mlflow_artifacts_destination,
+    ))
     print(f"Prefect UI: {state.prefect_url}\nMLflow UI:  {state.mlflow_url}\nStop them with `lmforge down`.")
     return 0
 
@@ -272,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     up = command("up", cmd_up, "start the Prefect and MLflow servers on 127.0.0.1", config=False)
     up.add_argument("--prefect-port", type=int, default=4200)
     up.add_argument("--mlflow-port", type=int, default=5000)
+    up.add_argument("--prefect-database-url", default=None, help="e.g. postgresql+asyncpg://user:pw@host:5432/prefect")
+    up.add_argument("--mlflow-backend-store-uri", default=None, help="e.g. postgresql://user:pw@host:5432/mlflow")
+    up.add_argument("--mlflow-artifacts-destination", default=None, help="e.g. s3://bucket/path (MinIO)")
     command("down", cmd_down, "stop the servers `lmforge up` started", config=False)
     serve_flows = command("serve-flows", cmd_serve_flows, "serve the deployments: run what the Prefect UI triggers",
                           config=False)

@@ -96,12 +96,12 @@ def check_database(url: str, setting: str) -> None:
     parsed = make_url(url)
     if not parsed.drivername.startswith("postgresql"):
         return  # SQLite files are created on demand
-    import psycopg2
+    import psycopg
 
     try:
-        psycopg2.connect(host=parsed.host, port=parsed.port or 5432, user=parsed.username,
-                         password=parsed.password, dbname=parsed.database, connect_timeout=5).close()
-    except psycopg2.OperationalError as error:
+        psycopg.connect(host=parsed.host, port=parsed.port or 5432, user=parsed.username,
+                        password=parsed.password, dbname=parsed.database, connect_timeout=5).close()
+    except psycopg.OperationalError as error:
         reason = " ".join(str(error).split())
         raise RuntimeError(
             f"cannot reach the database {redact(url)} ({setting}): {reason}. Fix: start PostgreSQL there, or correct "

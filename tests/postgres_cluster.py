@@ -32,9 +32,9 @@ class Postgres:
         return f"{driver}://{USER}:{PASSWORD}@{self.host}:{self.port}/{database}"
 
     def query(self, database: str, sql: str) -> list[tuple]:
-        import psycopg2
+        import psycopg
 
-        with psycopg2.connect(host=self.host, port=self.port, user=USER, password=PASSWORD, dbname=database) as db:
+        with psycopg.connect(host=self.host, port=self.port, user=USER, password=PASSWORD, dbname=database) as db:
             with db.cursor() as cursor:
                 cursor.execute(sql)
                 return cursor.fetchall()

@@ -1,11 +1,13 @@
-"""The production compose file cannot run here (no Docker engine); check that it parses and mirrors the locally
-tested set-up: the same servers, ports and stores that `lmforge up` (infra/servers.py) starts."""
+"""The production compose file cannot run here (no Docker engine); check that it says exactly what the tested set-up
+runs: the servers', set-up's and workers' commands, environment and ports come from infra/compose.py, built by the
+functions `lmforge up` uses and tests/flows/test_production.py runs against Postgres-backed servers."""
 
 from pathlib import Path
 
+import pytest
 import yaml
 
-from infra.servers import ServersConfig
+from infra.compose import COMPOSE_SERVERS, SETUP_COMMANDS, expected_services
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -14,28 +16,28 @@ def compose() -> dict:
     return yaml.safe_load((ROOT / "infra" / "docker-compose.yml").read_text())
 
 
-def test_services_and_ports_mirror_lmforge_up():
-    services = compose()["services"]
-    assert {"postgres", "minio", "prefect-server", "mlflow", "worker"} <= set(services)
-    local = ServersConfig()
-    assert f"{local.prefect_port}:4200" in services["prefect-server"]["ports"]
-    assert f"{local.mlflow_port}:5000" in services["mlflow"]["ports"]
-    assert "--port 4200" in services["prefect-server"]["command"]
-    assert "--port 5000" in services["mlflow"]["command"]
+@pytest.mark.parametrize("service", sorted(expected_services()))
+def test_service_says_what_the_tested_set_up_runs(service: str):
+    declared = compose()["services"][service]
+    for key, expected in expected_services()[service].items():
+        assert declared.get(key) == expected, f"docker-compose.yml: services.{service}.{key} drifted from infra/compose.py"
 
 
-def test_stores_are_postgres_and_s3_and_the_worker_reaches_both_servers():
-    services = compose()["services"]
-    assert services["prefect-server"]["environment"]["PREFECT_SERVER_DATABASE_CONNECTION_URL"].startswith(
-        "postgresql+asyncpg://")
-    mlflow_command = services["mlflow"]["command"]
-    assert "--backend-store-uri postgresql://" in mlflow_command and "--artifacts-destination s3://" in mlflow_command
-    worker_env = services["worker"]["environment"]
-    assert worker_env["PREFECT_API_URL"] == "http://prefect-server:4200/api"
-    assert worker_env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
-    assert "--pool lmforge-local" in services["worker"]["command"]
+def test_stores_are_the_postgres_databases_the_init_script_creates():
+    init = (ROOT / "infra" / "postgres-init.sql").read_text()
+    for url in (COMPOSE_SERVERS.prefect_database_url, COMPOSE_SERVERS.mlflow_backend_store_uri):
+        assert url and url.split("@postgres:5432/")[1] in init
+    assert COMPOSE_SERVERS.prefect_database_url.startswith("postgresql+asyncpg://")
+    assert "./postgres-init.sql:/docker-entrypoint-initdb.d/init.sql:ro" in compose()["services"]["postgres"]["volumes"]
+
+
+def test_set_up_creates_the_pools_prefect_yaml_deploys_to():
     pools = {d["work_pool"]["name"] for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]}
-    assert "lmforge-local" in pools
+    created = {command[3] for command in SETUP_COMMANDS if command[1:3] == ["work-pool", "create"]}
+    assert pools == created
+    workers = {s["command"][4] for s in compose()["services"].values() if s.get("command", [None])[:3] == [
+        "prefect", "worker", "start"]}
+    assert workers == pools
 
 
 def test_every_dependency_names_a_defined_service():
