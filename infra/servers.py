@@ -104,9 +104,9 @@ def check_database(url: str, setting: str) -> None:
     except psycopg.OperationalError as error:
         reason = " ".join(str(error).split())
         raise RuntimeError(
-            f"cannot reach the database {redact(url)} ({setting}): {reason}. Fix: start PostgreSQL there, or correct "
-            f"host, port, user and password in {setting}; the database must exist (infra/postgres-init.sql creates "
-            "`prefect` and `mlflow`). The server creates its own tables on first start."
+            f"cannot reach the database {redact(url)}: {reason}\n  Fix: start PostgreSQL there, or correct host, port, "
+            f"user and password in {setting}; the database must exist (infra/postgres-init.sql creates `prefect` and "
+            "`mlflow`). The server creates its own tables on first start."
         ) from None
 
 
@@ -171,10 +171,10 @@ def up(cfg: ServersConfig) -> ServerState:
         return state
     home = lmforge_home()
     logs = home / "logs"
-    if cfg.prefect_database_url:
-        check_database(cfg.prefect_database_url, "ServersConfig.prefect_database_url")
-    if cfg.mlflow_backend_store_uri:
-        check_database(cfg.mlflow_backend_store_uri, "ServersConfig.mlflow_backend_store_uri")
+    for url, field in ((cfg.prefect_database_url, "prefect_database_url"),
+                       (cfg.mlflow_backend_store_uri, "mlflow_backend_store_uri")):
+        if url:
+            check_database(url, f"ServersConfig.{field}, `lmforge up --{field.replace('_', '-')}`")
     env = dict(os.environ)
     env.setdefault("PREFECT_HOME", str(home / "prefect"))
     env.update(server_env(cfg))

@@ -195,15 +195,16 @@ def test_down_then_up_keeps_runs_metrics_and_champion(production: Production, pi
     assert "evaluate/val_bpb" in mlflow.get_run(champion.run_id).data.metrics
 
 
-def test_unreachable_database_names_the_url_without_its_password_and_the_fix(tmp_path, monkeypatch):
-    monkeypatch.setenv("LMFORGE_HOME", str(tmp_path / "home"))
+def test_unreachable_database_names_the_url_without_its_password_and_the_fix(tmp_path):
     closed = free_port()  # nothing listens there
-    cfg = ServersConfig(prefect_port=free_port(), mlflow_port=free_port(),
-                        prefect_database_url=f"postgresql+asyncpg://lmforge:hunter2@127.0.0.1:{closed}/prefect")
-    with pytest.raises(RuntimeError) as error:
-        up(cfg)
-    message = str(error.value)
-    assert f"postgresql+asyncpg://lmforge:***@127.0.0.1:{closed}/prefect" in message
-    assert "hunter2" not in message
-    assert "ServersConfig.prefect_database_url" in message and "start PostgreSQL" in message
+    url = f"postgresql+asyncpg://lmforge:hunter2@127.0.0.1:{closed}/prefect"
+    env = {**os.environ, "LMFORGE_HOME": str(tmp_path / "home")}
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "up", "--prefect-port", str(free_port()), "--mlflow-port",
+         str(free_port()), "--prefect-database-url", url], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode != 0
+    assert f"postgresql+asyncpg://lmforge:***@127.0.0.1:{closed}/prefect" in done.stderr
+    assert "hunter2" not in done.stderr + done.stdout
+    assert "ServersConfig.prefect_database_url" in done.stderr and "start PostgreSQL" in done.stderr
     assert not (tmp_path / "home" / "servers.json").exists()  # nothing was started
