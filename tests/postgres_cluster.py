@@ -1,4 +1,4 @@
-"""A real PostgreSQL cluster for tests: Debian's server binaries (`make setup` installs the `postgresql` package),
+"""A real PostgreSQL cluster for tests: Debian's server binaries (`make test` installs the `postgresql` package),
 `initdb` into a temporary directory and `pg_ctl start` on a free loopback port, password authentication, with the
 databases infra/postgres-init.sql creates (the same file the compose file's Postgres runs).
 
@@ -44,7 +44,7 @@ def server_bin_dir() -> Path:
     """The newest /usr/lib/postgresql/<version>/bin (Debian keeps server binaries off PATH)."""
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parent.parent.name))
     if not found:
-        raise RuntimeError("no PostgreSQL server under /usr/lib/postgresql: run `make setup` (apt: postgresql)")
+        raise RuntimeError("no PostgreSQL server under /usr/lib/postgresql: run `make postgres` (apt: postgresql)")
     return found[-1].parent
 
 
