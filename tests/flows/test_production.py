@@ -26,7 +26,7 @@ from tiny_corpus import write_site
 
 from flows.presets import load_config
 from infra.compose import GPU_POOL, SETUP_COMMANDS
-from infra.servers import WORK_POOL, ServersConfig, ServerState, down, free_port, up, worker_command, worker_env
+from infra.servers import WORK_POOL, ServersConfig, down, free_port, up, worker_command, worker_env
 
 ROOT = Path(__file__).resolve().parents[2]
 FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
@@ -36,9 +36,7 @@ FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 class Production:
     pg: Postgres
     cfg: ServersConfig
-    state: ServerState
     home: Path
-    env: dict[str, str]
     workers: dict[str, subprocess.Popen]
     http: httpx.Client
     limits_after_up: list[dict]  # the concurrency limits right after `up`, before the set-up commands ran
@@ -75,7 +73,7 @@ def production(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Production]
                         venv_command(worker_command(pool)), cwd=ROOT, env=env, stderr=subprocess.STDOUT,
                         stdout=open(home / f"worker-{pool}.log", "wb"), start_new_session=True,
                     )
-                yield Production(pg, cfg, state, home, env, workers, http, limits)
+                yield Production(pg=pg, cfg=cfg, home=home, workers=workers, http=http, limits_after_up=limits)
         finally:
             for worker in workers.values():
                 os.killpg(worker.pid, signal.SIGTERM)
