@@ -20,6 +20,9 @@ from processes import descendants, descends_from
 
 from infra.servers import free_port
 
+# Ray replaces 127.0.0.1 by the machine's own interface address unless clustering is off; tests talk to loopback only.
+LOOPBACK_ONLY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+
 
 @contextmanager
 def ray_head(num_cpus: int = 2, timeout_s: float = 120.0) -> Iterator[tuple[str, int]]:
@@ -37,7 +40,7 @@ def ray_head(num_cpus: int = 2, timeout_s: float = 120.0) -> Iterator[tuple[str,
                f"--memory={8 * 1024**3}", *(f"{flag}={value}" for flag, value in ports.items())]
     log = open(temp / "head.log", "wb")
     head = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+                            env={**os.environ, **LOOPBACK_ONLY})
     address = f"127.0.0.1:{port}"
     try:
         wait_for_head(temp, head, timeout_s)
