@@ -38,7 +38,7 @@ def _finders(regions: tuple[str, ...]) -> dict[str, Callable[[str], Iterator[tup
     return {
         "email": d.regex_spans(d.EMAIL, None),
         "iban": d.iban_spans,
-        "credit_card": d.regex_spans(d.CARD, d.is_card),
+        "credit_card": d.card_spans,
         "ssn": d.regex_spans(d.SSN, d.is_ssn),
         "ip": lambda text: (*d.regex_spans(d.IPV6, d.is_ipv6)(text), *d.regex_spans(d.IPV4, d.is_public_ip)(text)),
         "phone": lambda text: d.phone_spans(text, regions),

@@ -110,6 +110,12 @@ def is_card(text: str) -> bool:
     return card_scheme(text) is not None and luhn_ok(text)
 
 
+def card_spans(text: str) -> Iterator[tuple[int, int]]:
+    for match in CARD.finditer(text):
+        if is_card(match.group(0)) and not named_otherwise(text, match.start()):
+            yield match.span()
+
+
 def is_public_ip(text: str) -> bool:
     try:
         address = ipaddress.ip_address(text.split("%", 1)[0])
@@ -188,9 +194,9 @@ _POSTCODE = re.compile(r"\d{5}-\d{3}$")  # Brazil's CEP; no numbering plan group
 _THOUSANDS = re.compile(r"\d{1,3}(?:[ .\u00a0]\d{3})+")
 _DECIMAL = re.compile(r"-?\d+[.,]\d+$")
 _DOTTED_QUAD_OR_VERSION = re.compile(r"\d+(?:\.\d+){3,}$")
-# Words right before a number that name it as something else than a phone number ("order no.", "ISBN", "v").
-# ("phone no." must still count, so a bare "no."/"nr." is not such a word.) A time or ratio ("12:30") ends in ":".
-_NOT_A_PHONE_BEFORE = re.compile(
+# Words right before a number that name it as something else than a phone or card number ("order no.", "ISBN",
+# "v"); "phone no." must still count, so a bare "no."/"nr." is not such a word. A time or ratio ("12:30") ends in ":".
+_NAMED_OTHERWISE = re.compile(
     r"(?:\b(?:isbn(?:-1[03])?|issn|doi|version|v|build|release|ref|patent|sku|pages?|pp|p|〒|#)"
     r"|\b(?:order|invoice|tracking|serial|parcel|shipment)(?:\s*(?:number|no|nr|id))?"
     r"|\b(?:item|part|article|customer|case|ticket|account)\s*(?:number|no|nr|id))\.?:?\s*$|\d:$",
@@ -200,6 +206,11 @@ _MONEY_AFTER = re.compile(r"\s?(?:[,.]\d{1,2}\b|[$€£¥₹%‰]|(?:EUR|USD|GBP
 _MONEY_BEFORE = re.compile(r"[$€£¥₹]\s?$")
 
 
+def named_otherwise(text: str, start: int) -> bool:
+    """The words just before `start` say the number there is an order, tracking, ISBN, version … number."""
+    return bool(_NAMED_OTHERWISE.search(text, max(0, start - 20), start))
+
+
 def _not_a_phone(text: str, start: int, end: int) -> bool:
     """Distractor rules: dates, versions, dotted quads, decimals, postcodes, money, ISBNs and numbers that a word
     before them names as something else (order no., ISBN, v)."""
@@ -207,7 +218,7 @@ def _not_a_phone(text: str, start: int, end: int) -> bool:
     if any(p.match(candidate) for p in (_DATE, _DOTTED_QUAD_OR_VERSION, _DECIMAL, _POSTCODE)):
         return True
     before, after = text[max(0, start - 20) : start], text[end : end + 6]
-    if _NOT_A_PHONE_BEFORE.search(before) or _MONEY_BEFORE.search(before):
+    if named_otherwise(text, start) or _MONEY_BEFORE.search(before):
         return True
     if _THOUSANDS.fullmatch(candidate) and _MONEY_AFTER.match(after):
         return True  # "1 234 567,89 €", "12.345.678 EUR"
