@@ -181,27 +181,31 @@ def regex_spans(pattern: re.Pattern[str], valid: Callable[[str], bool] | None) -
 # space/dot/dash/slash (with parentheses around area codes), an optional extension. Possessive quantifiers: a run
 # that ends in a time ("14:22"), a decimal or a word is rejected whole rather than shortened until something fits.
 PHONE_CANDIDATE = re.compile(
-    r"(?<![\w+#$€£¥₹.,/-])\+?\(?\d++\)?(?:[ \u00a0./–-]{0,2}\(?\d++\)?)*+"
-    r"(?:[ ]?(?:x|ext\.?|extension|#)[ ]?\d{1,6})?+(?![\w:%°/]|[.,]\d)"
+    r"(?<![\w+#$€£¥₹.,/()-])\+?\(?\d++\)?(?:[ \u00a0./–-]{0,2}\(?\d++\)?)*+"
+    r"(?:[ ]?(?:x|ext\.?|extension|#)[ ]?\d{1,6})?+(?![\w:%°/]|[.,]\d|-\w)"
 )
 _EXTENSION = re.compile(r"(?:x|ext\.?|extension|#)[ ]?\d{1,6}$")
 _DATE = re.compile(
-    r"(?:(?:19|20)\d\d[-./ ](?:0?[1-9]|1[0-2])[-./ ](?:0?[1-9]|[12]\d|3[01])"  # 2024-03-15
-    r"|(?:0?[1-9]|[12]\d|3[01])[-./ ](?:0?[1-9]|1[0-2])[-./ ](?:19|20)?\d\d"  # 15.03.2024, 03/15/24
-    r"|(?:0?[1-9]|1[0-2])[-./ ](?:0?[1-9]|[12]\d|3[01])[-./ ](?:19|20)\d\d)$"  # 03/15/2024
+    r"(?:(?:19|20)\d\d([-./])(?:0?[1-9]|1[0-2])\1(?:0?[1-9]|[12]\d|3[01])"  # 2024-03-15
+    r"|(?:0?[1-9]|[12]\d|3[01])([-./])(?:0?[1-9]|1[0-2])\2(?:19|20)?\d\d"  # 15.03.2024, 15/03/24
+    r"|(?:0?[1-9]|1[0-2])([-./])(?:0?[1-9]|[12]\d|3[01])\3(?:19|20)\d\d)(?!\d|[-./]\d)"  # 03/15/2024
 )
+_YEAR_RANGE = re.compile(r"(?:1[5-9]|20)\d\d ?[-–/] ?(?:1[5-9]|20)\d\d$")  # 1877-1953, season 2019/2020
 _POSTCODE = re.compile(r"\d{5}-\d{3}$")  # Brazil's CEP; no numbering plan groups a phone number 5-3
-_THOUSANDS = re.compile(r"\d{1,3}(?:[ .\u00a0]\d{3})+")
+# Thousands separators: 6 500 000, 2.462.000 (phones are grouped 3-3-3 with spaces, not 1-3-3 or with dots)
+_THOUSANDS = re.compile(r"\d{1,2}(?:[ \u00a0\u202f]\d{3})+$|\d{1,3}(?:\.\d{3})+$")
 _DECIMAL = re.compile(r"-?\d+[.,]\d+$")
 _DOTTED_QUAD_OR_VERSION = re.compile(r"\d+(?:\.\d+){3,}$")
 # Words right before a number that name it as something else than a phone or card number ("order no.", "ISBN",
 # "v"); "phone no." must still count, so a bare "no."/"nr." is not such a word. A time or ratio ("12:30") ends in ":".
 _NAMED_OTHERWISE = re.compile(
-    r"(?:\b(?:isbn(?:-1[03])?|issn|doi|version|v|build|release|ref|patent|sku|pages?|pp|p|〒|#)"
+    r"(?:\b(?:isbn(?:-1[03])?|issn|doi|pmid|pmcid|arxiv|version|v|build|release|ref|patent|sku|pages?|pp|p|〒|#"
+    r"|iso|iec|en|din|ansi|rfc)"
     r"|\b(?:order|invoice|tracking|serial|parcel|shipment)(?:\s*(?:number|no|nr|id))?"
-    r"|\b(?:item|part|article|customer|case|ticket|account)\s*(?:number|no|nr|id))\.?:?\s*$|\d:$",
+    r"|\b(?:item|part|article|customer|case|ticket|account)\s*(?:number|no|nr|id))\.?:?\s*$|\d:\s*$",
     re.IGNORECASE,
 )
+_MONEY_THOUSANDS = re.compile(r"\d{1,3}(?:[ .\u00a0\u202f]\d{3})+")
 _MONEY_AFTER = re.compile(r"\s?(?:[,.]\d{1,2}\b|[$€£¥₹%‰]|(?:EUR|USD|GBP|zł|руб|₽|kg|km|m²)\b)")
 _MONEY_BEFORE = re.compile(r"[$€£¥₹]\s?$")
 
@@ -212,16 +216,18 @@ def named_otherwise(text: str, start: int) -> bool:
 
 
 def _not_a_phone(text: str, start: int, end: int) -> bool:
-    """Distractor rules: dates, versions, dotted quads, decimals, postcodes, money, ISBNs and numbers that a word
-    before them names as something else (order no., ISBN, v)."""
-    candidate = text[start:end]
-    if any(p.match(candidate) for p in (_DATE, _DOTTED_QUAD_OR_VERSION, _DECIMAL, _POSTCODE)):
+    """Distractor rules: dates, year ranges, versions, dotted quads, decimals, postcodes, thousands, money, ISBNs,
+    and numbers that a word before them names as something else (order no., ISBN, PMID, v)."""
+    candidate = text[start:end].lstrip("(").rstrip(")")
+    if _DATE.match(candidate):  # also a date followed by more numbers: "10.10.2006  4512 kcal"
+        return True
+    if any(p.match(candidate) for p in (_YEAR_RANGE, _DOTTED_QUAD_OR_VERSION, _DECIMAL, _POSTCODE, _THOUSANDS)):
         return True
     before, after = text[max(0, start - 20) : start], text[end : end + 6]
     if named_otherwise(text, start) or _MONEY_BEFORE.search(before):
         return True
-    if _THOUSANDS.fullmatch(candidate) and _MONEY_AFTER.match(after):
-        return True  # "1 234 567,89 €", "12.345.678 EUR"
+    if _MONEY_THOUSANDS.fullmatch(candidate) and _MONEY_AFTER.match(after):
+        return True  # "1 234 567,89 €", "512 345 678 EUR"
     digits = "".join(c for c in candidate if c.isdigit())
     return len(digits) == 13 and digits[:3] in ("978", "979") and _is_isbn(digits)
 
