@@ -101,10 +101,13 @@ class CurateConfig(BaseModel):
         "numbers written with +country code are found whatever the list. Add the regions of your corpus' languages.",
     )
 
-    @field_validator("pii_regions")
+    @field_validator("pii_regions", mode="before")
     @classmethod
-    def _known_regions(cls, regions: list[str]) -> list[str]:
-        return list(pii.check_regions(regions))
+    def _known_regions(cls, regions: Any) -> list[str]:
+        if isinstance(regions, list) and any(isinstance(r, bool) for r in regions):
+            # YAML 1.1 reads NO (Norway), ON, Y as booleans
+            raise ValueError(f"pii_regions {regions}: a region code was read as a boolean; quote it, e.g. ['NO']")
+        return list(pii.check_regions(regions)) if isinstance(regions, (list, tuple)) else regions
 
 
 def heuristic_kwargs(cfg: CurateConfig, step: str) -> dict[str, Any]:

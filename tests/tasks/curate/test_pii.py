@@ -129,7 +129,10 @@ def test_scrubber_step_takes_curate_config():
     assert typing.get_args(PIIKind) == PII_KINDS
 
 
-@pytest.mark.parametrize("field, value", [("pii_regions", ["XX"]), ("pii_regions", []), ("pii_kinds", ["name"])])
+@pytest.mark.parametrize(
+    "field, value",
+    [("pii_regions", ["XX"]), ("pii_regions", []), ("pii_regions", ["US", False]), ("pii_kinds", ["name"])],
+)
 def test_bad_pii_config_names_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         CurateConfig(**{field: value})
