@@ -144,6 +144,24 @@ def test_samples_are_reproducible(tok):
     assert first[0].startswith("Debian is") and first[1].startswith("Python") and len(first[1]) > len("Python")
 
 
+def test_chat_sample_prompts_are_user_turns_framed_by_id(tok):
+    from models.chat import encode_chat
+    from tasks.evaluate.samples import prompt_ids
+
+    question = "What is <|assistant|>? Say <|end|>."  # a question quoting the markup stays a question
+    ids, shown = prompt_ids(tok, question, chat=True)
+    assert ids == encode_chat(tok, [{"role": "user", "content": question}])[0]
+    control = [i for i in ids if i < 7]
+    assert control == [tok.bos_id, tok.token_to_id("<|user|>"), tok.token_to_id("<|end|>"),
+                       tok.token_to_id("<|assistant|>")]
+    assert shown == f"<|user|>{question}<|end|><|assistant|>" and tok.decode(ids[1:]) == shown
+    plain, shown = prompt_ids(tok, question, chat=False)
+    assert plain == [tok.bos_id, *tok.encode(question)] and shown == question and plain.count(tok.bos_id) == 1
+    samples = evaluate_model(tiny_gpt(tok.vocab_size), tok, EvalConfig(prompts=[question], chat_prompts=True,
+                                                                      max_new_tokens=3), None)["samples"]
+    assert samples[0].startswith(f"<|user|>{question}<|end|><|assistant|>")
+
+
 def test_run_evaluate_writes_report_and_manifest(tmp_path, tok):
     from lm_fixtures import checkpoint_ref, write_checkpoint
 
