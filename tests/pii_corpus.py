@@ -84,11 +84,12 @@ def _distractor(fake, rng: random.Random) -> tuple[str, str]:
     elif kind == "isbn":
         text = "ISBN " + rng.choice([fake.isbn13(), fake.isbn10()])
     elif kind == "order":
-        text = rng.choice(["order #", "Order No. ", "invoice INV-", "tracking number "]) + fake.numerify("#" * rng.randint(6, 12))
+        prefix = rng.choice(["order #", "Order No. ", "invoice INV-", "tracking number "])
+        text = prefix + fake.numerify("#" * rng.randint(6, 12))
     elif kind == "timestamp":
         moment = fake.date_time()
-        text = rng.choice([moment.isoformat(), moment.strftime("%Y-%m-%d %H:%M:%S"), moment.strftime("%d/%b/%Y:%H:%M:%S"),
-                           f"{moment.isoformat()}Z"])
+        text = rng.choice([moment.isoformat(), moment.strftime("%Y-%m-%d %H:%M:%S"),
+                           moment.strftime("%d/%b/%Y:%H:%M:%S"), f"{moment.isoformat()}Z"])
     elif kind == "price":
         text = fake.pricetag()
     elif kind == "coordinates":
