@@ -7,6 +7,7 @@
 2. Speed (docs/s, one process) on those sentences and on real web pages (trafilatura's evaluation corpus,
    `../shared/data/extract/`, text extracted once and cached), with the replacements made per 1,000 real pages by
    kind: on pages that mostly hold no PII, every replacement is a candidate false positive.
+3. Worst cases: seconds for one adversarial document (a base64 blob, a table of numbers, long digit runs).
 
 `--baseline REV` adds the scrubber as it was at git revision REV (e.g. the commit before issue 13) to both tables.
 
@@ -107,6 +108,21 @@ def docs_per_s(scrub: Callable[[str], str], docs: list[str]) -> float:
     return best
 
 
+def worst_cases() -> dict[str, str]:
+    """Inputs that make careless patterns slow: long runs of e-mail-local-part characters, digit tables."""
+    import base64
+    import random
+
+    rng = random.Random(0)
+    return {
+        "base64 blob, 40 KB": base64.b64encode(rng.randbytes(30_000)).decode(),
+        "number table, 1000 rows": "\n".join(f"{rng.randint(10**6, 10**9)} {rng.randint(10**6, 10**9)} "
+                                             f"{rng.random():.6f}" for _ in range(1000)),
+        "space-separated digits, 20 KB": " ".join(str(rng.randint(0, 999)) for _ in range(5000)),
+        "dotted digits, 20 KB": ".".join(str(rng.randint(0, 999)) for _ in range(5000)),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-locale", type=int, default=200, help="samples per kind and locale")
@@ -154,6 +170,17 @@ def main() -> None:
     mean_chars = sum(map(len, pages)) / max(len(pages), 1)
     table(f"Speed, one process: {len(sentences)} corpus sentences; {where} (mean {mean_chars:.0f} chars)",
           ["scrubber", "sentences/s", "real pages/s", "replacements per 1k real pages"], rows)
+
+    cases = worst_cases()
+    rows = []
+    for case, text in cases.items():
+        row: list = [case]
+        for scrub, _, _ in scrubbers.values():
+            t0 = time.perf_counter()
+            scrub(text)
+            row.append(f"{time.perf_counter() - t0:.3f} s")
+        rows.append(row)
+    table("Worst cases: seconds for one document", ["document", *names], rows)
 
 
 if __name__ == "__main__":

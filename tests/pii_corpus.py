@@ -15,6 +15,7 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 LOCALES = ("en_US", "en_GB", "de_DE", "fr_FR", "es_ES", "it_IT", "pt_BR", "nl_NL", "pl_PL", "ru_RU", "ja_JP",
            "en_IN", "tr_TR", "sv_SE")
@@ -65,6 +66,9 @@ def _iban(fake, rng: random.Random) -> str:
     return value if rng.random() < 0.5 else " ".join(value[i : i + 4] for i in range(0, len(value), 4))
 
 
+_EPOCH_10 = datetime(2001, 9, 9, 2, tzinfo=timezone.utc)  # Unix time has had 10 digits (13 in ms) since then
+
+
 def _public_ipv6(fake) -> str:
     """Faker's random IPv6, redrawn while it falls in a non-public range (fc00::/7, fe80::/10 …): like private IPv4
     (`ipv4_public`), those identify no one."""
@@ -89,7 +93,9 @@ def _distractor(fake, rng: random.Random) -> tuple[str, str]:
     elif kind == "timestamp":
         moment = fake.date_time()
         text = rng.choice([moment.isoformat(), moment.strftime("%Y-%m-%d %H:%M:%S"),
-                           moment.strftime("%d/%b/%Y:%H:%M:%S"), f"{moment.isoformat()}Z"])
+                           moment.strftime("%d/%b/%Y:%H:%M:%S"), f"{moment.isoformat()}Z",
+                           f"epoch {int(fake.unix_time(start_datetime=_EPOCH_10))}",
+                           f"ts={int(fake.unix_time(start_datetime=_EPOCH_10) * 1000)}"])
     elif kind == "price":
         text = fake.pricetag()
     elif kind == "coordinates":

@@ -36,7 +36,7 @@ luhn_ok = d.luhn_ok
 @functools.cache
 def _finders(regions: tuple[str, ...]) -> dict[str, Callable[[str], Iterator[tuple[int, int]]]]:
     return {
-        "email": d.regex_spans(d.EMAIL, None),
+        "email": d.email_spans,
         "iban": d.iban_spans,
         "credit_card": d.card_spans,
         "ssn": d.regex_spans(d.SSN, d.is_ssn),

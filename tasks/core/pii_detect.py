@@ -1,6 +1,7 @@
 """PII detectors, one per kind: a cheap regex proposes candidates, a validator made for the format decides.
 
-- `email`: RFC 5322-style local part @ dotted domain (datatrove's PIIFormatter pattern, without IP-literal hosts).
+- `email`: RFC 5322-style local part @ dotted domain (datatrove's PIIFormatter pattern, without IP-literal hosts),
+  searched outwards from each "@".
 - `iban`: ISO 13616, compact or printed in groups of four, with mod-97 check digits and a registered country code
   (`is_iban`).
 - `credit_card`: 12-19 digits, bare or grouped 4-4-4-4(-3) / 4-6-5 / 4-6-4; the number must start with a payment
@@ -41,10 +42,24 @@ def check_regions(regions: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     return codes
 
 
-EMAIL = re.compile(
-    r"\b[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z]{2,}\b"
-)
+# E-mail: datatrove's PIIFormatter pattern (RFC 5322 local part, dotted domain), found from each "@" outwards: the
+# pattern run from every word boundary is quadratic on long runs of local-part characters (base64 data: 100 KB took
+# 16 s); anchored, each "@" costs at most the 64 + 255 characters RFC 5321 allows around it.
+_LOCAL_CHARS = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
+_EMAIL_LOCAL = re.compile(rf"[A-Za-z0-9]{_LOCAL_CHARS}*(?:\.{_LOCAL_CHARS}+)*$")
+_EMAIL_DOMAIN = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,}\b")
+
+
+def email_spans(text: str) -> Iterator[tuple[int, int]]:
+    at = text.find("@")
+    while at >= 0:
+        domain = _EMAIL_DOMAIN.match(text, at + 1, min(len(text), at + 256))
+        local = _EMAIL_LOCAL.search(text, max(0, at - 64), at) if domain else None
+        if local and domain:
+            yield local.start(), domain.end()
+        at = text.find("@", at + 1)
+
+
 # Country code, check digits, then the BBAN either compact or in print groups of four (ISO 13616 paper format).
 IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?:[A-Z0-9]{10,30}|(?: [A-Z0-9]{1,4}){3,8})\b")
 # Bare 12-19 digits, or the groupings issuers print: 4-4-4(-1..4(-1..3)) and Amex/Diners 4-6-5 / 4-6-4.
@@ -196,13 +211,26 @@ _POSTCODE = re.compile(r"\d{5}-\d{3}$")  # Brazil's CEP; no numbering plan group
 _THOUSANDS = re.compile(r"\d{1,2}(?:[ \u00a0\u202f]\d{3})+$|\d{1,3}(?:\.\d{3})+$")
 _DECIMAL = re.compile(r"-?\d+[.,]\d+$")
 _DOTTED_QUAD_OR_VERSION = re.compile(r"\d+(?:\.\d+){3,}$")
+# Unix time in seconds or milliseconds (2001-2286): no national number is written as 10 or 13 bare digits from 1.
+_EPOCH = re.compile(r"1\d{9}(?:\d{3})?$")
+# A bare run of 7-9 digits (no separator, no trunk 0, no +) is an id, a count or a table cell unless a phone word
+# stands before it; 10+ bare digits ("9498777106") are phone-shaped on their own.
+_SHORT_BARE = re.compile(r"[1-9]\d{6,8}$")
+_PHONE_WORD = re.compile(
+    r"\b(?:phone|tel|telephone|call|mobile|mob|cell|fax|dial|ring|sms|whatsapp|contact|reach|hotline|téléphone|"
+    r"portable|teléfono|telefono|móvil|cellulare|telefone|celular|telefon|handy|mobil|telefoon|tlf|тел|телефон|"
+    r"電話|携帯)\w*\.?:?[^\w\n]{0,3}(?:\w+[^\w\n]{1,3}){0,3}$",
+    re.IGNORECASE,
+)
+_MAX_DIGITS = 17  # E.164 allows 15; a longer run is a table row, a code or several numbers in a row
 # Words right before a number that name it as something else than a phone or card number ("order no.", "ISBN",
 # "v"); "phone no." must still count, so a bare "no."/"nr." is not such a word. A time or ratio ("12:30") ends in ":".
 _NAMED_OTHERWISE = re.compile(
     r"(?:\b(?:isbn(?:-1[03])?|issn|doi|pmid|pmcid|arxiv|version|v|build|release|ref|patent|sku|pages?|pp|p|〒|#"
     r"|iso|iec|en|din|ansi|rfc)"
     r"|\b(?:order|invoice|tracking|serial|parcel|shipment)(?:\s*(?:number|no|nr|id))?"
-    r"|\b(?:item|part|article|customer|case|ticket|account)\s*(?:number|no|nr|id))\.?:?\s*$|\d:\s*$",
+    r"|\b(?:item|part|article|customer|case|ticket|account)\s*(?:number|no|nr|id)"
+    r"|\b(?:ts|timestamp|epoch|time|id|uid|pid|size|count|seq)\s*=)\.?:?\s*$|\d:\s*$",
     re.IGNORECASE,
 )
 _MONEY_THOUSANDS = re.compile(r"\d{1,3}(?:[ .\u00a0\u202f]\d{3})+")
@@ -216,12 +244,15 @@ def named_otherwise(text: str, start: int) -> bool:
 
 
 def _not_a_phone(text: str, start: int, end: int) -> bool:
-    """Distractor rules: dates, year ranges, versions, dotted quads, decimals, postcodes, thousands, money, ISBNs,
-    and numbers that a word before them names as something else (order no., ISBN, PMID, v)."""
+    """Distractor rules: short bare numbers without a phone word, dates, year ranges, versions, dotted quads,
+    decimals, postcodes, thousands, Unix times, money, ISBNs, and numbers that a word before them names as something
+    else (order no., ISBN, PMID, v)."""
     candidate = text[start:end].lstrip("(").rstrip(")")
+    if _SHORT_BARE.match(candidate) and not _PHONE_WORD.search(text, max(0, start - 40), start):
+        return True
     if _DATE.match(candidate):  # also a date followed by more numbers: "10.10.2006  4512 kcal"
         return True
-    if any(p.match(candidate) for p in (_YEAR_RANGE, _DOTTED_QUAD_OR_VERSION, _DECIMAL, _POSTCODE, _THOUSANDS)):
+    if any(p.match(candidate) for p in (_YEAR_RANGE, _DOTTED_QUAD_OR_VERSION, _DECIMAL, _POSTCODE, _THOUSANDS, _EPOCH)):
         return True
     before, after = text[max(0, start - 20) : start], text[end : end + 6]
     if named_otherwise(text, start) or _MONEY_BEFORE.search(before):
@@ -250,16 +281,17 @@ def _leniency():
     return phonenumbers.Leniency.POSSIBLE
 
 
-def _matches(candidate: str, region: str) -> list[tuple[int, int]]:
+@functools.lru_cache(maxsize=65536)  # a page repeats its numbers (header, footer, contact box)
+def _matches(candidate: str, region: str) -> tuple[tuple[int, int], ...]:
     import phonenumbers
 
-    return [(m.start, m.end) for m in phonenumbers.PhoneNumberMatcher(candidate, region, leniency=_leniency())]
+    return tuple((m.start, m.end) for m in phonenumbers.PhoneNumberMatcher(candidate, region, leniency=_leniency()))
 
 
 def phone_spans(text: str, regions: tuple[str, ...]) -> Iterator[tuple[int, int]]:
     """Spans of phone numbers in `text`, national formats read in each of `regions` in turn.
 
-    Only runs of 7 or more digits reach libphonenumber (shorter ones are extensions, years, prices); the region
+    Only runs of 7 to 17 digits that pass the distractor rules reach libphonenumber; the region
     whose reading covers the most digits of a run wins, and a run starting with + is read once (its country code
     says the region).
     """
@@ -269,10 +301,11 @@ def phone_spans(text: str, regions: tuple[str, ...]) -> Iterator[tuple[int, int]
         if raw.endswith(")") and raw.count(")") > raw.count("("):  # "(ref. 48.85661)": the ")" closes the prose
             raw, end = raw[:-1], end - 1
         main = _EXTENSION.sub("", raw)
-        if sum(c.isdigit() for c in main) < 7 or _not_a_phone(text, start, start + len(main.rstrip())):
+        n_digits = sum(c.isdigit() for c in main)
+        if not 7 <= n_digits <= _MAX_DIGITS or _not_a_phone(text, start, start + len(main.rstrip())):
             continue
         readings = regions[:1] if raw.startswith("+") else regions
-        best: list[tuple[int, int]] = []
+        best: tuple[tuple[int, int], ...] = ()
         best_digits = 0
         for region in readings:
             found = _matches(raw, region)
@@ -281,5 +314,6 @@ def phone_spans(text: str, regions: tuple[str, ...]) -> Iterator[tuple[int, int]
                 best, best_digits = found, covered
                 if covered == sum(c.isdigit() for c in raw):
                     break
-        for s, e in best:
-            yield start + s, start + e
+        for s, e in best:  # a reading may split the run: each part must pass as a phone number on its own
+            if sum(c.isdigit() for c in raw[s:e]) >= 7 and not _not_a_phone(text, start + s, start + e):
+                yield start + s, start + e

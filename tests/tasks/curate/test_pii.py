@@ -50,6 +50,27 @@ def test_phone_formats_missed_before(number):
     assert scrubbed == "Ruf an: <PHONE>, danke." and counts["phone"] == 1
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Built in 1957–1959 and sold 2004/2005 (1877-1953).",  # year ranges
+        "Lancet. 2005;366:1165-74. [PMID: 16198765] and arXiv 2101.0123456",
+        "Unemployment rose by 133.000 to 2.462.000; 6 500 000 people took part.",  # thousands separators
+        "Class 1 (IEC/EN 62053-21), ISO 8601, RFC 9309.",
+        "logged at 1710512525 (ms 1710512525123) on 10.10.2006  4512 kcal",
+        "population 8336817, area 783562 km2, row 123456789 987654321 0.123456",  # bare numbers, a table row
+        "the hotel 1234567 rooms",  # "tel" inside a word is no phone word
+    ],
+)
+def test_numbers_that_are_not_phones_stay(text):
+    assert scrub_pii(text) == (text, dict.fromkeys(PLACEHOLDERS, 0))
+
+
+@pytest.mark.parametrize("text", ["Call the office at 5551234.", "Tel. 376085878", "Handy: 15662000"])
+def test_short_bare_numbers_need_a_phone_word(text):
+    assert scrub_pii(text)[1]["phone"] == 1
+
+
 def faker_cards(card_type: str, n: int, prefix: str = "") -> list[str]:
     fake = Faker("en_US")
     fake.seed_instance(7)
