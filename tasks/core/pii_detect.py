@@ -192,11 +192,11 @@ def regex_spans(pattern: re.Pattern[str], valid: Callable[[str], bool] | None) -
 
 # ---- phone numbers --------------------------------------------------------------------------------------------
 
-# A run of digit groups that could hold a phone number: optional +, groups joined by at most two of
+# A run of digit groups that could hold a phone number: optional + or (+cc), groups joined by at most two of
 # space/dot/dash/slash (with parentheses around area codes), an optional extension. Possessive quantifiers: a run
 # that ends in a time ("14:22"), a decimal or a word is rejected whole rather than shortened until something fits.
 PHONE_CANDIDATE = re.compile(
-    r"(?<![\w+#$€£¥₹.,/()-])\+?\(?\d++\)?(?:[ \u00a0./–-]{0,2}\(?\d++\)?)*+"
+    r"(?<![\w+#$€£¥₹.,/()-])(?:\(\+\d{1,3}\)[ ]?|\+)?\(?\d++\)?(?:[ \u00a0./–-]{0,2}\(?\d++\)?)*+"
     r"(?:[ ]?(?:x|ext\.?|extension|#)[ ]?\d{1,6})?+(?![\w:%°/]|[.,]\d|-\w)"
 )
 _EXTENSION = re.compile(r"(?:x|ext\.?|extension|#)[ ]?\d{1,6}$")
@@ -304,7 +304,7 @@ def phone_spans(text: str, regions: tuple[str, ...]) -> Iterator[tuple[int, int]
         n_digits = sum(c.isdigit() for c in main)
         if not 7 <= n_digits <= _MAX_DIGITS or _not_a_phone(text, start, start + len(main.rstrip())):
             continue
-        readings = regions[:1] if raw.startswith("+") else regions
+        readings = regions[:1] if raw.startswith(("+", "(+")) else regions
         best: tuple[tuple[int, int], ...] = ()
         best_digits = 0
         for region in readings:

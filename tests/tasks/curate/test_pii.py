@@ -43,7 +43,10 @@ def test_non_pii_words_and_distractors_are_kept(faker_score):
 
 
 @pytest.mark.parametrize(
-    "number", ["(37) 788-063", "467 3395", "+447700 208 815", "345-899-3560x4587", "9498777106", "21 253 109 8211"]
+    "number",
+    ["(37) 788-063", "467 3395", "+447700 208 815", "345-899-3560x4587", "9498777106", "21 253 109 8211",
+     # written forms of other countries: country code in parentheses, trunk prefix in parentheses, 5-4 mobiles
+     "(+44) 20 7946 0958", "+49 (0) 30 1234567", "+7 (495) 123-45-67", "070-1234-5678", "+55 11 91234-5678"],
 )
 def test_phone_formats_missed_before(number):
     scrubbed, counts = scrub_pii(f"Ruf an: {number}, danke.")
