@@ -23,7 +23,9 @@ KINDS = ("email", "phone", "credit_card", "iban", "ssn", "ipv4", "ipv6")
 
 LEFT = {
     "email": ["Write to {name} at", "Contact:", "Send the form to", "Her address is", "Reply-To:"],
-    "phone": ["Call {name} on", "Phone:", "Tel.", "You can reach the office at", "Mobile", "or call"],
+    # half without a word that says "phone": the number alone must be enough
+    "phone": ["Call {name} on", "Phone:", "Tel.", "You can reach the office at", "Mobile", "or call",
+              "{name}:", "Details:", "— {name},", "Ask {name},", "Back office", "Kontor"],
     "credit_card": ["Card number:", "Charged to card", "Payment with", "The card", "CC"],
     "iban": ["IBAN:", "Transfer the rent to", "Account", "Bank details: {name},"],
     "ssn": ["SSN:", "Social Security number", "The applicant's SSN is"],

@@ -211,15 +211,15 @@ _POSTCODE = re.compile(r"\d{5}-\d{3}$")  # Brazil's CEP; no numbering plan group
 _THOUSANDS = re.compile(r"\d{1,2}(?:[ \u00a0\u202f]\d{3})+$|\d{1,3}(?:\.\d{3})+$")
 _DECIMAL = re.compile(r"-?\d+[.,]\d+$")
 _DOTTED_QUAD_OR_VERSION = re.compile(r"\d+(?:\.\d+){3,}$")
-# Unix time in seconds or milliseconds (2001-2286): no national number is written as 10 or 13 bare digits from 1.
+# Without a phone word before them, bare runs are no phone numbers when they are 7-9 digits (no separator, trunk 0
+# or +: an id, a count, a table cell) or look like Unix time (10 or 13 digits from 1: seconds or ms, 2001-2286);
+# other bare runs of 10+ digits ("9498777106") are phone-shaped on their own.
 _EPOCH = re.compile(r"1\d{9}(?:\d{3})?$")
-# A bare run of 7-9 digits (no separator, no trunk 0, no +) is an id, a count or a table cell unless a phone word
-# stands before it; 10+ bare digits ("9498777106") are phone-shaped on their own.
 _SHORT_BARE = re.compile(r"[1-9]\d{6,8}$")
 _PHONE_WORD = re.compile(
-    r"\b(?:phone|tel|telephone|call|mobile|mob|cell|fax|dial|ring|sms|whatsapp|contact|reach|hotline|téléphone|"
-    r"portable|teléfono|telefono|móvil|cellulare|telefone|celular|telefon|handy|mobil|telefoon|tlf|тел|телефон|"
-    r"電話|携帯)\w*\.?:?[^\w\n]{0,3}(?:\w+[^\w\n]{1,3}){0,3}$",
+    r"\b(?:(?:tele)?phone[sd]?|tel|call(?:s|ed|ing)?|mobile|mob|cell(?:phone)?|fax|dial|ring|sms|whatsapp|contact|"
+    r"reach|hotline|téléphone|portable|teléfono|telefono|móvil|cellulare|telefone|celular|telefon(?:nummer)?|"
+    r"rufnummer|handy|mobil|telefoon|tlf|тел|телефон|電話|携帯)\b\.?:?[^\w\n]{0,3}(?:\w+[^\w\n]{1,3}){0,3}$",
     re.IGNORECASE,
 )
 _MAX_DIGITS = 17  # E.164 allows 15; a longer run is a table row, a code or several numbers in a row
@@ -230,7 +230,7 @@ _NAMED_OTHERWISE = re.compile(
     r"|iso|iec|en|din|ansi|rfc)"
     r"|\b(?:order|invoice|tracking|serial|parcel|shipment)(?:\s*(?:number|no|nr|id))?"
     r"|\b(?:item|part|article|customer|case|ticket|account)\s*(?:number|no|nr|id)"
-    r"|\b(?:ts|timestamp|epoch|time|id|uid|pid|size|count|seq)\s*=)\.?:?\s*$|\d:\s*$",
+    r"|\b(?:ts|timestamp|epoch|unix time|id|uid|pid|size|count|seq)\s*=?)\.?:?\s*$|\d:\s*$",
     re.IGNORECASE,
 )
 _MONEY_THOUSANDS = re.compile(r"\d{1,3}(?:[ .\u00a0\u202f]\d{3})+")
@@ -244,15 +244,16 @@ def named_otherwise(text: str, start: int) -> bool:
 
 
 def _not_a_phone(text: str, start: int, end: int) -> bool:
-    """Distractor rules: short bare numbers without a phone word, dates, year ranges, versions, dotted quads,
-    decimals, postcodes, thousands, Unix times, money, ISBNs, and numbers that a word before them names as something
-    else (order no., ISBN, PMID, v)."""
+    """Distractor rules: short bare numbers and Unix times without a phone word, dates, year ranges, versions, dotted
+    quads, decimals, postcodes, thousands, money, ISBNs, and numbers that a word before them names as something else
+    (order no., ISBN, PMID, v)."""
     candidate = text[start:end].lstrip("(").rstrip(")")
-    if _SHORT_BARE.match(candidate) and not _PHONE_WORD.search(text, max(0, start - 40), start):
+    if (_SHORT_BARE.match(candidate) or _EPOCH.match(candidate)) and not _PHONE_WORD.search(
+            text, max(0, start - 40), start):
         return True
     if _DATE.match(candidate):  # also a date followed by more numbers: "10.10.2006  4512 kcal"
         return True
-    if any(p.match(candidate) for p in (_YEAR_RANGE, _DOTTED_QUAD_OR_VERSION, _DECIMAL, _POSTCODE, _THOUSANDS, _EPOCH)):
+    if any(p.match(candidate) for p in (_YEAR_RANGE, _DOTTED_QUAD_OR_VERSION, _DECIMAL, _POSTCODE, _THOUSANDS)):
         return True
     before, after = text[max(0, start - 20) : start], text[end : end + 6]
     if named_otherwise(text, start) or _MONEY_BEFORE.search(before):
