@@ -243,12 +243,13 @@ def named_otherwise(text: str, start: int) -> bool:
     return bool(_NAMED_OTHERWISE.search(text, max(0, start - 20), start))
 
 
-def _not_a_phone(text: str, start: int, end: int) -> bool:
+def _not_a_phone(text: str, start: int, end: int, part: bool = False) -> bool:
     """Distractor rules: short bare numbers and Unix times without a phone word, dates, year ranges, versions, dotted
     quads, decimals, postcodes, thousands, money, ISBNs, and numbers that a word before them names as something else
-    (order no., ISBN, PMID, v)."""
+    (order no., ISBN, PMID, v). A `part` of a run that passed as a whole ("05225/8738444") is not bare.
+    """
     candidate = text[start:end].lstrip("(").rstrip(")")
-    if (_SHORT_BARE.match(candidate) or _EPOCH.match(candidate)) and not _PHONE_WORD.search(
+    if not part and (_SHORT_BARE.match(candidate) or _EPOCH.match(candidate)) and not _PHONE_WORD.search(
             text, max(0, start - 40), start):
         return True
     if _DATE.match(candidate):  # also a date followed by more numbers: "10.10.2006  4512 kcal"
@@ -316,5 +317,6 @@ def phone_spans(text: str, regions: tuple[str, ...]) -> Iterator[tuple[int, int]
                 if covered == sum(c.isdigit() for c in raw):
                     break
         for s, e in best:  # a reading may split the run: each part must pass as a phone number on its own
-            if sum(c.isdigit() for c in raw[s:e]) >= 7 and not _not_a_phone(text, start + s, start + e):
+            part = (s, e) != (0, len(raw))
+            if sum(c.isdigit() for c in raw[s:e]) >= 7 and not _not_a_phone(text, start + s, start + e, part):
                 yield start + s, start + e

@@ -74,6 +74,11 @@ def test_short_bare_numbers_need_a_phone_word(text):
     assert scrub_pii(text)[1]["phone"] == 1
 
 
+def test_subscriber_number_after_an_area_code_is_not_bare():
+    # libphonenumber may read "area code/subscriber" as two numbers; the subscriber part still goes
+    assert "8738444" not in scrub_pii("Kanzlei Niemeyer\n05225/8738444\nHof 9")[0]
+
+
 def faker_cards(card_type: str, n: int, prefix: str = "") -> list[str]:
     fake = Faker("en_US")
     fake.seed_instance(7)
