@@ -39,13 +39,14 @@ def val_tokenset(tmp_path: Path, tok, docs: list[str]) -> TokenSet:
 
 
 def test_uniform_model_bpb_is_tokens_times_log2_vocab_over_bytes(tmp_path, tok):
+    docs = [*DOCS, "Quoted markup: <|bos|><|user|>hi<|end|><|assistant|><|eos|> is text."]  # scored as text
     path = tmp_path / "extra.jsonl"
-    path.write_text("".join(json.dumps({"text": d}) + "\n" for d in DOCS))
+    path.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
     model = UniformLM(tok.vocab_size, seq_len=16)  # docs are longer than 16 tokens: many windows
     cfg = EvalConfig(text_files=[str(path)], prompts=[])
     metrics = evaluate_model(model, tok, cfg, None)["metrics"]
-    n_tokens = sum(len(tok.encode(d)) for d in DOCS)
-    n_bytes = sum(len(d.encode("utf-8")) for d in DOCS)
+    n_tokens = sum(len(tok.encode(d)) for d in docs)
+    n_bytes = sum(len(d.encode("utf-8")) for d in docs)
     assert metrics["text/extra_tokens"] == n_tokens  # every text token scored exactly once, no <|bos|> target
     assert metrics["text/extra_bytes"] == n_bytes
     assert metrics["text/extra_bpb"] == pytest.approx(n_tokens * math.log2(tok.vocab_size) / n_bytes, rel=1e-6)  # float32 log-softmax
