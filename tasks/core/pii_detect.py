@@ -227,7 +227,7 @@ _MAX_DIGITS = 17  # E.164 allows 15; a longer run is a table row, a code or seve
 # "v"); "phone no." must still count, so a bare "no."/"nr." is not such a word. A time or ratio ("12:30") ends in ":".
 _NAMED_OTHERWISE = re.compile(
     r"(?:\b(?:isbn(?:-1[03])?|issn|doi|pmid|pmcid|arxiv|version|v|build|release|ref|patent|sku|pages?|pp|p|〒|#"
-    r"|iso|iec|en|din|ansi|rfc)"
+    r"|(?-i:ISO|IEC|EN|DIN|ANSI|RFC))"  # standards bodies in capitals: French "en" is no standard
     r"|\b(?:order|invoice|tracking|serial|parcel|shipment)(?:\s*(?:number|no|nr|id))?"
     r"|\b(?:item|part|article|customer|case|ticket|account)\s*(?:number|no|nr|id)"
     r"|\b(?:ts|timestamp|epoch|unix time|id|uid|pid|size|count|seq)\s*=?)\.?:?\s*$|\d:\s*$",

@@ -74,6 +74,11 @@ def test_short_bare_numbers_need_a_phone_word(text):
     assert scrub_pii(text)[1]["phone"] == 1
 
 
+def test_standards_bodies_name_numbers_only_in_capitals():
+    assert scrub_pii("Klasse 1 (IEC/EN 62053-21)")[1]["phone"] == 0
+    assert scrub_pii("joignable en 06 12 34 56 78 demain")[0] == "joignable en <PHONE> demain"  # French "en"
+
+
 def test_subscriber_number_after_an_area_code_is_not_bare():
     # libphonenumber may read "area code/subscriber" as two numbers; the subscriber part still goes
     assert "8738444" not in scrub_pii("Kanzlei Niemeyer\n05225/8738444\nHof 9")[0]
