@@ -69,6 +69,7 @@ def _iban(fake, rng: random.Random) -> str:
 
 
 _EPOCH_10 = datetime(2001, 9, 9, 2, tzinfo=timezone.utc)  # Unix time has had 10 digits (13 in ms) since then
+_END = datetime(2026, 1, 1, tzinfo=timezone.utc)  # Faker's dates end "now" unless told: fixed, the corpus is too
 
 
 def _public_ipv6(fake) -> str:
@@ -83,7 +84,8 @@ def _distractor(fake, rng: random.Random) -> tuple[str, str]:
     """(type, text) of something that looks numeric but is no PII."""
     kind = rng.choice(["date", "version", "isbn", "order", "timestamp", "price", "coordinates", "postcode"])
     if kind == "date":
-        text = fake.date(pattern=rng.choice(["%Y-%m-%d", "%d.%m.%Y", "%m/%d/%Y", "%d/%m/%Y", "%d %B %Y"]))
+        pattern = rng.choice(["%Y-%m-%d", "%d.%m.%Y", "%m/%d/%Y", "%d/%m/%Y", "%d %B %Y"])
+        text = fake.date(pattern=pattern, end_datetime=_END)
     elif kind == "version":
         text = rng.choice(["v", "version ", "Python ", "release "]) + fake.numerify(
             rng.choice(["#.##.#", "%.#.##", "##.#.#####.####", "#.#.#-rc#"]))
@@ -93,11 +95,11 @@ def _distractor(fake, rng: random.Random) -> tuple[str, str]:
         prefix = rng.choice(["order #", "Order No. ", "invoice INV-", "tracking number "])
         text = prefix + fake.numerify("#" * rng.randint(6, 12))
     elif kind == "timestamp":
-        moment = fake.date_time()
+        moment = fake.date_time(end_datetime=_END)
         text = rng.choice([moment.isoformat(), moment.strftime("%Y-%m-%d %H:%M:%S"),
                            moment.strftime("%d/%b/%Y:%H:%M:%S"), f"{moment.isoformat()}Z",
-                           f"epoch {int(fake.unix_time(start_datetime=_EPOCH_10))}",
-                           f"ts={int(fake.unix_time(start_datetime=_EPOCH_10) * 1000)}"])
+                           f"epoch {int(fake.unix_time(start_datetime=_EPOCH_10, end_datetime=_END))}",
+                           f"ts={int(fake.unix_time(start_datetime=_EPOCH_10, end_datetime=_END) * 1000)}"])
     elif kind == "price":
         text = fake.pricetag()
     elif kind == "coordinates":
