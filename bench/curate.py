@@ -3,8 +3,7 @@
 1. throughput (docs/s/core) of `run_curate` vs. bare datatrove running the same steps on the same input;
 2. language-ID accuracy on real multilingual pages (Debian Reference en/de/fr/ja, translated man pages);
 3. MinHash near-dedup precision/recall on planted near-duplicates at several edit rates (FineWeb settings);
-4. PII precision/recall on planted strings of each kind, and matches in unplanted corpus text;
-5. quality-classifier precision/recall on its held-out split (demo choice: narrative docs vs. API reference).
+4. quality-classifier precision/recall on its held-out split (demo choice: narrative docs vs. API reference).
 
 Run: `.venv/bin/python bench/curate.py [--docs N]`. Uses the demo corpus installed on this machine.
 """
@@ -161,61 +160,6 @@ def bench_minhash(docs: DocSet) -> None:
           ["edit rate", "originals", "planted dups", "removed", "precision", "recall (pairs)"], rows)
 
 
-def planted_pii(rng: random.Random) -> dict[str, list[str]]:
-    def luhn_complete(prefix: str, length: int) -> str:
-        digits = prefix + "".join(rng.choice("0123456789") for _ in range(length - len(prefix) - 1))
-        from tasks.core.pii import luhn_ok
-
-        return next(digits + c for c in "0123456789" if luhn_ok(digits + c))
-
-    def card() -> str:
-        n = luhn_complete(rng.choice(["4", "51", "55", "37", "6011"]), rng.choice([16, 16, 15]))
-        sep = rng.choice(["", " ", "-"])
-        return sep.join(n[i:i + 4] for i in range(0, len(n), 4))
-
-    def phone() -> str:
-        d = lambda k: "".join(rng.choice("0123456789") for _ in range(k))
-        return rng.choice([f"+1 {d(3)}-{d(3)}-{d(4)}", f"({d(3)}) {d(3)}-{d(4)}", f"+44 20 {d(4)} {d(4)}",
-                           f"+49 30 {d(8)}", f"{d(3)}.{d(3)}.{d(4)}", f"+33 1 {d(2)} {d(2)} {d(2)} {d(2)}"])
-
-    def ip() -> str:
-        while True:
-            a = ".".join(str(rng.randint(1, 254)) for _ in range(4))
-            import ipaddress
-
-            if ipaddress.ip_address(a).is_global:
-                return a
-
-    names = ["jane", "li.wei", "o.brien", "m_garcia", "sam+news"]
-    hosts = ["example.org", "mail.corp-site.com", "uni-bonn.de", "posteo.net"]
-    return {"email": [f"{rng.choice(names)}{rng.randint(1, 99)}@{rng.choice(hosts)}" for _ in range(200)],
-            "ip": [ip() for _ in range(200)], "phone": [phone() for _ in range(200)],
-            "credit_card": [card() for _ in range(200)]}
-
-
-def bench_pii(docs: DocSet) -> None:
-    from tasks.core.pii import PLACEHOLDERS, scrub_pii
-
-    rng = random.Random(0)
-    texts = [r["text"] for r in rows_of(docs) if "/python/" in r["url"]]
-    distractors = ["Python 3.11.4", "2023-01-15", "10.0.0.1", "192.168.1.20", "4111 1111 1111 1112", "PEP 8",
-                   "ISBN 978-3-16-148410-0", "0x7fff5fbff8c8", "1,234,567", "v2.14.1", "12:30:45"]
-    rows = []
-    for kind, values in planted_pii(rng).items():
-        hits = misses = 0
-        for value in values:
-            snippet = f"Contact: {value}. Also see {rng.choice(distractors)} in the notes."
-            scrubbed, _ = scrub_pii(snippet)
-            hits += value not in scrubbed and PLACEHOLDERS[kind] in scrubbed
-            misses += value in scrubbed
-        false_hits = sum(scrub_pii(f"See {d} here.")[1][kind] for d in distractors)
-        corpus_hits = sum(scrub_pii(t)[1][kind] for t in texts)
-        rows.append([kind, len(values), hits / len(values), hits / max(hits + false_hits, 1), false_hits,
-                     corpus_hits])
-    table(f"PII scrubbing: planted strings (recall), distractors (precision), matches in {len(texts)} Python doc pages",
-          ["kind", "planted", "recall", "precision vs distractors", "distractors hit", "matches in corpus"], rows)
-
-
 def bench_quality(docs: DocSet) -> None:
     from tasks.curate.quality import QualityClassifierConfig, train_quality_classifier
 
@@ -234,13 +178,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=200, help="documents in the throughput runs")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--only", nargs="*", default=["throughput", "lid", "minhash", "pii", "quality"])
+    parser.add_argument("--only", nargs="*", default=["throughput", "lid", "minhash", "quality"])
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("LMFORGE_HOME", str(WORK / "home"))
     corpus = demo_docset(WORK / "corpus")
     print(f"demo corpus: {corpus.n_docs} pages extracted ({corpus.dir})")
-    benches = {"lid": bench_language_id, "minhash": bench_minhash, "pii": bench_pii, "quality": bench_quality,
+    benches = {"lid": bench_language_id, "minhash": bench_minhash, "quality": bench_quality,
                "throughput": lambda d: bench_throughput(subset(d, args.docs, WORK / "subset"), args.workers)}
     for name in args.only:
         benches[name](corpus)

@@ -12,7 +12,6 @@ from __future__ import annotations
 from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.chat import render_chat
 from tasks.core.artifacts import ModelVersionRef
 from tasks.core.report import track_stage, tracked_run
 from tasks.core.tracking import TrackingConfig
@@ -21,15 +20,12 @@ from tasks.finetune.sft import SFTConfig, resolve_sft_base, sft
 from tasks.finetune.sft_data import SFTDataConfig, sft_data
 from tasks.registry.register import RegisterConfig, register
 
-# Sample prompts in the chat template (without the leading <|bos|>, which the evaluate stage adds).
-CHAT_PROMPTS = [
-    render_chat([{"role": "user", "content": question}])[len("<|bos|>") :]
-    for question in ("What is Debian?", "How do I read a JSON file in Python?", "Who are you?")
-]
+# Sample questions, each asked as a user turn of the chat template (EvalConfig.chat_prompts: role tokens by id).
+CHAT_PROMPTS = ["What is Debian?", "How do I read a JSON file in Python?", "Who are you?"]
 
 
 def chat_eval_config() -> EvalConfig:
-    return EvalConfig(prompts=list(CHAT_PROMPTS))
+    return EvalConfig(prompts=list(CHAT_PROMPTS), chat_prompts=True)
 
 
 def chat_registry_config() -> RegisterConfig:

@@ -5,9 +5,9 @@ One conversation becomes `<|bos|>` followed, per message, by the role token, the
     <|bos|><|system|>You are terse.<|end|><|user|>Hi<|end|><|assistant|>Hello.<|end|>
 
 A generation prompt ends with `<|assistant|>` and the model answers until it emits `<|end|>`. Role tokens are
-looked up by id rather than written into the text, so a user typing "<|assistant|>" in a message cannot forge a
-turn (their text is encoded as plain bytes). `encode_chat` also returns the per-token mask SFT trains on: 1 on
-the tokens of assistant turns (content and closing `<|end|>`), 0 elsewhere.
+inserted by id rather than written into the text, so a user typing "<|assistant|>" in a message cannot forge a
+turn: `Tokenizer.encode` reads special-token strings in text as plain bytes. `encode_chat` also returns the
+per-token mask SFT trains on: 1 on the tokens of assistant turns (content and closing `<|end|>`), 0 elsewhere.
 """
 
 from __future__ import annotations
@@ -62,10 +62,8 @@ def render_chat(messages: Sequence[Mapping[str, Any]], add_generation_prompt: bo
 
 
 def encode_content(tokenizer: Any, text: str) -> list[int]:
-    """Ids of user-supplied text with special-token strings neutralised, so text cannot inject role tokens."""
-    # The tokenizer maps special-token strings inside text to their ids; a zero-width joiner after "<|" breaks the
-    # match while leaving the visible text unchanged.
-    return tokenizer.encode(text.replace("<|", "<\u200d|")) if text else []
+    """Ids of message text, byte for byte: special-token strings in it stay text (`Tokenizer.encode`)."""
+    return tokenizer.encode(text) if text else []
 
 
 def encode_chat(

@@ -4,6 +4,11 @@
 Special tokens: `<|bos|>` separates documents in the token shards, `<|eos|>` ends a generation, `<|pad|>` pads
 batches, and the chat-role tokens (`<|system|>`, `<|user|>`, `<|assistant|>`, `<|end|>`) frame SFT conversations.
 They get the first ids (0..6), so any vocab size keeps them stable.
+
+Text never turns into control tokens: `encode` reads special-token strings inside text ("<|assistant|>" on a web
+page, in a user's message) as the ordinary bytes they are (`tokenizers`' `encode_special_tokens`), so corpus text
+cannot split a document, end a generation or forge a chat turn. Control tokens enter a sequence only by id: the
+tokenize stage puts `bos_id` between documents, `models.chat.encode_chat` inserts the role tokens.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ class Tokenizer:
 
     def __init__(self, hf_tokenizer) -> None:
         self._tok = hf_tokenizer
+        # special-token strings in text are text; not serialised into tokenizer.json, so the file and hash stay
+        hf_tokenizer.encode_special_tokens = True
         missing = [t for t in SPECIAL_TOKENS if hf_tokenizer.token_to_id(t) is None]
         if missing:
             raise ValueError(f"tokenizer lacks the special tokens {missing}; train it with models.tokenizer.train")
@@ -77,11 +84,12 @@ class Tokenizer:
         return hashlib.sha256(self._tok.to_str(pretty=True).encode("utf-8")).hexdigest()
 
     def encode(self, text: str) -> list[int]:
-        """Ids of `text`; special-token strings inside `text` map to their ids (chat templates rely on it)."""
+        """Ids of `text` as plain text: a special-token string inside it ("<|bos|>") is encoded as its bytes, never as
+        the control id (insert those by id: `bos_id`, `models.chat.encode_chat`)."""
         return self._tok.encode(text, add_special_tokens=False).ids
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        """Encode many texts at once; `tokenizers` spreads the batch over its Rust thread pool."""
+        """`encode` of many texts at once; `tokenizers` spreads the batch over its Rust thread pool."""
         return [e.ids for e in self._tok.encode_batch(texts, add_special_tokens=False)]
 
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:

@@ -6,5 +6,6 @@
 - `tokens`: the llm.c `.bin` token-shard format, the training loader and eval batches.
 - `tracking`: MLflow (`TrackingConfig`, runs, stage metrics); `report`: the flow-level run summary and Prefect artifacts.
 - `executors`: datatrove's local / Ray / Slurm executors behind one call.
-- `pii`, `toxicity`: the scrubber and bad-word check used by curation, SFT data, evaluation and serving.
+- `pii`, `toxicity`: the scrubber and bad-word check used by curation, SFT data, evaluation and serving; `pii_detect`
+  holds the scrubber's detectors, one per kind (libphonenumber, IIN + Luhn, mod-97, ipaddress).
 """

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from tasks.core import pii_detect as pii  # not tasks.core.pii: that imports datatrove
 
 # Keyword arguments for datatrove's heuristic filters, per corpus profile; `filter_overrides` wins over both.
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
@@ -24,6 +26,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
                             "new_line_ratio": 1.0},
     },
 }
+PIIKind = Literal["email", "iban", "credit_card", "ssn", "ip", "phone"]  # tasks.core.pii.KINDS (a test checks)
 HEURISTIC_STEPS = ("gopher_repetition", "gopher_quality", "c4_quality", "fineweb_quality")
 
 
@@ -87,7 +90,24 @@ class CurateConfig(BaseModel):
     dedup_index_dir: str | None = Field(
         default=None, description="Where the cross-run MinHash index lives; default $LMFORGE_HOME/dedup-index."
     )
-    pii: bool = Field(default=True, description="Replace e-mails, IPs, phones and card numbers by placeholders.")
+    pii: bool = Field(default=True, description="Replace PII (the kinds in pii_kinds) by placeholders.")
+    pii_kinds: list[PIIKind] = Field(
+        default_factory=lambda: list(pii.KINDS),
+        description="PII kinds scrubbed when pii is on: email, iban, credit_card, ssn, ip (v4 and v6), phone.",
+    )
+    pii_regions: list[str] = Field(
+        default_factory=lambda: list(pii.DEFAULT_REGIONS),
+        description="Regions (ISO 3166-1 alpha-2) whose national phone formats are recognised, tried in order; "
+        "numbers written with +country code are found whatever the list. Add the regions of your corpus' languages.",
+    )
+
+    @field_validator("pii_regions", mode="before")
+    @classmethod
+    def _known_regions(cls, regions: Any) -> list[str]:
+        if isinstance(regions, list) and any(isinstance(r, bool) for r in regions):
+            # YAML 1.1 reads NO (Norway), ON, Y as booleans
+            raise ValueError(f"pii_regions {regions}: a region code was read as a boolean; quote it, e.g. ['NO']")
+        return list(pii.check_regions(regions)) if isinstance(regions, (list, tuple)) else regions
 
 
 def heuristic_kwargs(cfg: CurateConfig, step: str) -> dict[str, Any]:

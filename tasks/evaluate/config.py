@@ -29,6 +29,10 @@ class EvalConfig(BaseModel):
     lambada_file: str | None = Field(default=None, description="LAMBADA JSONL file ({'text': ...}).")
     max_downstream_examples: int | None = Field(default=500, description="Items per benchmark (None = all).")
     prompts: list[str] = Field(default_factory=lambda: list(DEFAULT_PROMPTS), description="Sample prompts.")
+    chat_prompts: bool = Field(
+        default=False, description="Prompts are user messages: each is framed by the chat template (role tokens by "
+        "id, models.chat) and the model answers as the assistant. Off: prompts are plain text to continue.",
+    )
     max_new_tokens: int = Field(default=48, ge=1, description="Tokens generated per sample prompt.")
     temperature: float = Field(default=0.8, ge=0.0, description="Sampling temperature for the samples.")
     top_k: int | None = Field(default=50, description="Top-k sampling for the samples.")

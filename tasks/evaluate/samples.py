@@ -7,13 +7,24 @@ from typing import Any
 from tasks.evaluate.config import EvalConfig
 
 
+def prompt_ids(tokenizer: Any, prompt: str, chat: bool) -> tuple[list[int], str]:
+    """(ids, text shown) of a sample prompt: plain text after `<|bos|>`, or a user turn in the chat template."""
+    if not chat:
+        return [tokenizer.bos_id, *tokenizer.encode(prompt)], prompt
+    from models.chat import BOS_TOKEN, encode_chat, render_chat
+
+    messages = [{"role": "user", "content": prompt}]
+    return encode_chat(tokenizer, messages)[0], render_chat(messages)[len(BOS_TOKEN) :]
+
+
 def sample_generations(model: Any, tokenizer: Any, cfg: EvalConfig, device: str) -> list[str]:
     import torch
 
     torch.manual_seed(cfg.seed)
     samples = []
     for prompt in cfg.prompts:
-        idx = torch.tensor([[tokenizer.bos_id, *tokenizer.encode(prompt)]], dtype=torch.long, device=device)
+        ids, shown = prompt_ids(tokenizer, prompt, cfg.chat_prompts)
+        idx = torch.tensor([ids], dtype=torch.long, device=device)
         out = model.generate(idx, cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k, eos_id=tokenizer.eos_id)
-        samples.append(prompt + tokenizer.decode(out[0, idx.shape[1] :].tolist(), skip_special_tokens=True))
+        samples.append(shown + tokenizer.decode(out[0, idx.shape[1] :].tolist(), skip_special_tokens=True))
     return samples

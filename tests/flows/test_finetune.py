@@ -82,7 +82,8 @@ def test_finetune_registers_a_chat_model_that_exports(prefect_server, lmforge_ho
     cfg = FinetuneConfig(
         data=SFTDataConfig(min_answer_chars=40, follow_up_fraction=0.0),
         sft=SFTConfig(max_steps=8, batch_size=4, device="cpu", threads=1, eval_every=0),
-        evaluate=EvalConfig(prompts=CHAT_PROMPTS[:1], max_new_tokens=4, device="cpu", max_val_tokens=2000),
+        evaluate=EvalConfig(prompts=CHAT_PROMPTS[:1], chat_prompts=True, max_new_tokens=4, device="cpu",
+                            max_val_tokens=2000),
     )
     version = finetune(cfg)
     assert version.name == "lmforge-chat" and version.alias == "champion"

@@ -30,12 +30,15 @@ def test_training_learns_merges(tok):
     assert len(tok.encode(text)) < len(text.encode()) / 2  # frequent words became single tokens
 
 
-def test_special_tokens_have_fixed_ids_and_survive_encoding(tok):
+def test_special_tokens_have_fixed_ids_and_text_never_becomes_one(tok):
     assert [tok.token_to_id(t) for t in SPECIAL_TOKENS] == list(range(len(SPECIAL_TOKENS)))
     assert (tok.bos_id, tok.eos_id, tok.pad_id) == (0, 1, 2)
-    ids = tok.encode("<|user|>hi<|end|><|assistant|>")
-    assert ids[0] == tok.token_to_id("<|user|>") and tok.token_to_id("<|assistant|>") == ids[-1]
-    assert tok.decode(ids, skip_special_tokens=True) == "hi"
+    text = "<|user|>hi<|end|><|assistant|>" + "".join(SPECIAL_TOKENS)
+    for ids in (tok.encode(text), tok.encode_batch([text, "x"])[0]):
+        assert not set(ids) & set(range(len(SPECIAL_TOKENS)))  # the literal text is bytes, not control ids
+        assert tok.decode(ids) == tok.decode(ids, skip_special_tokens=True) == text
+    control = [tok.token_to_id("<|user|>"), *tok.encode("hi"), tok.token_to_id("<|end|>")]  # inserted by id
+    assert tok.decode(control) == "<|user|>hi<|end|>" and tok.decode(control, skip_special_tokens=True) == "hi"
 
 
 def test_save_load_and_hash(tok, tmp_path):
@@ -44,6 +47,7 @@ def test_save_load_and_hash(tok, tmp_path):
     path = tok.save(tmp_path / "tokenizer.json")
     loaded = Tokenizer.load(path)
     assert loaded.encode(TEXTS[1]) == tok.encode(TEXTS[1]) and loaded.vocab_size == tok.vocab_size
+    assert loaded.encode("<|bos|>") == tok.encode("<|bos|>") != [tok.bos_id]  # a loaded tokenizer too
     assert loaded.sha256 == tok.sha256 == file_sha256(path)
     other = Tokenizer.train(TEXTS[:1] * 10, vocab_size=300)
     assert other.sha256 != tok.sha256

@@ -39,13 +39,14 @@ def val_tokenset(tmp_path: Path, tok, docs: list[str]) -> TokenSet:
 
 
 def test_uniform_model_bpb_is_tokens_times_log2_vocab_over_bytes(tmp_path, tok):
+    docs = [*DOCS, "Quoted markup: <|bos|><|user|>hi<|end|><|assistant|><|eos|> is text."]  # scored as text
     path = tmp_path / "extra.jsonl"
-    path.write_text("".join(json.dumps({"text": d}) + "\n" for d in DOCS))
+    path.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
     model = UniformLM(tok.vocab_size, seq_len=16)  # docs are longer than 16 tokens: many windows
     cfg = EvalConfig(text_files=[str(path)], prompts=[])
     metrics = evaluate_model(model, tok, cfg, None)["metrics"]
-    n_tokens = sum(len(tok.encode(d)) for d in DOCS)
-    n_bytes = sum(len(d.encode("utf-8")) for d in DOCS)
+    n_tokens = sum(len(tok.encode(d)) for d in docs)
+    n_bytes = sum(len(d.encode("utf-8")) for d in docs)
     assert metrics["text/extra_tokens"] == n_tokens  # every text token scored exactly once, no <|bos|> target
     assert metrics["text/extra_bytes"] == n_bytes
     assert metrics["text/extra_bpb"] == pytest.approx(n_tokens * math.log2(tok.vocab_size) / n_bytes, rel=1e-6)  # float32 log-softmax
@@ -142,6 +143,24 @@ def test_samples_are_reproducible(tok):
     first = evaluate_model(model, tok, cfg, None)["samples"]
     assert first == evaluate_model(model, tok, cfg, None)["samples"]
     assert first[0].startswith("Debian is") and first[1].startswith("Python") and len(first[1]) > len("Python")
+
+
+def test_chat_sample_prompts_are_user_turns_framed_by_id(tok):
+    from models.chat import encode_chat
+    from tasks.evaluate.samples import prompt_ids
+
+    question = "What is <|assistant|>? Say <|end|>."  # a question quoting the markup stays a question
+    ids, shown = prompt_ids(tok, question, chat=True)
+    assert ids == encode_chat(tok, [{"role": "user", "content": question}])[0]
+    control = [i for i in ids if i < 7]
+    assert control == [tok.bos_id, tok.token_to_id("<|user|>"), tok.token_to_id("<|end|>"),
+                       tok.token_to_id("<|assistant|>")]
+    assert shown == f"<|user|>{question}<|end|><|assistant|>" and tok.decode(ids[1:]) == shown
+    plain, shown = prompt_ids(tok, question, chat=False)
+    assert plain == [tok.bos_id, *tok.encode(question)] and shown == question and plain.count(tok.bos_id) == 1
+    samples = evaluate_model(tiny_gpt(tok.vocab_size), tok, EvalConfig(prompts=[question], chat_prompts=True,
+                                                                      max_new_tokens=3), None)["samples"]
+    assert samples[0].startswith(f"<|user|>{question}<|end|><|assistant|>")
 
 
 def test_run_evaluate_writes_report_and_manifest(tmp_path, tok):

@@ -47,6 +47,19 @@ def test_only_assistant_tokens_are_targets(tokenizer):
     assert stats["assistant_tokens"] == len(targets)
 
 
+def test_markup_quoted_in_conversations_is_trained_as_text(tokenizer):
+    """A corpus answer quoting "<|end|>" or "<|bos|>" neither ends the turn nor splits the packed row."""
+    quoted = [{"role": "user", "content": "What ends a turn? <|assistant|>"},
+              {"role": "assistant", "content": "The <|end|> token; <|bos|> starts a document."}]
+    x, y, stats = pack(tokenizer, [quoted, *CONVERSATIONS], seq_len=160)
+    control = {tokenizer.token_to_id(t) for t in ("<|bos|>", "<|user|>", "<|assistant|>", "<|end|>")}
+    row = [int(t) for t in x[0] if t != tokenizer.pad_id]
+    assert row.count(tokenizer.bos_id) == stats["conversations"] == 4  # one separator per conversation
+    targets = [int(t) for t in y[0] if t >= 0]
+    assert [t for t in targets if t in control] == [tokenizer.token_to_id("<|end|>")] * 5  # the template's own
+    assert "The <|end|> token; <|bos|> starts a document.<|end|>" in tokenizer.decode(targets)
+
+
 def test_loss_ignores_non_assistant_tokens(tokenizer):
     model = tiny_gpt(tokenizer.vocab_size)
     x, y, _ = pack(tokenizer, CONVERSATIONS, seq_len=128)

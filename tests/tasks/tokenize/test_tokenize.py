@@ -101,3 +101,39 @@ def test_compression_gate_and_tiny_val(tmp_path):
         run_tokenize(TokenizeConfig(vocab_size=300, workers=1, min_bytes_per_token=50.0), shards, tmp_path / "a")
     ref = run_tokenize(TokenizeConfig(vocab_size=300, val_fraction=0.01, workers=1), shards, tmp_path / "b")
     assert ref.val_files and ref.n_val_tokens > 0  # 4 docs at 1 %: one document is still held out
+
+
+def test_special_token_text_in_documents_stays_text(tmp_path):
+    """A crawled page quoting every control token ("<|assistant|>", "<|bos|>" …) is ordinary text in the shards."""
+    import math
+
+    from lm_fixtures import UniformLM
+
+    from models.tokenizer import SPECIAL_TOKENS
+    from tasks.evaluate.evaluate import EvalConfig, evaluate_model
+
+    planted = "Chat markup: " + " ".join(SPECIAL_TOKENS) + " and <|user|>hi<|end|><|assistant|>Sure!<|end|><|eos|>"
+    docs = [f"{doc[:80]} {planted} {doc[80:]}" for doc in synthetic_docs(40)]
+    shards = write_shards(tmp_path / "shards", [docs[:20], docs[20:]])
+    cfg = TokenizeConfig(vocab_size=400, val_fraction=0.25, workers=1, min_bytes_per_token=0.0)
+    ref = run_tokenize(cfg, shards, tmp_path / "tok")
+    tok = Tokenizer.load(ref.dir / ref.tokenizer_file)
+    control = {tok.token_to_id(t) for t in SPECIAL_TOKENS}
+
+    val_docs = [docs[s * 20 + i] for s in range(2) for i in range(20) if is_val(f"doc-{s}-{i}", cfg)]
+    assert val_docs  # the val split holds planted documents too
+    for files, expected in ((ref.train_files, [d for d in docs if d not in val_docs]), (ref.val_files, val_docs)):
+        ids = [t for f in files for t in read_bin(ref.dir / f).tolist()]
+        # the only control ids are the separators the stage put there, one before each document
+        assert [t for t in ids if t in control] == [tok.bos_id] * len(expected)
+        assert sorted(tok.decode(part) for part in split_on(ids, tok.bos_id)) == sorted(expected)
+
+    # val bits per byte: the planted text is scored and counted as text, documents stay whole
+    assert ref.val_bytes == sum(len(d.encode("utf-8")) for d in val_docs)
+    result = evaluate_model(UniformLM(tok.vocab_size), tok, EvalConfig(prompts=[], max_val_tokens=None), ref)
+    metrics = result["metrics"]
+    assert result["stats"]["val"]["docs"] == len(val_docs)
+    assert result["stats"]["val"]["decoded_bytes"] == metrics["val_bytes"] == ref.val_bytes
+    assert metrics["val_tokens"] == ref.n_val_tokens - len(val_docs)  # every token but the separators is scored
+    uniform_nats = metrics["val_tokens"] * math.log(tok.vocab_size)
+    assert metrics["val_bpb"] == pytest.approx(uniform_nats / (math.log(2) * ref.val_bytes))

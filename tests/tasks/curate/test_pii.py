@@ -1,0 +1,172 @@
+"""PII scrubbing against formats nobody here wrote: a fixed-seed Faker corpus in 14 locales (tests/pii_corpus.py),
+the formats issue 13 found missed, and the validators' edges (Luhn, IIN, mod-97, SSN areas, public IPs)."""
+
+from __future__ import annotations
+
+import typing
+
+import pytest
+from faker import Faker
+from pii_corpus import KINDS, LOCALES, generate, score
+
+from tasks.core.pii import DEFAULT_REGIONS, PLACEHOLDERS, PIIScrubber, scrub_pii
+from tasks.core.pii import KINDS as PII_KINDS
+from tasks.curate.config import CurateConfig, PIIKind
+
+# The distractors issue 13 names; postcodes are also in the corpus but are reported, not asserted (a Japanese
+# postcode "137-2284" is written exactly like a local phone number).
+NAMED_DISTRACTORS = ("date", "version", "isbn", "order", "timestamp", "price", "coordinates")
+
+
+@pytest.fixture(scope="module")
+def faker_score():
+    samples = generate(per_locale=12, seed=13)
+    return score(samples, lambda text: scrub_pii(text)[0], tuple(PLACEHOLDERS.values()))
+
+
+def test_recall_per_kind_on_faker_corpus(faker_score):
+    assert set(faker_score.recall) == set(KINDS)
+    low = {kind: r for kind, r in faker_score.recall.items() if r < 0.95}
+    assert not low, (low, {kind: faker_score.missed.get(kind, [])[:10] for kind in low})
+
+
+def test_recall_in_every_locale(faker_score):
+    assert set(faker_score.recall_by_locale) == set(LOCALES)
+    for locale, by_kind in faker_score.recall_by_locale.items():
+        assert min(by_kind.values()) >= 0.9, (locale, by_kind)
+
+
+def test_non_pii_words_and_distractors_are_kept(faker_score):
+    assert faker_score.kept_words >= 0.99
+    for kind in NAMED_DISTRACTORS:
+        assert faker_score.kept_by_distractor[kind] >= 0.95, (kind, faker_score.kept_by_distractor)
+
+
+@pytest.mark.parametrize(
+    "number",
+    ["(37) 788-063", "467 3395", "+447700 208 815", "345-899-3560x4587", "9498777106", "21 253 109 8211",
+     # written forms of other countries: country code in parentheses, trunk prefix in parentheses, 5-4 mobiles
+     "(+44) 20 7946 0958", "+49 (0) 30 1234567", "+7 (495) 123-45-67", "070-1234-5678", "+55 11 91234-5678"],
+)
+def test_phone_formats_missed_before(number):
+    scrubbed, counts = scrub_pii(f"Ruf an: {number}, danke.")
+    assert scrubbed == "Ruf an: <PHONE>, danke." and counts["phone"] == 1
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Built in 1957–1959 and sold 2004/2005 (1877-1953).",  # year ranges
+        "Lancet. 2005;366:1165-74. [PMID: 16198765] and arXiv 2101.0123456",
+        "Unemployment rose by 133.000 to 2.462.000; 6 500 000 people took part.",  # thousands separators
+        "Class 1 (IEC/EN 62053-21), ISO 8601, RFC 9309.",
+        "logged at 1710512525 (ms 1710512525123) on 10.10.2006  4512 kcal",
+        "population 8336817, area 783562 km2, row 123456789 987654321 0.123456",  # bare numbers, a table row
+        "the hotel 1234567 rooms",  # "tel" inside a word is no phone word
+    ],
+)
+def test_numbers_that_are_not_phones_stay(text):
+    assert scrub_pii(text) == (text, dict.fromkeys(PLACEHOLDERS, 0))
+
+
+@pytest.mark.parametrize("text", ["Call the office at 5551234.", "Tel. 376085878", "Handy: 15662000"])
+def test_short_bare_numbers_need_a_phone_word(text):
+    assert scrub_pii(text)[1]["phone"] == 1
+
+
+def test_standards_bodies_name_numbers_only_in_capitals():
+    assert scrub_pii("Klasse 1 (IEC/EN 62053-21)")[1]["phone"] == 0
+    assert scrub_pii("joignable en 06 12 34 56 78 demain")[0] == "joignable en <PHONE> demain"  # French "en"
+
+
+def test_subscriber_number_after_an_area_code_is_not_bare():
+    # libphonenumber may read "area code/subscriber" as two numbers; the subscriber part still goes
+    assert "8738444" not in scrub_pii("Kanzlei Niemeyer\n05225/8738444\nHof 9")[0]
+
+
+def faker_cards(card_type: str, n: int, prefix: str = "") -> list[str]:
+    fake = Faker("en_US")
+    fake.seed_instance(7)
+    cards = (fake.credit_card_number(card_type) for _ in range(50 * n))
+    return [c for c in cards if c.startswith(prefix)][:n]
+
+
+@pytest.mark.parametrize(
+    "number",
+    [*faker_cards("maestro", 3), *faker_cards("jcb15", 3, prefix="1800"), *faker_cards("diners", 2),
+     *faker_cards("visa19", 2)],
+)
+def test_card_lengths_and_schemes_missed_before(number):
+    assert len(number) in (12, 14, 15, 19)
+    for written in (number, " ".join(number[i : i + 4] for i in range(0, len(number), 4))):
+        scrubbed, counts = scrub_pii(f"paid with {written} yesterday")
+        assert scrubbed == "paid with <CREDIT_CARD> yesterday" and counts["credit_card"] == 1
+
+
+def test_cards_need_luhn_and_an_issuer_range():
+    visa = faker_cards("visa16", 1)[0]
+    wrong_check = visa[:-1] + str((int(visa[-1]) + 1) % 10)
+    no_scheme = "7" + visa[1:]  # 7 is no payment scheme's first digit
+    for text in (f"ref {wrong_check} ok", f"ref {no_scheme} ok"):
+        assert scrub_pii(text, kinds=("credit_card",))[1]["credit_card"] == 0
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("from 2a00:1450:4001:82b::200e today", "from <IP_ADDRESS> today"),
+        ("host [2606:4700:4700::1111]:443 up", "host [<IP_ADDRESS>]:443 up"),
+        ("mapped ::ffff:8.8.8.8 seen", "mapped <IP_ADDRESS> seen"),
+        ("full 2001:4860:4860:0:0:0:0:8888.", "full <IP_ADDRESS>."),
+        # not personal: documentation, link-local, unique-local, loopback; and things with colons that are no IP
+        ("doc 2001:db8::1 fe80::1%eth0 fd12:3456::1 ::1 ok", "doc 2001:db8::1 fe80::1%eth0 fd12:3456::1 ::1 ok"),
+        ("at 14:22:05, MAC 00:1a:2b:3c:4d:5e, std::vector", "at 14:22:05, MAC 00:1a:2b:3c:4d:5e, std::vector"),
+    ],
+)
+def test_ipv6(text, expected):
+    assert scrub_pii(text)[0] == expected
+
+
+def test_iban_compact_and_printed_with_mod97():
+    fake = Faker("de_DE")
+    fake.seed_instance(3)
+    iban = fake.iban()
+    printed = " ".join(iban[i : i + 4] for i in range(0, len(iban), 4))
+    for written in (iban, printed):
+        assert scrub_pii(f"IBAN {written} AND MORE")[0] == "IBAN <IBAN> AND MORE"
+    broken = iban[:2] + f"{(int(iban[2:4]) + 1) % 100:02d}" + iban[4:]  # wrong check digits
+    assert scrub_pii(f"IBAN {broken}", kinds=("iban",))[1]["iban"] == 0
+
+
+def test_us_ssn_only_where_issued():
+    fake = Faker("en_US")
+    fake.seed_instance(5)
+    ssn = fake.ssn()
+    assert scrub_pii(f"SSN {ssn}.") == ("SSN <SSN>.", {**dict.fromkeys(PLACEHOLDERS, 0), "ssn": 1})
+    for never_issued in ("000-12-3456", "666-12-3456", "912-12-3456", "123-00-4567", "123-45-0000"):
+        assert scrub_pii(f"SSN {never_issued}.", kinds=("ssn",))[1]["ssn"] == 0
+
+
+def test_regions_decide_national_formats():
+    text = "ring 2345 6789 i dag"  # an 8-digit Norwegian number: no length the US plan allows
+    assert scrub_pii(text, regions=("US",))[0] == text
+    assert scrub_pii(text, regions=("US", "NO"))[0] == "ring <PHONE> i dag"
+    assert scrub_pii("call +47 2345 6789", regions=("US",))[0] == "call <PHONE>"  # +country code: any region
+
+
+def test_scrubber_step_takes_curate_config():
+    cfg = CurateConfig(pii_kinds=["email"], pii_regions=["no", "se"])
+    assert cfg.pii_regions == ["NO", "SE"]
+    step = PIIScrubber(tuple(cfg.pii_kinds), tuple(cfg.pii_regions))
+    assert step.format("mail a@b.org or ring 2345 6789") == "mail <EMAIL> or ring 2345 6789"
+    assert CurateConfig().pii_regions == list(DEFAULT_REGIONS)
+    assert typing.get_args(PIIKind) == PII_KINDS
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("pii_regions", ["XX"]), ("pii_regions", []), ("pii_regions", ["US", False]), ("pii_kinds", ["name"])],
+)
+def test_bad_pii_config_names_the_field(field, value):
+    with pytest.raises(ValueError, match=field):
+        CurateConfig(**{field: value})
