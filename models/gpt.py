@@ -107,23 +107,38 @@ class Attention(nn.Module):
         q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, H, T, D)
         q = (q * cos + rotate_half(q) * sin).type_as(v)  # cos, sin: (T, D) for positions start..start+T
         k = (k * cos + rotate_half(k) * sin).type_as(v)
-        past = 0
-        if cache is not None:
-            past = cache["len"]
-            cache["k"][:, :, past : past + T] = k
-            cache["v"][:, :, past : past + T] = v
-            k, v = cache["k"][:, :, : past + T], cache["v"][:, :, : past + T]
-        if self.n_kv_head != self.n_head:
-            k = k.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
-            v = v.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
-        if past == 0:
-            y = F.scaled_dot_product_attention(
-                q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
-            )
-        else:  # queries at positions past..past+T-1 see every key up to their own position
-            mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        y = cached_attention(q, k, v, cache, self.n_head // self.n_kv_head, self.dropout if self.training else 0.0)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))  # (B, T, C)
+
+
+def cached_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: dict | None, groups: int = 1, dropout: float = 0.0
+) -> torch.Tensor:
+    """Causal attention of q (B, H, T, D) over k, v (B, Hkv, T, D), appended first to `cache` when given (the keys
+    and values of the positions before these T, so a decoding step costs one position, whatever came before)."""
+    T, past = q.size(2), 0
+    if cache is not None:
+        past = cache["len"]
+        if past + T > cache["k"].size(2):
+            raise ValueError(f"KV cache holds {cache['k'].size(2)} positions; {past} used, {T} more given")
+        cache["k"][:, :, past : past + T] = k
+        cache["v"][:, :, past : past + T] = v
+        k, v = cache["k"][:, :, : past + T], cache["v"][:, :, : past + T]
+    if groups > 1:
+        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    if past == 0:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
+    # queries at positions past..past+T-1 see every key up to their own position
+    mask = torch.ones(T, past + T, dtype=torch.bool, device=q.device).tril(diagonal=past)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+def new_kv_caches(n_layer: int, shape: tuple[int, ...], like: torch.Tensor) -> list[dict]:
+    """One empty KV cache per layer, each {"k", "v": (B, Hkv, max_len, D), "len": positions filled}."""
+    return [
+        {"k": like.new_zeros(shape), "v": like.new_zeros(shape), "len": 0}
+        for _ in range(n_layer)
+    ]
 
 
 class MLP(nn.Module):
@@ -220,16 +235,8 @@ class GPT(nn.Module):
         return logits, lm_loss(logits, targets)
 
     def new_caches(self, batch_size: int, max_len: int) -> list[dict]:
-        c, p = self.config, self.lm_head.weight
-        shape = (batch_size, c.n_kv_head, max_len, c.head_dim)
-        return [
-            {
-                "k": torch.zeros(shape, dtype=p.dtype, device=p.device),
-                "v": torch.zeros(shape, dtype=p.dtype, device=p.device),
-                "len": 0,
-            }
-            for _ in range(c.n_layer)
-        ]
+        c = self.config
+        return new_kv_caches(c.n_layer, (batch_size, c.n_kv_head, max_len, c.head_dim), self.lm_head.weight)
 
     @torch.no_grad()
     def generate(
@@ -278,8 +285,15 @@ def append_sampled(
     return torch.cat((idx, nxt), dim=1), done, bool(done.all())
 
 
-def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None) -> torch.Tensor:
-    """Sample one token per row of logits (B, V) -> (B, 1); shared by every arch's generate."""
+def sample_next(
+    logits: torch.Tensor,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Sample one token per row of logits (B, V) -> (B, 1); shared by every arch's generate and the chat engine
+    (which passes a seeded `generator` for a request's `seed`)."""
     if temperature <= 0:
         return logits.argmax(dim=-1, keepdim=True)
     logits = logits / temperature
@@ -291,4 +305,4 @@ def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None, top
         cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
         drop = cumulative - sorted_logits.softmax(dim=-1) > top_p  # keep the smallest prefix reaching top_p
         logits = logits.scatter(1, order, sorted_logits.masked_fill(drop, float("-inf")))
-    return torch.multinomial(logits.softmax(dim=-1), num_samples=1)
+    return torch.multinomial(logits.softmax(dim=-1), num_samples=1, generator=generator)
