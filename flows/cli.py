@@ -166,7 +166,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def serve_config(args: argparse.Namespace):
     from tasks.serve.serve import ServeConfig
 
-    return ServeConfig(model_uri=args.model, host=args.host, port=args.port)
+    return ServeConfig(model_uri=args.model, host=args.host, port=args.port, device=args.device)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -264,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--host", default="127.0.0.1")
         sub.add_argument("--port", type=int, default=8000)
         sub.add_argument("--system", default=None, help="system prompt (chat)")
+        sub.add_argument("--device", default="auto", help="auto (CUDA in bf16 when present, else CPU), cpu, cuda")
     lineage = command("lineage", cmd_lineage, "from a model version to its run, stage outputs and URLs", config=False)
     lineage.add_argument("--name", default="lmforge")
     lineage.add_argument("--alias", default="champion")

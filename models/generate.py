@@ -84,6 +84,8 @@ class ChatEngine:
 
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} but torch sees no CUDA device; use --device auto or cpu")
         model, tokenizer, sidecar = load_model(checkpoint_dir, device=device)
         if device.startswith("cuda") and torch.cuda.is_bf16_supported():
             model = model.to(torch.bfloat16)

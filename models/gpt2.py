@@ -2,14 +2,13 @@
 
 The baseline of the training benchmark (`bench/train.py`) and `model.arch="gpt2"`. Same interface as `models.gpt.GPT`
 (`forward(idx, targets) -> (logits, loss)`, `generate`, `num_params`, `flops_per_token`), so the trainer, checkpoints
-and evaluation work unchanged. `forward(idx, caches=...)` fills a KV cache (`new_caches`), so the chat engine decodes one
-position per token; positions are learned, so the cache never holds more than `seq_len`.
+and evaluation work unchanged. `forward(idx, caches=...)` fills a KV cache (`new_caches`), so the chat engine decodes
+one position per token; positions are learned, so the cache never holds more than `seq_len`.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from models.gpt import ModelConfig, append_sampled, cached_attention, lm_loss, new_kv_caches, sample_next
