@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 
-HOLD_CHARS = 64  # longer than any whitespace-containing span the scrubber matches, plus its lookahead
+HOLD_CHARS = 48  # longer than any whitespace-containing span the scrubber matches (a grouped card: 37)
 MAX_SPAN_CHARS = 256  # longer than any e-mail address (254)
 MAX_CUTS_TRIED = 8  # candidate cuts checked per delta, newest first; bounds the filter's cost per token
 
