@@ -7,7 +7,8 @@
   pass at a fixed cost (a convolution has no cache to keep, and needs none);
 - anything else: a full recompute of the last `context` tokens (the only path whose cost grows with the context).
 A decoder with a `capacity` (the KV cache's length) is full when `length == capacity`; the chat engine then starts a
-new one on a shortened context (`models.generate`).
+new one on a shortened context (`models.generate`). `SlotDecoder` decodes several sequences in one forward pass
+(continuous batching, for the KV-cache archs); the chat server's worker uses it.
 """
 
 from __future__ import annotations
@@ -28,18 +29,18 @@ class Decoder:
     def length(self) -> int:
         return len(self.ids)
 
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
     def tensor(self, ids: list[int]) -> torch.Tensor:
-        return torch.tensor([ids], dtype=torch.long, device=self.device())
+        return torch.tensor([ids], dtype=torch.long, device=next(self.model.parameters()).device)
 
     @torch.no_grad()
     def feed(self, ids: list[int]) -> torch.Tensor:
         self.ids += ids
-        window = self.ids[-self.capacity :] if self.capacity else self.ids
-        logits, _ = self.model(self.tensor(window))
+        logits, _ = self.run(ids)
         return logits[0, -1]
+
+    def run(self, new: list[int]) -> tuple[torch.Tensor, Any]:
+        """The model's output for the sequence now that `new` was appended (only its last position is used)."""
+        return self.model(self.tensor(self.ids[-self.capacity :] if self.capacity else self.ids))
 
 
 class KVCacheDecoder(Decoder):
@@ -48,11 +49,8 @@ class KVCacheDecoder(Decoder):
         self.caches = model.new_caches(1, capacity)
         self.capacity = self.caches[0]["k"].size(2)  # gpt2 caps it at its learned positions
 
-    @torch.no_grad()
-    def feed(self, ids: list[int]) -> torch.Tensor:
-        self.ids += ids
-        logits, _ = self.model(self.tensor(ids), caches=self.caches)
-        return logits[0, -1]
+    def run(self, new: list[int]) -> tuple[torch.Tensor, Any]:
+        return self.model(self.tensor(new), caches=self.caches)
 
 
 class RecurrentDecoder(Decoder):
@@ -60,21 +58,55 @@ class RecurrentDecoder(Decoder):
         super().__init__(model, None)
         self.state: list = []
 
-    @torch.no_grad()
-    def feed(self, ids: list[int]) -> torch.Tensor:
-        self.ids += ids
-        logits, _ = self.model(self.tensor(ids), state=self.state)
-        return logits[0, -1]
+    def run(self, new: list[int]) -> tuple[torch.Tensor, Any]:
+        return self.model(self.tensor(new), state=self.state)
 
 
 class WindowDecoder(Decoder):
     """Convolutions see a fixed receptive field: recomputing it is exact and costs the same at any length."""
 
+    def run(self, new: list[int]) -> tuple[torch.Tensor, Any]:
+        return self.model(self.tensor(self.ids[-self.model.receptive_field :]))
+
+
+class SlotDecoder:
+    """Continuous batching: up to `slots` sequences, each in its own slot of one KV cache, advance together — one
+    forward pass per step for all of them, whatever their lengths. A sequence joins when a slot is free (its prompt
+    runs alone into its slot) and leaves when it ends, while the others keep going."""
+
+    def __init__(self, model: Any, slots: int, capacity: int) -> None:
+        self.model = model
+        self.caches = model.new_caches(slots, capacity)
+        self.capacity = self.caches[0]["k"].size(2)
+        self.lengths = [0] * slots
+        self.free = list(range(slots))
+        self.device = self.caches[0]["k"].device
+
     @torch.no_grad()
-    def feed(self, ids: list[int]) -> torch.Tensor:
-        self.ids += ids
-        logits, _ = self.model(self.tensor(self.ids[-self.model.receptive_field :]))
+    def prefill(self, slot: int, ids: list[int]) -> torch.Tensor:
+        """Run a prompt into `slot` (starting it afresh); the logits (V,) of its next token."""
+        views = [{"k": c["k"][slot : slot + 1], "v": c["v"][slot : slot + 1], "len": 0} for c in self.caches]
+        logits, _ = self.model(torch.tensor([ids], dtype=torch.long, device=self.device), caches=views)
+        self.lengths[slot] = len(ids)
         return logits[0, -1]
+
+    @torch.no_grad()
+    def step(self, tokens: dict[int, int]) -> dict[int, torch.Tensor]:
+        """Append one token to each slot in `tokens` (slot -> token); the logits (V,) of each slot's next token."""
+        slots = list(tokens)
+        rows = torch.tensor(slots, dtype=torch.long, device=self.device)
+        pos = torch.tensor([self.lengths[s] for s in slots], dtype=torch.long, device=self.device)
+        batch = [{"k": c["k"], "v": c["v"], "rows": rows, "pos": pos} for c in self.caches]
+        idx = torch.tensor([[tokens[s]] for s in slots], dtype=torch.long, device=self.device)
+        logits, _ = self.model(idx, caches=batch)
+        for s in slots:
+            self.lengths[s] += 1
+        return {s: logits[i, -1] for i, s in enumerate(slots)}
+
+
+def batchable(model: Any) -> bool:
+    """Whether `model` decodes several sequences in one pass (`SlotDecoder`): the KV-cache archs (gpt, gpt2)."""
+    return hasattr(model, "new_caches")
 
 
 def decoder_for(model: Any, context: int) -> Decoder:

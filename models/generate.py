@@ -14,6 +14,7 @@ from typing import Any
 from models.chat import ROLE_TOKENS, encode_turns, special_id
 
 DEFAULT_MAX_TOKENS = 128
+Delta = tuple[str, "str | None", int, int]  # (text, finish_reason or None, prompt tokens, completion tokens)
 
 
 def fit_context(turns: list[list[int]], keep_first: int, budget: int) -> list[int]:
@@ -106,7 +107,7 @@ class ChatEngine:
         turns, keep = self.turns(messages)
         return fit_context(turns, keep, self.prompt_budget(max_tokens))
 
-    def stream(
+    def sequence(
         self,
         messages: list[dict[str, Any]],
         max_tokens: int = DEFAULT_MAX_TOKENS,
@@ -115,56 +116,35 @@ class ChatEngine:
         top_p: float | None = None,
         stop: list[str] | None = None,
         seed: int | None = None,
-        cancelled: Callable[[], bool] | None = None,
-    ) -> Iterator[tuple[str, str | None, int, int]]:
-        """Yield (text delta, finish_reason or None, prompt tokens, completion tokens) as tokens are sampled.
-
-        `cancelled` is polled before each token; when it turns true generation stops (finish_reason "cancelled")."""
-        import torch
-
-        from models.decoding import decoder_for
-        from models.gpt import sample_next
-
+    ) -> Sequence:
+        """One answer to generate, for a caller that runs the model itself (the server's batching worker)."""
         turns, keep = self.turns(messages)
-        prompt = fit_context(turns, keep, self.prompt_budget(max_tokens))
+        return Sequence(self, turns, keep, max_tokens, temperature, top_k, top_p, stop, seed)
+
+    def stream(
+        self, messages: list[dict[str, Any]], cancelled: Callable[[], bool] | None = None, **sampling: Any
+    ) -> Iterator[Delta]:
+        """Yield (text delta, finish_reason or None, prompt tokens, completion tokens) as tokens are sampled;
+        `sampling` as `sequence` takes it. `cancelled` is polled before each token; when it turns true generation
+        stops (finish_reason "cancelled")."""
+        from models.decoding import decoder_for
+
+        seq = self.sequence(messages, **sampling)
         decoder = decoder_for(self.model, self.context)
-        logits = decoder.feed(prompt)
-        generator = None
-        if seed is not None:
-            generator = torch.Generator(device=logits.device)
-            generator.manual_seed(seed)
-        detok, stop = Detokenizer(self.tokenizer), [s for s in stop or [] if s]
-        emitted, finish = "", "length"
-        for n in range(max_tokens):
+        logits = decoder.feed(seq.prompt)
+        while True:
             if cancelled is not None and cancelled():
-                finish = "cancelled"
-                break
-            token = int(sample_next(logits[None], temperature, top_k, top_p, generator)[0, 0])
-            if token in self.stop_ids:
-                finish = "stop"
-                break
-            grown = detok.add(token)
-            text = detok.text
-            cut = min((i for s in stop if (i := text.find(s, max(0, len(text) - len(grown) - len(s)))) >= 0),
-                      default=-1)
-            if cut >= 0:
-                detok.text, finish = text[:cut], "stop"
-                break
-            safe = held_back(text, stop)
-            if safe > len(emitted):
-                delta, emitted = text[len(emitted) : safe], text[:safe]
-                yield delta, None, len(prompt), n + 1
-            if n + 1 == max_tokens:
-                break
-            if decoder.capacity is not None and decoder.length >= decoder.capacity:
-                # full: restart on the conversation (answer so far included) refitted to half the context
-                decoder = decoder_for(self.model, self.context)
-                logits = decoder.feed(fit_context(turns[:-1] + [turns[-1] + detok.ids], keep, self.context // 2))
+                seq.cancel()
             else:
-                logits = decoder.feed([token])
-        n_out = len(detok.ids)
-        text = detok.text
-        yield text[len(emitted) :] if text.startswith(emitted) else "", finish, len(prompt), n_out
+                yield from seq.accept(seq.sample(logits))
+            if seq.finish is not None:
+                yield seq.final()
+                return
+            if decoder.capacity is not None and decoder.length >= decoder.capacity:
+                decoder = decoder_for(self.model, self.context)  # full: restart on a refitted context
+                logits = decoder.feed(seq.refit())
+            else:
+                logits = decoder.feed(seq.tokens[-1:])
 
     def complete(self, messages: list[dict[str, Any]], **sampling: Any) -> tuple[str, str, int, int]:
         """(answer, finish_reason, prompt tokens, completion tokens)."""
@@ -173,6 +153,70 @@ class ChatEngine:
             parts.append(delta)
             finish = finish_reason or finish
         return "".join(parts).strip(), finish, n_prompt, n_out
+
+
+class Sequence:
+    """One answer being generated, one sampled token at a time: sampling (with its own seeded generator), stop
+    tokens and strings, `max_tokens`, UTF-8-safe deltas. Whoever runs the model feeds it logits: `sample(logits)`,
+    then `accept(token)` yields the deltas it completes; `finish` is set once the answer is over, `final()` is the
+    last delta."""
+
+    def __init__(self, engine: ChatEngine, turns: list[list[int]], keep: int, max_tokens: int, temperature: float,
+                 top_k: int | None, top_p: float | None, stop: list[str] | None, seed: int | None) -> None:
+        self.engine, self.turns, self.keep, self.max_tokens = engine, turns, keep, max_tokens
+        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+        self.prompt = fit_context(turns, keep, engine.prompt_budget(max_tokens))
+        self.stop = [s for s in stop or [] if s]
+        self.seed, self.generator = seed, None
+        self.detok, self.emitted, self.finish = Detokenizer(engine.tokenizer), "", None
+
+    @property
+    def tokens(self) -> list[int]:
+        return self.detok.ids
+
+    def sample(self, logits: Any) -> int:
+        """The next token from the logits (V,) the model gave for this sequence."""
+        import torch
+
+        from models.gpt import sample_next
+
+        if self.seed is not None and self.generator is None:
+            self.generator = torch.Generator(device=logits.device)
+            self.generator.manual_seed(self.seed)
+        return int(sample_next(logits[None], self.temperature, self.top_k, self.top_p, self.generator)[0, 0])
+
+    def cancel(self) -> None:
+        self.finish = "cancelled"
+
+    def accept(self, token: int) -> Iterator[Delta]:
+        """Take a sampled token: yields the text it makes safe to send; sets `finish` when the answer ends."""
+        if token in self.engine.stop_ids:
+            self.finish = "stop"
+            return
+        grown = self.detok.add(token)
+        text = self.detok.text
+        n = len(self.detok.ids)
+        cut = min((i for s in self.stop if (i := text.find(s, max(0, len(text) - len(grown) - len(s)))) >= 0),
+                  default=-1)
+        if cut >= 0:
+            self.detok.text, self.finish = text[:cut], "stop"
+            return
+        safe = held_back(text, self.stop)
+        if safe > len(self.emitted):
+            delta, self.emitted = text[len(self.emitted) : safe], text[:safe]
+            yield delta, None, len(self.prompt), n
+        if n >= self.max_tokens:
+            self.finish = "length"
+
+    def final(self) -> Delta:
+        text = self.detok.text
+        rest = text[len(self.emitted) :] if text.startswith(self.emitted) else ""
+        return rest, self.finish or "length", len(self.prompt), len(self.detok.ids)
+
+    def refit(self) -> list[int]:
+        """The conversation with the answer so far, refitted to half the context (a full KV cache restarts on it)."""
+        context = self.engine.context
+        return fit_context(self.turns[:-1] + [self.turns[-1] + self.detok.ids], self.keep, context // 2)
 
 
 def held_back(text: str, stop: list[str]) -> int:

@@ -116,6 +116,8 @@ def cached_attention(
 ) -> torch.Tensor:
     """Causal attention of q (B, H, T, D) over k, v (B, Hkv, T, D), appended first to `cache` when given (the keys
     and values of the positions before these T, so a decoding step costs one position, whatever came before)."""
+    if cache is not None and "pos" in cache:
+        return slot_attention(q, k, v, cache, groups)
     T, past = q.size(2), 0
     if cache is not None:
         past = cache["len"]
@@ -130,6 +132,20 @@ def cached_attention(
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
     # queries at positions past..past+T-1 see every key up to their own position
     mask = torch.ones(T, past + T, dtype=torch.bool, device=q.device).tril(diagonal=past)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+def slot_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: dict, groups: int) -> torch.Tensor:
+    """Batched decoding: row i is one new position `pos[i]` of the sequence in cache slot `rows[i]`, so sequences of
+    different lengths advance together in one forward pass (continuous batching)."""
+    rows, pos = cache["rows"], cache["pos"]  # (B,)
+    cache["k"][rows, :, pos] = k[:, :, 0]
+    cache["v"][rows, :, pos] = v[:, :, 0]
+    n = int(pos.max()) + 1
+    k, v = cache["k"][rows, :, :n], cache["v"][rows, :, :n]  # (B, Hkv, n, D)
+    if groups > 1:
+        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    mask = (torch.arange(n, device=q.device)[None, :] <= pos[:, None])[:, None, None, :]  # (B, 1, 1, n)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
@@ -218,18 +234,23 @@ class GPT(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """idx (B, T) -> logits (B, T, V) in float32, and mean cross-entropy over targets != -1 when given."""
         B, T = idx.shape
-        start = caches[0]["len"] if caches else 0
+        if caches and "pos" in caches[0]:  # batched decoding: one position per row, each at its own offset
+            pos = caches[0]["pos"]
+            cos, sin = self.rope_cos[pos][:, None, None, :], self.rope_sin[pos][:, None, None, :]  # (B, 1, 1, D)
+            start, T = int(pos.max()), 1
+        else:
+            start = caches[0]["len"] if caches else 0
+            cos, sin = self.rope_cos[start : start + T], self.rope_sin[start : start + T]
         if start + T > self.rope_cos.size(0):
             raise ValueError(f"sequence of {start + T} tokens exceeds the RoPE table ({self.rope_cos.size(0)})")
-        cos, sin = self.rope_cos[start : start + T], self.rope_sin[start : start + T]
         x = self.model.embed_tokens(idx)  # (B, T, C)
         for i, block in enumerate(self.model.layers):
             if self.grad_checkpointing and self.training:
                 x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, use_reentrant=False)
             else:
                 x = block(x, cos, sin, caches[i] if caches else None)
-        if caches:
-            for cache in caches:
+        for cache in caches or []:
+            if "len" in cache:
                 cache["len"] += T
         logits = self.lm_head(self.model.norm(x)).float()  # (B, T, V)
         return logits, lm_loss(logits, targets)

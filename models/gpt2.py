@@ -74,17 +74,22 @@ class GPT2(nn.Module):
         self, idx: torch.Tensor, targets: torch.Tensor | None = None, caches: list[dict] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         B, T = idx.shape
-        start = caches[0]["len"] if caches else 0
+        if caches and "pos" in caches[0]:  # batched decoding: one position per row, each at its own offset
+            positions, start = caches[0]["pos"][:, None], int(caches[0]["pos"].max())  # (B, 1)
+        else:
+            start = caches[0]["len"] if caches else 0
+            positions = torch.arange(start, start + T, device=idx.device)
         if start + T > self.config.seq_len:
             raise ValueError(f"gpt2 has learned positions for {self.config.seq_len} tokens, got {start + T}")
-        x = self.wte(idx) + self.wpe(torch.arange(start, start + T, device=idx.device))  # (B, T, C)
+        x = self.wte(idx) + self.wpe(positions)  # (B, T, C)
         for i, block in enumerate(self.layers):
             if self.grad_checkpointing and self.training:
                 x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
             else:
                 x = block(x, caches[i] if caches else None)
         for cache in caches or []:
-            cache["len"] += T
+            if "len" in cache:
+                cache["len"] += T
         logits = self.lm_head(self.ln_f(x)).float()  # (B, T, V)
         return logits, lm_loss(logits, targets)
 

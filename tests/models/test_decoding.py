@@ -103,3 +103,26 @@ def test_engine_answers_past_a_full_cache_and_seed_repeats():
     answer, finish, _, n_out = engine.complete(hi, max_tokens=80, temperature=0.9, seed=3)
     assert (finish, n_out) == ("length", 80)
     assert engine.complete(hi, max_tokens=80, temperature=0.9, seed=3)[0] == answer
+
+
+@pytest.mark.parametrize("arch", ["gpt", "gpt2"])
+def test_batched_slots_decode_exactly_what_each_sequence_decodes_alone(arch):
+    from models.decoding import SlotDecoder
+
+    model = random_model(arch)
+    g = torch.Generator().manual_seed(5)
+    prompts = [torch.randint(0, 97, (n,), generator=g).tolist() for n in (3, 17, 30)]
+    alone = [greedy(decoder_for(model, context=64), p, 12) for p in prompts]
+    batch, out = SlotDecoder(model, slots=4, capacity=64), {}
+    logits = {slot: batch.prefill(slot, p) for slot, p in zip((2, 0), prompts[:2], strict=True)}
+    for step in range(12):
+        if step == 4:  # a third sequence joins mid-flight, in a free slot
+            logits[3] = batch.prefill(3, prompts[2])
+        tokens = {slot: int(row.argmax()) for slot, row in logits.items()}
+        for slot, token in tokens.items():
+            out.setdefault(slot, []).append(token)
+        logits = batch.step(tokens)
+    for slot, token in {slot: int(row.argmax()) for slot, row in logits.items()}.items():
+        out[slot].append(token)
+    assert out[2][:12] == alone[0] and out[0][:12] == alone[1]
+    assert len(out[3]) == 9 and out[3] == alone[2][:9]  # joined at step 4
