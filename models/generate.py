@@ -127,9 +127,12 @@ class ChatEngine:
         """Yield (text delta, finish_reason or None, prompt tokens, completion tokens) as tokens are sampled;
         `sampling` as `sequence` takes it. `cancelled` is polled before each token; when it turns true generation
         stops (finish_reason "cancelled")."""
+        return self.run(self.sequence(messages, **sampling), cancelled)
+
+    def run(self, seq: Sequence, cancelled: Callable[[], bool] | None = None) -> Iterator[Delta]:
+        """Decode `seq` alone to its end (what `stream` does once the request is a `Sequence`)."""
         from models.decoding import decoder_for
 
-        seq = self.sequence(messages, **sampling)
         decoder = decoder_for(self.model, self.context)
         logits = decoder.feed(seq.prompt)
         while True:

@@ -1,11 +1,13 @@
-"""Generation off the event loop: one worker thread runs the requests a bounded FIFO queue feeds it.
+"""Generation off the event loop: one worker thread decodes the requests a bounded FIFO queue feeds it.
 
 The event loop only parses requests and moves text: `submit` queues a `Job` (or raises `QueueFull`, which the
-server turns into a 429 with `Retry-After`), a dispatcher task hands jobs to the worker thread in arrival order (no
-starvation: nothing overtakes), and the worker sends events back to the job's asyncio queue through
-`call_soon_threadsafe`. A cancelled job (its client went away) leaves the queue at once, or stops at the next token
-when it is already running. One worker because the model's CPU threads (or the GPU) are the bottleneck anyway: two
-generations at once would each run at half speed.
+server turns into a 429 with `Retry-After`), the worker thread takes jobs in arrival order (nothing overtakes, so
+nothing starves) and sends each job's events back to its asyncio queue through `call_soon_threadsafe`.
+
+Continuous batching: for the KV-cache archs (gpt, gpt2) the worker keeps up to `max_batch` answers in flight in one
+`models.decoding.SlotDecoder` — every step is one forward pass for all of them; a request joins as soon as a slot
+is free and leaves when its answer ends. Other archs (and `max_batch=1`) are decoded one request at a time. A
+cancelled job (its client went away) leaves the queue at once, or stops at its next token when already running.
 """
 
 from __future__ import annotations
@@ -16,14 +18,14 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 log = logging.getLogger("lmforge.serve")
 # ("delta", text) | ("done", (finish_reason, prompt_tokens, completion_tokens)) | ("error", exception)
 Event = tuple[str, Any]
+Delta = tuple[str, Any, int, int]  # models.generate.Delta: (text, finish_reason or None, prompt, completion tokens)
 
 
 class QueueFull(Exception):
@@ -34,11 +36,14 @@ class QueueFull(Exception):
 
 @dataclass(eq=False)
 class Job:
-    """One request's generation: `work(cancelled)` yields events in the worker thread; they arrive in `events`."""
+    """One request: its `models.generate.Sequence`, and `output(delta)` turning engine deltas into events (the
+    server filters text there); the events arrive in `events` on the loop."""
 
-    work: Callable[[Callable[[], bool]], Iterator[Event]]
+    sequence: Any
+    output: Callable[[Delta], list[Event]]
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
+    started: float = 0.0
 
 
 @dataclass
@@ -47,44 +52,51 @@ class Stats:
     cancelled: int = 0
     failed: int = 0
     rejected: int = 0
+    peak_batch: int = 0  # most answers decoded together so far
     seconds_per_job: float = 1.0  # moving average, for Retry-After
 
 
 class Scheduler:
-    def __init__(self, max_waiting: int) -> None:
-        """`max_waiting` requests may wait behind the running one."""
-        self.max_waiting = max_waiting
+    def __init__(self, engine: Any, max_waiting: int, max_batch: int = 1) -> None:
+        """`max_waiting` requests may wait behind the `max_batch` running ones."""
+        from models.decoding import batchable
+
+        self.engine, self.max_waiting = engine, max_waiting
+        self.max_batch = max_batch if batchable(engine.model) else 1
         self.waiting: deque[Job] = deque()
-        self.running: Job | None = None
+        self.running: dict[int, Job] = {}
         self.stats = Stats()
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmforge-generate")
-        self.wakeup: asyncio.Event | None = None
-        self.dispatcher: asyncio.Task | None = None
+        self.work = threading.Event()
+        self.stopping = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.thread: threading.Thread | None = None
 
     async def start(self) -> None:
-        self.wakeup = asyncio.Event()
-        self.dispatcher = asyncio.create_task(self.dispatch(), name="lmforge-dispatch")
+        self.loop = asyncio.get_running_loop()
+        self.thread = threading.Thread(target=self.run, name="lmforge-generate", daemon=True)
+        self.thread.start()
 
     async def stop(self) -> None:
-        for job in [*self.waiting, *([self.running] if self.running else [])]:
+        self.stopping = True
+        for job in [*self.waiting, *self.running.values()]:
             self.cancel(job)
-        if self.dispatcher is not None:
-            self.dispatcher.cancel()
-        self.executor.shutdown(wait=True, cancel_futures=True)
+        self.work.set()
+        if self.thread is not None:
+            await asyncio.to_thread(self.thread.join, 30)
 
     def retry_after(self) -> int:
         """Seconds until a slot is likely free: the queue ahead drained at the recent pace."""
-        return max(1, math.ceil(self.stats.seconds_per_job * (len(self.waiting) + 1)))
+        return max(1, math.ceil(self.stats.seconds_per_job * (len(self.waiting) + 1) / self.max_batch))
 
     def submit(self, job: Job) -> None:
-        if len(self.waiting) + (self.running is not None) > self.max_waiting:
+        if len(self.waiting) >= self.max_waiting + max(0, self.max_batch - len(self.running)):
             self.stats.rejected += 1
             raise QueueFull(self.retry_after())
         self.waiting.append(job)
-        self.wakeup.set()
+        self.work.set()
 
     def cancel(self, job: Job) -> None:
-        """Stop `job`: drop it from the queue, or make the running generation stop at its next token."""
+        """Stop `job`: drop it from the queue, or make its running generation stop at the next token."""
         if job.cancelled.is_set():
             return
         job.cancelled.set()
@@ -94,35 +106,92 @@ class Scheduler:
         except ValueError:  # running or finished: the worker counts it
             pass
 
-    async def dispatch(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            while not self.waiting:
-                self.wakeup.clear()
-                await self.wakeup.wait()
-            job = self.running = self.waiting.popleft()
-            started = time.monotonic()
+    # --- the worker thread ---
+
+    def send(self, job: Job, events: list[Event]) -> None:
+        for kind, value in events:
+            if kind == "done":
+                if value[0] == "cancelled":
+                    self.stats.cancelled += 1
+                else:
+                    self.stats.completed += 1
+                elapsed = time.monotonic() - job.started
+                self.stats.seconds_per_job = 0.8 * self.stats.seconds_per_job + 0.2 * elapsed
+            self.loop.call_soon_threadsafe(job.events.put_nowait, (kind, value))
+
+    def fail(self, job: Job, err: Exception) -> None:
+        log.error("generation failed", exc_info=err)
+        self.stats.failed += 1
+        self.loop.call_soon_threadsafe(job.events.put_nowait, ("error", err))
+
+    def next_job(self) -> Job | None:
+        while self.waiting:
             try:
-                await loop.run_in_executor(self.executor, self.execute, job, loop)
-            finally:
-                self.running = None
-            self.stats.seconds_per_job = 0.8 * self.stats.seconds_per_job + 0.2 * (time.monotonic() - started)
+                job = self.waiting.popleft()
+            except IndexError:  # the loop removed the last one (cancelled) meanwhile
+                return None
+            if not job.cancelled.is_set():
+                job.started = time.monotonic()
+                return job
+        return None
 
-    def execute(self, job: Job, loop: asyncio.AbstractEventLoop) -> None:
-        """In the worker thread: run the job, forwarding its events to the loop; never raises."""
+    def run(self) -> None:
+        while not self.stopping:
+            self.work.wait(timeout=1.0)
+            self.work.clear()
+            try:
+                if self.max_batch > 1:
+                    self.run_batched()
+                else:
+                    self.run_one_by_one()
+            except Exception as err:  # the model failed: every answer in flight gets the error, the server lives on
+                for job in self.running.values():
+                    self.fail(job, err)
+                self.running.clear()
 
-        def send(event: Event) -> None:
-            loop.call_soon_threadsafe(job.events.put_nowait, event)
+    def run_one_by_one(self) -> None:
+        while not self.stopping and (job := self.next_job()) is not None:
+            self.running = {0: job}
+            try:
+                for delta in self.engine.run(job.sequence, job.cancelled.is_set):
+                    self.send(job, job.output(delta))
+            except Exception as err:
+                self.fail(job, err)
+            self.running = {}
 
-        try:
-            for event in job.work(job.cancelled.is_set):
-                if event[0] == "done":
-                    if event[1][0] == "cancelled":
-                        self.stats.cancelled += 1
+    def run_batched(self) -> None:
+        from models.decoding import SlotDecoder
+
+        decoder = SlotDecoder(self.engine.model, self.max_batch, self.engine.context)
+        logits: dict[int, Any] = {}
+        while not self.stopping:
+            while decoder.free and (job := self.next_job()) is not None:  # join: a free slot, in arrival order
+                slot = decoder.free.pop()
+                self.running[slot] = job
+                logits[slot] = decoder.prefill(slot, job.sequence.prompt)
+            if not self.running:
+                return
+            self.stats.peak_batch = max(self.stats.peak_batch, len(self.running))
+            tokens = {}
+            for slot, job in list(self.running.items()):
+                seq = job.sequence
+                try:
+                    if job.cancelled.is_set():
+                        seq.cancel()
                     else:
-                        self.stats.completed += 1
-                send(event)
-        except Exception as err:  # a bug or a model failure: the request gets an error, the server lives on
-            log.exception("generation failed")
-            self.stats.failed += 1
-            send(("error", err))
+                        for delta in seq.accept(seq.sample(logits[slot])):
+                            self.send(job, job.output(delta))
+                    if seq.finish is not None:
+                        self.send(job, job.output(seq.final()))
+                    elif decoder.lengths[slot] >= decoder.capacity:  # slot full: restart it on a refitted context
+                        logits[slot] = decoder.prefill(slot, seq.refit())
+                        continue
+                    else:
+                        tokens[slot] = seq.tokens[-1]
+                        continue
+                except Exception as err:  # this answer's failure (its output filter): the others go on
+                    self.fail(job, err)
+                del self.running[slot], logits[slot]  # leave: the slot is free for the next request
+                decoder.free.append(slot)
+            if tokens:
+                logits.update(decoder.step(tokens))

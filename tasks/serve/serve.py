@@ -21,7 +21,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -47,7 +47,8 @@ class ServeConfig(BaseModel):
     max_messages: int = Field(default=64, ge=1, description="Most messages per request.")
     max_tokens_limit: int = Field(default=512, ge=1, description="Upper bound on a request's max_tokens.")
     default_max_tokens: int = Field(default=128, ge=1, description="max_tokens when the request gives none.")
-    max_queue: int = Field(default=16, ge=0, description="Requests waiting behind the running one (429 beyond).")
+    max_batch: int = Field(default=8, ge=1, description="Answers decoded together (continuous batching; gpt/gpt2).")
+    max_queue: int = Field(default=16, ge=0, description="Requests waiting behind the running ones (429 beyond).")
     output_filter: Literal["pii", "none"] = Field(default="pii", description="Filter applied to every answer.")
 
 
@@ -116,25 +117,26 @@ async def read_body(request: Any, limit: int) -> bytes:
     return bytes(body)
 
 
-def generation(engine: Any, parsed: Parsed, output_filter: OutputFilter):
-    """The work of one request, for the scheduler's worker thread: filtered text deltas, then ("done", usage)."""
+def make_job(engine: Any, parsed: Parsed, output_filter: OutputFilter) -> Job:
+    """The scheduler's job for a request: its `Sequence`, and the output side run in the worker thread (the filter:
+    streamed text through `StreamFilter`, a plain answer filtered whole), ending with ("done", usage)."""
+    stream = StreamFilter(output_filter) if parsed.stream else None
+    raw: list[str] = []
 
-    def work(cancelled: Callable[[], bool]) -> Iterator[Event]:
-        stream = StreamFilter(output_filter) if parsed.stream else None
-        raw, finish, n_prompt, n_out = [], "length", 0, 0
-        for delta, finish_reason, n_prompt, n_out in engine.stream(parsed.messages, **parsed.sampling,
-                                                                  cancelled=cancelled):
-            finish = finish_reason or finish
-            if stream is None:
-                raw.append(delta)
-            elif out := stream.push(delta):
-                yield "delta", out
-        tail = stream.flush() if stream is not None else output_filter("".join(raw).strip())
-        if tail:
-            yield "delta", tail
-        yield "done", (finish, n_prompt, n_out)
+    def output(delta: tuple[str, str | None, int, int]) -> list[Event]:
+        text, finish, n_prompt, n_out = delta
+        events: list[Event] = []
+        if stream is None:
+            raw.append(text)
+        elif sent := stream.push(text):
+            events.append(("delta", sent))
+        if finish is not None:
+            tail = stream.flush() if stream is not None else output_filter("".join(raw).strip())
+            events += [("delta", tail)] if tail else []
+            events.append(("done", (finish, n_prompt, n_out)))
+        return events
 
-    return work
+    return Job(engine.sequence(parsed.messages, **parsed.sampling), output)
 
 
 def build_app(engine: Any, cfg: ServeConfig, output_filter: OutputFilter | None = None, api_key: str | None = None):
@@ -148,7 +150,7 @@ def build_app(engine: Any, cfg: ServeConfig, output_filter: OutputFilter | None 
     api_key = api_key if api_key is not None else os.environ.get(cfg.api_key_env) or None
     if output_filter is None:
         output_filter = pii_filter() if cfg.output_filter == "pii" else (lambda text: text)
-    scheduler = Scheduler(cfg.max_queue)
+    scheduler = Scheduler(engine, cfg.max_queue, cfg.max_batch)
 
     @asynccontextmanager
     async def lifespan(_app):
@@ -172,9 +174,9 @@ def build_app(engine: Any, cfg: ServeConfig, output_filter: OutputFilter | None 
     @app.get("/health")
     async def health() -> dict[str, Any]:
         stats = scheduler.stats
-        return {"status": "ok", "model": engine.name, "running": scheduler.running is not None,
+        return {"status": "ok", "model": engine.name, "running": len(scheduler.running),
                 "waiting": len(scheduler.waiting), "completed": stats.completed, "cancelled": stats.cancelled,
-                "failed": stats.failed, "rejected": stats.rejected}
+                "failed": stats.failed, "rejected": stats.rejected, "peak_batch": stats.peak_batch}
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
@@ -185,12 +187,11 @@ def build_app(engine: Any, cfg: ServeConfig, output_filter: OutputFilter | None 
         try:
             body = await read_body(request, cfg.max_request_bytes)
             parsed = parse_request(body, cfg.max_messages, cfg.max_tokens_limit, cfg.default_max_tokens)
-            engine.prompt_ids(parsed.messages, parsed.sampling["max_tokens"])  # context problems are 400s too
+            job = make_job(engine, parsed, output_filter)  # tokenises: context problems are 400s too
         except RequestError as err:
             return error(err.status, err.message, param=err.param)
         except ValueError as err:
             return error(400, str(err), param="messages")
-        job = Job(generation(engine, parsed, output_filter))
         try:
             scheduler.submit(job)
         except QueueFull as full:

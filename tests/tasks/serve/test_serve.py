@@ -175,3 +175,28 @@ def test_chat_repl_keeps_the_conversation(tok):
     assert [m["role"] for m in history] == ["system", "user", "assistant"]
     assert history[1]["content"] == "Again" and history[2]["content"] == "Hello there."
     assert "".join(shown) == "Hello there.\n" * 2
+
+
+def test_concurrent_requests_are_batched_and_answer_as_if_alone(tok):
+    """Continuous batching: answers decoded together in one forward pass per step equal the answers alone."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = tiny_gpt(tok.vocab_size)
+    model.register_forward_pre_hook(lambda *_: time.sleep(0.005))  # slow enough that the requests overlap
+    engine = ChatEngine(model, tok, {})
+    engine.stop_ids = set()  # answers of the full length, so they stay in flight together
+    questions = ["Hi", "What is Debian?", "Tell me about Python and JSON files, please.", "Fox?"]
+    alone = [engine.complete([{"role": "user", "content": q}], max_tokens=40, temperature=0)[0] for q in questions]
+    with TestClient(build_app(engine, ServeConfig(max_batch=4, output_filter="none"), api_key="")) as client:
+        def ask(question: str) -> str:
+            body = {"messages": [{"role": "user", "content": question}], "max_tokens": 40, "temperature": 0}
+            reply = client.post("/v1/chat/completions", json=body)
+            assert reply.status_code == 200, reply.text
+            return reply.json()["choices"][0]["message"]["content"]
+
+        with ThreadPoolExecutor(4) as pool:
+            batched = list(pool.map(ask, questions))
+        health = client.get("/health").json()
+    assert batched == alone
+    assert health["peak_batch"] >= 2 and health["completed"] == 4
