@@ -2,7 +2,8 @@
 speed against Hugging Face `transformers` on the same weights.
 
 Model: the demo's champion when `$LMFORGE_HOME` (default `./.lmforge`) has one (`make demo`), else a `tiny_cpu`-preset
-model (random weights: speed does not depend on them) with a tokenizer trained on the demo corpus, written as a
+model with random weights (speed does not depend on them; perturbed so the answers are varied text, as the
+streaming PII filter sees in real answers) and a tokenizer trained on the demo corpus, written as a
 checkpoint. The server runs as a subprocess (`lmforge serve --device auto`); for `--seconds` the clients send a mix of
 streaming requests (with `stream_options.include_usage`), plain requests, malformed requests and streams they hang up
 on after the first text, while a prober GETs `/health` every 50 ms. Printed: per kind the requests, status codes,
@@ -68,6 +69,8 @@ def demo_texts(limit: int = 300) -> list[str]:
 
 def bench_model(tmp: Path) -> tuple[str, Path]:
     """(the model the server loads, a checkpoint directory of it)."""
+    import torch
+
     from flows.presets import tiny_cpu
     from models.checkpoint import save_checkpoint
     from models.gpt import build_model
@@ -82,7 +85,11 @@ def bench_model(tmp: Path) -> tuple[str, Path]:
         print(f"no demo champion ({type(err).__name__}); using a fresh tiny_cpu model", file=sys.stderr)
     cfg = tiny_cpu()
     tokenizer = Tokenizer.train(demo_texts(), vocab_size=cfg.tokenize.vocab_size)
+    torch.manual_seed(0)
     model = build_model(cfg.train.model.model_copy(update={"vocab_size": tokenizer.vocab_size}))
+    with torch.no_grad():  # fresh blocks are the identity (zero-init outputs): the model would echo its last token
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
     tok_file = tokenizer.save(tmp / "tokenizer.json")
     sidecar = {"model": model.config.model_dump(), "tokenizer": {"sha256": tokenizer.sha256}}
     checkpoint = save_checkpoint(tmp / "train", 0, model, {"step": 0}, sidecar, tok_file)
