@@ -92,6 +92,7 @@ MALFORMED = {
     "max_tokens zero": ({**HI, "max_tokens": 0}, 400, "max_tokens"),
     "temperature": ({**HI, "temperature": 9}, 400, "temperature"),
     "top_p": ({**HI, "top_p": 0}, 400, "top_p"),
+    "seed out of range": ({**HI, "seed": 2**64}, 400, "seed"),
     "too many messages": ({"messages": [user("x"), {"role": "assistant", "content": "y"}] * 33}, 400,
                           "66 messages; the limit is 64"),
     "huge body": ({"messages": [user("x" * 70000)]}, 413, "limit is 65536"),
