@@ -111,16 +111,20 @@ def test_a_client_that_disconnects_mid_stream_cancels_its_generation(slow):
 
 
 def test_queued_and_plain_clients_that_leave_are_dropped(slow):
+    """A plain client that times out, and queued clients (plain and streaming) that leave, cost no generation."""
     before = wait_idle(slow)
     with ThreadPoolExecutor(2) as pool:
         running = pool.submit(httpx.post, f"{slow}/v1/chat/completions", json=ask("Hi", 100), timeout=0.5)
         time.sleep(0.1)
         queued = pool.submit(httpx.post, f"{slow}/v1/chat/completions", json=ask("Hi", 100), timeout=0.5)
+        time.sleep(0.1)
+        with httpx.stream("POST", f"{slow}/v1/chat/completions", json=ask("Hi", 100, True), timeout=60) as reply:
+            assert '"role": "assistant"' in next(reply.iter_lines())  # queued behind two: hang up before any text
         for future in (running, queued):
             with pytest.raises(httpx.ReadTimeout):
                 future.result()
-    after = wait_idle(slow, timeout=10)  # both answers would take 2 x 100 x 20 ms = 4 s
-    assert after["cancelled"] == before["cancelled"] + 2 and after["completed"] == before["completed"]
+    after = wait_idle(slow, timeout=10)  # the three answers would take 3 x 100 x 20 ms = 6 s
+    assert after["cancelled"] == before["cancelled"] + 3 and after["completed"] == before["completed"]
 
 
 def test_requests_are_served_first_in_first_out(slow):
