@@ -104,9 +104,48 @@ class SlotDecoder:
         return {s: logits[i, -1] for i, s in enumerate(slots)}
 
 
+class StateSlotDecoder:
+    """`SlotDecoder` for recurrent models (rnn): each slot keeps its own LSTM state; a step stacks the states of the
+    slots it advances into one batch, runs one pass, and splits them back."""
+
+    def __init__(self, model: Any, slots: int) -> None:
+        self.model, self.capacity = model, None
+        self.states: list[list] = [[] for _ in range(slots)]
+        self.lengths = [0] * slots
+        self.free = list(range(slots))
+        self.device = next(model.parameters()).device
+
+    @torch.no_grad()
+    def prefill(self, slot: int, ids: list[int]) -> torch.Tensor:
+        self.states[slot] = []
+        logits, _ = self.model(torch.tensor([ids], dtype=torch.long, device=self.device), state=self.states[slot])
+        self.lengths[slot] = len(ids)
+        return logits[0, -1]
+
+    @torch.no_grad()
+    def step(self, tokens: dict[int, int]) -> dict[int, torch.Tensor]:
+        slots = list(tokens)
+        layers = range(len(self.states[slots[0]]))
+        state = [tuple(torch.cat([self.states[s][i][j] for s in slots], dim=1) for j in (0, 1)) for i in layers]
+        idx = torch.tensor([[tokens[s]] for s in slots], dtype=torch.long, device=self.device)
+        logits, _ = self.model(idx, state=state)  # (h, c) per layer: (1, B, C)
+        for row, s in enumerate(slots):
+            self.states[s] = [(h[:, row : row + 1], c[:, row : row + 1]) for h, c in state]
+            self.lengths[s] += 1
+        return {s: logits[i, -1] for i, s in enumerate(slots)}
+
+
 def batchable(model: Any) -> bool:
-    """Whether `model` decodes several sequences in one pass (`SlotDecoder`): the KV-cache archs (gpt, gpt2)."""
-    return hasattr(model, "new_caches")
+    """Whether `model` decodes several sequences in one pass: KV cache (gpt, gpt2) or LSTM state (rnn); gcnn (its
+    window recompute) and test doubles are decoded one sequence at a time."""
+    from models.rnn import RNNLM
+
+    return hasattr(model, "new_caches") or isinstance(model, RNNLM)
+
+
+def slot_decoder_for(model: Any, slots: int, context: int) -> SlotDecoder | StateSlotDecoder:
+    """The batched decoder of a `batchable` model, `slots` sequences at most."""
+    return SlotDecoder(model, slots, context) if hasattr(model, "new_caches") else StateSlotDecoder(model, slots)
 
 
 def decoder_for(model: Any, context: int) -> Decoder:

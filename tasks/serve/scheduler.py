@@ -4,9 +4,10 @@ The event loop only parses requests and moves text: `submit` queues a `Job` (or 
 server turns into a 429 with `Retry-After`), the worker thread takes jobs in arrival order (nothing overtakes, so
 nothing starves) and sends each job's events back to its asyncio queue through `call_soon_threadsafe`.
 
-Continuous batching: for the KV-cache archs (gpt, gpt2) the worker keeps up to `max_batch` answers in flight in one
-`models.decoding.SlotDecoder` — every step is one forward pass for all of them; a request joins as soon as a slot
-is free and leaves when its answer ends. Other archs (and `max_batch=1`) are decoded one request at a time. A
+Continuous batching: for gpt, gpt2 (KV cache) and rnn (recurrent state) the worker keeps up to `max_batch` answers in
+flight in one slot decoder (`models.decoding.slot_decoder_for`) — every step is one forward pass for all of them; a
+request joins as soon as a slot is free and leaves when its answer ends. gcnn (and `max_batch=1`) is decoded one
+request at a time. A
 cancelled job (its client went away) leaves the queue at once, or stops at its next token when already running.
 """
 
@@ -160,9 +161,9 @@ class Scheduler:
             self.running = {}
 
     def run_batched(self) -> None:
-        from models.decoding import SlotDecoder
+        from models.decoding import slot_decoder_for
 
-        decoder = SlotDecoder(self.engine.model, self.max_batch, self.engine.context)
+        decoder = slot_decoder_for(self.engine.model, self.max_batch, self.engine.context)
         logits: dict[int, Any] = {}
         while not self.stopping:
             while decoder.free and (job := self.next_job()) is not None:  # join: a free slot, in arrival order
@@ -183,7 +184,8 @@ class Scheduler:
                             self.send(job, job.output(delta))
                     if seq.finish is not None:
                         self.send(job, job.output(seq.final()))
-                    elif decoder.lengths[slot] >= decoder.capacity:  # slot full: restart it on a refitted context
+                    elif decoder.capacity is not None and decoder.lengths[slot] >= decoder.capacity:
+                        # the slot's KV cache is full: restart it on a refitted context
                         logits[slot] = decoder.prefill(slot, seq.refit())
                         continue
                     else:

@@ -105,15 +105,16 @@ def test_engine_answers_past_a_full_cache_and_seed_repeats():
     assert engine.complete(hi, max_tokens=80, temperature=0.9, seed=3)[0] == answer
 
 
-@pytest.mark.parametrize("arch", ["gpt", "gpt2"])
+@pytest.mark.parametrize("arch", ["gpt", "gpt2", "rnn"])
 def test_batched_slots_decode_exactly_what_each_sequence_decodes_alone(arch):
-    from models.decoding import SlotDecoder
+    from models.decoding import batchable, slot_decoder_for
 
     model = random_model(arch)
     g = torch.Generator().manual_seed(5)
     prompts = [torch.randint(0, 97, (n,), generator=g).tolist() for n in (3, 17, 30)]
     alone = [greedy(decoder_for(model, context=64), p, 12) for p in prompts]
-    batch, out = SlotDecoder(model, slots=4, capacity=64), {}
+    assert batchable(model) and not batchable(random_model("gcnn"))
+    batch, out = slot_decoder_for(model, slots=4, context=64), {}
     logits = {slot: batch.prefill(slot, p) for slot, p in zip((2, 0), prompts[:2], strict=True)}
     for step in range(12):
         if step == 4:  # a third sequence joins mid-flight, in a free slot

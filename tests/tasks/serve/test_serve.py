@@ -178,12 +178,26 @@ def test_chat_repl_keeps_the_conversation(tok):
     assert "".join(shown) == "Hello there.\n" * 2
 
 
-def test_concurrent_requests_are_batched_and_answer_as_if_alone(tok):
+def tiny_rnn(vocab_size: int):
+    import torch
+
+    from models.gpt import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch="rnn", n_layer=2, n_embd=32, seq_len=64, vocab_size=vocab_size))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    return model.eval()
+
+
+@pytest.mark.parametrize("make_model", [tiny_gpt, tiny_rnn], ids=["gpt", "rnn"])
+def test_concurrent_requests_are_batched_and_answer_as_if_alone(tok, make_model):
     """Continuous batching: answers decoded together in one forward pass per step equal the answers alone."""
     import time
     from concurrent.futures import ThreadPoolExecutor
 
-    model = tiny_gpt(tok.vocab_size)
+    model = make_model(tok.vocab_size)
     model.register_forward_pre_hook(lambda *_: time.sleep(0.005))  # slow enough that the requests overlap
     engine = ChatEngine(model, tok, {})
     engine.stop_ids = set()  # answers of the full length, so they stay in flight together
