@@ -156,3 +156,17 @@ def test_sse_lines_are_valid_openai_chunks(slow):
     assert lines[-1] == "[DONE]" and chunks[-1]["choices"][0]["finish_reason"] == "length"
     text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
     assert text and "The quick brown fox jumps over the lazy dog.".startswith(text)
+
+
+def test_a_huge_body_is_refused_from_its_content_length_before_it_is_sent(slow):
+    import socket
+    from urllib.parse import urlparse
+
+    address = urlparse(slow)
+    with socket.create_connection((address.hostname, address.port), timeout=10) as conn:
+        conn.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 1000000000\r\n\r\n")  # 1 GB announced, not a byte of it sent
+        reply = ""
+        while "}}" not in reply and (data := conn.recv(65536)):  # headers and JSON body may come in two packets
+            reply += data.decode()
+    assert reply.startswith("HTTP/1.1 413") and "the limit is 65536" in reply
