@@ -166,7 +166,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def serve_config(args: argparse.Namespace):
     from tasks.serve.serve import ServeConfig
 
-    return ServeConfig(model_uri=args.model, host=args.host, port=args.port)
+    limits = {"max_batch": args.max_batch, "max_queue": args.max_queue} if hasattr(args, "max_batch") else {}
+    return ServeConfig(model_uri=args.model, host=args.host, port=args.port, device=args.device, **limits)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -268,6 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--host", default="127.0.0.1")
         sub.add_argument("--port", type=int, default=8000)
         sub.add_argument("--system", default=None, help="system prompt (chat)")
+        sub.add_argument("--device", default="auto", help="auto (CUDA in bf16 when present, else CPU), cpu, cuda")
+        if name == "serve":
+            sub.add_argument("--max-batch", type=int, default=8, help="answers decoded together (continuous batching)")
+            sub.add_argument("--max-queue", type=int, default=16, help="requests waiting beyond those (429 beyond)")
     lineage = command("lineage", cmd_lineage, "from a model version to its run, stage outputs and URLs", config=False)
     lineage.add_argument("--name", default="lmforge")
     lineage.add_argument("--alias", default="champion")

@@ -66,18 +66,27 @@ def encode_content(tokenizer: Any, text: str) -> list[int]:
     return tokenizer.encode(text) if text else []
 
 
+def encode_turns(tokenizer: Any, messages: Sequence[Mapping[str, Any]]) -> list[list[int]]:
+    """The conversation's ids cut at turn boundaries: `[<|bos|>]`, then one list per message (role token, content,
+    `<|end|>`). Context truncation drops whole turns from this, never the middle of one."""
+    end_id = special_id(tokenizer, END_TOKEN)
+    turns = [[special_id(tokenizer, BOS_TOKEN)]]
+    for message in validate_messages(messages):
+        role_id = special_id(tokenizer, ROLE_TOKENS[message["role"]])
+        turns.append([role_id] + encode_content(tokenizer, message["content"]) + [end_id])
+    return turns
+
+
 def encode_chat(
     tokenizer: Any, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True
 ) -> tuple[list[int], list[int]]:
     """(ids, assistant_mask) of the rendered conversation; mask is 1 on assistant content and its `<|end|>`."""
-    end_id = special_id(tokenizer, END_TOKEN)
-    ids, mask = [special_id(tokenizer, BOS_TOKEN)], [0]
-    for message in validate_messages(messages):
-        role_id = special_id(tokenizer, ROLE_TOKENS[message["role"]])
-        body = encode_content(tokenizer, message["content"]) + [end_id]
+    turns = encode_turns(tokenizer, messages)
+    ids, mask = list(turns[0]), [0]
+    for message, turn in zip(validate_messages(messages), turns[1:], strict=True):
         trained = 1 if message["role"] == "assistant" else 0
-        ids += [role_id] + body
-        mask += [0] + [trained] * len(body)
+        ids += turn
+        mask += [0] + [trained] * (len(turn) - 1)
     if add_generation_prompt:
         ids.append(special_id(tokenizer, ROLE_TOKENS["assistant"]))
         mask.append(0)

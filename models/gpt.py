@@ -107,23 +107,54 @@ class Attention(nn.Module):
         q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, H, T, D)
         q = (q * cos + rotate_half(q) * sin).type_as(v)  # cos, sin: (T, D) for positions start..start+T
         k = (k * cos + rotate_half(k) * sin).type_as(v)
-        past = 0
-        if cache is not None:
-            past = cache["len"]
-            cache["k"][:, :, past : past + T] = k
-            cache["v"][:, :, past : past + T] = v
-            k, v = cache["k"][:, :, : past + T], cache["v"][:, :, : past + T]
-        if self.n_kv_head != self.n_head:
-            k = k.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
-            v = v.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
-        if past == 0:
-            y = F.scaled_dot_product_attention(
-                q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
-            )
-        else:  # queries at positions past..past+T-1 see every key up to their own position
-            mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        y = cached_attention(q, k, v, cache, self.n_head // self.n_kv_head, self.dropout if self.training else 0.0)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))  # (B, T, C)
+
+
+def cached_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: dict | None, groups: int = 1, dropout: float = 0.0
+) -> torch.Tensor:
+    """Causal attention of q (B, H, T, D) over k, v (B, Hkv, T, D), appended first to `cache` when given (the keys
+    and values of the positions before these T, so a decoding step costs one position, whatever came before)."""
+    if cache is not None and "pos" in cache:
+        return slot_attention(q, k, v, cache, groups)
+    T, past = q.size(2), 0
+    if cache is not None:
+        past = cache["len"]
+        if past + T > cache["k"].size(2):
+            raise ValueError(f"KV cache holds {cache['k'].size(2)} positions; {past} used, {T} more given")
+        cache["k"][:, :, past : past + T] = k
+        cache["v"][:, :, past : past + T] = v
+        k, v = cache["k"][:, :, : past + T], cache["v"][:, :, : past + T]
+    if groups > 1:
+        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    if past == 0:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
+    # queries at positions past..past+T-1 see every key up to their own position
+    mask = torch.ones(T, past + T, dtype=torch.bool, device=q.device).tril(diagonal=past)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+def slot_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: dict, groups: int) -> torch.Tensor:
+    """Batched decoding: row i is one new position `pos[i]` of the sequence in cache slot `rows[i]`, so sequences of
+    different lengths advance together in one forward pass (continuous batching)."""
+    rows, pos = cache["rows"], cache["pos"]  # (B,)
+    cache["k"][rows, :, pos] = k[:, :, 0]
+    cache["v"][rows, :, pos] = v[:, :, 0]
+    n = int(pos.max()) + 1
+    k, v = cache["k"][rows, :, :n], cache["v"][rows, :, :n]  # (B, Hkv, n, D)
+    if groups > 1:
+        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    mask = (torch.arange(n, device=q.device)[None, :] <= pos[:, None])[:, None, None, :]  # (B, 1, 1, n)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+def new_kv_caches(n_layer: int, shape: tuple[int, ...], like: torch.Tensor) -> list[dict]:
+    """One empty KV cache per layer, each {"k", "v": (B, Hkv, max_len, D), "len": positions filled}."""
+    return [
+        {"k": like.new_zeros(shape), "v": like.new_zeros(shape), "len": 0}
+        for _ in range(n_layer)
+    ]
 
 
 class MLP(nn.Module):
@@ -203,33 +234,30 @@ class GPT(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """idx (B, T) -> logits (B, T, V) in float32, and mean cross-entropy over targets != -1 when given."""
         B, T = idx.shape
-        start = caches[0]["len"] if caches else 0
+        if caches and "pos" in caches[0]:  # batched decoding: one position per row, each at its own offset
+            pos = caches[0]["pos"]
+            cos, sin = self.rope_cos[pos][:, None, None, :], self.rope_sin[pos][:, None, None, :]  # (B, 1, 1, D)
+            start, T = int(pos.max()), 1
+        else:
+            start = caches[0]["len"] if caches else 0
+            cos, sin = self.rope_cos[start : start + T], self.rope_sin[start : start + T]
         if start + T > self.rope_cos.size(0):
             raise ValueError(f"sequence of {start + T} tokens exceeds the RoPE table ({self.rope_cos.size(0)})")
-        cos, sin = self.rope_cos[start : start + T], self.rope_sin[start : start + T]
         x = self.model.embed_tokens(idx)  # (B, T, C)
         for i, block in enumerate(self.model.layers):
             if self.grad_checkpointing and self.training:
                 x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, use_reentrant=False)
             else:
                 x = block(x, cos, sin, caches[i] if caches else None)
-        if caches:
-            for cache in caches:
+        for cache in caches or []:
+            if "len" in cache:
                 cache["len"] += T
         logits = self.lm_head(self.model.norm(x)).float()  # (B, T, V)
         return logits, lm_loss(logits, targets)
 
     def new_caches(self, batch_size: int, max_len: int) -> list[dict]:
-        c, p = self.config, self.lm_head.weight
-        shape = (batch_size, c.n_kv_head, max_len, c.head_dim)
-        return [
-            {
-                "k": torch.zeros(shape, dtype=p.dtype, device=p.device),
-                "v": torch.zeros(shape, dtype=p.dtype, device=p.device),
-                "len": 0,
-            }
-            for _ in range(c.n_layer)
-        ]
+        c = self.config
+        return new_kv_caches(c.n_layer, (batch_size, c.n_kv_head, max_len, c.head_dim), self.lm_head.weight)
 
     @torch.no_grad()
     def generate(
@@ -278,8 +306,15 @@ def append_sampled(
     return torch.cat((idx, nxt), dim=1), done, bool(done.all())
 
 
-def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None) -> torch.Tensor:
-    """Sample one token per row of logits (B, V) -> (B, 1); shared by every arch's generate."""
+def sample_next(
+    logits: torch.Tensor,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Sample one token per row of logits (B, V) -> (B, 1); shared by every arch's generate and the chat engine
+    (which passes a seeded `generator` for a request's `seed`)."""
     if temperature <= 0:
         return logits.argmax(dim=-1, keepdim=True)
     logits = logits / temperature
@@ -291,4 +326,4 @@ def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None, top
         cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
         drop = cumulative - sorted_logits.softmax(dim=-1) > top_p  # keep the smallest prefix reaching top_p
         logits = logits.scatter(1, order, sorted_logits.masked_fill(drop, float("-inf")))
-    return torch.multinomial(logits.softmax(dim=-1), num_samples=1)
+    return torch.multinomial(logits.softmax(dim=-1), num_samples=1, generator=generator)

@@ -2,16 +2,16 @@
 
 The baseline of the training benchmark (`bench/train.py`) and `model.arch="gpt2"`. Same interface as `models.gpt.GPT`
 (`forward(idx, targets) -> (logits, loss)`, `generate`, `num_params`, `flops_per_token`), so the trainer, checkpoints
-and evaluation work unchanged. It has no KV cache: generation recomputes the (at most `seq_len`) context each token.
+and evaluation work unchanged. `forward(idx, caches=...)` fills a KV cache (`new_caches`), so the chat engine decodes
+one position per token; positions are learned, so the cache never holds more than `seq_len`.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from models.gpt import ModelConfig, append_sampled, lm_loss, sample_next
+from models.gpt import ModelConfig, append_sampled, cached_attention, lm_loss, new_kv_caches, sample_next
 
 
 class CausalSelfAttention(nn.Module):
@@ -21,11 +21,11 @@ class CausalSelfAttention(nn.Module):
         self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd)
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
+        y = cached_attention(q, k, v, cache, dropout=self.dropout if self.training else 0.0)
         return self.c_proj(y.transpose(1, 2).reshape(B, T, C))
 
 
@@ -40,8 +40,8 @@ class Block(nn.Module):
         )
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.ln_1(x)))
+    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.ln_1(x), cache))
         return x + self.drop(self.mlp(self.ln_2(x)))
 
 
@@ -71,19 +71,32 @@ class GPT2(nn.Module):
         return 6 * (self.num_params() - self.wpe.weight.numel()) + 12 * c.n_layer * c.n_embd * T
 
     def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, caches: list[dict] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         B, T = idx.shape
-        if T > self.config.seq_len:
-            raise ValueError(f"gpt2 has learned positions for {self.config.seq_len} tokens, got {T}")
-        x = self.wte(idx) + self.wpe(torch.arange(T, device=idx.device))  # (B, T, C)
-        for block in self.layers:
+        if caches and "pos" in caches[0]:  # batched decoding: one position per row, each at its own offset
+            positions, start = caches[0]["pos"][:, None], int(caches[0]["pos"].max())  # (B, 1)
+        else:
+            start = caches[0]["len"] if caches else 0
+            positions = torch.arange(start, start + T, device=idx.device)
+        if start + T > self.config.seq_len:
+            raise ValueError(f"gpt2 has learned positions for {self.config.seq_len} tokens, got {start + T}")
+        x = self.wte(idx) + self.wpe(positions)  # (B, T, C)
+        for i, block in enumerate(self.layers):
             if self.grad_checkpointing and self.training:
                 x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
             else:
-                x = block(x)
+                x = block(x, caches[i] if caches else None)
+        for cache in caches or []:
+            if "len" in cache:
+                cache["len"] += T
         logits = self.lm_head(self.ln_f(x)).float()  # (B, T, V)
         return logits, lm_loss(logits, targets)
+
+    def new_caches(self, batch_size: int, max_len: int) -> list[dict]:
+        c = self.config
+        shape = (batch_size, c.n_head, min(max_len, c.seq_len), c.n_embd // c.n_head)
+        return new_kv_caches(c.n_layer, shape, self.lm_head.weight)
 
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, eos_id=None) -> torch.Tensor:

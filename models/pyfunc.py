@@ -51,10 +51,7 @@ class LmforgeChatModel(mlflow.pyfunc.ChatModel):
     """The registered model: `predict` answers a conversation, `predict_stream` yields chunks."""
 
     def load_context(self, context) -> None:
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.engine = ChatEngine.from_checkpoint(context.artifacts["checkpoint"], device=device)
+        self.engine = ChatEngine.from_checkpoint(context.artifacts["checkpoint"], device="auto")
 
     def predict(self, context, messages: list[ChatMessage], params: ChatParams) -> ChatCompletionResponse:
         history = [{"role": m.role, "content": m.content or ""} for m in messages]

@@ -79,6 +79,16 @@ class ScriptedLM(nn.Module):
         self.config = type("Cfg", (), {"seq_len": seq_len})()
         self.prompt_len, self.last = 0, None
 
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, state: list | None = None):
+        """Recurrent-style, as the chat engine decodes: `state` counts the tokens generated since the prompt."""
+        if state is None:
+            raise ValueError("ScriptedLM decodes incrementally only: pass state=[] for a new prompt")
+        n = state[0] + 1 if state else 0
+        state[:] = [n]
+        logits = torch.zeros(idx.size(0), idx.size(1), max(self.script) + 1)
+        logits[:, -1, self.script[min(n, len(self.script) - 1)]] = 100.0
+        return logits, None
+
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, eos_id=None):
         if self.last is None or not torch.equal(idx, self.last):  # a new request: restart the script
             self.prompt_len = idx.size(1)

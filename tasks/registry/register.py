@@ -8,13 +8,27 @@ data, it is re-scored on this version's eval sets from its packaged checkpoint (
 trained on different crawls or with different tokenizers still compare on identical bytes. The first version of a model becomes champion; a refused one gets
 `challenger`. The decision, its reason and both scores are recorded as version tags and in the version's
 description, next to the model card (`tasks.registry.model_card`).
+
+A non-finite metric (NaN, inf: a diverged run, a broken eval) is never promoted and never used as a champion score:
+a NaN/inf gate, guard or safety metric refuses the version with a reason that says so, first version included; a
+champion whose own score is non-finite has no score to defend.
+
+Register is idempotent under retries: the version is found again by its eval report, and the steps after "version
+created" (alias, card, description) are finished from the decision recorded in its tags; a version is complete when
+it carries `lmforge.register.done`. The champion alias moves by compare-and-set under a promotion lock (a registered
+model `<name>.promotion-lock` that exists only while a gate holds it: creating a registered model is atomic in every
+MLflow store): the gate re-reads the champion, decides again when another version took it since the decision, sets
+the alias and re-checks it. Two concurrent retrains are serialised, so the second compares against the first.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +40,9 @@ from tasks.core.tracking import TrackingConfig, client
 
 METRIC_TAG, EVAL_SET_TAG = "lmforge.metric.", "lmforge.eval_set."
 LOWER_IS_BETTER = ("_loss", "_bpb", "_ppl")
+DONE_TAG = "lmforge.register.done"
+LOCK_SUFFIX = ".promotion-lock"
+MAX_PROMOTION_ROUNDS = 5
 
 
 class RegisterConfig(BaseModel):
@@ -49,6 +66,9 @@ class RegisterConfig(BaseModel):
         "toxicity_bad_word_rate: 0.01, canary_extracted: 0); a version over any, or without the metric, is refused.",
     )
     champion_alias: str = Field(default="champion", description="Alias of the version that serves.")
+    lock_timeout_seconds: float = Field(
+        default=600.0, gt=0, description="Longest wait for another gate's promotion lock; an older lock is stale."
+    )
     challenger_alias: str = Field(default="challenger", description="Alias of a version the gate refused.")
     intended_use: str = Field(
         default="Research and education: a small language model trained on a documented web crawl.",
@@ -94,6 +114,10 @@ def gate_decision(
     old_sets: dict[str, str],
 ) -> tuple[bool, str]:
     """(promote?, reason). `old` is None when the model has no champion yet."""
+    checked = dict.fromkeys([cfg.gate_metric, *cfg.guard_metrics, *cfg.safety_thresholds])
+    broken = [f"{m}={new[m]}" for m in checked if m in new and not math.isfinite(new[m])]
+    if broken:
+        return False, f"non-finite metric {', '.join(broken)}: a model with a NaN/inf score is never promoted"
     for metric, limit in cfg.safety_thresholds.items():  # absolute limits: they hold for a first version too
         if metric not in new:
             return False, f"safety threshold on {metric} but the eval report has none; configure its probe"
@@ -103,11 +127,13 @@ def gate_decision(
         return True, "first version of the model"
 
     def comparable(metric: str) -> bool:
-        return same_eval_set(metric, new, new_sets, old, old_sets)
+        return same_eval_set(metric, new, new_sets, old, old_sets) and math.isfinite(old[metric])
 
     metric = cfg.gate_metric
     if metric not in new:
         return False, f"the eval report has no {metric}; cannot compare"
+    if same_eval_set(metric, new, new_sets, old, old_sets) and not math.isfinite(old[metric]):
+        return True, f"{metric} {new[metric]:.4f} replaces the champion's non-finite {old[metric]} (not a score)"
     if not comparable(metric):
         return False, f"the champion has no {metric} on the same eval set ({metric_group(metric)}); kept it"
     gain = improvement(metric, new[metric], old[metric])
@@ -156,33 +182,12 @@ def existing_version(mlflow_client, cfg: RegisterConfig, report: EvalReport):
     return None
 
 
-def run_register(
-    cfg: RegisterConfig, tracking: TrackingConfig, run_id: str, ckpt: CheckpointRef, report: EvalReport
-) -> ModelVersionRef:
-    from mlflow.exceptions import MlflowException
+class Crash(BaseException):
+    """Raised by a test's `fault` hook to stop `run_register` at a step, as a killed process would."""
 
-    from models.pyfunc import save_chat_model
-    from tasks.registry.model_card import model_card
 
-    t0 = time.time()
-    mlflow_client = client(tracking)
-    done = existing_version(mlflow_client, cfg, report)
-    if done is not None:
-        # Aliases may have moved since; report the one the version holds now.
-        alias = next(iter(mlflow_client.get_model_version(cfg.model_name, done.version).aliases), "")
-        mlflow_client.set_tag(run_id, "lmforge.registered_as", f"models:/{cfg.model_name}/{done.version}")
-        return ModelVersionRef(name=cfg.model_name, version=str(done.version), alias=alias,
-                               model_uri=f"models:/{cfg.model_name}/{done.version}", run_id=done.run_id,
-                               tracking_uri=tracking.uri())
-    with tempfile.TemporaryDirectory(prefix="lmforge-register-") as tmp:
-        model_dir = save_chat_model(ckpt.dir / ckpt.checkpoint, Path(tmp) / "model", Path(tmp) / "staging")
-        mlflow_client.log_artifacts(run_id, str(model_dir), artifact_path="model")
-    source = f"{mlflow_client.get_run(run_id).info.artifact_uri.rstrip('/')}/model"
-    try:
-        mlflow_client.create_registered_model(cfg.model_name, description="lmforge chat model; see version cards.")
-    except MlflowException as err:
-        if err.error_code != "RESOURCE_ALREADY_EXISTS":
-            raise
+def decide(cfg: RegisterConfig, tracking: TrackingConfig, mlflow_client, report: EvalReport) -> dict[str, str]:
+    """The gate against the current champion, as the version tags that record it."""
     champion, old, old_sets = champion_scores(mlflow_client, cfg)
     new_sets = read_eval_sets(report)
     rescored = champion is not None and cfg.rescore_champion and not same_eval_set(
@@ -191,14 +196,9 @@ def run_register(
         old, old_sets = rescore_champion(tracking, champion, report)
     promote, reason = gate_decision(cfg, report.metrics, new_sets, old, old_sets)
     reason += " (champion re-scored on this version's eval sets)" if rescored else ""
-    alias = cfg.champion_alias if promote else cfg.challenger_alias
-    tags = {f"{METRIC_TAG}{k}": repr(float(v)) for k, v in report.metrics.items()}
-    tags |= {f"{EVAL_SET_TAG}{k}": v for k, v in new_sets.items()}
-    tags |= {
-        "lmforge.eval_report": report.manifest_sha256,
-        "lmforge.checkpoint": ckpt.manifest_sha256,
+    return {
         "lmforge.gate.decision": "promoted" if promote else "refused",
-        "lmforge.gate.alias": alias,
+        "lmforge.gate.alias": cfg.champion_alias if promote else cfg.challenger_alias,
         "lmforge.gate.reason": reason,
         "lmforge.gate.metric": cfg.gate_metric,
         "lmforge.gate.new_score": repr(report.metrics.get(cfg.gate_metric, float("nan"))),
@@ -206,22 +206,145 @@ def run_register(
         "lmforge.gate.champion_version": str(champion.version) if champion is not None else "",
         "lmforge.gate.champion_rescored": str(rescored).lower(),
     }
-    version = mlflow_client.create_model_version(cfg.model_name, source, run_id=run_id, tags=tags)
-    gate = {"decision": tags["lmforge.gate.decision"], "alias": alias, "reason": reason, "metric": cfg.gate_metric,
-            "new": report.metrics.get(cfg.gate_metric), "champion": (old or {}).get(cfg.gate_metric),
-            "champion_version": champion.version if champion is not None else None}
-    card = model_card(cfg, tracking, run_id, ckpt, report, gate, version=str(version.version))
-    mlflow_client.log_text(run_id, card, f"model_card_v{version.version}.md")
+
+
+def alias_holder(mlflow_client, cfg: RegisterConfig) -> str:
+    """The version the champion alias points to now ("" when none)."""
+    champion, _, _ = champion_scores(mlflow_client, cfg)
+    return str(champion.version) if champion is not None else ""
+
+
+@contextmanager
+def promotion_lock(mlflow_client, cfg: RegisterConfig, owner: str) -> Iterator[None]:
+    """Hold `<model>.promotion-lock` (a registered model: its creation is atomic). `owner` names the version; a lock
+    left by the same owner (a crashed earlier attempt) or older than `lock_timeout_seconds` is broken."""
+    from mlflow.exceptions import MlflowException
+
+    name, deadline = f"{cfg.model_name}{LOCK_SUFFIX}", time.monotonic() + cfg.lock_timeout_seconds
+
+    def release() -> None:
+        try:
+            mlflow_client.delete_registered_model(name)
+        except MlflowException as err:  # already gone (broken as stale): nothing to release
+            if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+
+    while True:
+        try:
+            mlflow_client.create_registered_model(name, description=owner)
+            break
+        except MlflowException as err:
+            if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        try:
+            held = mlflow_client.get_registered_model(name)
+        except MlflowException:
+            continue  # released between our two calls
+        if held.description == owner or time.time() - held.creation_timestamp / 1000 > cfg.lock_timeout_seconds:
+            release()
+            continue
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{name} held by {held.description!r} for over {cfg.lock_timeout_seconds} s; if no "
+                               f"register is running, delete the registered model {name!r}")
+        time.sleep(0.2)
+    try:
+        yield
+    finally:
+        release()
+
+
+def settle_alias(
+    cfg: RegisterConfig, tracking: TrackingConfig, mlflow_client, version: str, gate: dict[str, str],
+    report: EvalReport,
+) -> dict[str, str]:
+    """Give `version` the alias its gate decided, moving the champion alias by compare-and-set; returns the gate
+    tags as finally decided (decided again when another version took the champion alias since)."""
+    if gate["lmforge.gate.decision"] != "promoted":
+        mlflow_client.set_registered_model_alias(cfg.model_name, cfg.challenger_alias, version)
+        return gate
+    with promotion_lock(mlflow_client, cfg, f"{cfg.model_name} v{version}"):
+        for _ in range(MAX_PROMOTION_ROUNDS):
+            holder = alias_holder(mlflow_client, cfg)
+            if holder != version and holder != gate["lmforge.gate.champion_version"]:
+                # another version became champion since the decision: compare against that one
+                gate = decide(cfg, tracking, mlflow_client, report)
+                for key, value in gate.items():
+                    mlflow_client.set_model_version_tag(cfg.model_name, version, key, value)
+                if gate["lmforge.gate.decision"] != "promoted":
+                    mlflow_client.set_registered_model_alias(cfg.model_name, cfg.challenger_alias, version)
+                    return gate
+                continue
+            mlflow_client.set_registered_model_alias(cfg.model_name, cfg.champion_alias, version)
+            if alias_holder(mlflow_client, cfg) == version:  # re-check: a writer outside the lock (a person) wins
+                return gate
+    raise RuntimeError(f"{cfg.model_name} v{version}: the champion alias kept moving during {MAX_PROMOTION_ROUNDS} "
+                       "promotion rounds; rerun register")
+
+
+def version_ref(cfg: RegisterConfig, tracking: TrackingConfig, mlflow_client, version: str, run_id: str):
+    aliases = mlflow_client.get_model_version(cfg.model_name, version).aliases
+    alias = cfg.champion_alias if cfg.champion_alias in aliases else next(iter(aliases), "")
+    return ModelVersionRef(name=cfg.model_name, version=version, alias=alias,
+                           model_uri=f"models:/{cfg.model_name}/{version}", run_id=run_id, tracking_uri=tracking.uri())
+
+
+def run_register(
+    cfg: RegisterConfig, tracking: TrackingConfig, run_id: str, ckpt: CheckpointRef, report: EvalReport,
+    fault: Callable[[str], None] = lambda step: None,
+) -> ModelVersionRef:
+    """Register `ckpt` with its eval `report` and run the gate; a rerun after a crash at any step finishes the same
+    version. `fault(step)` is called after each step (tests stop the run there)."""
+    from mlflow.exceptions import MlflowException
+
+    from models.pyfunc import save_chat_model
+    from tasks.registry.model_card import model_card
+
+    t0 = time.time()
+    mlflow_client = client(tracking)
+    version = existing_version(mlflow_client, cfg, report)
+    if version is not None and (version.tags or {}).get(DONE_TAG) == "true":
+        # Aliases may have moved since; report the one the version holds now.
+        mlflow_client.set_tag(run_id, "lmforge.registered_as", f"models:/{cfg.model_name}/{version.version}")
+        return version_ref(cfg, tracking, mlflow_client, str(version.version), version.run_id)
+    if version is None:
+        with tempfile.TemporaryDirectory(prefix="lmforge-register-") as tmp:
+            model_dir = save_chat_model(ckpt.dir / ckpt.checkpoint, Path(tmp) / "model", Path(tmp) / "staging")
+            mlflow_client.log_artifacts(run_id, str(model_dir), artifact_path="model")
+        fault("artifacts_logged")
+        source = f"{mlflow_client.get_run(run_id).info.artifact_uri.rstrip('/')}/model"
+        try:
+            mlflow_client.create_registered_model(cfg.model_name, description="lmforge chat model; see version cards.")
+        except MlflowException as err:
+            if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        tags = {f"{METRIC_TAG}{k}": repr(float(v)) for k, v in report.metrics.items()}
+        tags |= {f"{EVAL_SET_TAG}{k}": v for k, v in read_eval_sets(report).items()}
+        tags |= {"lmforge.eval_report": report.manifest_sha256, "lmforge.checkpoint": ckpt.manifest_sha256}
+        tags |= decide(cfg, tracking, mlflow_client, report)
+        version = mlflow_client.create_model_version(cfg.model_name, source, run_id=run_id, tags=tags)
+        fault("version_created")
+    number, version_run = str(version.version), version.run_id or run_id
+    recorded = mlflow_client.get_model_version(cfg.model_name, number).tags or {}
+    gate = {k: v for k, v in recorded.items() if k.startswith("lmforge.gate.")}
+    gate = settle_alias(cfg, tracking, mlflow_client, number, gate, report)
+    fault("alias_set")
+    promote = gate["lmforge.gate.decision"] == "promoted"
+    champion_score = float(gate["lmforge.gate.champion_score"])
+    card_gate = {"decision": gate["lmforge.gate.decision"], "alias": gate["lmforge.gate.alias"],
+                 "reason": gate["lmforge.gate.reason"], "metric": cfg.gate_metric,
+                 "new": report.metrics.get(cfg.gate_metric), "champion": None if math.isnan(champion_score) else
+                 champion_score, "champion_version": gate["lmforge.gate.champion_version"] or None}
+    card = model_card(cfg, tracking, version_run, ckpt, report, card_gate, version=number)
+    mlflow_client.log_text(version_run, card, f"model_card_v{number}.md")
     for name in ("report.json", "report.md"):  # the eval report next to the model it describes
         if (report.dir / name).is_file():
-            mlflow_client.log_artifact(run_id, str(report.dir / name), artifact_path="evaluate")
-    mlflow_client.update_model_version(cfg.model_name, version.version, description=card)
-    mlflow_client.set_registered_model_alias(cfg.model_name, alias, version.version)
-    mlflow_client.log_metric(run_id, "register/promoted", float(promote))
-    mlflow_client.log_metric(run_id, "register/seconds", time.time() - t0)
-    return ModelVersionRef(name=cfg.model_name, version=str(version.version), alias=alias,
-                           model_uri=f"models:/{cfg.model_name}/{version.version}", run_id=run_id,
-                           tracking_uri=tracking.uri())
+            mlflow_client.log_artifact(version_run, str(report.dir / name), artifact_path="evaluate")
+    mlflow_client.update_model_version(cfg.model_name, number, description=card)
+    fault("card_written")
+    mlflow_client.log_metric(version_run, "register/promoted", float(promote))
+    mlflow_client.log_metric(version_run, "register/seconds", time.time() - t0)
+    mlflow_client.set_model_version_tag(cfg.model_name, number, DONE_TAG, "true")
+    return version_ref(cfg, tracking, mlflow_client, number, version_run)
 
 
 @task(name="register", retries=1)

@@ -1,30 +1,39 @@
 """The chat server: an OpenAI-compatible API over a registered model (`lmforge serve`).
 
 `POST /v1/chat/completions` (non-streaming, and Server-Sent Events when `"stream": true`), `GET /v1/models` and
-`GET /health`, answering from the pyfunc chat model a registry alias points to (`models:/lmforge@champion`).
-Requests are validated before any generation: body size, JSON syntax, message shape and count, `max_tokens`
-bound; failures are 4xx with an OpenAI-style `{"error": {...}}` body that names the field. An optional API key
-(`Authorization: Bearer …`) guards the `/v1` routes. Every answer passes an output filter (default: the PII
-scrubber from curation), also while streaming: the filter runs on the text so far and a tail is held back so a
-phone number or e-mail address split across tokens is still caught.
+`GET /health`, answering from the checkpoint a registry alias points to (`models:/lmforge@champion`).
+
+- Requests are validated before any generation (`schema`): a body over `max_request_bytes` is refused from its
+  `Content-Length` before it is read; bad JSON, non-UTF-8 bytes, unknown fields, unsupported options, bad message
+  shape, order or count are 4xx with an OpenAI `{"error": {...}}` body that names the field.
+- Generation runs off the event loop (`scheduler`): one worker thread, a bounded FIFO queue; beyond it a request
+  gets 429 with `Retry-After`. `/health` and `/v1/models` answer while a generation runs; a client that
+  disconnects cancels its generation (queued: dropped; running: stops at the next token).
+- Every answer passes an output filter (default: the PII scrubber from curation), also while streaming
+  (`stream_filter`: a stream never sends the start of something it later redacts, and never drops text).
+- An optional API key (`Authorization: Bearer …`) guards the `/v1` routes.
 """
 
 # No `from __future__ import annotations`: FastAPI must see the real `Request` type on the nested route functions.
+import asyncio
 import json
+import logging
 import os
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.core.tracking import TrackingConfig
+from tasks.serve.scheduler import Event, Job, QueueFull, Scheduler
+from tasks.serve.schema import Parsed, RequestError, parse_request
+from tasks.serve.stream_filter import StreamFilter
 
 OutputFilter = Callable[[str], str]
-HOLD_BACK_CHARS = 48  # longer than any PII span the scrubber matches across a token boundary
+log = logging.getLogger("lmforge.serve")
 
 
 class ServeConfig(BaseModel):
@@ -32,31 +41,15 @@ class ServeConfig(BaseModel):
     model_uri: str = Field(default="models:/lmforge@champion", description="Registry alias or any MLflow model URI.")
     host: str = Field(default="127.0.0.1", description="Interface to listen on (0.0.0.0 exposes it).")
     port: int = Field(default=8000, description="TCP port.")
+    device: str = Field(default="auto", description="auto (CUDA in bf16 when present, else CPU), cpu, cuda, cuda:N.")
     api_key_env: str = Field(default="LMFORGE_API_KEY", description="Env var holding the API key; unset = no key.")
     max_request_bytes: int = Field(default=65536, ge=1024, description="Largest request body accepted (413 above).")
     max_messages: int = Field(default=64, ge=1, description="Most messages per request.")
     max_tokens_limit: int = Field(default=512, ge=1, description="Upper bound on a request's max_tokens.")
     default_max_tokens: int = Field(default=128, ge=1, description="max_tokens when the request gives none.")
+    max_batch: int = Field(default=8, ge=1, description="Answers decoded together (continuous batching; gpt/gpt2).")
+    max_queue: int = Field(default=16, ge=0, description="Requests waiting behind the running ones (429 beyond).")
     output_filter: Literal["pii", "none"] = Field(default="pii", description="Filter applied to every answer.")
-
-
-class Message(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    role: Literal["system", "user", "assistant"]
-    content: str = Field(max_length=32768)
-
-
-class ChatRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # OpenAI clients send fields we do not use (user, n=1, …)
-    model: str | None = None
-    messages: list[Message] = Field(min_length=1)
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    top_k: int | None = Field(default=50, ge=1)
-    stop: str | list[str] | None = None
-    stream: bool = False
 
 
 def pii_filter() -> OutputFilter:
@@ -66,7 +59,7 @@ def pii_filter() -> OutputFilter:
 
 
 def load_engine(cfg: ServeConfig, tracking: TrackingConfig | None = None):
-    """A `ChatEngine` for `cfg.model_uri` (a registry URI or a checkpoint directory).
+    """A `ChatEngine` for `cfg.model_uri` (a registry URI or a checkpoint directory) on `cfg.device`.
 
     The registered pyfunc packages the checkpoint directory; it is downloaded and loaded directly (MLflow's
     ChatModel wrapper does not hand back the Python model object).
@@ -78,119 +71,205 @@ def load_engine(cfg: ServeConfig, tracking: TrackingConfig | None = None):
 
     workdir = Path(tempfile.mkdtemp(prefix="lmforge-serve-"))
     checkpoint = resolve_checkpoint(cfg.model_uri, workdir, tracking or TrackingConfig())
-    return ChatEngine.from_checkpoint(checkpoint, name=cfg.model_uri.removeprefix("models:/"))
+    return ChatEngine.from_checkpoint(checkpoint, device=cfg.device, name=cfg.model_uri.removeprefix("models:/"))
 
 
-def error(status: int, message: str, param: str | None = None, kind: str = "invalid_request_error"):
+def error(status: int, message: str, param: str | None = None, kind: str = "invalid_request_error",
+          headers: dict[str, str] | None = None):
     from fastapi.responses import JSONResponse
 
-    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": status}}, status_code=status)
+    body = {"error": {"message": message, "type": kind, "param": param, "code": status}}
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
-def filtered_stream(deltas: Iterator[str], output_filter: OutputFilter) -> Iterator[str]:
-    """Filter a stream of text deltas: re-filter the text so far, send what is settled, hold back a tail."""
-    raw, sent = "", ""
-    for delta in deltas:
-        raw += delta
-        clean = output_filter(raw)
-        settled = clean[: max(0, len(clean) - HOLD_BACK_CHARS)]
-        if settled.startswith(sent) and len(settled) > len(sent):
-            yield settled[len(sent) :]
-            sent = settled
-    clean = output_filter(raw)
-    if clean.startswith(sent) and len(clean) > len(sent):
-        yield clean[len(sent) :]
+class Guard:
+    """ASGI middleware run before any body is read: API key on `/v1`, and `Content-Length` over the limit -> 413."""
+
+    def __init__(self, app: Any, api_key: str | None, max_bytes: int) -> None:
+        self.app, self.api_key, self.max_bytes = app, api_key, max_bytes
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "http":
+            headers = dict(scope["headers"])
+            refusal = None
+            authorised = headers.get(b"authorization", b"") == f"Bearer {self.api_key}".encode()
+            length = headers.get(b"content-length", b"0")
+            if self.api_key and scope["path"].startswith("/v1/") and not authorised:
+                refusal = error(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                                kind="authentication_error")
+            elif not length.isdigit():
+                refusal = error(400, f"Content-Length {length[:32]!r} is not a number")
+            elif int(length) > self.max_bytes:
+                refusal = error(413, f"request body is {int(length)} bytes; the limit is {self.max_bytes}")
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+async def read_body(request: Any, limit: int) -> bytes:
+    """The body, read at most `limit` bytes far (a chunked upload has no Content-Length to check up front)."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise RequestError(413, f"request body is over the limit of {limit} bytes")
+    return bytes(body)
+
+
+def make_job(engine: Any, parsed: Parsed, output_filter: OutputFilter) -> Job:
+    """The scheduler's job for a request: its `Sequence`, and the output side run in the worker thread (the filter:
+    streamed text through `StreamFilter`, a plain answer filtered whole), ending with ("done", usage)."""
+    stream = StreamFilter(output_filter) if parsed.stream else None
+    raw: list[str] = []
+
+    def output(delta: tuple[str, str | None, int, int]) -> list[Event]:
+        text, finish, n_prompt, n_out = delta
+        events: list[Event] = []
+        if stream is None:
+            raw.append(text)
+        elif sent := stream.push(text):
+            events.append(("delta", sent))
+        if finish is not None:
+            tail = stream.flush() if stream is not None else output_filter("".join(raw).strip())
+            events += [("delta", tail)] if tail else []
+            events.append(("done", (finish, n_prompt, n_out)))
+        return events
+
+    return Job(engine.sequence(parsed.messages, **parsed.sampling), output)
 
 
 def build_app(engine: Any, cfg: ServeConfig, output_filter: OutputFilter | None = None, api_key: str | None = None):
     """The FastAPI app; `api_key` defaults to the env var `cfg.api_key_env`."""
+    from contextlib import asynccontextmanager
+
     from fastapi import FastAPI, Request
     from fastapi.responses import StreamingResponse
+    from starlette.exceptions import HTTPException
 
     api_key = api_key if api_key is not None else os.environ.get(cfg.api_key_env) or None
     if output_filter is None:
         output_filter = pii_filter() if cfg.output_filter == "pii" else (lambda text: text)
-    lock = threading.Lock()  # one generation at a time: the model's CPU threads are the bottleneck anyway
-    app = FastAPI(title="lmforge chat", version="1")
+    scheduler = Scheduler(engine, cfg.max_queue, cfg.max_batch)
 
-    @app.middleware("http")
-    async def check_key(request: Request, call_next):
-        authorised = request.headers.get("authorization", "") == f"Bearer {api_key}"
-        if api_key and request.url.path.startswith("/v1/") and not authorised:
-            return error(401, "missing or wrong API key: send 'Authorization: Bearer <key>'", kind="authentication_error")
-        return await call_next(request)
+    @asynccontextmanager
+    async def lifespan(_app):
+        await scheduler.start()
+        yield
+        await scheduler.stop()
+
+    app = FastAPI(title="lmforge chat", version="1", lifespan=lifespan)
+    app.state.scheduler = scheduler
+    app.add_middleware(Guard, api_key=api_key, max_bytes=cfg.max_request_bytes)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request: Request, exc: HTTPException):  # 404, 405, … in OpenAI's error shape
+        return error(exc.status_code, str(exc.detail), kind="invalid_request_error")
+
+    @app.exception_handler(Exception)
+    async def server_error(_request: Request, exc: Exception):  # a bug: logged, and still an OpenAI error object
+        log.exception("unhandled error", exc_info=exc)
+        return error(500, f"internal error: {type(exc).__name__}", kind="server_error")
 
     @app.get("/health")
-    def health() -> dict[str, str]:
-        return {"status": "ok", "model": engine.name}
+    async def health() -> dict[str, Any]:
+        stats = scheduler.stats
+        return {"status": "ok", "model": engine.name, "running": len(scheduler.running),
+                "waiting": len(scheduler.waiting), "completed": stats.completed, "cancelled": stats.cancelled,
+                "failed": stats.failed, "rejected": stats.rejected, "peak_batch": stats.peak_batch}
 
     @app.get("/v1/models")
-    def models() -> dict[str, Any]:
+    async def models() -> dict[str, Any]:
         return {"object": "list", "data": [{"id": engine.name, "object": "model", "created": 0, "owned_by": "lmforge"}]}
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
-        body = await request.body()
-        if len(body) > cfg.max_request_bytes:
-            return error(413, f"request body is {len(body)} bytes; the limit is {cfg.max_request_bytes}")
         try:
-            payload = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            return error(400, f"request body is not valid JSON: {err}")
+            body = await read_body(request, cfg.max_request_bytes)
+            parsed = parse_request(body, cfg.max_messages, cfg.max_tokens_limit, cfg.default_max_tokens)
+            job = make_job(engine, parsed, output_filter)  # tokenises: context problems are 400s too
+        except RequestError as err:
+            return error(err.status, err.message, param=err.param)
+        except ValueError as err:
+            return error(400, str(err), param="messages")
         try:
-            req = ChatRequest.model_validate(payload)
-        except ValidationError as err:
-            first = err.errors()[0]
-            param = ".".join(str(p) for p in first["loc"])
-            return error(400, f"{param}: {first['msg']}", param=param)
-        if len(req.messages) > cfg.max_messages:
-            return error(400, f"{len(req.messages)} messages; the limit is {cfg.max_messages}", param="messages")
-        max_tokens = req.max_completion_tokens or req.max_tokens or cfg.default_max_tokens
-        if max_tokens > cfg.max_tokens_limit:
-            return error(400, f"max_tokens {max_tokens} exceeds the limit {cfg.max_tokens_limit}", param="max_tokens")
-        messages = [m.model_dump() for m in req.messages]
-        stop = [req.stop] if isinstance(req.stop, str) else req.stop
-        sampling = {"max_tokens": max_tokens, "temperature": req.temperature, "top_k": req.top_k, "top_p": req.top_p,
-                    "stop": stop}
+            scheduler.submit(job)
+        except QueueFull as full:
+            busy = f"the server is busy ({cfg.max_queue} requests waiting); retry after {full.retry_after} s"
+            return error(429, busy, kind="rate_limit_error", headers={"Retry-After": str(full.retry_after)})
         meta = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": engine.name}
-        if req.stream:
-            return StreamingResponse(sse_events(engine, lock, messages, sampling, output_filter, meta),
-                                     media_type="text/event-stream")
-        with lock:
-            text, finish, n_prompt, n_out = engine.complete(messages, **sampling)
-        return {
-            **meta, "object": "chat.completion",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": output_filter(text)},
-                         "finish_reason": finish}],
-            "usage": {"prompt_tokens": n_prompt, "completion_tokens": n_out, "total_tokens": n_prompt + n_out},
-        }
+        if parsed.stream:
+            return StreamingResponse(sse_events(scheduler, job, meta, parsed.include_usage),
+                                     media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        return await complete(request, scheduler, job, meta)
 
     return app
 
 
-def sse_events(engine: Any, lock: threading.Lock, messages: list[dict[str, str]], sampling: dict[str, Any],
-               output_filter: OutputFilter, meta: dict[str, Any]) -> Iterator[str]:
-    """`data: {chunk}` lines as OpenAI sends them: a role chunk, content chunks, a finish chunk, `data: [DONE]`."""
+async def next_event(scheduler: Scheduler, job: Job, request: Any | None = None) -> Event:
+    """The job's next event; with `request`, cancel the job when its client disconnects while waiting."""
+    while True:
+        try:
+            return await asyncio.wait_for(job.events.get(), timeout=0.25 if request is not None else None)
+        except TimeoutError:
+            if await request.is_disconnected():
+                scheduler.cancel(job)
+                return "error", ConnectionAbortedError("client disconnected")
+
+
+async def complete(request: Any, scheduler: Scheduler, job: Job, meta: dict[str, Any]):
+    parts = []
+    while True:
+        kind, value = await next_event(scheduler, job, request)
+        if kind == "delta":
+            parts.append(value)
+        elif kind == "error":
+            return error(500, f"generation failed: {value}", kind="server_error")
+        else:
+            finish, n_prompt, n_out = value
+            return {
+                **meta, "object": "chat.completion",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(parts)},
+                             "finish_reason": finish}],
+                "usage": usage(n_prompt, n_out),
+            }
+
+
+def usage(n_prompt: int, n_out: int) -> dict[str, int]:
+    return {"prompt_tokens": n_prompt, "completion_tokens": n_out, "total_tokens": n_prompt + n_out}
+
+
+async def sse_events(scheduler: Scheduler, job: Job, meta: dict[str, Any], include_usage: bool) -> AsyncIterator[str]:
+    """`data: {chunk}` lines as OpenAI sends them: a role chunk, content chunks, a finish chunk, with
+    `stream_options.include_usage` a last chunk with empty `choices` and the usage, then `data: [DONE]`.
+    Leaving this generator early (the client disconnected) cancels the generation."""
+    extra = {"usage": None} if include_usage else {}
 
     def chunk(delta: dict[str, str], finish: str | None = None) -> str:
         body = {**meta, "object": "chat.completion.chunk",
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
         return f"data: {json.dumps(body)}\n\n"
 
-    yield chunk({"role": "assistant", "content": ""})
-    finish = ["length"]
-
-    def deltas() -> Iterator[str]:
-        for delta, finish_reason, _, _ in engine.stream(messages, **sampling):
-            finish[0] = finish_reason or finish[0]
-            if delta:
-                yield delta
-
-    with lock:
-        for text in filtered_stream(deltas(), output_filter):
-            yield chunk({"content": text})
-    yield chunk({}, finish[0])
-    yield "data: [DONE]\n\n"
+    try:
+        yield chunk({"role": "assistant", "content": ""})
+        while True:
+            kind, value = await next_event(scheduler, job)
+            if kind == "delta":
+                yield chunk({"content": value})
+            elif kind == "error":
+                body = {"error": {"message": f"generation failed: {value}", "type": "server_error", "code": 500}}
+                yield f"data: {json.dumps(body)}\n\n"
+                break
+            else:
+                finish, n_prompt, n_out = value
+                yield chunk({}, finish)
+                if include_usage:
+                    last = {**meta, "object": "chat.completion.chunk", "choices": [], "usage": usage(n_prompt, n_out)}
+                    yield f"data: {json.dumps(last)}\n\n"
+                break
+        yield "data: [DONE]\n\n"
+    finally:
+        scheduler.cancel(job)  # a no-op once the job finished
 
 
 def serve(cfg: ServeConfig, tracking: TrackingConfig | None = None) -> None:

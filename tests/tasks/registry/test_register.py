@@ -160,3 +160,117 @@ def test_serving_loads_the_registered_champion(setup):
     )
     assert isinstance(text, str) and prompt_tokens > 0 and 0 < completion_tokens <= 4
     assert engine.name == "lmforge@champion"
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize("new, reason", [
+    ({"val_bpb": NAN}, "val_bpb=nan"),
+    ({"val_bpb": -INF}, "val_bpb=-inf"),  # "infinitely good" is a broken eval too
+    ({"val_bpb": 1.0, "hellaswag_acc_norm": NAN}, "hellaswag_acc_norm=nan"),
+    ({"val_bpb": 1.0, "toxicity_bad_word_rate": NAN}, "toxicity_bad_word_rate=nan"),
+])
+def test_non_finite_metrics_are_never_promoted(new, reason):
+    cfg = RegisterConfig(safety_thresholds={"toxicity_bad_word_rate": 0.5})
+    new = {"toxicity_bad_word_rate": 0.0, **new}
+    sets = {"val": "a", "hellaswag": "h"}
+    for old in (None, {"val_bpb": 2.0, "hellaswag_acc_norm": 0.3}):  # first version and against a champion
+        promote, why = gate_decision(cfg, new, sets, old, sets)
+        assert promote is False and reason in why and "never promoted" in why
+
+
+def test_a_non_finite_champion_score_is_not_defended():
+    sets = {"val": "a"}
+    promote, why = gate_decision(RegisterConfig(), {"val_bpb": 2.0}, sets, {"val_bpb": NAN}, sets)
+    assert promote is True and "non-finite nan" in why
+    # a NaN guard on the champion is skipped, not compared (nan comparisons are always false)
+    old = {"val_bpb": 3.0, "arc_acc_norm": NAN}
+    assert gate_decision(RegisterConfig(), {"val_bpb": 2.0, "arc_acc_norm": 0.1}, sets | {"arc": "x"}, old,
+                         sets | {"arc": "x"})[0] is True
+
+
+def test_a_nan_first_version_becomes_challenger_in_the_registry(setup):
+    ref, _ = register_with(setup, "nan-first", {"val_bpb": NAN}, model_name="nan-first")
+    assert ref.alias == "challenger"
+    tags = client(setup[1]).get_model_version("nan-first", ref.version).tags
+    assert tags["lmforge.gate.decision"] == "refused" and "val_bpb=nan" in tags["lmforge.gate.reason"]
+
+
+@pytest.mark.parametrize("step", ["artifacts_logged", "version_created", "alias_set", "card_written"])
+def test_a_rerun_after_a_crash_finishes_the_same_version(setup, step):
+    from tasks.registry.register import Crash
+
+    tmp, tracking, ckpt = setup
+    name = f"crash-{step.replace('_', '-')}"
+    register_with(setup, f"{name}-base", {"val_bpb": 3.0}, model_name=name)
+    run_id = open_run(tracking, f"run-{name}", {}, {})
+    report = make_report(tmp, name, {"val_bpb": 2.0}, {"val": "set-a"})
+    cfg = RegisterConfig(model_name=name)
+
+    def crash(at: str) -> None:
+        if at == step:
+            raise Crash(at)
+
+    with pytest.raises(Crash):
+        run_register(cfg, tracking, run_id, ckpt, report, fault=crash)
+    ref = run_register(cfg, tracking, run_id, ckpt, report)
+    assert (ref.version, ref.alias) == ("2", "champion")
+    mlflow_client = client(tracking)
+    assert len(mlflow_client.search_model_versions(f"name='{name}'")) == 2
+    version = mlflow_client.get_model_version(name, "2")
+    assert mlflow_client.get_model_version_by_alias(name, "champion").version == 2
+    assert version.tags["lmforge.register.done"] == "true" and f"{name} v2" in version.description
+    assert run_register(cfg, tracking, run_id, ckpt, report) == ref  # and once more: nothing changes
+
+
+def test_a_rerun_after_a_crash_respects_a_champion_promoted_meanwhile(setup):
+    from tasks.registry.register import Crash
+
+    tmp, tracking, ckpt = setup
+    register_with(setup, "meanwhile-base", {"val_bpb": 3.0}, model_name="meanwhile")
+    run_id = open_run(tracking, "run-meanwhile", {}, {})
+    report = make_report(tmp, "meanwhile", {"val_bpb": 2.0}, {"val": "set-a"})
+    cfg = RegisterConfig(model_name="meanwhile")
+
+    def crash(at: str) -> None:
+        if at == "version_created":
+            raise Crash(at)
+
+    with pytest.raises(Crash):
+        run_register(cfg, tracking, run_id, ckpt, report, fault=crash)  # v2 decided "promote" against v1, then died
+    better, _ = register_with(setup, "meanwhile-better", {"val_bpb": 1.0}, model_name="meanwhile")
+    assert (better.version, better.alias) == ("3", "champion")
+    ref = run_register(cfg, tracking, run_id, ckpt, report)
+    assert (ref.version, ref.alias) == ("2", "challenger")  # re-decided against v3, not promoted over it
+    assert client(tracking).get_model_version_by_alias("meanwhile", "champion").version == 3
+
+
+def test_concurrent_gates_cannot_both_become_champion(setup):
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    tmp, tracking, ckpt = setup
+    register_with(setup, "race-base", {"val_bpb": 3.0}, model_name="race")
+    both_decided = threading.Barrier(2)  # both versions created, each decided "promote" against v1
+
+    def retrain(label: str, bpb: float):
+        run_id = open_run(tracking, f"run-race-{label}", {}, {})
+        report = make_report(tmp, f"race-{label}", {"val_bpb": bpb}, {"val": "set-a"})
+        sync = lambda step: both_decided.wait(timeout=120) if step == "version_created" else None
+        return run_register(RegisterConfig(model_name="race"), tracking, run_id, ckpt, report, fault=sync)
+
+    with ThreadPoolExecutor(2) as pool:
+        good, best = pool.submit(retrain, "good", 2.5), pool.submit(retrain, "best", 2.0)
+        good, best = good.result(timeout=300), best.result(timeout=300)
+    mlflow_client = client(tracking)
+    assert str(mlflow_client.get_model_version_by_alias("race", "champion").version) == best.version
+    tags = {ref.version: mlflow_client.get_model_version("race", ref.version).tags for ref in (good, best)}
+    # serialised: whichever gate went second compared against the first one's outcome, never against stale v1
+    if tags[good.version]["lmforge.gate.decision"] == "promoted":  # good went first: best must have beaten good
+        assert tags[best.version]["lmforge.gate.champion_version"] == good.version
+        assert tags[good.version]["lmforge.gate.champion_version"] == "1"
+    else:  # best went first: good was refused against best
+        assert tags[good.version]["lmforge.gate.champion_version"] == best.version and good.alias == "challenger"
+    assert best.alias == "champion"
+    assert not any(m.name.endswith(".promotion-lock") for m in mlflow_client.search_registered_models())

@@ -1,0 +1,199 @@
+"""Generation off the event loop: one worker thread decodes the requests a bounded FIFO queue feeds it.
+
+The event loop only parses requests and moves text: `submit` queues a `Job` (or raises `QueueFull`, which the
+server turns into a 429 with `Retry-After`), the worker thread takes jobs in arrival order (nothing overtakes, so
+nothing starves) and sends each job's events back to its asyncio queue through `call_soon_threadsafe`.
+
+Continuous batching: for gpt, gpt2 (KV cache) and rnn (recurrent state) the worker keeps up to `max_batch` answers in
+flight in one slot decoder (`models.decoding.slot_decoder_for`) — every step is one forward pass for all of them; a
+request joins as soon as a slot is free and leaves when its answer ends. gcnn (and `max_batch=1`) is decoded one
+request at a time. A
+cancelled job (its client went away) leaves the queue at once, or stops at its next token when already running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger("lmforge.serve")
+# ("delta", text) | ("done", (finish_reason, prompt_tokens, completion_tokens)) | ("error", exception)
+Event = tuple[str, Any]
+Delta = tuple[str, Any, int, int]  # models.generate.Delta: (text, finish_reason or None, prompt, completion tokens)
+
+
+class QueueFull(Exception):
+    def __init__(self, retry_after: int):
+        super().__init__(f"queue full; retry after {retry_after} s")
+        self.retry_after = retry_after
+
+
+@dataclass(eq=False)
+class Job:
+    """One request: its `models.generate.Sequence`, and `output(delta)` turning engine deltas into events (the
+    server filters text there); the events arrive in `events` on the loop."""
+
+    sequence: Any
+    output: Callable[[Delta], list[Event]]
+    events: asyncio.Queue = field(default_factory=asyncio.Queue)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    started: float = 0.0
+
+
+@dataclass
+class Stats:
+    completed: int = 0
+    cancelled: int = 0
+    failed: int = 0
+    rejected: int = 0
+    peak_batch: int = 0  # most answers decoded together so far
+    seconds_per_job: float = 1.0  # moving average, for Retry-After
+
+
+class Scheduler:
+    def __init__(self, engine: Any, max_waiting: int, max_batch: int = 1) -> None:
+        """`max_waiting` requests may wait behind the `max_batch` running ones."""
+        from models.decoding import batchable
+
+        self.engine, self.max_waiting = engine, max_waiting
+        self.max_batch = max_batch if batchable(engine.model) else 1
+        self.waiting: deque[Job] = deque()
+        self.running: dict[int, Job] = {}
+        self.stats = Stats()
+        self.work = threading.Event()
+        self.stopping = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.thread: threading.Thread | None = None
+
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.thread = threading.Thread(target=self.run, name="lmforge-generate", daemon=True)
+        self.thread.start()
+
+    async def stop(self) -> None:
+        self.stopping = True
+        for job in [*self.waiting, *self.running.values()]:
+            self.cancel(job)
+        self.work.set()
+        if self.thread is not None:
+            await asyncio.to_thread(self.thread.join, 30)
+
+    def retry_after(self) -> int:
+        """Seconds until a slot is likely free: the queue ahead drained at the recent pace."""
+        return max(1, math.ceil(self.stats.seconds_per_job * (len(self.waiting) + 1) / self.max_batch))
+
+    def submit(self, job: Job) -> None:
+        if len(self.waiting) >= self.max_waiting + max(0, self.max_batch - len(self.running)):
+            self.stats.rejected += 1
+            raise QueueFull(self.retry_after())
+        self.waiting.append(job)
+        self.work.set()
+
+    def cancel(self, job: Job) -> None:
+        """Stop `job`: drop it from the queue, or make its running generation stop at the next token."""
+        if job.cancelled.is_set():
+            return
+        job.cancelled.set()
+        try:
+            self.waiting.remove(job)
+            self.stats.cancelled += 1
+        except ValueError:  # running or finished: the worker counts it
+            pass
+
+    # --- the worker thread ---
+
+    def send(self, job: Job, events: list[Event]) -> None:
+        for kind, value in events:
+            if kind == "done":
+                if value[0] == "cancelled":
+                    self.stats.cancelled += 1
+                else:
+                    self.stats.completed += 1
+                elapsed = time.monotonic() - job.started
+                self.stats.seconds_per_job = 0.8 * self.stats.seconds_per_job + 0.2 * elapsed
+            self.loop.call_soon_threadsafe(job.events.put_nowait, (kind, value))
+
+    def fail(self, job: Job, err: Exception) -> None:
+        log.error("generation failed", exc_info=err)
+        self.stats.failed += 1
+        self.loop.call_soon_threadsafe(job.events.put_nowait, ("error", err))
+
+    def next_job(self) -> Job | None:
+        while self.waiting:
+            try:
+                job = self.waiting.popleft()
+            except IndexError:  # the loop removed the last one (cancelled) meanwhile
+                return None
+            if not job.cancelled.is_set():
+                job.started = time.monotonic()
+                return job
+        return None
+
+    def run(self) -> None:
+        while not self.stopping:
+            self.work.wait(timeout=1.0)
+            self.work.clear()
+            try:
+                if self.max_batch > 1:
+                    self.run_batched()
+                else:
+                    self.run_one_by_one()
+            except Exception as err:  # the model failed: every answer in flight gets the error, the server lives on
+                for job in self.running.values():
+                    self.fail(job, err)
+                self.running.clear()
+
+    def run_one_by_one(self) -> None:
+        while not self.stopping and (job := self.next_job()) is not None:
+            self.running = {0: job}
+            try:
+                for delta in self.engine.run(job.sequence, job.cancelled.is_set):
+                    self.send(job, job.output(delta))
+            except Exception as err:
+                self.fail(job, err)
+            self.running = {}
+
+    def run_batched(self) -> None:
+        from models.decoding import slot_decoder_for
+
+        decoder = slot_decoder_for(self.engine.model, self.max_batch, self.engine.context)
+        logits: dict[int, Any] = {}
+        while not self.stopping:
+            while decoder.free and (job := self.next_job()) is not None:  # join: a free slot, in arrival order
+                slot = decoder.free.pop()
+                self.running[slot] = job
+                logits[slot] = decoder.prefill(slot, job.sequence.prompt)
+            if not self.running:
+                return
+            self.stats.peak_batch = max(self.stats.peak_batch, len(self.running))
+            tokens = {}
+            for slot, job in list(self.running.items()):
+                seq = job.sequence
+                try:
+                    if job.cancelled.is_set():
+                        seq.cancel()
+                    else:
+                        for delta in seq.accept(seq.sample(logits[slot])):
+                            self.send(job, job.output(delta))
+                    if seq.finish is not None:
+                        self.send(job, job.output(seq.final()))
+                    elif decoder.capacity is not None and decoder.lengths[slot] >= decoder.capacity:
+                        # the slot's KV cache is full: restart it on a refitted context
+                        logits[slot] = decoder.prefill(slot, seq.refit())
+                        continue
+                    else:
+                        tokens[slot] = seq.tokens[-1]
+                        continue
+                except Exception as err:  # this answer's failure (its output filter): the others go on
+                    self.fail(job, err)
+                del self.running[slot], logits[slot]  # leave: the slot is free for the next request
+                decoder.free.append(slot)
+            if tokens:
+                logits.update(decoder.step(tokens))
