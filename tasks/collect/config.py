@@ -65,8 +65,9 @@ class CrawlConfig(BaseModel):
     # execution and state
     extract_workers: int = Field(default=2, ge=0, description="Processes running trafilatura (0 = in a thread). "
                                  "Processes are spawned: a script calling run_crawl needs `if __name__ == '__main__'`.")
-    extract_fallback: bool = Field(default=False, description="Also run trafilatura's readability/jusText fallback: "
-                                   "better recall on odd layouts, about twice the extraction time.")
+    extract_fallback: bool = Field(default=False, description="Run trafilatura's readability/jusText comparison "
+                                   "on every page (by default only where the fast result is short or has no "
+                                   "paragraph text): about 1.4x the extraction time.")
     flush_every: int = Field(default=200, ge=1, description="Finished URLs per WARC/Parquet batch; a killed "
                              "crawl resumes after the last batch.")
     incremental: bool = Field(default=False, description="Send conditional requests (ETag/Last-Modified) and emit "

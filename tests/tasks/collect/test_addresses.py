@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import test_crawl_faults
 from fault_site import FaultSite
 from pydantic import ValidationError
 from test_crawl_faults import crawl, problems
@@ -22,6 +23,8 @@ from tasks.collect.fetch import Fetcher, FetchLimits
 from tasks.collect.fetch_guards import blocked_ip
 
 # (address, why it must be refused) — IANA IPv4/IPv6 Special-Purpose Address Registries and the wrapping RFCs.
+site = test_crawl_faults.site  # the FaultSite fixture
+
 REFUSED = [
     ("10.1.2.3", "private, RFC 1918"), ("172.16.0.1", "private, RFC 1918"), ("192.168.1.1", "private, RFC 1918"),
     ("127.0.0.1", "loopback"), ("127.255.0.9", "loopback /8"), ("0.0.0.0", "this host"),
@@ -132,13 +135,6 @@ def test_the_transport_never_connects_to_a_name_it_was_not_given(site: FaultSite
 
     asyncio.run(run())
     assert site.paths() == []
-
-
-@pytest.fixture
-def site() -> Iterator[FaultSite]:
-    server = FaultSite()
-    yield server
-    server.close()
 
 
 def test_redirects_into_private_ranges_are_refused(site: FaultSite, tmp_path: Path):
