@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -159,3 +160,24 @@ def test_a_hostname_that_resolves_to_loopback_is_refused_even_on_an_allowed_port
         probe.connect(("127.0.0.1", site.port))  # the server is there
     stats, _, out = crawl(tmp_path, [f"http://localhost:{site.port}/"], allow_private_hosts=[f"127.0.0.1:{site.port}"])
     assert problems(out)[""] == ("blocked_address", "") and site.paths() == []
+
+
+def test_tls_sends_the_original_name_as_sni_to_the_pinned_address():
+    """A TCP listener on 127.0.0.1 records the TLS ClientHello, where SNI travels in clear text."""
+    hello: list[bytes] = []
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+
+        def accept() -> None:
+            conn, _ = server.accept()
+            with conn:
+                conn.settimeout(2)
+                hello.append(conn.recv(16384))
+
+        thread = threading.Thread(target=accept, daemon=True)
+        thread.start()
+        [result], looked_up = _fetch_all([f"https://pinned.test:{port}/"], {f"pinned.test:{port}"},
+                                         {"pinned.test": [["127.0.0.1"]]})
+        thread.join(timeout=5)
+    assert result.outcome == "error" and looked_up == ["pinned.test"]  # no TLS server answered: the handshake fails
+    assert hello and hello[0][:1] == b"\x16" and b"pinned.test" in hello[0]  # a handshake record naming the host
