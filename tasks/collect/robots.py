@@ -26,7 +26,9 @@ _TOKEN = re.compile(r"[A-Za-z_-]+")
 _UA_LINE = re.compile(r"^(\s*user[- ]?agent(?:\s*:\s*|\s+))(\S*)", re.I)
 # Lines RFC 9309 defines (and the extensions a crawler reads); any other line is dropped before protego sees it,
 # since protego lets an unknown line end a group and Google's reference (and §2.2.4) says it must not.
-_KNOWN_LINE = re.compile(r"^\s*(user[- ]?agent|allow|disallow|sitemap|crawl[- ]delay|request[- ]rate)(\s*:|\s)", re.I)
+# The misspellings of Disallow are those Google's and protego's parsers honour: an opt-out must not hinge on spelling.
+_KNOWN_LINE = re.compile(r"^\s*(user[- ]?agent|allow|disallow|dissallow|dissalow|disalow|diasllow|disallaw|sitemaps?"
+                         r"|site-map|crawl[- ]delay|request[- ]rate)(\s*:|\s)", re.I)
 _OTHER_AGENT = "0"  # contains a digit, so it never equals (or, for protego, occurs in) a valid product token
 _BOMS = (b"\xef\xbb\xbf", b"\xef\xbb", b"\xef")
 

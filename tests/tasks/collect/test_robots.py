@@ -71,6 +71,12 @@ def test_a_group_named_by_a_prefix_of_our_token_is_not_ours():
     assert RobotsRules.parse(robots, "lmforge").allowed("http://x.test/page")
 
 
+def test_misspelled_disallow_and_unknown_lines():
+    robots = "User-agent: *\nDissallow: /a/\nDisalow: /b/\nNoindex: /c/\nDisallow: /d/\n"
+    rules = RobotsRules.parse(robots, "lmforge")
+    assert [rules.allowed(f"http://x.test/{p}/1") for p in "abcd"] == [False, False, True, False]
+
+
 def test_rules_past_500_kib_are_not_read_and_the_cut_line_is_dropped():
     head = "User-agent: *\nDisallow: /early/\n"
     head += "#" * (MAX_ROBOTS_BYTES - len(head) - len("Disallow: /") - 1) + "\n"
