@@ -5,12 +5,13 @@ refuses binary payloads served as HTML, honours `<meta name="robots">`, collects
 and runs trafilatura 2.x for text and metadata. It is a top-level function on plain data so it runs in worker
 processes. `doc_row` shapes one `tasks.core.schema.DOC_SCHEMA` row; `write_docs` writes a Parquet part atomically.
 
-Speed and quality (measured by `bench/extract.py` on trafilatura's own evaluation corpus): the page is parsed once,
-with lxml's C-level element lookup instead of lxml.html's per-element Python callback; elements that never hold text
-(scripts other than JSON-LD, styles, SVG, templates, embedded frames and objects) are dropped before extraction, so
-every trafilatura stage walks a smaller tree; metadata is read from what is cheap and reliable (meta tags, JSON-LD,
-the title, htmldate's quick search); trafilatura runs in fast mode, and its full comparison with readability and
-jusText runs only when the fast result looks doubtful (short, or without paragraph text).
+Speed and quality (measured by `bench/extract.py` on trafilatura's own evaluation corpus): the page is parsed with
+lxml's C-level element lookup instead of lxml.html's per-element Python callback; elements that never hold text
+(scripts other than JSON-LD, styles, SVG, media, form controls) are dropped before extraction, so every trafilatura
+stage walks a smaller tree; metadata is read from what is cheap and reliable (meta tags, JSON-LD, the title,
+htmldate's quick search); trafilatura runs in fast mode without nav/footer/aside, and only when that result looks
+doubtful (short, or without paragraph text) does its full comparison with readability and jusText run, on a fresh
+parse of the whole page (`tasks.collect.extract_text`).
 """
 
 from __future__ import annotations
@@ -93,9 +94,10 @@ def extract_page(body: bytes, url: str, content_type: str | None = None, content
         return PageExtract(skip="binary_content")
     from lxml.etree import LxmlError
 
-    from tasks.collect.extract_text import main_text, metadata, parse_html, strip_non_text
+    from tasks.collect.extract_text import main_text, metadata, parse_html, parse_stripped, strip_non_text
 
-    tree = parse_html(decode_html(body, content_type))
+    html = decode_html(body, content_type)
+    tree = parse_html(html)
     if tree is None:
         return PageExtract(skip="empty_text")
     meta_robots = " ".join(tree.xpath("//meta[translate(@name,'ROBTS','robts')='robots']/@content"))
@@ -115,7 +117,7 @@ def extract_page(body: bytes, url: str, content_type: str | None = None, content
         return page
     try:
         page.title, page.author, page.date = metadata(tree, url)  # before stripping: JSON-LD and meta tags
-        page.text = main_text(strip_non_text(tree), url, always_compare=fallback)
+        page.text = main_text(strip_non_text(tree), url, lambda: parse_stripped(html), fallback)
     except (ValueError, TypeError, LxmlError):  # one pathological page must not stop a crawl of thousands
         page.skip = "extract_error"
         return page

@@ -8,6 +8,7 @@ runs them. Heavy imports stay inside the functions: worker processes pay for the
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -18,6 +19,9 @@ if TYPE_CHECKING:
 # trafilatura's baseline read them. <noscript> stays: some pages put their whole text there for crawlers.
 NEVER_TEXT = ("script", "style", "svg", "template", "iframe", "object", "embed", "canvas", "link", "meta", "select",
               "button", "input", "textarea", "datalist", "picture", "source", "video", "audio", "map")
+# Boilerplate by HTML semantics. trafilatura drops these too, but its fast pass also measures the page and runs its
+# baseline on the raw tree, where they cost time; the comparison pass keeps them, readability and jusText weigh them.
+FAST_PASS_DROPS = ("nav", "footer", "aside")
 # The fast result is trusted unless it is shorter than this (characters) or has no paragraph text: the pages where
 # trafilatura's comparison with readability and jusText changes the outcome are nearly all among those.
 COMPARE_BELOW_CHARS = 1000
@@ -67,6 +71,11 @@ def strip_non_text(tree: HtmlElement) -> HtmlElement:
     return tree
 
 
+def parse_stripped(text: str) -> HtmlElement | None:
+    tree = parse_html(text)
+    return strip_non_text(tree) if tree is not None else None
+
+
 def metadata(tree: HtmlElement, url: str) -> tuple[str | None, str | None, str | None]:
     """(title, author, date) from meta tags and JSON-LD, then the title elements and htmldate's quick search;
     trafilatura's full metadata pass also hunts sitenames, categories, tags and licences, which the crawl drops."""
@@ -80,14 +89,22 @@ def metadata(tree: HtmlElement, url: str) -> tuple[str | None, str | None, str |
     return title, meta.author, date
 
 
-def main_text(tree: HtmlElement, url: str, always_compare: bool = False) -> str:
-    """trafilatura's main text of `tree`: fast mode, then the full readability/jusText comparison when the fast
-    result is short or has no paragraph text (or always, with `always_compare`)."""
+def main_text(tree: HtmlElement, url: str, full_tree: Callable[[], HtmlElement | None],
+              always_compare: bool = False) -> str:
+    """trafilatura's main text: fast mode on `tree` less `FAST_PASS_DROPS`, then, when that result is short or has
+    no paragraph text (or always, with `always_compare`), the full readability/jusText comparison on `full_tree()`,
+    a fresh tree: the fast pass changed `tree`, and a copy made up front would cost every page what few need."""
     import trafilatura
+    from lxml import etree
 
-    doc = None if always_compare else trafilatura.bare_extraction(tree, url=url, fast=True, **_OPTIONS)
+    doc = None
+    if not always_compare:
+        etree.strip_elements(tree, *FAST_PASS_DROPS, with_tail=False)
+        doc = trafilatura.bare_extraction(tree, url=url, fast=True, **_OPTIONS)
     if doc is None or _doubtful(doc.body, doc.text or ""):
-        doc = trafilatura.bare_extraction(tree, url=url, fast=False, **_OPTIONS) or doc
+        fresh = full_tree()
+        if fresh is not None:
+            doc = trafilatura.bare_extraction(fresh, url=url, fast=False, **_OPTIONS) or doc
     return (doc.text or "").strip() if doc is not None else ""
 
 
