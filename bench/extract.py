@@ -24,7 +24,6 @@ from pathlib import Path
 from types import ModuleType
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run as a script from any directory
 
 CORPUS_NAME = Path("data") / "extract" / "trafilatura_eval.tar.xz"
 CANDIDATES = [ROOT.parent / "shared" / CORPUS_NAME, ROOT.parent.parent / "shared" / CORPUS_NAME]  # main, worktree

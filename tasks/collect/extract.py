@@ -27,6 +27,7 @@ from urllib.parse import urljoin
 
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([a-zA-Z0-9_\-:.]+)""", re.I)
 _BINARY_MAGIC = (b"\x89PNG", b"%PDF", b"\x1f\x8b", b"PK\x03\x04", b"GIF8", b"\xff\xd8\xff", b"\x7fELF", b"RIFF")
+_TEXT_BYTES = bytes([9, 10, 11, 12, 13, *range(32, 256)])  # everything but control characters
 FEED_TYPES = ("application/rss+xml", "application/atom+xml")
 
 
@@ -50,7 +51,7 @@ def looks_binary(body: bytes) -> bool:
     head = body[:4096]
     if head.startswith(_BINARY_MAGIC) or b"\x00" in head:
         return True
-    controls = sum(1 for b in head if b < 9 or 13 < b < 32)
+    controls = len(head.translate(None, _TEXT_BYTES))  # C speed: a Python loop over 4 KiB costs more than parsing
     return len(head) > 0 and controls / len(head) > 0.05
 
 
