@@ -78,8 +78,9 @@ class Politeness:
                 state.delay = max(state.delay, state.robots.crawl_delay)  # honoured even for our own hosts
             if self.on_sitemaps and state.robots.sitemaps:
                 self.on_sitemaps(state.robots.sitemaps)
-        elif result.error_kind.startswith("http_4"):
+        elif result.error_kind.startswith("http_4") and result.error_kind != "http_429":
             state.robots = None  # RFC 9309: robots.txt unavailable (4xx) means no restrictions
+            # 429 is the server asking us to slow down, not saying there are no rules: treated like 5xx below
         elif result.outcome == "error" and result.error_kind.startswith("http_"):
             state.robots = "robots_unavailable"  # 5xx: assume complete disallow
         elif result.outcome in ("blocked_address", "robots_denied"):

@@ -120,7 +120,7 @@ def test_robots_txt_4xx_means_allow_all(tmp_path: Path, status: int):
     assert sorted(site.paths()) == ["/a", "/b", "/robots.txt"] and stats["outcomes"] == {"fetched": 2}
 
 
-@pytest.mark.parametrize("status", [500, 503])
-def test_robots_txt_5xx_means_disallow_all(tmp_path: Path, status: int):
+@pytest.mark.parametrize("status", [429, 500, 503])
+def test_robots_txt_5xx_or_429_means_disallow_all(tmp_path: Path, status: int):
     stats, site = _crawl_with_robots(tmp_path, "User-agent: *\nAllow: /\n", status, ["/a", "/b"])
     assert site.paths() == ["/robots.txt"] and stats["errors"] == {"robots_unavailable": 2}
