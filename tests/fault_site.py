@@ -47,16 +47,18 @@ class FaultSite:
     robots: str | None = None  # robots.txt body; None -> 404
     robots_status: int = 200
     pages: dict[str, str] = field(default_factory=dict)  # extra path -> HTML
+    redirects: dict[str, str] = field(default_factory=dict)  # extra path -> Location (302)
     log: list[tuple[float, str, dict[str, str]]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     huge_sent: int = 0
+    bind: tuple[str, int] = ("127.0.0.1", 0)  # address and port to listen on (0: any free port)
 
     def __post_init__(self) -> None:
         self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server = ThreadingHTTPServer(self.bind, self._handler())
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
-        self.base = f"http://127.0.0.1:{self.port}"
+        self.base = f"http://{self.bind[0]}:{self.port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
@@ -106,6 +108,8 @@ class FaultSite:
                 if path == "/robots.txt":
                     return self.send(404, b"no robots") if site.robots is None else \
                         self.send(site.robots_status, site.robots.encode(), "text/plain")
+                if path in site.redirects:
+                    return self.send(302, headers={"Location": site.redirects[path]})
                 if path in site.pages:
                     body = site.pages[path].encode()
                     if site.pages[path].startswith("<?xml"):

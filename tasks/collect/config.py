@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tasks.collect.local_site import LocalSiteConfig
 
@@ -33,6 +33,8 @@ class CrawlConfig(BaseModel):
     min_delay_s: float = Field(default=1.0, ge=0, description="Seconds between request starts per host; robots.txt "
                                "Crawl-delay raises it. Hosts in allow_private_hosts (your own) get 0 unless "
                                "their robots.txt asks for more.")
+    max_crawl_delay_s: float = Field(default=60.0, ge=0, description="Cap on a robots.txt Crawl-delay (or "
+                                     "Request-rate interval): a site asking for more is crawled at this pace.")
     # robustness
     connect_timeout_s: float = Field(default=10.0, gt=0, description="TCP/TLS connect timeout.")
     read_timeout_s: float = Field(default=20.0, gt=0, description="Longest wait for the next bytes.")
@@ -46,14 +48,26 @@ class CrawlConfig(BaseModel):
                                 "body is cut there and recorded too_large.")
     max_compression_ratio: float = Field(default=100.0, gt=1, description="Decoded/raw size above which a "
                                          "compressed body is refused as a decompression bomb.")
-    allow_private_hosts: list[str] = Field(default_factory=list, description="Hosts allowed to resolve to "
-                                           "private/loopback addresses (refused otherwise). The local site's host "
-                                           "is added automatically.")
+    allow_private_hosts: list[str] = Field(default_factory=list, description="`host:port` entries (e.g. "
+                                           "`intranet.example:8080`, `[::1]:8000`) allowed to resolve to addresses "
+                                           "that are not globally routable (refused otherwise). The local site's "
+                                           "host:port is added automatically.")
+
+    @field_validator("allow_private_hosts")
+    @classmethod
+    def _host_and_port(cls, entries: list[str]) -> list[str]:
+        for entry in entries:
+            host, sep, port = entry.rpartition(":")
+            if not sep or not host or not port.isdigit() or (":" in host and not host.startswith("[")):
+                raise ValueError(f"allow_private_hosts entry {entry!r} must be host:port (like '127.0.0.1:8080' "
+                                 "or '[::1]:8080'); a bare host would open every port on it, its other services too")
+        return [e.lower() for e in entries]
     # execution and state
     extract_workers: int = Field(default=2, ge=0, description="Processes running trafilatura (0 = in a thread). "
                                  "Processes are spawned: a script calling run_crawl needs `if __name__ == '__main__'`.")
-    extract_fallback: bool = Field(default=False, description="Also run trafilatura's readability/jusText fallback: "
-                                   "better recall on odd layouts, about twice the extraction time.")
+    extract_fallback: bool = Field(default=False, description="Run trafilatura's readability/jusText comparison "
+                                   "on every page (by default only where the fast result is short or has no "
+                                   "paragraph text): about 1.4x the extraction time.")
     flush_every: int = Field(default=200, ge=1, description="Finished URLs per WARC/Parquet batch; a killed "
                              "crawl resumes after the last batch.")
     incremental: bool = Field(default=False, description="Send conditional requests (ETag/Last-Modified) and emit "

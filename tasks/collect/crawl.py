@@ -15,6 +15,7 @@ import time
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from prefect import task
 
@@ -55,8 +56,9 @@ def run_crawl(cfg: CrawlConfig, out: Path) -> DocSet:
             stack.callback(pool.shutdown, cancel_futures=True)
             seeds, own_hosts, seen_ids = list(cfg.seeds), set(), set()
             if cfg.local_site is not None:
-                seeds.append(stack.enter_context(serve_local_site(cfg.local_site)))
-                own_hosts.add(cfg.local_site.host.lower())
+                root = stack.enter_context(serve_local_site(cfg.local_site))
+                seeds.append(root)
+                own_hosts.add(urlsplit(root).netloc.lower())  # host:port as bound: the site, not the whole host
             if seeds:
                 crawler = Crawler(cfg, seeds, own_hosts, state, crawl_id, writer, pool)
                 discovery, seconds = run_loop(crawler)

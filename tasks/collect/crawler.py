@@ -46,8 +46,9 @@ class Crawler:
                              cfg.max_redirects, cfg.max_body_bytes, cfg.max_compression_ratio,
                              frozenset(h.lower() for h in [*cfg.allow_private_hosts, *own_hosts]))
         agent = cfg.user_agent.split("/")[0].strip().lower()
-        self.politeness = Politeness(agent, cfg.min_delay_s, cfg.per_host_concurrency, own_hosts, cfg.concurrency,
-                                     self._on_sitemaps if cfg.use_sitemaps else None)
+        own_names = {netloc.rpartition(":")[0].strip("[]") for netloc in own_hosts}
+        self.politeness = Politeness(agent, cfg.min_delay_s, cfg.per_host_concurrency, own_names, cfg.concurrency,
+                                     self._on_sitemaps if cfg.use_sitemaps else None, cfg.max_crawl_delay_s)
         self.fetcher = Fetcher(limits, self.politeness, writer.write_exchange)
         self.politeness.fetcher = self.fetcher
         self.queue: asyncio.Queue[Item] = asyncio.Queue()

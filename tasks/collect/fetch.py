@@ -1,16 +1,18 @@
-"""One URL fetched safely: retries, redirects, body and decompression caps, and the private-address guard.
+"""One URL fetched safely: retries, redirects, body and decompression caps, and the address guard.
 
 `Fetcher.fetch` turns a URL into a `FetchResult` whose `outcome` says exactly what happened (fetched, not_modified,
 too_large, non_html, decompression_bomb, blocked_address, robots_denied or error with an `error_kind`). It never
 raises for network trouble; every HTTP exchange it completes is handed to `on_exchange` so the crawler can archive
-it as WARC. Bodies are streamed raw and decompressed here, so the size cap and the bomb guard see every byte.
+it as WARC. Bodies are streamed raw and decompressed here, so the size cap and the bomb guard see every byte. Every hop
+(redirects included) is resolved once and vetted by `tasks.collect.addresses`, and the connection goes to the
+vetted address.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,11 +21,11 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from tasks.collect.addresses import AddressBook, Resolver, pinned_transport, system_resolver
 from tasks.collect.fetch_guards import (
     BodyDecoder,
     FetchFailure,
     archived_headers,
-    blocked_ip,
     content_length,
     peer_ip,
     retry_after,
@@ -50,7 +52,7 @@ class FetchLimits:
     max_redirects: int
     max_body_bytes: int
     max_compression_ratio: float
-    allow_private_hosts: frozenset[str] = frozenset()
+    allow_private_hosts: frozenset[str] = frozenset()  # `host:port` entries that may resolve to any address
 
 
 @dataclass
@@ -93,25 +95,28 @@ class Gatekeeper(Protocol):
 
 class Fetcher:
     def __init__(self, limits: FetchLimits, gate: Gatekeeper | None = None,
-                 on_exchange: Callable[[Exchange], tuple[str, str]] | None = None) -> None:
+                 on_exchange: Callable[[Exchange], tuple[str, str]] | None = None,
+                 resolver: Resolver = system_resolver) -> None:
         self.limits, self.gate, self.on_exchange = limits, gate, on_exchange
+        self.addresses = AddressBook(resolver, limits.allow_private_hosts)
         timeout = httpx.Timeout(limits.read_timeout_s, connect=limits.connect_timeout_s)
-        # trust_env=False: a proxy from the environment would hide the peer address the guard checks.
-        self.client = httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False,
-                                        limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+        transport = pinned_transport(self.addresses, httpx.Limits(max_connections=256, max_keepalive_connections=64))
+        # trust_env=False: a proxy from the environment would connect to addresses the guard never saw.
+        self.client = httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False, transport=transport,
                                         headers={"User-Agent": limits.user_agent, "Accept-Encoding": "gzip, deflate",
                                                  "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9"})
-        self._dns: dict[tuple[str, int], list[str]] = {}
 
     async def aclose(self) -> None:
         await self.client.aclose()
 
     async def fetch(self, url: str, headers: dict[str, str] | None = None, *, robots: bool = True,
-                    accept: tuple[str, ...] = FETCHED_TYPES + DISCOVERY_TYPES) -> FetchResult:
-        """Fetch `url`, following redirects with every hop re-checked (scheme, address, robots)."""
+                    accept: tuple[str, ...] = FETCHED_TYPES + DISCOVERY_TYPES, prefix_bytes: int = 0) -> FetchResult:
+        """Fetch `url`, following redirects with every hop re-checked (scheme, address, robots). `prefix_bytes`:
+        a longer body is cut there and still counts as fetched (robots.txt is read up to 500 KiB, RFC 9309)."""
         chain, current, attempts = [url], url, 0
         while True:
-            result = await self._fetch_hop(current, headers if current == url else None, robots, accept)
+            result = await self._fetch_hop(current, headers if current == url else None, robots, accept,
+                                           prefix_bytes)
             attempts += result.attempts
             location = result.headers.get("location", "") if result.status in REDIRECTS else ""
             if not location or result.outcome != "fetched":
@@ -132,11 +137,15 @@ class Fetcher:
         return result
 
     async def _fetch_hop(self, url: str, headers: dict[str, str] | None, robots: bool,
-                         accept: tuple[str, ...]) -> FetchResult:
+                         accept: tuple[str, ...], prefix_bytes: int) -> FetchResult:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             return FetchResult(url, "error", "bad_scheme", attempts=0)
-        refused = await self._check_address(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            return FetchResult(url, "error", "bad_url", attempts=0)
+        refused = await self.addresses.pin(parts.hostname, port)
         if refused:
             return FetchResult(url, *refused)
         if robots and self.gate is not None:
@@ -147,7 +156,7 @@ class Fetcher:
         attempt = 0
         while True:
             attempt += 1
-            result, retry_after = await self._attempt(url, headers or {}, accept)
+            result, retry_after = await self._attempt(url, headers or {}, accept, prefix_bytes)
             result.attempts = attempt
             retryable = (result.status in RETRY_STATUSES or
                          (result.outcome == "error" and result.error_kind in _RETRY_ERRORS))
@@ -164,29 +173,15 @@ class Fetcher:
                     self.gate.penalize(parts.hostname, retry_after)  # the whole host asked us to back off
             await asyncio.sleep(delay)
 
-    async def _check_address(self, host: str, port: int) -> tuple[str, str] | None:
-        if host.lower() in self.limits.allow_private_hosts:
-            return None
-        key = (host, port)
-        if key not in self._dns:
-            try:
-                infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-            except (socket.gaierror, UnicodeError):
-                return ("error", "dns_error")
-            self._dns[key] = sorted({info[4][0] for info in infos})
-        if any(blocked_ip(ip) for ip in self._dns[key]):
-            return ("blocked_address", "")
-        return None
-
-    async def _attempt(self, url: str, headers: dict[str, str],
-                       accept: tuple[str, ...]) -> tuple[FetchResult, float | None]:
+    async def _attempt(self, url: str, headers: dict[str, str], accept: tuple[str, ...],
+                       prefix_bytes: int) -> tuple[FetchResult, float | None]:
         started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         host = urlsplit(url).hostname or ""
         slot = self.gate.slot(host) if self.gate is not None else _nullslot()
         try:
             async with slot:
                 async with asyncio.timeout(self.limits.total_timeout_s):
-                    return await self._stream(url, headers, accept, started)
+                    return await self._stream(url, headers, accept, started, prefix_bytes)
         except FetchFailure as failure:
             return FetchResult(url, failure.outcome, failure.kind, fetch_time=started), None
         except TimeoutError:
@@ -195,22 +190,21 @@ class Fetcher:
             return FetchResult(url, "error", _ERROR_KINDS.get(type(exc), type(exc).__name__.lower()),
                                fetch_time=started), None
 
-    async def _stream(self, url: str, headers: dict[str, str], accept: tuple[str, ...],
-                      started: str) -> tuple[FetchResult, float | None]:
+    async def _stream(self, url: str, headers: dict[str, str], accept: tuple[str, ...], started: str,
+                      prefix_bytes: int) -> tuple[FetchResult, float | None]:
+        limits = dataclasses.replace(self.limits, max_body_bytes=prefix_bytes) if prefix_bytes else self.limits
         async with self.client.stream("GET", url, headers=headers) as resp:
-            ip = peer_ip(resp)
-            host = urlsplit(url).hostname or ""
-            # Re-check the address actually connected to: DNS may answer differently than it did for the guard.
-            if ip and host.lower() not in self.limits.allow_private_hosts and blocked_ip(ip):
-                raise FetchFailure("blocked_address")
+            ip = peer_ip(resp)  # the pinned address: recorded in the WARC
             ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
             outcome, body, truncated = "fetched", b"", False
             if resp.status_code == 200 and ctype and not ctype.startswith(accept):
                 outcome = "non_html"  # recorded, never downloaded
-            elif content_length(resp.headers.get("content-length")) > self.limits.max_body_bytes:
+            elif not prefix_bytes and content_length(resp.headers.get("content-length")) > limits.max_body_bytes:
                 outcome, truncated = "too_large", True
             elif resp.status_code not in REDIRECTS and resp.status_code != 304:
-                body, truncated, outcome = await self._read_body(resp)
+                body, truncated, outcome = await self._read_body(resp, limits)
+                if prefix_bytes and outcome == "too_large":
+                    outcome = "fetched"  # the caller asked for a prefix
             exchange = Exchange(url, list(resp.request.headers.items()), resp.status_code, resp.reason_phrase,
                                 archived_headers(resp.headers.multi_items(), len(body)), body, truncated, ip, started)
             warc = self.on_exchange(exchange) if self.on_exchange and outcome != "non_html" else ("", "")
@@ -220,12 +214,12 @@ class Fetcher:
                                  body=body if outcome == "fetched" else b"", fetch_time=started, warc=warc)
             return result, retry_after(resp.headers.get("retry-after"))
 
-    async def _read_body(self, resp: httpx.Response) -> tuple[bytes, bool, str]:
-        decoder = BodyDecoder(resp.headers.get("content-encoding", ""), self.limits)
+    async def _read_body(self, resp: httpx.Response, limits: FetchLimits) -> tuple[bytes, bool, str]:
+        decoder = BodyDecoder(resp.headers.get("content-encoding", ""), limits)
         raw = 0
         async for chunk in resp.aiter_raw():
             raw += len(chunk)
-            if raw > self.limits.max_body_bytes:
+            if raw > limits.max_body_bytes:
                 return decoder.output(), True, "too_large"  # stop reading: the rest never leaves the socket
             if decoder.feed(chunk):
                 return decoder.output(), True, "too_large"

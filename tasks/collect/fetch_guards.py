@@ -1,4 +1,5 @@
-"""Byte- and header-level guards for the fetcher: the private-address test, the Content-Encoding decoder that
+"""Byte- and header-level guards for the fetcher: the address test (globally routable unicast only, after unwrapping
+the IPv6 forms that carry an IPv4 host), the Content-Encoding decoder that
 refuses decompression bombs, and tolerant parsing of the headers a crawler must trust least.
 
 `FetchFailure` carries an outcome out of a response that must not be read further; `tasks.collect.fetch` turns it into a
@@ -28,13 +29,41 @@ class FetchFailure(Exception):
         self.outcome, self.kind = outcome, kind
 
 
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052 well-known prefix: the last 32 bits are the IPv4 host
+
+
+def _embedded_ipv4(addr: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """IPv4 addresses an IPv6 address carries: IPv4-mapped, 6to4 (2002::/16), Teredo (2001::/32: server and
+    client), NAT64 (64:ff9b::/96). A packet to the IPv6 form may end up at the IPv4 host, so both are vetted."""
+    found = [a for a in (addr.ipv4_mapped, addr.sixtofour) if a is not None]
+    if addr.teredo is not None:
+        found.extend(addr.teredo)
+    if addr in _NAT64:
+        found.append(ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF))
+    return found
+
+
+def _refused(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    # is_global alone is not enough on Python 3.11: it calls fec0::/10 (site-local) and 64:ff9b::/96 global.
+    return (not addr.is_global or addr.is_private or addr.is_loopback or addr.is_link_local or addr.is_multicast
+            or addr.is_reserved or addr.is_unspecified
+            or (isinstance(addr, ipaddress.IPv6Address) and addr.is_site_local))
+
+
 def blocked_ip(ip: str) -> bool:
-    """True for addresses a crawler must not reach uninvited: private, loopback, link-local, multicast, reserved."""
-    addr = ipaddress.ip_address(ip.split("%")[0])
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
-        addr = addr.ipv4_mapped
-    return (addr.is_private or addr.is_loopback or addr.is_link_local or addr.is_multicast
-            or addr.is_reserved or addr.is_unspecified)
+    """True unless `ip` (and every IPv4 address it wraps) is globally routable unicast: private, shared (CGNAT,
+    100.64.0.0/10), loopback, link-local, site-local, multicast, reserved and documentation ranges are refused."""
+    try:
+        addr = ipaddress.ip_address(ip.split("%")[0])
+    except ValueError:
+        return True  # not an address at all: nothing to vet, so nothing to connect to
+    if isinstance(addr, ipaddress.IPv6Address):
+        inner = _embedded_ipv4(addr)
+        if any(_refused(a) for a in inner):
+            return True
+        if inner and (addr.ipv4_mapped or addr.sixtofour or addr in _NAT64):
+            return False  # a translation prefix: exactly as reachable as the IPv4 host it leads to
+    return _refused(addr)  # Teredo (2001::/32) is refused here even with public endpoints: not globally routable
 
 
 class BodyDecoder:

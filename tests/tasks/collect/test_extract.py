@@ -70,3 +70,42 @@ def test_doc_rows_match_the_documented_schema(tmp_path: Path):
     assert table.schema.equals(DOC_SCHEMA)
     assert table.column("title").to_pylist() == ["Schema"]
     assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_utf8_with_a_few_broken_bytes_stays_utf8():
+    # one stray cp1252 byte in an otherwise UTF-8 page: detection would pick a single-byte charset and garble it
+    body = ("<p>" + "Schöne Grüße aus Köln, ärgerlich übrigens. " * 20 + "</p>").encode() + b"<p>caf\xe9</p>"
+    text = decode_html(body, "text/html; charset=utf-8")
+    assert "Schöne Grüße aus Köln" in text and text.count("\ufffd") == 1
+
+
+def test_a_malformed_link_does_not_cost_the_page():
+    html = article("Links", 1, links=["http://[ccpa-preferences/", "/ok", "https://other.test/x"])
+    page = extract_page(html.encode(), "http://site.test/")
+    assert page.skip == "" and page.title == "Links" and SENTENCES[1] in page.text
+    assert "http://site.test/ok" in page.links and "https://other.test/x" in page.links
+
+
+def test_code_and_media_are_dropped_before_extraction_but_json_ld_and_noscript_stay():
+    from tasks.collect.extract_text import parse_html, strip_non_text
+
+    tree = parse_html("<html><head><script type='application/ld+json'>{\"@type\": \"Article\"}</script>"
+                      "<style>p {}</style></head><body><p>kept<script>var x;</script> tail</p><svg><text>no</text>"
+                      "</svg><noscript>for crawlers</noscript></body></html>")
+    assert tree is not None
+    strip_non_text(tree)
+    assert tree.xpath("//script/@type") == ["application/ld+json"] and not tree.xpath("//style|//svg")
+    assert tree.xpath("string(//p)") == "kept tail" and tree.xpath("string(//noscript)") == "for crawlers"
+
+
+def test_metadata_comes_from_meta_tags_json_ld_and_the_page():
+    head = ('<meta name="author" content="Ada Lovelace"><script type="application/ld+json">'
+            '{"@type": "NewsArticle", "headline": "Engines", "datePublished": "2021-03-04"}</script>')
+    page = extract_page(article("Analytical", 2, head=head).encode(), "http://site.test/a")
+    assert (page.title, page.author, page.date) == ("Analytical", "Ada Lovelace", "2021-03-04")
+
+
+def test_noindex_can_be_ignored_only_when_asked():
+    noindex = article("Private", 1, head='<meta name="robots" content="noindex">').encode()
+    assert extract_page(noindex, "http://site.test/").skip == "noindex"
+    assert SENTENCES[1] in extract_page(noindex, "http://site.test/", honour_noindex=False).text
