@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.gpt import ModelConfig, append_sampled, lm_loss, sample_next
+from models.gpt import ModelConfig, append_sampled, sample_next
+from models.loss import head_and_loss
 
 
 class CausalSelfAttention(nn.Module):
@@ -82,8 +83,7 @@ class GPT2(nn.Module):
                 x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
             else:
                 x = block(x)
-        logits = self.lm_head(self.ln_f(x)).float()  # (B, T, V)
-        return logits, lm_loss(logits, targets)
+        return head_and_loss(self.ln_f(x), self.lm_head, targets)  # logits (B, T, V) only without targets
 
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, eos_id=None) -> torch.Tensor:

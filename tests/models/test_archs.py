@@ -58,8 +58,10 @@ def test_forward_shapes_and_causality(arch):
     torch.manual_seed(0)
     model = build_model(tiny(arch, vocab_size=100)).eval()
     x = torch.randint(0, 100, (2, 20))
-    logits, loss = model(x, x)
-    assert logits.shape == (2, 20, 100) and logits.dtype == torch.float32 and loss.ndim == 0
+    logits, _ = model(x)
+    no_logits, loss = model(x, x)  # with targets only the (chunked) loss: full logits are never built
+    assert logits.shape == (2, 20, 100) and logits.dtype == torch.float32 and loss.ndim == 0 and no_logits is None
+    assert loss.item() == pytest.approx(torch.nn.functional.cross_entropy(logits.view(-1, 100), x.view(-1)).item())
     changed = x.clone()
     changed[:, 12:] = (changed[:, 12:] + 1) % 100
     other, _ = model(changed)
