@@ -138,13 +138,22 @@ def rank0_value(info: DistInfo, value: float, device: torch.device) -> float:
 def min_over_ranks(info: DistInfo, value: float, device: torch.device) -> float:
     """The smallest `value` over all ranks, on every rank (the first step any rank saw a NaN loss: they stop
     together)."""
+    return _reduce(info, value, device, "min")
+
+
+def mean_over_ranks(info: DistInfo, value: float, device: torch.device) -> float:
+    """The mean of `value` over all ranks (each rank's loss covers only its own rows of the global batch)."""
+    return _reduce(info, value, device, "mean")
+
+
+def _reduce(info: DistInfo, value: float, device: torch.device, op: str) -> float:
     if info.world_size == 1:
         return value
     import torch.distributed as dist
 
     t = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MIN)
-    return float(t.item())
+    dist.all_reduce(t, op=dist.ReduceOp.MIN if op == "min" else dist.ReduceOp.SUM)
+    return float(t.item()) / (info.world_size if op == "mean" else 1)
 
 
 def synchronize(device: torch.device) -> None:

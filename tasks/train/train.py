@@ -1,10 +1,13 @@
 """Train stage: pretrain a model on the token shards, checkpointing as it goes and resuming exactly after a kill.
 
-`run_train` trains in this process (CPU or one GPU) or, when launched by `torchrun` (`python -m tasks.train`), as
-one rank of DDP/FSDP2. Checkpoints (`models.checkpoint`) hold weights, optimizer state, RNG states and the loader
-position, so a run killed with SIGKILL and restarted on the same `out` continues from the last checkpoint and, on
-CPU, ends bit-identical to an uninterrupted run (unless `max_seconds` is set: a time budget depends on the clock).
-The Prefect task's retry relies on this. Logs loss, lr, grad norm, tokens/s and MFU to MLflow in batches.
+`run_train` trains in this process (CPU or one GPU) or, when launched by `torchrun` (`python -m tasks.train`; the
+Prefect task launches it itself for `nproc_per_node` > 1), as one rank of DDP/FSDP2. Checkpoints (`models.checkpoint`)
+hold weights, optimizer state (sharded through DCP under FSDP), RNG states and the loader position, so a run killed
+with SIGKILL and restarted on the same `out` continues from the last checkpoint and, on CPU, ends bit-identical to an
+uninterrupted run (unless `max_seconds` is set: a time budget depends on the clock). The Prefect task's retry relies
+on this. Under several ranks, gradients are reduced once per optimizer step and rank 0's clock drives the schedule
+and the time budget. A NaN/inf loss stops the run before anything is saved from it. Logs loss, lr, grad norm,
+tokens/s, MFU and peak memory to MLflow in batches.
 """
 
 from __future__ import annotations
@@ -52,7 +55,8 @@ class TrainConfig(BaseModel):
     grad_clip: float = Field(default=1.0, ge=0, description="Clip the global gradient norm to this (0 = off).")
     device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        default="auto", description="Autocast dtype; auto = bf16 on CUDA, fp32 on CPU."
+        default="auto",
+        description="Autocast dtype; auto = bf16 on CUDA (fp16 + gradient scaler where bf16 is missing), fp32 on CPU.",
     )
     compile: bool = Field(default=False, description="torch.compile the model.")
     activation_checkpointing: bool = Field(
@@ -293,7 +297,7 @@ def run_train(cfg: TrainConfig, tokens: TokenSet, out: Path, tracking: Tracking 
                 train_seconds = par.rank0_value(info, train_seconds, device)
             if logging:
                 stop_if_nonfinite()
-                loss_value = (loss_sum / accum).item()
+                loss_value = par.mean_over_ranks(info, (loss_sum / accum).item(), device)
                 tokens_per_s = window_tokens / max(time.perf_counter() - window_t, 1e-9)
                 window_t, window_tokens = time.perf_counter(), 0
                 mfu = flops_per_token * tokens_per_s / (peak * info.world_size) if peak else 0.0
@@ -322,7 +326,7 @@ def run_train(cfg: TrainConfig, tokens: TokenSet, out: Path, tracking: Tracking 
         bar.close()
         stop_if_nonfinite()
         if step > start_step and step % cfg.log_every:  # the last step was not logged: take its loss now
-            loss_value = (loss_sum / accum).item()
+            loss_value = par.mean_over_ranks(info, (loss_sum / accum).item(), device)
         val_loss = evaluate_loss(wrapped, val_files, B, T, cfg.eval_batches, device, amp_ctx)
     finally:
         bar.close()

@@ -73,6 +73,22 @@ def test_forward_shapes_and_causality(arch):
     assert one.item() == pytest.approx(torch.nn.functional.cross_entropy(logits[:, 0], x[:, 0]).item(), rel=1e-5)
 
 
+@pytest.mark.parametrize("preset", ["tiny_cpu", pytest.param("gpt_124m", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("arch", ARCHS)
+def test_untrained_models_start_within_half_a_nat_of_ln_vocab(arch, preset):
+    from flows.presets import get_preset
+
+    pipeline = get_preset(preset)
+    vocab = pipeline.tokenize.vocab_size
+    torch.manual_seed(0)
+    model = build_model(pipeline.train.model.model_copy(update={"arch": arch, "vocab_size": vocab})).eval()
+    x = torch.randint(0, vocab, (1, 129))
+    with torch.no_grad():
+        _, loss = model(x[:, :-1], x[:, 1:])
+    # uniform prediction costs ln V; tied gpt used to start at 27.7 nats at gpt_124m (ln V = 10.8), copying its input
+    assert abs(loss.item() - math.log(vocab)) < 0.5, loss.item()
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_greedy_generation_agrees_with_the_forward_pass(arch):
     torch.manual_seed(1)

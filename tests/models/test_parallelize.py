@@ -8,6 +8,7 @@ import torch
 from models.parallelize import (
     PEAK_FLOPS,
     DistInfo,
+    mean_over_ranks,
     min_over_ranks,
     peak_flops,
     peak_flops_of,
@@ -51,3 +52,4 @@ def test_dtypes_on_cpu_and_one_process_agreement():
     cpu = torch.device("cpu")
     assert resolve_dtype("auto", cpu) == torch.float32 and resolve_dtype("float16", cpu) == torch.float16
     assert rank0_value(DistInfo(), 1.5, cpu) == 1.5 and min_over_ranks(DistInfo(), 3.0, cpu) == 3.0
+    assert mean_over_ranks(DistInfo(), 2.5, cpu) == 2.5
