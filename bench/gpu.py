@@ -61,7 +61,7 @@ def measure(log: Path, skip: int) -> tuple[float, float, float]:
     if not steady:
         raise SystemExit(f"{log}: no logged step after --skip {skip}; raise --steps")
     tok_s = float(np.median([r["train/tokens_per_s"] for r in steady]))
-    mfu = float(np.median([r["train/mfu"] for r in steady]))
+    mfu = float(np.median([r.get("train/mfu", 0.0) for r in steady]))  # absent: GPU not in PEAK_FLOPS
     return tok_s, mfu, max(r.get("train/peak_mem_gib", float("nan")) for r in steady)
 
 

@@ -300,7 +300,7 @@ def run_train(cfg: TrainConfig, tokens: TokenSet, out: Path, tracking: Tracking 
                 loss_value = par.mean_over_ranks(info, (loss_sum / accum).item(), device)
                 tokens_per_s = window_tokens / max(time.perf_counter() - window_t, 1e-9)
                 window_t, window_tokens = time.perf_counter(), 0
-                mfu = flops_per_token * tokens_per_s / (peak * info.world_size) if peak else 0.0
+                mfu = {"train__mfu": flops_per_token * tokens_per_s / (peak * info.world_size)} if peak else {}
                 memory = par.peak_memory_gib(device)
                 peak_mem = max(peak_mem, memory or 0.0)
                 mem = {"train__peak_mem_gib": memory} if memory is not None else {"train__max_rss_gib": max_rss_gib()}
@@ -310,7 +310,7 @@ def run_train(cfg: TrainConfig, tokens: TokenSet, out: Path, tracking: Tracking 
                     train__lr=cfg.lr * mult,
                     train__grad_norm=float(grad_norm),
                     train__tokens_per_s=tokens_per_s,
-                    train__mfu=mfu,
+                    **mfu,  # none on CPU or an unknown GPU: no MFU rather than a wrong one
                     train__seconds=train_seconds,
                     **mem,
                 )
@@ -351,7 +351,7 @@ def run_train(cfg: TrainConfig, tokens: TokenSet, out: Path, tracking: Tracking 
         "val_bpb_estimate": val_bpb,
         "tokens_per_s": round(tokens_per_s, 1),
         "flops_per_token": flops_per_token,
-        "mfu": (flops_per_token * tokens_per_s / (peak * info.world_size)) if peak else 0.0,
+        "mfu": (flops_per_token * tokens_per_s / (peak * info.world_size)) if peak else None,
         **({"peak_mem_gib": round(peak_mem, 3)} if device.type == "cuda" else {}),
     }
     ref = CheckpointRef(
