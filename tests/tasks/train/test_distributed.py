@@ -15,14 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from token_fixtures import make_token_set
+from token_fixtures import tiny_train_config
 
 from models.checkpoint import step_dirs
-from models.gpt import ModelConfig
 from tasks.train.train import TrainConfig, run_train
 
 REPO = Path(__file__).resolve().parents[3]
-TINY = ModelConfig(n_layer=2, n_embd=32, n_head=2, n_kv_head=1, seq_len=32)
 pytestmark = pytest.mark.slow  # every test here starts torchrun (two ranks importing torch): seconds each
 
 # Scripts run by torchrun in place of `-m tasks.train`: the real entry point, with the loader slowed down (so a test
@@ -49,25 +47,9 @@ train.main()
 """
 
 
-@pytest.fixture(scope="module")
-def tokens(tmp_path_factory):
-    return make_token_set(tmp_path_factory.mktemp("data"), n_docs=120, vocab_size=400)
-
-
 def small(**overrides) -> TrainConfig:
-    base = dict(
-        model=TINY,
-        max_steps=8,
-        batch_size=2,
-        warmup_steps=2,
-        checkpoint_every=0,
-        eval_every=0,
-        eval_batches=2,
-        log_every=2,
-        progress=False,
-        threads=1,
-    )
-    return TrainConfig(**{**base, **overrides})
+    base = dict(max_steps=8, batch_size=2, checkpoint_every=0, eval_every=0)
+    return tiny_train_config(**{**base, **overrides})
 
 
 def free_port() -> int:

@@ -14,35 +14,18 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from token_fixtures import make_token_set
+from token_fixtures import TINY_MODEL, tiny_train_config
 
 from models.checkpoint import load_model, step_dirs
 from models.gpt import ModelConfig
 from tasks.train.train import TrainConfig, lr_multiplier, run_train
 
 REPO = Path(__file__).resolve().parents[3]
-TINY = ModelConfig(n_layer=2, n_embd=32, n_head=2, n_kv_head=1, seq_len=32)
-
-
-@pytest.fixture(scope="module")
-def tokens(tmp_path_factory):
-    return make_token_set(tmp_path_factory.mktemp("data"), n_docs=120, vocab_size=400)
+TINY = ModelConfig(**TINY_MODEL)
 
 
 def small(**overrides) -> TrainConfig:
-    base = dict(
-        model=TINY,
-        max_steps=12,
-        batch_size=4,
-        warmup_steps=2,
-        checkpoint_every=4,
-        eval_every=6,
-        eval_batches=2,
-        log_every=2,
-        progress=False,
-        threads=1,
-    )
-    return TrainConfig(**{**base, **overrides})
+    return tiny_train_config(**overrides)
 
 
 def weights(ref_dir: Path) -> dict[str, torch.Tensor]:
