@@ -6,8 +6,8 @@ and dropout between them, a final LayerNorm and the output head tied to the embe
 layer is its own `nn.LSTM` under `layers.N`, so Muon's "matrices inside blocks" rule, FSDP's per-block sharding and
 activation checkpointing see one block per layer, as for the transformers. The transformer-only fields of
 `ModelConfig` (heads, RoPE, QK-norm, `intermediate_size`) are ignored. Same interface as `models.gpt.GPT`:
-`forward(idx, targets) -> (logits, loss)`, `generate`, `num_params`, `flops_per_token`; generation carries the LSTM
-state, so each new token costs one step whatever the context length.
+`forward(idx, targets) -> (logits, None) | (None, loss)`, `generate`, `num_params`, `flops_per_token`; generation
+carries the LSTM state, so each new token costs one step whatever the context length.
 """
 
 from __future__ import annotations
