@@ -2,7 +2,8 @@
 
 The baseline of the training benchmark (`bench/train.py`) and `model.arch="gpt2"`. Same interface as `models.gpt.GPT`
 (`forward(idx, targets) -> (logits, None) | (None, loss)`, `generate`, `num_params`, `flops_per_token`), so the
-trainer, checkpoints and evaluation work unchanged. It has no KV cache: generation recomputes the (at most `seq_len`) context each token.
+trainer, checkpoints and evaluation work unchanged. It has no KV cache: generation recomputes the (at most
+`seq_len`) context each token.
 """
 
 from __future__ import annotations
