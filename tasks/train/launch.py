@@ -8,6 +8,7 @@ checkpoints; the ranks write the usual stage directory, and the manifest rank 0 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -40,9 +41,8 @@ def launch(cfg, tokens: TokenSet, out: Path, tracking, nproc: int) -> Checkpoint
     args = ["--config", launch_dir / "train.json", "--tokens", launch_dir / "tokens.json", "--out", out]
     if tracking is not None:
         tracking_cfg, run_id = tracking
-        (launch_dir / "tracking.json").write_text(
-            f'{{"config": {tracking_cfg.model_dump_json()}, "run_id": "{run_id}"}}'
-        )
+        handle = {"config": tracking_cfg.model_dump(mode="json"), "run_id": run_id}
+        (launch_dir / "tracking.json").write_text(json.dumps(handle))
         args += ["--tracking", launch_dir / "tracking.json"]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
     command += ["-m", "tasks.train", *map(str, args)]
