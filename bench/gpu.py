@@ -14,6 +14,7 @@ peak memory is CUDA's max allocated per log window, the largest window's.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import tempfile
 import time
@@ -111,6 +112,8 @@ def main() -> None:
         out = args.out / name
         if n == 1:
             run_train(cfg, tokens, out)
+            gc.collect()
+            torch.cuda.empty_cache()  # hand this process's cached blocks back before the ranks start on GPU 0
         else:
             launch(cfg.model_copy(update={"distributed": name, "nproc_per_node": n}), tokens, out, None, n)
         results.append((name, n, *measure(out / "log.jsonl", args.skip), time.time() - t0))

@@ -59,10 +59,10 @@ def resolve_device(name: str) -> torch.device:
     """ "auto" = CUDA when available, else CPU; under torchrun each rank takes cuda:LOCAL_RANK."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and "LOCAL_RANK" in os.environ:
-        name = f"cuda:{os.environ['LOCAL_RANK']}"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"train.device={name!r} but torch sees no CUDA device; use 'auto' or 'cpu'")
+    if name == "cuda":  # always an index: set_device, DDP's device_ids and the RNG state calls need one
+        name = f"cuda:{os.environ.get('LOCAL_RANK', torch.cuda.current_device())}"
     return torch.device(name)
 
 
