@@ -102,12 +102,14 @@ def test_ddp_time_budget_one_clock_same_lr_and_last_step_on_every_rank(tokens, t
     assert json.loads(ranks[0][-1])[1] < cfg.max_seconds <= manifest["stats"]["train_seconds"]
 
 
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])  # compile wraps DDP / the FSDP model
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
-def test_two_ranks_with_accumulation_equal_one_process(tokens, tmp_path, strategy):
+def test_two_ranks_with_accumulation_equal_one_process(tokens, tmp_path, strategy, compiled):
     # one process: 2 micro-batches of 4 rows per step; two ranks: 2 micro-batches of 2 rows each: the same tokens
     one = small(max_steps=3, batch_size=4, tokens_per_step=256, warmup_steps=0)
     single = run_train(one, tokens, tmp_path / "one")
-    manifest = torchrun(one.model_copy(update={"batch_size": 2, "distributed": strategy}), tokens, tmp_path / "two")
+    two = one.model_copy(update={"batch_size": 2, "distributed": strategy, "compile": compiled})
+    manifest = torchrun(two, tokens, tmp_path / "two")
     assert manifest["stats"]["world_size"] == 2 and manifest["stats"]["grad_accum"] == 2
     assert manifest["ref"]["tokens_seen"] == single.tokens_seen == 3 * 256
     a, b = weights(single.dir / single.checkpoint), weights(tmp_path / "two" / "step_000003")
