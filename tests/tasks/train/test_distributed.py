@@ -98,7 +98,7 @@ def test_ddp_time_budget_one_clock_same_lr_and_last_step_on_every_rank(tokens, t
     ranks = [(tmp_path / "ddp" / f"schedule-rank{r}.jsonl").read_text().splitlines() for r in (0, 1)]
     assert ranks[0] == ranks[1]  # same (step, elapsed, lr multiplier) at every step: rank 0's clock
     steps = manifest["stats"]["steps"]
-    assert 5 < steps < cfg.max_steps and len(ranks[0]) == steps  # stopped by the budget, at the same step
+    assert 2 <= steps < cfg.max_steps and len(ranks[0]) == steps  # stopped by the budget, at the same step
     assert json.loads(ranks[0][-1])[1] < cfg.max_seconds <= manifest["stats"]["train_seconds"]
 
 
