@@ -1,16 +1,20 @@
-"""GPU throughput of the `gpt_124m` preset: tokens/s and MFU with bf16 autocast + torch.compile, short run.
+"""GPU throughput of the `gpt_124m` preset: tokens/s, MFU and peak memory on 1 GPU and, where there are more, with DDP
+and FSDP2 on all of them (bf16 autocast + torch.compile, short runs of the real trainer).
 
-Runs the real trainer (`tasks.train.train.run_train`) on synthetic token shards (uniform random ids: throughput does not
-depend on the text) so it needs nothing from the network. MFU = flops_per_token x tokens/s / peak bf16 FLOP/s, with
-flops_per_token = 6 N_matmul + 12 L H D T (PaLM appendix B, as nanoGPT). Steps before `--skip` (compilation) are
-excluded from the averages.
+Runs `tasks.train.train.run_train` (1 GPU, in this process) and the train task's own torchrun launch
+(`tasks.train.launch`, DDP and FSDP) on synthetic token shards (uniform random ids: throughput does not depend on the
+text), so it needs nothing from the network. MFU = flops_per_token x tokens/s / (GPUs x peak bf16 FLOP/s), with
+flops_per_token = 6 N_matmul + 12 L H D T (PaLM appendix B, as nanoGPT) and the peak from `models.parallelize`'s
+exact-name table (a GPU missing there prints n/a). Steps up to `--skip` (compilation) are left out of the medians;
+peak memory is CUDA's max allocated per log window, the largest window's.
 
-    .venv/bin/python bench/gpu.py [--steps 60] [--batch-size 32] [--no-compile]
+    .venv/bin/python bench/gpu.py [--steps 60] [--batch-size 32] [--no-compile] [--only 1gpu|ddp|fsdp]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import tempfile
 import time
@@ -51,23 +55,38 @@ def synthetic_tokens(root: Path, n_tokens: int, vocab_size: int):
     return finish_stage(root, ref)
 
 
+def measure(log: Path, skip: int) -> tuple[float, float, float]:
+    """(median tokens/s, median MFU, peak GiB) over the logged steps after `skip`."""
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    steady = [r for r in rows if "train/tokens_per_s" in r and r["step"] > skip]
+    if not steady:
+        raise SystemExit(f"{log}: no logged step after --skip {skip}; raise --steps")
+    tok_s = float(np.median([r["train/tokens_per_s"] for r in steady]))
+    mfu = float(np.median([r.get("train/mfu", 0.0) for r in steady]))  # absent: GPU not in PEAK_FLOPS
+    return tok_s, mfu, max(r.get("train/peak_mem_gib", float("nan")) for r in steady)
+
+
 def main() -> None:
     import torch
 
+    from tasks.train.launch import launch
     from tasks.train.train import TrainConfig, run_train
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--skip", type=int, default=20, help="steps excluded from the averages (compile warm-up)")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--optimizer", default="adamw", choices=["adamw", "muon"])
+    parser.add_argument("--batch-size", type=int, default=32, help="sequences of 1024 tokens per GPU per step")
+    parser.add_argument("--optimizer", default="adamw", choices=["adamw", "muon"], help="muon: 1 GPU and DDP only")
     parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--only", choices=["1gpu", "ddp", "fsdp"], help="run one configuration only")
     parser.add_argument("--out", type=Path, default=Path(tempfile.mkdtemp(prefix="lmforge-gpu-")))
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("bench/gpu.py needs a CUDA device")
+    n_gpus = torch.cuda.device_count()
     model = gpt_124m_model()
-    tokens = synthetic_tokens(args.out / "tokens", args.batch_size * 1024 * (args.steps + 2) + 1, model.vocab_size)
+    n_tokens = args.batch_size * model.seq_len * n_gpus * (args.steps + 2) + 1
+    tokens = synthetic_tokens(args.out / "tokens", n_tokens, model.vocab_size)
     cfg = TrainConfig(
         model=model,
         max_steps=args.steps,
@@ -81,23 +100,32 @@ def main() -> None:
         eval_batches=1,
         log_every=1,
         progress=False,
+        nproc_per_node=1,
     )
-    t0 = time.time()
-    ref = run_train(cfg, tokens, args.out / "train")
-    rows = [json.loads(line) for line in (args.out / "train" / "log.jsonl").read_text().splitlines()]
-    steady = [r for r in rows if "train/tokens_per_s" in r and r["step"] > args.skip]
-    tok_s = float(np.median([r["train/tokens_per_s"] for r in steady]))
-    mfu = float(np.median([r["train/mfu"] for r in steady]))
-    stats = ref.manifest()["stats"]
+    runs = [("1gpu", 1)] + ([("ddp", n_gpus), ("fsdp", n_gpus)] if n_gpus > 1 else [])
+    runs = [(name, n) for name, n in runs if args.only in (None, name)]
+    if args.optimizer == "muon":
+        runs = [(name, n) for name, n in runs if name != "fsdp"]  # Muon needs whole matrices
+    results = []
+    for name, n in runs:
+        t0 = time.time()
+        out = args.out / name
+        if n == 1:
+            run_train(cfg, tokens, out)
+            gc.collect()
+            torch.cuda.empty_cache()  # hand this process's cached blocks back before the ranks start on GPU 0
+        else:
+            launch(cfg.model_copy(update={"distributed": name, "nproc_per_node": n}), tokens, out, None, n)
+        results.append((name, n, *measure(out / "log.jsonl", args.skip), time.time() - t0))
     print(
-        f"\n## gpt_124m on {torch.cuda.get_device_name()} (bf16 autocast, compile={not args.no_compile}, {args.optimizer})\n"
+        f"\n## gpt_124m on {torch.cuda.get_device_name()} (bf16 autocast, compile={not args.no_compile}, "
+        f"{args.optimizer}, {args.batch_size} x {model.seq_len} tokens per GPU per step, {args.steps} steps)\n"
     )
-    print("| params | batch x seq | steps | median tokens/s | median MFU | flops/token | peak mem GiB | wall s |")
-    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    print(
-        f"| {ref.n_params / 1e6:.1f} M | {args.batch_size} x 1024 | {ref.step} | {tok_s:,.0f} | {100 * mfu:.1f} % | "
-        f"{stats['flops_per_token'] / 1e6:.0f} M | {torch.cuda.max_memory_allocated() / 2**30:.1f} | {time.time() - t0:.0f} |"
-    )
+    print("| run | GPUs | median tokens/s | median MFU | peak mem GiB (per GPU) | wall s |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for name, n, tok_s, mfu, mem, wall in results:
+        mfu_text = f"{100 * mfu:.1f} %" if mfu else "n/a (GPU not in PEAK_FLOPS)"
+        print(f"| {name} | {n} | {tok_s:,.0f} | {mfu_text} | {mem:.1f} | {wall:.0f} |")
 
 
 if __name__ == "__main__":

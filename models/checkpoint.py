@@ -5,7 +5,9 @@ A checkpoint directory is self-contained, so the registry can package it as is:
 - `state.pt`: optimizer state, RNG states, data-loader position and step; plain tensors and containers only, loaded
   with `torch.load(weights_only=True)` (never unpickle code);
 - `tokenizer.json`: a copy of the tokenizer the model was trained with;
-- `sidecar.json`: model and train config, step, tokens seen, tokenizer sha256, data manifest sha256, git commit.
+- `sidecar.json`: model and train config, step, tokens seen, tokenizer sha256, data manifest sha256, git commit;
+- `sharded/` (FSDP runs only): the sharded model and optimizer state written by `torch.distributed.checkpoint`, so
+  a sharded run resumes exactly; `model.safetensors` still holds the full weights, gathered by rank 0.
 It is written under a temporary name and renamed into place, so a directory named `step_*` is always complete.
 """
 
@@ -22,6 +24,7 @@ from typing import Any
 
 STEP_DIR = re.compile(r"^step_(\d{6,})$")
 WEIGHTS, STATE, SIDECAR, TOKENIZER = "model.safetensors", "state.pt", "sidecar.json", "tokenizer.json"
+SHARDED = "sharded"  # FSDP runs: DCP's per-rank model + optimizer shards, what such a run resumes from
 SCHEMA_VERSION = 1  # of the sidecar; bump when a field changes meaning
 
 
@@ -65,6 +68,11 @@ def latest_checkpoint(out: Path) -> Path | None:
     return dirs[-1] if dirs else None
 
 
+def staging_dir(out: Path, step: int) -> Path:
+    """Where the checkpoint of `step` is assembled before its rename: one name every rank of a run agrees on."""
+    return out / f".tmp-step_{step:06d}"
+
+
 def save_checkpoint(
     out: Path,
     step: int,
@@ -74,20 +82,23 @@ def save_checkpoint(
     tokenizer_file: Path,
     keep_last: int = 2,
     model_state: dict | None = None,
+    staged: Path | None = None,
 ) -> Path:
     """Write `out/step_{step:06d}/` atomically and delete all but the newest `keep_last` checkpoints.
 
     `model_state` overrides `model.state_dict()` (FSDP gathers a full state dict first); `state` must hold only
-    tensors, numbers, strings and containers so `weights_only=True` can load it.
+    tensors, numbers, strings and containers so `weights_only=True` can load it. `staged` is a `staging_dir` the
+    ranks already wrote into (the FSDP shards); by default the directory is assembled from scratch.
     """
     import torch
     from safetensors.torch import save_file
 
     final = out / f"step_{step:06d}"
-    tmp = out / f".tmp-{final.name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    tmp = staged or staging_dir(out, step)
+    if staged is None:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
     save_file(
         _untie(model.state_dict() if model_state is None else model_state, _tied_names(model)), str(tmp / WEIGHTS)
     )

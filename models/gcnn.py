@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.gpt import ModelConfig, append_sampled, lm_loss, sample_next
+from models.gpt import ModelConfig, append_sampled, init_tied_embedding, sample_next
+from models.loss import head_and_loss
 
 KERNEL = 4
 
@@ -54,6 +55,7 @@ class GCNN(nn.Module):
         nn.init.normal_(self.embed_tokens.weight, std=0.02)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
+            init_tied_embedding(self.embed_tokens)  # identity blocks: see models.gpt.init_tied_embedding
         else:
             nn.init.normal_(self.lm_head.weight, std=0.02)
         self.grad_checkpointing = False  # set by models.parallelize
@@ -73,15 +75,14 @@ class GCNN(nn.Module):
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """idx (B, T) -> logits (B, T, V) in float32, and mean cross-entropy over targets != -1 when given."""
+        """idx (B, T) -> (logits (B, T, V) in float32, None), or (None, mean cross-entropy over targets != -1)."""
         x = self.embed_tokens(idx)  # (B, T, C)
         for block in self.layers:
             if self.grad_checkpointing and self.training:
                 x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
             else:
                 x = block(x)
-        logits = self.lm_head(self.norm(x)).float()  # (B, T, V)
-        return logits, lm_loss(logits, targets)
+        return head_and_loss(self.norm(x), self.lm_head, targets)  # logits (B, T, V) only without targets
 
     @torch.no_grad()
     def generate(

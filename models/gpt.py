@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
+from models.loss import head_and_loss
+
 # arch -> "module:Class"; every class takes a ModelConfig and has forward(idx, targets), generate(...), num_params()
 ARCHS = {"gpt": "models.gpt:GPT", "gpt2": "models.gpt2:GPT2", "rnn": "models.rnn:RNNLM", "gcnn": "models.gcnn:GCNN"}
 
@@ -211,6 +213,8 @@ class GPT(nn.Module):
         for block in self.model.layers:  # zero-init residual outputs: every block starts as the identity
             nn.init.zeros_(block.self_attn.o_proj.weight)
             nn.init.zeros_(block.mlp.down_proj.weight)
+        if cfg.tie_embeddings:  # after apply(), whose Linear init also reached the shared weight as lm_head
+            init_tied_embedding(self.model.embed_tokens)
 
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, nn.Linear):
@@ -232,7 +236,8 @@ class GPT(nn.Module):
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None, caches: list[dict] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """idx (B, T) -> logits (B, T, V) in float32, and mean cross-entropy over targets != -1 when given."""
+        """idx (B, T) -> (logits (B, T, V) in float32, None), or with targets (None, mean cross-entropy over targets
+        != -1): the loss is computed chunk by chunk (`models.loss`), so the full logits are never built."""
         B, T = idx.shape
         if caches and "pos" in caches[0]:  # batched decoding: one position per row, each at its own offset
             pos = caches[0]["pos"]
@@ -252,8 +257,7 @@ class GPT(nn.Module):
         for cache in caches or []:
             if "len" in cache:
                 cache["len"] += T
-        logits = self.lm_head(self.model.norm(x)).float()  # (B, T, V)
-        return logits, lm_loss(logits, targets)
+        return head_and_loss(self.model.norm(x), self.lm_head, targets)  # logits (B, T, V) only without targets
 
     def new_caches(self, batch_size: int, max_len: int) -> list[dict]:
         c = self.config
@@ -288,11 +292,17 @@ class GPT(nn.Module):
         return idx
 
 
-def lm_loss(logits: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor | None:
-    """Mean cross-entropy of logits (B, T, V) against targets (B, T); -1 marks positions not scored."""
-    if targets is None:
-        return None
-    return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+def init_tied_embedding(embedding: nn.Embedding) -> None:
+    """Start a tied-embedding model with identity blocks at a loss of about ln V: embedding std 1 / n_embd.
+
+    Such a model outputs its input's own embedding e through the final norm, so the logit of the input token is
+    |e|^2 / rms(e) = n_embd x std (with std 0.036: 27.7 nats of loss at `gpt_124m`, ln V = 10.8) and the first steps
+    go to undoing that copy. With std 1 / n_embd that logit is 1 and the others ~1/sqrt(n_embd): the untrained model
+    predicts nearly uniformly. (Shrinking the final norm's gain instead starts as well but learns far slower: one
+    gain per channel must grow at Adam's lr, where every element of a small embedding grows at that pace.) The blocks
+    read the residual stream through RMSNorm, so its small start costs them nothing; untied heads start near zero.
+    """
+    nn.init.normal_(embedding.weight, std=1.0 / embedding.weight.size(1))
 
 
 def append_sampled(

@@ -1,9 +1,9 @@
 """The classic GPT-2 recipe (nanoGPT): learned positions, LayerNorm, GELU MLP, biases, tied embeddings.
 
 The baseline of the training benchmark (`bench/train.py`) and `model.arch="gpt2"`. Same interface as `models.gpt.GPT`
-(`forward(idx, targets) -> (logits, loss)`, `generate`, `num_params`, `flops_per_token`), so the trainer, checkpoints
-and evaluation work unchanged. `forward(idx, caches=...)` fills a KV cache (`new_caches`), so the chat engine decodes
-one position per token; positions are learned, so the cache never holds more than `seq_len`.
+(`forward(idx, targets) -> (logits, None) | (None, loss)`, `generate`, `num_params`, `flops_per_token`), so the
+trainer, checkpoints and evaluation work unchanged. `forward(idx, caches=...)` fills a KV cache (`new_caches`), so
+the chat engine decodes one position per token; positions are learned, so the cache never holds more than `seq_len`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.gpt import ModelConfig, append_sampled, cached_attention, lm_loss, new_kv_caches, sample_next
+from models.gpt import ModelConfig, append_sampled, cached_attention, new_kv_caches, sample_next
+from models.loss import head_and_loss
 
 
 class CausalSelfAttention(nn.Module):
@@ -90,8 +91,7 @@ class GPT2(nn.Module):
         for cache in caches or []:
             if "len" in cache:
                 cache["len"] += T
-        logits = self.lm_head(self.ln_f(x)).float()  # (B, T, V)
-        return logits, lm_loss(logits, targets)
+        return head_and_loss(self.ln_f(x), self.lm_head, targets)  # logits (B, T, V) only without targets
 
     def new_caches(self, batch_size: int, max_len: int) -> list[dict]:
         c = self.config

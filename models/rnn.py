@@ -6,8 +6,8 @@ and dropout between them, a final LayerNorm and the output head tied to the embe
 layer is its own `nn.LSTM` under `layers.N`, so Muon's "matrices inside blocks" rule, FSDP's per-block sharding and
 activation checkpointing see one block per layer, as for the transformers. The transformer-only fields of
 `ModelConfig` (heads, RoPE, QK-norm, `intermediate_size`) are ignored. Same interface as `models.gpt.GPT`:
-`forward(idx, targets) -> (logits, loss)`, `generate`, `num_params`, `flops_per_token`; generation carries the LSTM
-state, so each new token costs one step whatever the context length.
+`forward(idx, targets) -> (logits, None) | (None, loss)`, `generate`, `num_params`, `flops_per_token`; generation
+carries the LSTM state, so each new token costs one step whatever the context length.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.gpt import ModelConfig, append_sampled, lm_loss, sample_next
+from models.gpt import ModelConfig, append_sampled, sample_next
+from models.loss import head_and_loss
 
 State = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (h, c), each (1, B, C)
 
@@ -61,7 +62,7 @@ class RNNLM(nn.Module):
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None, state: State | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """idx (B, T) -> logits (B, T, V) in float32 and mean cross-entropy over targets != -1 when given.
+        """idx (B, T) -> (logits (B, T, V) in float32, None), or (None, mean cross-entropy over targets != -1).
 
         With `state` (a list filled by a previous call, or empty to start), the final LSTM states are written back
         into it, so generation continues from where the last call stopped.
@@ -77,8 +78,7 @@ class RNNLM(nn.Module):
             new_state.append(layer_state)
         if state is not None:
             state[:] = new_state
-        logits = self.lm_head(self.norm(x)).float()  # (B, T, V)
-        return logits, lm_loss(logits, targets)
+        return head_and_loss(self.norm(x), self.lm_head, targets)  # logits (B, T, V) only without targets
 
     @torch.no_grad()
     def generate(

@@ -62,3 +62,26 @@ def make_token_set(root: Path, n_docs: int = 200, vocab_size: int = 512, n_shard
     shards = write_shards(root / "shards", [docs[i : i + per] for i in range(0, n_docs, per)])
     cfg = TokenizeConfig(vocab_size=vocab_size, val_fraction=0.1, workers=1, min_bytes_per_token=0.0)
     return run_tokenize(cfg, shards, root / "tokens")
+
+
+TINY_MODEL = {"n_layer": 2, "n_embd": 32, "n_head": 2, "n_kv_head": 1, "seq_len": 32}
+
+
+def tiny_train_config(**overrides):
+    """A TrainConfig for a 2-layer, 32-wide model on these token sets: a run takes seconds on one thread."""
+    from models.gpt import ModelConfig
+    from tasks.train.train import TrainConfig
+
+    base = dict(
+        model=ModelConfig(**TINY_MODEL),
+        max_steps=12,
+        batch_size=4,
+        warmup_steps=2,
+        checkpoint_every=4,
+        eval_every=6,
+        eval_batches=2,
+        log_every=2,
+        progress=False,
+        threads=1,
+    )
+    return TrainConfig(**{**base, **overrides})

@@ -84,8 +84,17 @@ class TokenLoader:
     to the first shard at the end (one more epoch).
     """
 
-    def __init__(self, files: Sequence[Path | str], batch_size: int, seq_len: int, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        files: Sequence[Path | str],
+        batch_size: int,
+        seq_len: int,
+        rank: int = 0,
+        world_size: int = 1,
+        pin_memory: bool = False,
+    ):
         self.files = [Path(f) for f in files]
+        self.pin_memory = pin_memory  # page-locked windows: one asynchronous host-to-GPU copy per micro-batch
         self.B, self.T, self.rank, self.world_size = batch_size, seq_len, rank, world_size
         self.window = batch_size * seq_len * world_size + 1
         lengths = [read_header(f)[1] for f in self.files]
@@ -111,17 +120,27 @@ class TokenLoader:
             if self.shard == len(self.files):
                 self.shard, self.epoch = 0, self.epoch + 1
 
-    def next_batch(self):
-        """(x, y) int64 tensors of shape (B, T); y is x shifted left by one token."""
+    def next_window(self) -> "torch.Tensor":
+        """This rank's next B*T+1 tokens as one int64 tensor (pinned when asked): copy it to the device once, then
+        split it with `split_window`."""
         import torch
 
         self._advance_to_fitting_shard()
         if self._loaded != self.shard:
             self._tokens, self._loaded = read_bin(self.files[self.shard]), self.shard
         start = self.pos + self.rank * self.B * self.T
-        buf = torch.from_numpy(self._tokens[start : start + self.B * self.T + 1].astype(np.int64))
+        buf = torch.empty(self.B * self.T + 1, dtype=torch.int64, pin_memory=self.pin_memory)
+        buf.numpy()[:] = self._tokens[start : start + self.B * self.T + 1]  # widened to int64 in the one host copy
         self.pos += self.B * self.T * self.world_size
+        return buf
+
+    def split_window(self, buf: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor"]:
+        """(x, y) views of shape (B, T) of a window, wherever it lives; y is x shifted left by one token."""
         return buf[:-1].view(self.B, self.T), buf[1:].view(self.B, self.T)
+
+    def next_batch(self):
+        """(x, y) int64 tensors of shape (B, T); y is x shifted left by one token."""
+        return self.split_window(self.next_window())
 
 
 def iter_eval_batches(

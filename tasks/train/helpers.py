@@ -1,4 +1,5 @@
-"""Helpers of the train stage: val loss over the held-out shards and the metric log (log.jsonl + MLflow batches)."""
+"""Helpers of the train stage: val loss over the held-out shards, the metric log (log.jsonl + MLflow batches),
+memory readings and restoring optimizer states."""
 
 from __future__ import annotations
 
@@ -47,6 +48,15 @@ class MetricLog:
             now = int(time.time() * 1000)
             self.buffer += [Metric(k.replace("__", "/"), float(v), now, step) for k, v in values.items()]
 
+    def tag(self, **values: object) -> None:
+        """Tags on the MLflow run (e.g. world size: how many processes trained it)."""
+        if self.tracking:
+            from tasks.core.tracking import client
+
+            cfg, run_id = self.tracking
+            for key, value in values.items():
+                client(cfg).set_tag(run_id, f"train.{key}", str(value))
+
     def flush(self) -> None:
         if self.tracking and self.buffer:
             from tasks.core.tracking import client
@@ -55,3 +65,24 @@ class MetricLog:
             for start in range(0, len(self.buffer), 1000):
                 client(cfg).log_batch(run_id, metrics=self.buffer[start : start + 1000])
             self.buffer = []
+
+
+NO_STEP = float("inf")  # "no non-finite loss yet" (min over ranks picks the earliest real step)
+
+
+def max_rss_gib() -> float:
+    """This process's peak resident memory so far (Linux reports KiB): the honest CPU figure; no per-step peak."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def load_optimizer_states(optimizers: list, states: list[dict], checkpoint: Path) -> None:
+    """Restore single-process / DDP optimizer states; FSDP checkpoints keep theirs sharded (see train.py)."""
+    if len(states) != len(optimizers):
+        raise ValueError(
+            f"{checkpoint} holds its optimizer state sharded (an FSDP run): resume it with train.distributed=fsdp "
+            "under torchrun, or start a new run with train.init_from=<checkpoint dir> to continue from its weights"
+        )
+    for opt, state in zip(optimizers, states):
+        opt.load_state_dict(state)

@@ -58,8 +58,10 @@ def test_forward_shapes_and_causality(arch):
     torch.manual_seed(0)
     model = build_model(tiny(arch, vocab_size=100)).eval()
     x = torch.randint(0, 100, (2, 20))
-    logits, loss = model(x, x)
-    assert logits.shape == (2, 20, 100) and logits.dtype == torch.float32 and loss.ndim == 0
+    logits, _ = model(x)
+    no_logits, loss = model(x, x)  # with targets only the (chunked) loss: full logits are never built
+    assert logits.shape == (2, 20, 100) and logits.dtype == torch.float32 and loss.ndim == 0 and no_logits is None
+    assert loss.item() == pytest.approx(torch.nn.functional.cross_entropy(logits.view(-1, 100), x.view(-1)).item())
     changed = x.clone()
     changed[:, 12:] = (changed[:, 12:] + 1) % 100
     other, _ = model(changed)
@@ -69,6 +71,22 @@ def test_forward_shapes_and_causality(arch):
     ignored[:, 0] = x[:, 0]
     _, one = model(x, ignored)  # targets of -1 are not scored
     assert one.item() == pytest.approx(torch.nn.functional.cross_entropy(logits[:, 0], x[:, 0]).item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("preset", ["tiny_cpu", pytest.param("gpt_124m", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("arch", ARCHS)
+def test_untrained_models_start_within_half_a_nat_of_ln_vocab(arch, preset):
+    from flows.presets import get_preset
+
+    pipeline = get_preset(preset)
+    vocab = pipeline.tokenize.vocab_size
+    torch.manual_seed(0)
+    model = build_model(pipeline.train.model.model_copy(update={"arch": arch, "vocab_size": vocab})).eval()
+    x = torch.randint(0, vocab, (1, 129))
+    with torch.no_grad():
+        _, loss = model(x[:, :-1], x[:, 1:])
+    # uniform prediction costs ln V; tied gpt used to start at 27.7 nats at gpt_124m (ln V = 10.8), copying its input
+    assert abs(loss.item() - math.log(vocab)) < 0.5, loss.item()
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -63,7 +63,8 @@ def test_markup_quoted_in_conversations_is_trained_as_text(tokenizer):
 def test_loss_ignores_non_assistant_tokens(tokenizer):
     model = tiny_gpt(tokenizer.vocab_size)
     x, y, _ = pack(tokenizer, CONVERSATIONS, seq_len=128)
-    logits, loss = model(x, y)
+    logits, _ = model(x)
+    _, loss = model(x, y)
     keep = y >= 0
     manual = F.cross_entropy(logits[keep], y[keep])
     assert torch.allclose(loss, manual)
@@ -96,7 +97,8 @@ def test_sft_from_a_checkpoint_learns_the_answers(tokenizer, tmp_path: Path):
     base_dir = write_checkpoint(tmp_path / "base", model, tokenizer)
     base = checkpoint_ref(base_dir, model)
     data = conversation_set(tmp_path / "data", CONVERSATIONS, CONVERSATIONS[:1])
-    cfg = SFTConfig(max_steps=60, batch_size=2, lr=3e-3, warmup_steps=5, eval_every=20, device="cpu", threads=1)
+    # lr 1e-2: the fixture is an untrained model (starting near ln V), memorising three answers in 60 steps
+    cfg = SFTConfig(max_steps=60, batch_size=2, lr=1e-2, warmup_steps=5, eval_every=20, device="cpu", threads=1)
     ref = run_sft(cfg, base, data, tmp_path / "sft")
 
     stats = ref.manifest()["stats"]

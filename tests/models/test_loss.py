@@ -1,0 +1,59 @@
+"""The chunked output-head cross-entropy equals `F.cross_entropy` over full logits: values and gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.loss import ChunkedLinearCrossEntropy, chunk_rows, head_and_loss
+
+
+@pytest.mark.parametrize("rows", [1, 7, 64, 10_000])  # one row per chunk, ragged last chunk, one chunk
+def test_chunked_cross_entropy_equals_plain_values_and_gradients(rows):
+    torch.manual_seed(0)
+    hidden = torch.randn(300, 24, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(50, 24, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 50, (300,))
+    targets[::7] = -1  # not scored
+    plain = F.cross_entropy(F.linear(hidden, weight), targets, ignore_index=-1)
+    grads = torch.autograd.grad(3 * plain, (hidden, weight))
+    chunked = ChunkedLinearCrossEntropy.apply(hidden, weight, targets, rows)
+    chunked_grads = torch.autograd.grad(3 * chunked, (hidden, weight))  # the upstream gradient is applied
+    assert torch.allclose(chunked, plain, rtol=1e-12, atol=0)  # float64: equal up to summation order
+    assert all(torch.allclose(a, b, rtol=1e-10, atol=1e-14) for a, b in zip(chunked_grads, grads))
+
+
+def test_the_model_interface_and_float32_with_a_tied_head():
+    torch.manual_seed(1)
+    head = nn.Linear(16, 40, bias=False)
+    hidden = torch.randn(2, 9, 16, requires_grad=True)
+    targets = torch.randint(0, 40, (2, 9))
+    logits, none = head_and_loss(hidden, head, None)
+    assert logits.shape == (2, 9, 40) and logits.dtype == torch.float32 and none is None
+    no_logits, loss = head_and_loss(hidden, head, targets)
+    assert no_logits is None
+    plain = F.cross_entropy(logits.view(-1, 40), targets.view(-1))
+    assert loss.item() == pytest.approx(plain.item(), rel=1e-6)
+    loss.backward()
+    chunked_grads = hidden.grad.clone(), head.weight.grad.clone()
+    hidden.grad, head.weight.grad = None, None
+    F.cross_entropy(head(hidden).view(-1, 40), targets.view(-1)).backward()
+    assert torch.allclose(chunked_grads[0], hidden.grad, atol=1e-6)
+    assert torch.allclose(chunked_grads[1], head.weight.grad, atol=1e-6)
+
+
+def test_nothing_scored_is_nan_like_plain_and_no_gradient_is_built_in_eval():
+    hidden, weight = torch.randn(4, 8), torch.randn(10, 8)
+    targets = torch.full((4,), -1)
+    assert torch.isnan(ChunkedLinearCrossEntropy.apply(hidden, weight, targets, 2))
+    assert torch.isnan(F.cross_entropy(hidden @ weight.T, targets, ignore_index=-1))
+    with torch.no_grad():
+        loss = ChunkedLinearCrossEntropy.apply(hidden, weight, torch.arange(4), 2)
+    assert loss.grad_fn is None
+
+
+def test_chunks_bound_the_logits_held_at_once():
+    assert chunk_rows(50_304) * 50_304 <= 1 << 27  # gpt_124m: 2,668 rows of 32,768 per chunk, 512 MiB in fp32
+    assert chunk_rows(4096) >= 8 * 256  # tiny_cpu's batch is one chunk (no slicing overhead on CPU)
