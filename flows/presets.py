@@ -76,7 +76,12 @@ PRESETS: dict[str, Callable[[], PipelineConfig]] = {"tiny_cpu": tiny_cpu, "gpt_1
 
 def get_preset(name: str) -> PipelineConfig:
     if name not in PRESETS:
-        raise KeyError(f"unknown preset {name!r}; choose one of {', '.join(sorted(PRESETS))}")
+        import difflib
+
+        close = difflib.get_close_matches(name, PRESETS, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise KeyError(f"unknown preset {name!r}{hint}; choose one of {', '.join(sorted(PRESETS))} (the functions "
+                       "in flows/presets.py), e.g. `lmforge run --preset tiny_cpu`")
     return PRESETS[name]()
 
 
