@@ -24,6 +24,7 @@ def embedded_environment() -> None:
     home = Path(os.environ.get("LMFORGE_HOME", ".lmforge")).resolve()
     os.environ.setdefault("LMFORGE_HOME", str(home))
     os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per model download is noise
     Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)  # Prefect creates only the last level
     from infra.servers import running
 
@@ -163,7 +164,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     from flows.retrain import RetrainConfig, retrain
 
     cfg = RetrainConfig(pipeline=resolved_config(args), from_scratch=args.from_scratch)
-    with prefect_run():
+    with quiet_console(args), prefect_run():
         result = retrain(cfg)
     print(result.model_dump_json(indent=2))
     return 0
@@ -175,14 +176,14 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         from tasks.finetune.classify import ClassifyConfig
 
         cfg = resolved_model_config(ClassifyConfig, args)
-        with prefect_run():
+        with quiet_console(args), prefect_run():
             version = finetune_classify(cfg)
     elif args.task == "generate":
         from tasks.finetune.gen_task import GenTaskConfig, gen_task
         from tasks.registry.resolve import base_ref
 
         cfg = resolved_model_config(GenTaskConfig, args)
-        with prefect_run():
+        with quiet_console(args), prefect_run():
             ref = gen_task(cfg, base_ref(args.base, tracking_config(args)))
         print(f"fine-tuned {ref.path}: {ref.metrics}")
         return 0
@@ -190,7 +191,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         from flows.finetune import FinetuneConfig, finetune
 
         cfg = resolved_model_config(FinetuneConfig, args)
-        with prefect_run():
+        with quiet_console(args), prefect_run():
             version = finetune(cfg)
     print(f"registered {version.model_uri} (alias {version.alias or 'none'})")
     return 0

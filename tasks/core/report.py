@@ -140,7 +140,8 @@ def mlflow_ui(tracking_uri: str) -> str:
 
 
 def mlflow_run_link(tracking_uri: str, run_id: str, experiment_id: str) -> str:
-    link = f"{mlflow_ui(tracking_uri)}/#/experiments/{experiment_id}/runs/{run_id}"
+    # MLflow 3's UI opens in its GenAI view unless the link asks for the model-training one.
+    link = f"{mlflow_ui(tracking_uri)}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
     if tracking_uri.startswith("http"):
         return link
     return f"[run {run_id}]({link}) in {tracking_uri} (served by `lmforge up`)"
