@@ -15,6 +15,7 @@ of on the console; `verbose=True` leaves the console untouched.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -181,7 +182,27 @@ def finish(stage: str, result: str, ok: bool = True) -> None:
         _display.finish(stage, result, ok)
 
 
+class FailedTaskWatcher(logging.Handler):
+    """Remembers the last Prefect task that logged an error: the stage a failure happened in, even when the
+    stage failed before it reported any progress."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.task: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        name = getattr(record, "task_name", None) or getattr(record, "task_run_name", None)
+        if name:
+            self.task = str(name)
+
+
+_failed = FailedTaskWatcher()
+
+
 def active_stage() -> str | None:
+    """The stage running now, or the Prefect task that last failed (for error messages)."""
+    if _failed.task:
+        return _failed.task
     return _display.active() if _display is not None else None
 
 
@@ -203,6 +224,8 @@ def console_session(log_file: Path, verbose: bool = False, interval_s: float = 3
     """
     global _display
     width = shutil.get_terminal_size().columns
+    _failed.task = None
+    logging.getLogger("prefect.task_runs").addHandler(_failed)
     if verbose:
         _display = Display(sys.stdout, sys.stdout.isatty(), interval_s, width)
         try:
@@ -210,6 +233,7 @@ def console_session(log_file: Path, verbose: bool = False, interval_s: float = 3
         finally:
             _display.close()
             _display = None
+            logging.getLogger("prefect.task_runs").removeHandler(_failed)
         return
     log_file.parent.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush()
@@ -230,6 +254,7 @@ def console_session(log_file: Path, verbose: bool = False, interval_s: float = 3
         finally:
             _display.close()
             _display = None
+            logging.getLogger("prefect.task_runs").removeHandler(_failed)
             sys.stdout.flush()
             sys.stderr.flush()
             os.dup2(saved[0], 1)
