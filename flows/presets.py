@@ -36,7 +36,7 @@ def tiny_cpu() -> PipelineConfig:
                 "max_seconds": 240,
                 "warmup_steps": 20,
                 "lr": 3e-3,
-                "eval_every": 0,
+                "eval_every": 100,  # val points for the training-curve figure (~2 s each)
                 "checkpoint_every": 250,
             },
             # The model card reports toxicity and PII found in completions of a fixed prompt set.
