@@ -130,9 +130,8 @@ def quiet_console(args: argparse.Namespace) -> Iterator[None]:
 
     log_file = lmforge_home() / "logs" / f"{args.command}-{time.strftime('%Y%m%d-%H%M%S')}.log"
     interval = float(os.environ.get("LMFORGE_PROGRESS_EVERY_S", "30"))
-    with progress.console_session(log_file, args.verbose, interval) as console:
+    with progress.console_session(log_file, args.verbose, interval, title=f"lmforge {args.command}") as console:
         if console.log_file:
-            print(f"lmforge {args.command}: one line per stage below; library logs go to {log_file}", file=console.out)
             args.log_file = log_file
         try:
             yield

@@ -216,8 +216,10 @@ class ConsoleSession:
 
 
 @contextmanager
-def console_session(log_file: Path, verbose: bool = False, interval_s: float = 30.0) -> Iterator[ConsoleSession]:
-    """Own the console for one command: progress lines on the real stdout, everything else to `log_file`.
+def console_session(log_file: Path, verbose: bool = False, interval_s: float = 30.0,
+                    title: str = "lmforge") -> Iterator[ConsoleSession]:
+    """Own the console for one command: progress lines on the real stdout, everything else to `log_file` (named
+    in the first line, `title: …`, written before the live lines start).
 
     The redirect is at the file-descriptor level so that child processes (datatrove workers, extraction pools)
     and C libraries write to the log too. With `verbose`, nothing is redirected or filtered; progress still shows.
@@ -245,6 +247,7 @@ def console_session(log_file: Path, verbose: bool = False, interval_s: float = 3
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
     os.close(log_fd)
+    out.write(f"{title}: one line per stage below; library logs go to {log_file}\n")
     with warnings.catch_warnings():
         for message, _why in KNOWN_WARNINGS:
             warnings.filterwarnings("ignore", message=message)
