@@ -54,6 +54,8 @@ class StageLine:
     eta_s: float | None = None
     result: str | None = None
     ok: bool = True
+    printed: int = 0  # periodic lines printed so far (non-terminal mode)
+    last_printed: str = ""
 
     def rate(self) -> float:
         return self.done / max(time.monotonic() - self.started, 1e-9)
@@ -149,12 +151,27 @@ class Display:
                 grid.add_row(Text(mark + line.name, style=style), bar, Text(line.detail()))
         return grid
 
+    def due(self, line: StageLine, now: float) -> bool:
+        """Whether `line` gets a periodic line now: every `interval_s` at first, then at doubling intervals
+        (30 s, 1 min, 1.5 min, 2.5 min, 4.5 min, …), so a slow machine cannot flood a log; never twice the same."""
+        next_at, gap = line.started, self.interval_s
+        for n in range(line.printed + 1):
+            next_at += gap
+            gap = self.interval_s * 2 ** max(0, n - 1)
+        return now >= next_at
+
     def tick(self) -> None:
-        while not self.stop.wait(self.interval_s):
+        while not self.stop.wait(min(1.0, self.interval_s)):
+            now, rows = time.monotonic(), []
             with self.lock:
-                rows = [line for line in self.lines.values() if line.result is None]
+                for line in self.lines.values():
+                    if line.result is None and self.due(line, now):
+                        line.printed += 1
+                        if line.detail() != line.last_printed:
+                            line.last_printed = line.detail()
+                            rows.append(line)
             for line in rows:
-                self.write(f"{clock(time.monotonic() - self.started):>6} {line.name:<9} {line.detail()}")
+                self.write(f"{clock(now - self.started):>6} {line.name:<9} {line.last_printed}")
 
     def write(self, text: str) -> None:
         self.stream.write(text + "\n")
