@@ -103,6 +103,12 @@ def test_uis_show_the_pipeline_run_its_charts_graph_and_model_card(demo_run, tmp
         run = mlflow.get_run(version.run_id)
         assert {a.path for a in mlflow.list_artifacts(run.info.run_id, "figures")} == {
             "figures/training_curve.png", "figures/data_funnel.png"}
+        import httpx
+
+        summary = httpx.post(f"{prefect}/api/artifacts/filter", timeout=30,
+                             json={"artifacts": {"key": {"any_": ["pipeline-summary"]}}}).json()
+        for name in ("training_curve.png", "data_funnel.png"):  # the Prefect summary links the figures
+            assert f"get-artifact?path=figures/{name}&run_uuid={run.info.run_id}" in summary[0]["data"]
         training_view = "?workflowType=machine_learning"  # MLflow 3's "Model training" view, as our links open it
         runs = f"{mlflow_url}/#/experiments/{experiment.experiment_id}/runs"
         run_page = f"{runs}/{run.info.run_id}"
