@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
 
 from infra.servers import ServersConfig, down, free_port, up
@@ -103,8 +104,6 @@ def test_uis_show_the_pipeline_run_its_charts_graph_and_model_card(demo_run, tmp
         run = mlflow.get_run(version.run_id)
         assert {a.path for a in mlflow.list_artifacts(run.info.run_id, "figures")} == {
             "figures/training_curve.png", "figures/data_funnel.png"}
-        import httpx
-
         summary = httpx.post(f"{prefect}/api/artifacts/filter", timeout=30,
                              json={"artifacts": {"key": {"any_": ["pipeline-summary"]}}}).json()
         for name in ("training_curve.png", "data_funnel.png"):  # the Prefect summary links the figures
