@@ -219,6 +219,8 @@ def run_serve(demo: DemoRun, command: str) -> None:
 
 
 def run_up(demo: DemoRun, command: str) -> None:
+    if (demo.home / "servers.json").exists():  # the README's blocks each start with `up`; one pair of servers
+        ok(demo, ".venv/bin/lmforge down")
     ports = (free_port(), free_port())
     done = ok(demo, f"{command} --prefect-port {ports[0]} --mlflow-port {ports[1]}")
     assert f"http://127.0.0.1:{ports[1]}" in done.stdout
@@ -229,22 +231,66 @@ def run_down(demo: DemoRun, command: str) -> None:
     assert "stopped" in ok(demo, command).stdout
 
 
-def run_serve_flows(demo: DemoRun, command: str) -> None:
-    state = json.loads((demo.home / "servers.json").read_text())  # `lmforge up` ran just before, as in the README
-    api = f"{state['prefect_url']}/api"
-    with background(demo, command) as process:
-        def deployed() -> bool:
-            found = httpx.post(f"{api}/deployments/filter", json={}, timeout=10).json()
-            return "pipeline" in {d["name"] for d in found}
+def prefect_api(demo: DemoRun) -> str:
+    """The API of the servers `lmforge up` started (the README runs `up` before the commands that need one)."""
+    if not (demo.home / "servers.json").exists():
+        run_up(demo, ".venv/bin/lmforge up")
+    return json.loads((demo.home / "servers.json").read_text())["prefect_url"] + "/api"
 
-        wait_for(deployed, process)
-    ok(demo, ".venv/bin/lmforge down")
+
+def deployed(api: str) -> set[str]:
+    return {d["name"] for d in httpx.post(f"{api}/deployments/filter", json={}, timeout=10).json()}
+
+
+def run_serve_flows(demo: DemoRun, command: str) -> None:
+    api = prefect_api(demo)
+    with background(demo, command) as process:
+        wait_for(lambda: "pipeline" in deployed(api), process)
+
+
+def in_checkout(demo: DemoRun, api: str) -> DemoRun:
+    """The README runs the `prefect` commands from the checkout (prefect.yaml) with PREFECT_API_URL set."""
+    env = {**demo.env, "PREFECT_API_URL": api, "LMFORGE_ROOT": str(ROOT)}
+    return DemoRun(ROOT, demo.home, demo.site, env, demo.stdout, demo.log_file)
+
+
+def run_prefect(demo: DemoRun, command: str) -> None:
+    api = prefect_api(demo)
+    ok(in_checkout(demo, api), command)
+    words = shlex.split(command)
+    if "work-pool" in words:
+        pool = words[words.index("create") + 1]
+        assert httpx.get(f"{api}/work_pools/{pool}", timeout=10).status_code == 200
+    else:  # deploy --all: the deployments of prefect.yaml
+        assert "pipeline" in deployed(api)
+
+
+def run_prefect_worker(demo: DemoRun, command: str) -> None:
+    api = prefect_api(demo)
+    pool = shlex.split(command)[shlex.split(command).index("--pool") + 1]
+    with background(in_checkout(demo, api), command) as process:
+        wait_for(lambda: httpx.post(f"{api}/work_pools/{pool}/workers/filter", json={}, timeout=10).json(), process)
+
+
+def run_up_postgres(demo: DemoRun, command: str) -> None:
+    """`lmforge up` on PostgreSQL: a throwaway cluster (tests/postgres_cluster.py) stands in for the `db` host."""
+    from postgres_cluster import PASSWORD, USER, postgres_cluster
+
+    if (demo.home / "servers.json").exists():
+        ok(demo, ".venv/bin/lmforge down")
+    with postgres_cluster() as pg:
+        run_up(demo, command.replace("lmforge:PW@db:5432", f"{USER}:{PASSWORD}@{pg.host}:{pg.port}"))
+        ok(demo, ".venv/bin/lmforge down")
+
+
+def run_up_any(demo: DemoRun, command: str) -> None:
+    (run_up_postgres if "postgresql" in command else run_up)(demo, command)
 
 
 HANDLERS: dict[str, Callable[[DemoRun, str], None]] = {
     "make demo": run_make,
     "make test": run_make,
-    "lmforge up": run_up,
+    "lmforge up": run_up_any,
     "lmforge down": run_down,
     "lmforge run": run_pipeline,
     "lmforge config": run_config,
@@ -256,6 +302,9 @@ HANDLERS: dict[str, Callable[[DemoRun, str], None]] = {
     "lmforge chat": run_chat,
     "lmforge export": run_export,
     "lmforge serve-flows": run_serve_flows,
+    "prefect work-pool": run_prefect,
+    "prefect": run_prefect,  # prefect --no-prompt deploy --all
+    "prefect worker": run_prefect_worker,
 }
 
 
@@ -284,9 +333,16 @@ def test_demo_output_is_one_screen(demo_run: DemoRun):
     assert "datatrove" in log and "Finished in state Completed" in log  # datatrove's and Prefect's INFO logs
 
 
+@pytest.fixture(scope="module")
+def servers_stopped_after(demo_run: DemoRun):
+    yield
+    if (demo_run.home / "servers.json").exists():
+        demo_run.sh(".venv/bin/lmforge down")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("command", COMMANDS)
-def test_readme_command_runs_as_written(demo_run: DemoRun, command: str):
+def test_readme_command_runs_as_written(demo_run: DemoRun, servers_stopped_after, command: str):
     if not (demo_run.cwd / "notes.txt").exists():
         write_user_files(demo_run)
     HANDLERS[command_key(command)](demo_run, command)
