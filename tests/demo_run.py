@@ -61,7 +61,7 @@ def demo_env(home: Path) -> dict[str, str]:
     """The environment of a user's shell: this session's Prefect server, stores and log level not inherited."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("PREFECT_", "MLFLOW_")) and k != "LMFORGE_HOME"}
-    return {**env, "LMFORGE_HOME": str(home), "LMFORGE_PROGRESS_EVERY_S": "2"}
+    return {**env, "LMFORGE_HOME": str(home), "LMFORGE_PROGRESS_EVERY_S": "1"}
 
 
 def run_tiny_demo(root: Path) -> DemoRun:

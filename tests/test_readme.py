@@ -326,7 +326,8 @@ def test_demo_output_is_one_screen(demo_run: DemoRun):
     assert len(lines) <= 60, demo_run.stdout
     for stage in ("crawl", "curate", "shard", "tokenize", "train", "evaluate", "register"):
         assert any(line.startswith("done") and f" {stage} " in line for line in lines), (stage, demo_run.stdout)
-    assert any(re.match(r"\s*\d+m?\d*s train\s+\d+/60 steps", line) for line in lines), demo_run.stdout  # periodic
+    # a periodic line (every LMFORGE_PROGRESS_EVERY_S=1 s here): curation alone takes longer than that
+    assert any(re.match(r"\s*\d+m?\d*s (crawl|curate|tokenize|train|evaluate) ", line) for line in lines), demo_run.stdout
     assert "val bits per byte" in demo_run.stdout
     assert f"Library logs of this run: {demo_run.log_file}" in demo_run.stdout
     log = demo_run.log_file.read_text()
