@@ -24,6 +24,7 @@ def embedded_environment() -> None:
     home = Path(os.environ.get("LMFORGE_HOME", ".lmforge")).resolve()
     os.environ.setdefault("LMFORGE_HOME", str(home))
     os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per model download is noise
     Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)  # Prefect creates only the last level
     from infra.servers import running
 
@@ -43,28 +44,58 @@ def add_config_arguments(parser: argparse.ArgumentParser, presets: bool = True) 
     )
 
 
-def config_error(error: Exception) -> SystemExit:
-    print(f"lmforge: invalid config: {error}", file=sys.stderr)
+def config_error(error: Exception, model_type=None) -> SystemExit:
+    from flows.errors import config_message
+
+    print(f"lmforge: {config_message(error, model_type)}", file=sys.stderr)
     return SystemExit(2)
 
 
 def resolved_config(args: argparse.Namespace):
     """The pipeline config the command runs with; a mistake in it ends the command with a message."""
+    import yaml
+
+    from flows.config import PipelineConfig
     from flows.presets import load_config
 
     try:
         return load_config(args.preset, args.config, args.overrides)
-    except (ValueError, FileNotFoundError, KeyError) as error:  # pydantic's ValidationError is a ValueError
-        raise config_error(error) from None
+    except (ValueError, FileNotFoundError, KeyError, yaml.YAMLError) as error:  # ValidationError is a ValueError
+        raise config_error(error, PipelineConfig) from None
+
+
+def own_overrides(model_type, overrides: list[str]) -> list[str]:
+    """The `--set` overrides meant for `model_type`: all of them, less `tracking.…` when it has no tracking section
+    (those configure where the model is looked up, see `tracking_config`)."""
+    if "tracking" in model_type.model_fields:
+        return list(overrides)
+    return [o for o in overrides if not o.strip().startswith("tracking.")]
 
 
 def resolved_model_config(model_type, args: argparse.Namespace):
+    import yaml
+
     from flows.config import apply_sources
 
     try:
-        return apply_sources(model_type, model_type().model_dump(mode="json"), args.config, args.overrides)
-    except (ValueError, FileNotFoundError, KeyError) as error:
-        raise config_error(error) from None
+        return apply_sources(
+            model_type, model_type().model_dump(mode="json"), args.config, own_overrides(model_type, args.overrides)
+        )
+    except (ValueError, FileNotFoundError, KeyError, yaml.YAMLError) as error:
+        raise config_error(error, model_type) from None
+
+
+def tracking_config(args: argparse.Namespace):
+    """The MLflow store model commands read from: the defaults plus any `--set tracking.…` overrides. A model
+    command's other overrides belong to its own config (EvalConfig, GenTaskConfig), never to the pipeline's."""
+    from flows.config import apply_sources
+    from tasks.core.tracking import TrackingConfig
+
+    keys = [o.strip().removeprefix("tracking.") for o in args.overrides if o.strip().startswith("tracking.")]
+    try:
+        return apply_sources(TrackingConfig, {}, None, keys)
+    except ValueError as error:
+        raise config_error(error, TrackingConfig) from None
 
 
 @contextmanager
@@ -86,13 +117,41 @@ def prefect_run() -> Iterator[None]:
             EventsWorker.drain_all(timeout=10)
 
 
+@contextmanager
+def quiet_console(args: argparse.Namespace) -> Iterator[None]:
+    """Live stage lines on the console, library logs in `$LMFORGE_HOME/logs/<command>-<time>.log` (named at the
+    start and the end); `--verbose` keeps everything on the console. A failure's traceback goes to the log, and
+    the stage it happened in is remembered for the error message (see `main`)."""
+    import time
+    import traceback
+
+    from tasks.core import progress
+    from tasks.core.artifacts import lmforge_home
+
+    log_file = lmforge_home() / "logs" / f"{args.command}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    interval = float(os.environ.get("LMFORGE_PROGRESS_EVERY_S", "30"))
+    with progress.console_session(log_file, args.verbose, interval, title=f"lmforge {args.command}") as console:
+        if console.log_file:
+            args.log_file = log_file
+        try:
+            yield
+        except Exception:
+            args.failed_stage = progress.active_stage()
+            if args.failed_stage:
+                progress.finish(args.failed_stage, "failed", ok=False)
+            traceback.print_exc()  # into the log file (or the console with --verbose)
+            raise
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = resolved_config(args)
     from flows.pipeline import pipeline
 
-    with prefect_run():
+    with quiet_console(args), prefect_run():
         summary = pipeline(cfg)
     print("\nlmforge pipeline finished\n" + summary.table())
+    if getattr(args, "log_file", None):
+        print(f"Library logs of this run: {args.log_file}")
     print(
         "\nInspect it in the UIs: `.venv/bin/lmforge up` starts the Prefect UI (http://127.0.0.1:4200) and the"
         "\nMLflow UI (http://127.0.0.1:5000) on this run's stores; `.venv/bin/lmforge down` stops them."
@@ -104,7 +163,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     from flows.retrain import RetrainConfig, retrain
 
     cfg = RetrainConfig(pipeline=resolved_config(args), from_scratch=args.from_scratch)
-    with prefect_run():
+    with quiet_console(args), prefect_run():
         result = retrain(cfg)
     print(result.model_dump_json(indent=2))
     return 0
@@ -116,22 +175,22 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         from tasks.finetune.classify import ClassifyConfig
 
         cfg = resolved_model_config(ClassifyConfig, args)
-        with prefect_run():
+        with quiet_console(args), prefect_run():
             version = finetune_classify(cfg)
     elif args.task == "generate":
         from tasks.finetune.gen_task import GenTaskConfig, gen_task
         from tasks.registry.resolve import base_ref
 
         cfg = resolved_model_config(GenTaskConfig, args)
-        with prefect_run():
-            ref = gen_task(cfg, base_ref(args.base, resolved_config(args).tracking))
+        with quiet_console(args), prefect_run():
+            ref = gen_task(cfg, base_ref(args.base, tracking_config(args)))
         print(f"fine-tuned {ref.path}: {ref.metrics}")
         return 0
     else:
         from flows.finetune import FinetuneConfig, finetune
 
         cfg = resolved_model_config(FinetuneConfig, args)
-        with prefect_run():
+        with quiet_console(args), prefect_run():
             version = finetune(cfg)
     print(f"registered {version.model_uri} (alias {version.alias or 'none'})")
     return 0
@@ -149,7 +208,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg = resolved_model_config(EvalConfig, args)
     with tempfile.TemporaryDirectory(prefix="lmforge-eval-") as tmp:
         device = str(resolve_device(cfg.device))
-        model, tokenizer, _ = load_model(resolve_checkpoint(args.model, Path(tmp), resolved_config(args).tracking), device)
+        model, tokenizer, _ = load_model(resolve_checkpoint(args.model, Path(tmp), tracking_config(args)), device)
         result = evaluate_model(model, tokenizer, cfg, None, device)
     print(json.dumps({"metrics": result["metrics"], "samples": result["samples"]}, indent=2))
     return 0
@@ -158,7 +217,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from tasks.registry.export import export_hf
 
-    out = export_hf(args.model, Path(args.out), tracking=resolved_config(args).tracking)
+    out = export_hf(args.model, Path(args.out), tracking=tracking_config(args))
     print(f"exported {args.model} to {out} (Hugging Face format)")
     return 0
 
@@ -171,23 +230,26 @@ def serve_config(args: argparse.Namespace):
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from infra.servers import ensure_port_free
     from tasks.serve.serve import serve
 
-    serve(serve_config(args), resolved_config(args).tracking)
+    ensure_port_free(args.host, args.port, "the chat API", f"lmforge serve --port {args.port + 1}")
+
+    serve(serve_config(args), tracking_config(args))
     return 0
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
     from tasks.serve.serve import chat_repl, load_engine
 
-    chat_repl(load_engine(serve_config(args), resolved_config(args).tracking), system=args.system)
+    chat_repl(load_engine(serve_config(args), tracking_config(args)), system=args.system)
     return 0
 
 
 def cmd_lineage(args: argparse.Namespace) -> int:
     from tasks.registry.lineage import lineage, training_urls
 
-    found = lineage(resolved_config(args).tracking, args.name, args.alias)
+    found = lineage(tracking_config(args), args.name, args.alias)
     if found is None:
         print(f"no version of {args.name} holds alias {args.alias}", file=sys.stderr)
         return 1
@@ -236,10 +298,13 @@ def cmd_serve_flows(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lmforge", description="From the open web to a chat language model.")
+    parser.add_argument("--verbose", "-v", action="store_true", help="show library logs, warnings and tracebacks")
     commands = parser.add_subparsers(dest="command", required=True)
 
     def command(name: str, handler, help: str, config: bool = True, presets: bool = True) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help)
+        sub.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS,
+                         help="show library logs, warnings and tracebacks on the console")
         if config:
             add_config_arguments(sub, presets)
         sub.set_defaults(handler=handler)
@@ -299,7 +364,16 @@ def main(argv: list[str] | None = None) -> int:
     # Commands without config flags still resolve the default config (e.g. for the MLflow tracking URI).
     for name, default in (("preset", "tiny_cpu"), ("config", None), ("overrides", [])):
         args.__dict__.setdefault(name, default)
-    return args.handler(args)
+    try:
+        return args.handler(args)
+    except Exception as error:
+        if args.verbose:
+            raise
+        from flows.errors import explain
+
+        print(explain(error, args.command, getattr(args, "failed_stage", None), getattr(args, "log_file", None)),
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -89,7 +89,8 @@ def apply_sources(
     if config_file is not None:
         if not Path(config_file).exists():
             raise FileNotFoundError(f"config file {config_file} does not exist")
-        loaded = yaml.safe_load(Path(config_file).read_text()) or {}
+        with open(config_file, encoding="utf-8") as stream:  # a stream, so YAML errors name the file
+            loaded = yaml.safe_load(stream) or {}
         if not isinstance(loaded, dict):
             raise ValueError(f"config file {config_file} must hold a mapping of sections, got {type(loaded).__name__}")
         data = merge_into(model_type, data, loaded)

@@ -36,7 +36,7 @@ def tiny_cpu() -> PipelineConfig:
                 "max_seconds": 240,
                 "warmup_steps": 20,
                 "lr": 3e-3,
-                "eval_every": 0,
+                "eval_every": 100,  # val points for the training-curve figure (~2 s each)
                 "checkpoint_every": 250,
             },
             # The model card reports toxicity and PII found in completions of a fixed prompt set.
@@ -76,7 +76,12 @@ PRESETS: dict[str, Callable[[], PipelineConfig]] = {"tiny_cpu": tiny_cpu, "gpt_1
 
 def get_preset(name: str) -> PipelineConfig:
     if name not in PRESETS:
-        raise KeyError(f"unknown preset {name!r}; choose one of {', '.join(sorted(PRESETS))}")
+        import difflib
+
+        close = difflib.get_close_matches(name, PRESETS, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise KeyError(f"unknown preset {name!r}{hint}; choose one of {', '.join(sorted(PRESETS))} (the functions "
+                       "in flows/presets.py), e.g. `lmforge run --preset tiny_cpu`")
     return PRESETS[name]()
 
 

@@ -166,9 +166,31 @@ def running() -> ServerState | None:
     return state if all(pid_alive(pid) for pid in state.pids.values()) else None
 
 
+class PortInUseError(OSError):
+    """A port lmforge wants is held by another program; the message names the port and the flag that moves it."""
+
+    newcomer_message = True  # flows.errors prints the message as it is, without a traceback
+
+
+def ensure_port_free(host: str, port: int, what: str, flag: str) -> None:
+    """Fail before starting a server whose port is taken, instead of a server dying with a bind error in its log."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: TIME_WAIT is no conflict
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise PortInUseError(
+                f"port {port} on {host} ({what}) is already in use ({exc.strerror}): another program holds it, or "
+                f"servers started by `lmforge up` for another LMFORGE_HOME. Stop that program (`lmforge down` stops "
+                f"ours; `ss -ltnp 'sport = :{port}'` shows who holds it) or pick a free port: {flag}"
+            ) from None
+
+
 def up(cfg: ServersConfig) -> ServerState:
     if (state := running()) is not None:
         return state
+    ensure_port_free(cfg.host, cfg.prefect_port, "Prefect UI", f"lmforge up --prefect-port {cfg.prefect_port + 1}")
+    ensure_port_free(cfg.host, cfg.mlflow_port, "MLflow UI", f"lmforge up --mlflow-port {cfg.mlflow_port + 1}")
     home = lmforge_home()
     logs = home / "logs"
     for url, field in ((cfg.prefect_database_url, "prefect_database_url"),

@@ -53,3 +53,11 @@ def no_global_mlflow_uri():
         mlflow.set_registry_uri(None)
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     os.environ.pop("MLFLOW_REGISTRY_URI", None)
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory):
+    """One tiny pipeline run through the real CLI (tests/demo_run.py), shared by the README and UI tests."""
+    from demo_run import run_tiny_demo
+
+    return run_tiny_demo(tmp_path_factory.mktemp("demo"))

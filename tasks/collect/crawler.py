@@ -22,6 +22,7 @@ from tasks.collect.fetch import Fetcher, FetchLimits, FetchResult
 from tasks.collect.output import BatchWriter
 from tasks.collect.politeness import Politeness
 from tasks.collect.state import CrawlState, Finished
+from tasks.core import progress
 
 if TYPE_CHECKING:
     from tasks.collect.config import CrawlConfig
@@ -118,6 +119,8 @@ class Crawler:
             try:
                 finished = await self._process(item)
                 self.state.finish(self.crawl_id, [finished])
+                self.processed = getattr(self, "processed", 0) + 1  # the console's live line (tasks.core.progress)
+                progress.update("crawl", done=self.processed, total=self.processed + self.queue.qsize(), unit="pages")
                 self.since_flush += 1
                 if self.since_flush >= self.cfg.flush_every:
                     self.writer.flush()  # files first, then the commit that marks their URLs done

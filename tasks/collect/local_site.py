@@ -70,8 +70,10 @@ def serve_local_site(cfg: LocalSiteConfig) -> Iterator[str]:
         if "/" in prefix.strip("/") or not prefix.strip("/"):
             raise ValueError(f"local_site.roots: prefix {prefix!r} must be one path segment like 'python'")
         if not Path(directory).is_dir():
-            raise FileNotFoundError(f"local_site.roots[{prefix!r}]: {directory} is not a directory; install the "
-                                    "demo corpus (make corpus) or point the prefix at a folder of HTML files")
+            raise FileNotFoundError(f"crawl.local_site.roots[{prefix!r}]: {directory} is not a directory. The demo "
+                                    "corpus comes from Debian packages: `make corpus` installs them (needs apt-get and "
+                                    "root or sudo); without apt, crawl your own HTML instead: --set "
+                                    "'crawl.local_site.roots={site: /path/to/html}' (README, Crawl)")
         roots[prefix.strip("/")] = Path(directory).resolve()
     try:
         server = ThreadingHTTPServer((cfg.host, cfg.port), partial(_Handler, roots=roots))

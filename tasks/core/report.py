@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from prefect import task
 from pydantic import BaseModel
 
-from tasks.core import tracking
+from tasks.core import progress, tracking
 from tasks.core.artifacts import CheckpointRef, DocSet, EvalReport, ModelVersionRef, ShardSet, StageRef, TokenSet
 from tasks.core.tracking import TrackingConfig
 
@@ -73,12 +74,54 @@ def stage_rows(stats: dict[str, Any]) -> list[dict[str, str]]:
     return [{"metric": key, "value": f"{value:g}"} for key, value in tracking.numeric_stats(stats).items()]
 
 
+def stage_result(stage: str, ref: StageRef) -> str:
+    """A finished stage in one line, for the console (tasks.core.progress)."""
+    stats = ref.manifest().get("stats", {})
+    if stage == "crawl":
+        outcomes, timing = stats.get("outcomes", {}), stats.get("timing", {})
+        return (f"{outcomes.get('fetched', 0)} pages fetched, {outcomes.get('not_modified', 0)} unchanged → "
+                f"{stats.get('n_docs', 0)} documents ({timing.get('pages_per_s', 0)} pages/s)")
+    if stage == "curate":
+        return (f"{stats.get('docs_in', 0):,.0f} → {stats.get('docs_out', 0):,.0f} documents, "
+                f"{stats.get('tokens_out', 0):,.0f} words kept")
+    if isinstance(ref, ShardSet):
+        return f"{len(ref.files)} Parquet shards, {ref.n_docs} documents, {ref.n_bytes / 1e6:.1f} MB"
+    if isinstance(ref, TokenSet):
+        return f"{ref.n_train_tokens:,} train / {ref.n_val_tokens:,} val tokens, vocabulary {ref.vocab_size}"
+    if isinstance(ref, CheckpointRef):
+        return (f"{ref.step} steps, {ref.tokens_seen:,} tokens, train loss {ref.final_train_loss:.3f}, "
+                f"val loss {stats.get('val_loss', float('nan')):.3f}, {stats.get('tokens_per_s', 0):,.0f} tok/s")
+    if isinstance(ref, EvalReport):
+        metrics = ref.metrics
+        return f"val loss {metrics.get('val_loss', float('nan')):.4f}, {metrics.get('val_bpb', float('nan')):.3f} bits/byte"
+    return f"done: {ref.path}"
+
+
+def stage_figures(stage: str, ref: StageRef, dest: Path) -> list[Path]:
+    """The pictures of a finished stage (tasks.core.figures): the training curve, the curation funnel."""
+    from tasks.core import figures
+
+    stats = ref.manifest().get("stats", {})
+    if isinstance(ref, CheckpointRef) and (ref.dir / "log.jsonl").exists() and ref.step:
+        return [figures.training_curve(ref.dir / "log.jsonl", ref.tokens_seen / ref.step, dest / "training_curve.png")]
+    if stage == "curate" and stats.get("steps"):
+        return [figures.data_funnel(stats, dest / "data_funnel.png")]
+    return []
+
+
 @task(name="track-stage", retries=2, retry_delay_seconds=2)
 def track_stage(cfg: TrackingConfig, run_id: str, stage: str, ref: StageRef) -> None:
-    """Log a finished stage to MLflow and show its statistics as a Prefect table artifact."""
+    """Log a finished stage to MLflow (its pictures under `figures/`), show its statistics as a Prefect table
+    artifact, and end its console line with a one-line result."""
+    import tempfile
+
     from prefect.artifacts import create_table_artifact
 
     tracking.log_stage(cfg, run_id, stage, ref)
+    with tempfile.TemporaryDirectory(prefix="lmforge-figures-") as tmp:
+        for png in stage_figures(stage, ref, Path(tmp)):
+            tracking.client(cfg).log_artifact(run_id, str(png), artifact_path="figures")
+    progress.finish(stage, stage_result(stage, ref))
     manifest = ref.manifest()
     rows = stage_rows(manifest.get("stats", {}))
     if rows:
@@ -87,10 +130,27 @@ def track_stage(cfg: TrackingConfig, run_id: str, stage: str, ref: StageRef) -> 
         )
 
 
+# Where the MLflow UI of a local store is served: `lmforge up` starts it on this address by default.
+LOCAL_MLFLOW_UI = "http://127.0.0.1:5000"
+FIGURES = {"training_curve.png": "Training curve", "data_funnel.png": "Data funnel"}
+
+
+def mlflow_ui(tracking_uri: str) -> str:
+    return tracking_uri.rstrip("/") if tracking_uri.startswith("http") else LOCAL_MLFLOW_UI
+
+
 def mlflow_run_link(tracking_uri: str, run_id: str, experiment_id: str) -> str:
+    # MLflow 3's UI opens in its GenAI view unless the link asks for the model-training one.
+    link = f"{mlflow_ui(tracking_uri)}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
     if tracking_uri.startswith("http"):
-        return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
-    return f"run {run_id} in {tracking_uri} (open it with `lmforge up`, then http://127.0.0.1:5000)"
+        return link
+    return f"[run {run_id}]({link}) in {tracking_uri} (served by `lmforge up`)"
+
+
+def figure_links(tracking_uri: str, run_id: str, logged: list[str]) -> list[str]:
+    """Markdown images of the run's figures, served by the MLflow server's artifact endpoint."""
+    return [f"![{FIGURES[name]}]({mlflow_ui(tracking_uri)}/get-artifact?path=figures/{name}&run_uuid={run_id})"
+            for name in FIGURES if f"figures/{name}" in logged]
 
 
 @task(name="summarize")
@@ -122,15 +182,20 @@ def summarize(
         ("MLflow model", f"{version.model_uri} (@{version.alias})"),
     ]
     summary = PipelineSummary(rows=rows, mlflow_run_id=run_id, model_uri=version.model_uri, tracking_uri=cfg.uri())
-    experiment = tracking.client(cfg).get_run(run_id).info.experiment_id
+    mlflow_client = tracking.client(cfg)
+    experiment = mlflow_client.get_run(run_id).info.experiment_id
+    logged = [item.path for item in mlflow_client.list_artifacts(run_id, "figures")]
     samples = "\n".join(f"- `{sample[:200]!r}`" for sample in report.samples[:3])
     create_markdown_artifact(
         key="pipeline-summary",
         markdown="\n".join(
             ["# lmforge pipeline run", "", "| | |", "|---|---|"]
             + [f"| {label} | {value} |" for label, value in rows]
-            + ["", f"MLflow: {mlflow_run_link(cfg.uri(), run_id, experiment)}", "", "Samples:", samples]
+            + ["", f"MLflow: {mlflow_run_link(cfg.uri(), run_id, experiment)}", ""]
+            + figure_links(cfg.uri(), run_id, logged)
+            + ["", "Samples:", samples]
         ),
         description="Headline numbers of this pipeline run",
     )
+    progress.finish("register", f"{version.model_uri} (@{version.alias})")
     return summary

@@ -48,12 +48,20 @@ def client(cfg: TrackingConfig):
     return MlflowClient(tracking_uri=cfg.uri(), registry_uri=cfg.uri())
 
 
+# MLflow 3's UI files an experiment by this tag: without it, a run with logged models opens under "GenAI";
+# `custom_model_development` is the model-training view (runs, charts, registered models).
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def experiment_id(cfg: TrackingConfig) -> str:
     mlflow_client = client(cfg)
     experiment = mlflow_client.get_experiment_by_name(cfg.experiment)
-    if experiment is not None:
-        return experiment.experiment_id
-    return mlflow_client.create_experiment(cfg.experiment, artifact_location=cfg.artifact_root())
+    if experiment is None:
+        return mlflow_client.create_experiment(cfg.experiment, artifact_location=cfg.artifact_root(), tags=EXPERIMENT_KIND)
+    for key, value in EXPERIMENT_KIND.items():  # an experiment made before the tag existed, or by hand
+        if key not in experiment.tags:
+            mlflow_client.set_experiment_tag(experiment.experiment_id, key, value)
+    return experiment.experiment_id
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, str]:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from tasks.core import progress
 from tasks.core.executors import run_pipeline
 from tasks.curate.config import HEURISTIC_STEPS, CurateConfig, heuristic_kwargs
 
@@ -74,6 +75,8 @@ def build_and_run(cfg: CurateConfig, out: Path, n_in: int, index_root: Path) -> 
     seconds: dict[str, float] = {}
 
     def run(name: str, labelled: list[tuple[str | None, Any]], **kw) -> list[dict[str, float]]:
+        kept = f"{steps_out[next(reversed(steps_out))]['docs_out']:,.0f} docs so far · " if steps_out else ""
+        progress.update("curate", note=f"{kept}running datatrove pipeline {len(seconds) + 1} ({name})")
         stats = run_pipeline([s for _, s in labelled], name=name, logging_dir=logs / name, **{**common, **kw})
         seconds[name] = round(sum(s.get("seconds", 0.0) for s in stats), 3)
         for (label, _), st in zip(labelled, stats):

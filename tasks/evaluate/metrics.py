@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from tasks.core import progress
 from tasks.core.artifacts import TokenSet
 from tasks.evaluate.config import EvalConfig
 
@@ -33,6 +34,7 @@ def score_stream(model: Any, stream: np.ndarray, skip_id: int, seq_len: int, bat
     starts = list(range(0, max(1, len(stream) - 1), seq_len))
     total, count = 0.0, 0
     for b in range(0, len(starts), batch_size):
+        progress.update("evaluate", done=b // batch_size, total=-(-len(starts) // batch_size), unit="batches")
         rows = [np.asarray(stream[s : s + seq_len + 1], dtype=np.int64) for s in starts[b : b + batch_size]]
         width = max(len(r) for r in rows) - 1
         x = torch.zeros((len(rows), width), dtype=torch.long)

@@ -18,6 +18,7 @@ from pathlib import Path
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
+from tasks.core import progress
 from tasks.core.artifacts import ShardSet, TokenSet, finish_stage, load_done, reset_dir, stage_dir
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -124,6 +125,7 @@ def run_tokenize(cfg: TokenizeConfig, shards: ShardSet, out: Path) -> TokenSet:
         val_override = min(all_ids, key=lambda i: _doc_hash(i, cfg))
 
     t_train = time.time()
+    progress.update("tokenize", done=0, total=len(all_ids), unit="docs", note="training the BPE tokenizer")
     if cfg.tokenizer_file is not None:
         if not Path(cfg.tokenizer_file).is_file():
             raise FileNotFoundError(f"tokenize.tokenizer_file {cfg.tokenizer_file} does not exist")
@@ -135,15 +137,23 @@ def run_tokenize(cfg: TokenizeConfig, shards: ShardSet, out: Path) -> TokenSet:
 
     t_enc = time.time()
     jobs = [(p, out / TOKENIZER_FILE, i, cfg.model_dump(), out, val_override) for i, p in enumerate(shard_paths)]
+    n_docs = 0
+
+    def encoded(stats: dict[str, int]) -> dict[str, int]:  # one shard done: the console's live line
+        nonlocal n_docs
+        n_docs += stats["train_docs"] + stats["val_docs"]
+        progress.update("tokenize", done=n_docs, total=len(all_ids), unit="docs", note="encoding")
+        return stats
+
     workers = min(cfg.workers or os.cpu_count() or 1, len(jobs))
     if workers > 1:
         import multiprocessing
 
         # spawn, not fork: the tokenizer's Rust thread pool is already running in this process
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            per_shard = list(pool.map(_encode_shard, jobs))
+            per_shard = [encoded(stats) for stats in pool.map(_encode_shard, jobs)]
     else:
-        per_shard = [_encode_shard(job) for job in jobs]
+        per_shard = [encoded(_encode_shard(job)) for job in jobs]
     t_enc = time.time() - t_enc
 
     totals = {key: sum(s[key] for s in per_shard) for key in per_shard[0]}

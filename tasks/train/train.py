@@ -24,6 +24,7 @@ from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.gpt import ModelConfig
+from tasks.core import progress
 from tasks.core.artifacts import CheckpointRef, TokenSet, finish_stage, load_done, stage_dir
 from tasks.train.helpers import NO_STEP, MetricLog, Tracking, evaluate_loss, load_optimizer_states, max_rss_gib
 
@@ -315,6 +316,11 @@ def run_train(cfg: TrainConfig, tokens: TokenSet, out: Path, tracking: Tracking 
                     **mem,
                 )
                 bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tokens_per_s:,.0f}")
+                if cfg.progress and info.is_main:  # the console's live line (tasks.core.progress)
+                    left = (cfg.max_steps - step) * train_seconds / max(step - start_step, 1)
+                    progress.update("train", done=step, total=cfg.max_steps, unit="steps",
+                                    note=f"loss {loss_value:.3f} · {tokens_per_s:,.0f} tok/s",
+                                    eta_s=min(left, cfg.max_seconds - train_seconds) if cfg.max_seconds else left)
             bar.update(1)
             if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.max_steps:
                 val_loss = evaluate_loss(wrapped, val_files, B, T, cfg.eval_batches, device, amp_ctx)

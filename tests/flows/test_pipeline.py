@@ -5,29 +5,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from demo_run import SCALED_DOWN
 from tiny_corpus import write_site
 
 from flows.presets import load_config
 from tasks.core.schema import SHARD_SCHEMA
-
-SCALED_DOWN = [
-    "crawl.local_site.port=0",
-    "curate.tasks=1",
-    "curate.workers=1",
-    "tokenize.vocab_size=512",
-    "train.model.n_layer=2",
-    "train.model.n_embd=64",
-    "train.model.n_head=2",
-    "train.model.n_kv_head=2",
-    "train.model.seq_len=64",
-    "train.batch_size=8",
-    "train.max_steps=60",
-    "train.warmup_steps=5",
-    "train.eval_every=0",
-    "train.checkpoint_every=0",
-    "train.progress=false",
-    "evaluate.max_new_tokens=8",
-]
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
 
 from infra.servers import ServersConfig, down, free_port, up
@@ -79,3 +80,51 @@ def test_uis_show_deployment_and_model_alias(lmforge_home: Path, tmp_path: Path,
     assert "champion" in mlflow_dom
     assert (shots / "prefect-deployments.png").stat().st_size > 10_000
     assert (shots / "mlflow-model.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium package (make setup installs it)")
+def test_uis_show_the_pipeline_run_its_charts_graph_and_model_card(demo_run, tmp_path: Path):
+    """The shared tiny pipeline run (tests/demo_run.py) as a newcomer opens it after `lmforge up`: the MLflow run in
+    the model-training view with its figures and metric charts, the Prefect flow-run graph, the model version with
+    its card. Screenshots: docs/screenshots/ is refreshed from these (LMFORGE_SCREENSHOTS=docs/screenshots)."""
+    from mlflow.tracking import MlflowClient
+
+    shots = Path(os.environ.get("LMFORGE_SCREENSHOTS", tmp_path / "screenshots"))
+    shots.mkdir(parents=True, exist_ok=True)
+    prefect_port, mlflow_port = free_port(), free_port()
+    up_done = demo_run.sh(f".venv/bin/lmforge up --prefect-port {prefect_port} --mlflow-port {mlflow_port}")
+    assert up_done.returncode == 0, up_done.stderr
+    prefect, mlflow_url = f"http://127.0.0.1:{prefect_port}", f"http://127.0.0.1:{mlflow_port}"
+    try:
+        mlflow = MlflowClient(tracking_uri=mlflow_url, registry_uri=mlflow_url)
+        experiment = mlflow.get_experiment_by_name("lmforge")
+        assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the training view
+        version = mlflow.get_model_version_by_alias("lmforge", "champion")
+        run = mlflow.get_run(version.run_id)
+        assert {a.path for a in mlflow.list_artifacts(run.info.run_id, "figures")} == {
+            "figures/training_curve.png", "figures/data_funnel.png"}
+        summary = httpx.post(f"{prefect}/api/artifacts/filter", timeout=30,
+                             json={"artifacts": {"key": {"any_": ["pipeline-summary"]}}}).json()
+        for name in ("training_curve.png", "data_funnel.png"):  # the Prefect summary links the figures
+            assert f"get-artifact?path=figures/{name}&run_uuid={run.info.run_id}" in summary[0]["data"]
+        training_view = "?workflowType=machine_learning"  # MLflow 3's "Model training" view, as our links open it
+        runs = f"{mlflow_url}/#/experiments/{experiment.experiment_id}/runs"
+        run_page = f"{runs}/{run.info.run_id}"
+        pages = {
+            "mlflow-runs.png": ("tiny_cpu", f"{runs}{training_view}"),
+            "mlflow-run.png": ("train/loss", f"{run_page}{training_view}"),
+            "mlflow-training-curve.png": ("training_curve.png",
+                                          f"{run_page}/artifacts/figures/training_curve.png{training_view}"),
+            "mlflow-data-funnel.png": ("data_funnel.png", f"{run_page}/artifacts/figures/data_funnel.png{training_view}"),
+            "prefect-flow-run.png": (run.data.tags["prefect.flow_run_name"],
+                                     f"{prefect}/runs/flow-run/{run.data.tags['prefect.flow_run_id']}"),
+            "mlflow-model-version.png": ("Data provenance",
+                                         f"{mlflow_url}/#/models/lmforge/versions/{version.version}{training_view}"),
+        }
+        doms = {name: render_showing(text, url, shots / name, tmp_path / name) for name, (text, url) in pages.items()}
+    finally:
+        demo_run.sh(".venv/bin/lmforge down")
+    for name, (text, _) in pages.items():
+        assert text in doms[name], name
+        assert (shots / name).stat().st_size > 10_000, name
