@@ -283,6 +283,12 @@ def run_up_postgres(demo: DemoRun, command: str) -> None:
         ok(demo, ".venv/bin/lmforge down")
 
 
+def run_bench(demo: DemoRun, command: str) -> None:
+    """Benchmarks read ../shared/data, which a fresh machine lacks: the script must start and parse its options."""
+    done = ok(DemoRun(ROOT, demo.home, demo.site, demo.env, demo.stdout, demo.log_file), f"{command} --help")
+    assert "usage:" in done.stdout
+
+
 def run_up_any(demo: DemoRun, command: str) -> None:
     (run_up_postgres if "postgresql" in command else run_up)(demo, command)
 
@@ -305,6 +311,7 @@ HANDLERS: dict[str, Callable[[DemoRun, str], None]] = {
     "prefect work-pool": run_prefect,
     "prefect": run_prefect,  # prefect --no-prompt deploy --all
     "prefect worker": run_prefect_worker,
+    "python bench/extract.py": run_bench,
 }
 
 
