@@ -25,7 +25,7 @@ FAST_PASS_DROPS = ("nav", "footer", "aside")
 # The fast result is trusted unless it is shorter than this (characters) or has no paragraph text: the pages where
 # trafilatura's comparison with readability and jusText changes the outcome are nearly all among those.
 COMPARE_BELOW_CHARS = 1000
-_OPTIONS = {"include_comments": False, "include_tables": True, "include_formatting": False, "deduplicate": False}
+_EXTRACTOR_OPTIONS = {"comments": False, "tables": True, "formatting": False, "dedup": False}
 
 
 @functools.cache
@@ -94,18 +94,43 @@ def main_text(tree: HtmlElement, url: str, full_tree: Callable[[], HtmlElement |
     """trafilatura's main text: fast mode on `tree` less `FAST_PASS_DROPS`, then, when that result is short or has
     no paragraph text (or always, with `always_compare`), the full readability/jusText comparison on `full_tree()`,
     a fresh tree: the fast pass changed `tree`, and a copy made up front would cost every page what few need."""
-    import trafilatura
     from lxml import etree
 
-    doc = None
+    body, text = None, ""
     if not always_compare:
         etree.strip_elements(tree, *FAST_PASS_DROPS, with_tail=False)
-        doc = trafilatura.bare_extraction(tree, url=url, fast=True, **_OPTIONS)
-    if doc is None or _doubtful(doc.body, doc.text or ""):
+        body, text = _sequence(tree, url, fast=True)
+    if body is None or _doubtful(body, text):
         fresh = full_tree()
         if fresh is not None:
-            doc = trafilatura.bare_extraction(fresh, url=url, fast=False, **_OPTIONS) or doc
-    return (doc.text or "").strip() if doc is not None else ""
+            full_body, full_text = _sequence(fresh, url, fast=False)
+            if full_body is not None:
+                body, text = full_body, full_text
+    if body is None:
+        return ""
+    from trafilatura.xml import xmltotxt
+
+    return xmltotxt(body, False).strip()
+
+
+@functools.cache
+def _extractor(fast: bool):  # type: ignore[no-untyped-def]
+    from trafilatura.settings import Extractor
+
+    return Extractor(output_format="python", fast=fast, **_EXTRACTOR_OPTIONS)
+
+
+def _sequence(tree: HtmlElement, url: str, fast: bool) -> tuple[HtmlElement | None, str]:
+    """trafilatura's extraction cascade on `tree` itself, which it changes: `bare_extraction` would first copy the
+    whole tree, which costs about half as much as parsing it."""
+    import copy
+
+    from trafilatura.core import trafilatura_sequence
+
+    options = copy.copy(_extractor(fast))
+    options.url = options.source = url
+    body, text, _, _ = trafilatura_sequence(tree, options, url)
+    return (body, text) if len(text) >= options.min_output_size else (None, "")
 
 
 def _doubtful(body: HtmlElement, text: str) -> bool:
