@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from lxml.html import HtmlElement
 
+# Bytes of UTF-8 text that are never XML characters: the C0 controls but tab, LF and CR (the rest of trafilatura's
+# invalid set, U+FFFE and U+FFFF, is looked up in the text).
+_XML_VALID_BYTES = bytes([9, 10, 13, *range(32, 256)])
 # Elements whose content is never page text (code, styling, media, form controls); trafilatura discards them all
 # too, but only after copying and walking the tree several times. JSON-LD scripts stay: the metadata and
 # trafilatura's baseline read them. <noscript> stays: some pages put their whole text there for crawlers.
@@ -49,10 +52,19 @@ def parse_html(text: str) -> HtmlElement | None:
     from lxml.etree import ParserError
     from trafilatura.utils import repair_faulty_html
 
-    text = repair_faulty_html(text, text[:50].lower())
+    data = text.encode("utf-8", "surrogatepass")
+    if data.translate(None, _XML_VALID_BYTES) or "\ufffe" in text or "\uffff" in text:
+        data = repair_faulty_html(text, text[:50].lower()).encode("utf-8", "surrogatepass")
+    else:
+        # Nothing for its character pass to remove (a regex over the whole page, the costly part): its doctype and
+        # self-closing <html/> fixes only look at the first line and the first 4,096 characters, so it runs on
+        # the whole lines covering those.
+        head = text[: text.find("\n", 4096) + 1 or len(text)]
+        repaired = repair_faulty_html(head, text[:50].lower()).encode("utf-8", "surrogatepass")
+        data = repaired + data[len(head.encode("utf-8", "surrogatepass")):]
     try:
         # bytes, as the parser's encoding is fixed: a str with an XML encoding declaration would be refused
-        tree = lxml.html.fromstring(text.encode("utf-8", "surrogatepass"), parser=_parser())
+        tree = lxml.html.fromstring(data, parser=_parser())
     except ParserError:  # an empty or whitespace-only document
         return None
     return tree if len(tree) else None

@@ -132,3 +132,19 @@ def test_links_resolve_as_rfc3986_and_urljoin_say():
     for href in tricky:
         assert urljoin(RFC3986_BASE, href) in links, href
 
+
+def test_parsing_repairs_the_page_as_trafilatura_does():
+    import lxml.html
+    from lxml import etree
+    from trafilatura.utils import repair_faulty_html
+
+    from tasks.collect.extract_text import _parser, parse_html
+
+    xhtml = '<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Strict//EN" "http://www.w3.org/TR/xhtml1/DTD/xhtml1-strict.dtd">'
+    body = "<body><p>" + "Words and more words. " * 400 + "</p></body></html>"
+    pages = {"xhtml doctype": f"{xhtml}\n<html>{body}", "self-closing html": f"<!doctype html>\n<html lang='en'/>\n{body}",
+             "control characters": f"<html>\n{body[:300]}\x0b\x01 tail\ufffe\uffff{body[300:]}",
+             "one long line": f"{xhtml}<html>{body}", "newline far in": f"{xhtml}<html>{body[:5000]}\n{body[5000:]}"}
+    for name, text in pages.items():
+        reference = lxml.html.fromstring(repair_faulty_html(text, text[:50].lower()).encode(), parser=_parser())
+        assert etree.tostring(parse_html(text)) == etree.tostring(reference), name
