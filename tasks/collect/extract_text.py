@@ -22,9 +22,11 @@ _XML_VALID_BYTES = bytes([9, 10, 13, *range(32, 256)])
 # trafilatura's baseline read them. <noscript> stays: some pages put their whole text there for crawlers.
 NEVER_TEXT = ("script", "style", "svg", "template", "iframe", "object", "embed", "canvas", "link", "meta", "select",
               "button", "input", "textarea", "datalist", "picture", "source", "video", "audio", "map")
-# Boilerplate by HTML semantics. trafilatura drops these too, but its fast pass also measures the page and runs its
-# baseline on the raw tree, where they cost time; the comparison pass keeps them, readability and jusText weigh them.
-FAST_PASS_DROPS = ("nav", "footer", "aside")
+# Boilerplate by HTML semantics, and images. trafilatura drops these too (images, without include_images, before
+# it reads any text), but its fast pass also copies the raw tree, measures the page and runs its baseline on it,
+# where they cost time (an <img> carries many attributes); the comparison pass keeps them, readability and jusText
+# weigh them.
+FAST_PASS_DROPS = ("nav", "footer", "aside", "img")
 # The fast result is trusted unless it is shorter than this (characters) or has no paragraph text: the pages where
 # trafilatura's comparison with readability and jusText changes the outcome are nearly all among those.
 COMPARE_BELOW_CHARS = 1000
