@@ -5,7 +5,8 @@ scores every extractor with the corpus's own helpers (`tests/eval_common.py`: wh
 snippet matching, the same scoring as trafilatura's CI gate, whose floors are fast 0.9195 and fallback 0.9253 F1).
 Extractors run interleaved page by page in one process, so load from other work on the machine hits all alike, and
 take turns going first on a page (going first costs ~8% more CPU); speed is pages per CPU second of this process
-(`time.process_time`). Ours runs exactly as the crawler calls it (decoding, links, metadata, noindex included); trafilatura's runners are the gate's (`extract(html_bytes, ...)`).
+(`time.process_time`). Ours runs exactly as the crawler calls it (decoding, links, metadata, noindex included);
+trafilatura's runners are the gate's (`extract(html_bytes, ...)`).
 
     .venv/bin/python bench/extract.py [--limit 200] [--corpus PATH.tar.xz]
 """

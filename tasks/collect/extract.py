@@ -9,9 +9,9 @@ Speed and quality (measured by `bench/extract.py` on trafilatura's own evaluatio
 lxml's C-level element lookup instead of lxml.html's per-element Python callback; elements that never hold text
 (scripts other than JSON-LD, styles, SVG, media, form controls) are dropped before extraction, so every trafilatura
 stage walks a smaller tree; metadata is read from what is cheap and reliable (meta tags, JSON-LD, the title,
-htmldate's quick search); trafilatura runs in fast mode without nav/footer/aside, and only when that result looks
-doubtful (short, or without paragraph text) does its full comparison with readability and jusText run, on a fresh
-parse of the whole page (`tasks.collect.extract_text`).
+htmldate's quick search, all on the tree without code and media); trafilatura runs in fast mode without
+nav/footer/aside/img, and only when that result looks doubtful (short, or without paragraph text) does its full
+comparison with readability and jusText run, on a fresh parse of the whole page (`tasks.collect.extract_text`).
 """
 
 from __future__ import annotations
@@ -124,7 +124,8 @@ def extract_page(body: bytes, url: str, content_type: str | None = None, content
         page.skip = "noindex"
         return page
     try:
-        page.title, page.author, page.date = metadata(tree, url)  # before stripping: JSON-LD and meta tags
+        # code and media go first (metadata needs only meta, link and JSON-LD), then meta and link
+        page.title, page.author, page.date = metadata(strip_non_text(tree, keep=("meta", "link")), url)
         page.text = main_text(strip_non_text(tree), url, lambda: parse_stripped(html), fallback)
     except (ValueError, TypeError, LxmlError):  # one pathological page must not stop a crawl of thousands
         page.skip = "extract_error"
