@@ -9,25 +9,30 @@ Speed and quality (measured by `bench/extract.py` on trafilatura's own evaluatio
 lxml's C-level element lookup instead of lxml.html's per-element Python callback; elements that never hold text
 (scripts other than JSON-LD, styles, SVG, media, form controls) are dropped before extraction, so every trafilatura
 stage walks a smaller tree; metadata is read from what is cheap and reliable (meta tags, JSON-LD, the title,
-htmldate's quick search); trafilatura runs in fast mode without nav/footer/aside, and only when that result looks
-doubtful (short, or without paragraph text) does its full comparison with readability and jusText run, on a fresh
-parse of the whole page (`tasks.collect.extract_text`).
+htmldate's quick search, all on the tree without code and media); trafilatura runs in fast mode without
+nav/footer/aside/img, and only when that result looks doubtful (short, or without paragraph text) does its full
+comparison with readability and jusText run, on a fresh parse of the whole page (`tasks.collect.extract_text`).
 """
 
 from __future__ import annotations
 
 import codecs
+import functools
 import hashlib
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([a-zA-Z0-9_\-:.]+)""", re.I)
 _BINARY_MAGIC = (b"\x89PNG", b"%PDF", b"\x1f\x8b", b"PK\x03\x04", b"GIF8", b"\xff\xd8\xff", b"\x7fELF", b"RIFF")
 _TEXT_BYTES = bytes([9, 10, 11, 12, 13, *range(32, 256)])  # everything but control characters
+# What in a path-absolute href makes urljoin do more than prefix the origin: dot segments, the backslash and the
+# tab/CR/LF that urlsplit treats specially, and the empty query or ;params that it drops.
+_JOIN_NEEDED = re.compile(r"/\.|[\\\t\r\n;]|\?$")
 FEED_TYPES = ("application/rss+xml", "application/atom+xml")
 
 
@@ -66,7 +71,8 @@ def decode_html(body: bytes, content_type: str | None = None) -> str:
     # a single-byte charset would garble every other non-ASCII character of the page.
     text = body.decode("utf-8", errors="replace")
     broken = text.count("\ufffd")
-    if broken * 20 <= sum(1 for ch in text if ord(ch) > 127) - broken:
+    non_ascii = len(text) - len(text.encode("ascii", "ignore"))  # C speed, unlike a loop over the characters
+    if broken * 20 <= non_ascii - broken:
         return text
     declared = []
     if content_type and "charset=" in content_type.lower():
@@ -107,17 +113,19 @@ def extract_page(body: bytes, url: str, content_type: str | None = None, content
     page = PageExtract(nofollow="nofollow" in directives or "none" in directives.split(","))
     if not page.nofollow:
         # One page repeats links a lot (indexes, tables of contents): dedupe here, off the crawler's thread.
-        hrefs = dict.fromkeys(h.split("#")[0] for h in tree.xpath("//a[not(contains(@rel,'nofollow'))]/@href"))
-        page.links = list(dict.fromkeys(link for link in (_absolute(base, h) for h in hrefs if h) if link))
+        hrefs = dict.fromkeys(h.split("#")[0] for h in _follow_hrefs()(tree))
+        resolve = _resolver(base)
+        page.links = list(dict.fromkeys(link for link in (resolve(h) for h in hrefs if h) if link))
         page.feeds = [link for el in tree.xpath("//link[@rel='alternate'][@href]")
-                      if (el.get("type") or "").lower() in FEED_TYPES and (link := _absolute(base, el.get("href")))]
+                      if (el.get("type") or "").lower() in FEED_TYPES and (link := resolve(el.get("href")))]
     lang = tree.xpath("/html/@lang|/html/@xml:lang", namespaces={"xml": "http://www.w3.org/XML/1998/namespace"})
     page.language_hint = (lang[0] if lang else content_language or None) or None
     if honour_noindex and ("noindex" in directives or "none" in directives.split(",")):
         page.skip = "noindex"
         return page
     try:
-        page.title, page.author, page.date = metadata(tree, url)  # before stripping: JSON-LD and meta tags
+        # code and media go first (metadata needs only meta, link and JSON-LD), then meta and link
+        page.title, page.author, page.date = metadata(strip_non_text(tree, keep=("meta", "link")), url)
         page.text = main_text(strip_non_text(tree), url, lambda: parse_stripped(html), fallback)
     except (ValueError, TypeError, LxmlError):  # one pathological page must not stop a crawl of thousands
         page.skip = "extract_error"
@@ -127,15 +135,36 @@ def extract_page(body: bytes, url: str, content_type: str | None = None, content
     return page
 
 
-def _absolute(base: str, href: str) -> str:
-    """`href` resolved against `base`; "" for an href no URL parser accepts (`http://[bad/`), never an error."""
-    href = href.strip()
-    if href.startswith(("http://", "https://")) and "\\" not in href:
-        return href  # most links on a page: urljoin would only split and rejoin them (the frontier normalizes)
+@functools.cache
+def _follow_hrefs():  # type: ignore[no-untyped-def]
+    from lxml import etree
+
+    # plain strings: lxml's default "smart" strings carry a link back to their element, costly by the thousand
+    return etree.XPath("//a[not(contains(@rel,'nofollow'))]/@href", smart_strings=False)
+
+
+def _resolver(base: str) -> Callable[[str], str]:
+    """`href` -> absolute URL against `base`; "" for an href no URL parser accepts (`http://[bad/`), never an
+    error. Absolute and plain path-absolute hrefs, most links on a page, skip urljoin, which would only split and
+    rejoin them (the frontier normalizes)."""
     try:
-        return urljoin(base, href)
+        parts = urlsplit(base)
     except ValueError:
-        return ""
+        parts = None
+    origin = f"{parts.scheme}://{parts.netloc}" if parts and parts.scheme in ("http", "https") and parts.netloc else ""
+
+    def resolve(href: str) -> str:
+        href = href.strip()
+        if href.startswith(("http://", "https://")) and "\\" not in href:
+            return href
+        if origin and href.startswith("/") and not href.startswith("//") and not _JOIN_NEEDED.search(href):
+            return origin + href
+        try:
+            return urljoin(base, href)
+        except ValueError:
+            return ""
+
+    return resolve
 
 
 def doc_id(url: str) -> str:

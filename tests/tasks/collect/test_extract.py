@@ -109,3 +109,42 @@ def test_noindex_can_be_ignored_only_when_asked():
     noindex = article("Private", 1, head='<meta name="robots" content="noindex">').encode()
     assert extract_page(noindex, "http://site.test/").skip == "noindex"
     assert SENTENCES[1] in extract_page(noindex, "http://site.test/", honour_noindex=False).text
+
+
+# RFC 3986 §5.4 reference resolution examples (base http://a/b/c/d;p?q) that a crawler meets in <a href>, plus the
+# path-absolute forms the fast path must hand to urljoin (empty query, ;params, dot segments, backslash).
+RFC3986_BASE = "http://a/b/c/d;p?q"
+RFC3986_EXAMPLES = {"g": "http://a/b/c/g", "./g": "http://a/b/c/g", "g/": "http://a/b/c/g/", "/g": "http://a/g",
+                    "//g": "http://g", "?y": "http://a/b/c/d;p?y", "g?y": "http://a/b/c/g?y", ";x": "http://a/b/c/;x",
+                    "g;x": "http://a/b/c/g;x", "..": "http://a/b/", "../g": "http://a/b/g", "../..": "http://a/",
+                    "/./g": "http://a/g", "/../g": "http://a/g", "g.": "http://a/b/c/g.", "./g/.": "http://a/b/c/g/",
+                    "g;x=1/../y": "http://a/b/c/y"}
+
+
+def test_links_resolve_as_rfc3986_and_urljoin_say():
+    from urllib.parse import urljoin
+
+    tricky = ["/x?", "/x;p", "/x;p?q=1", "/a/./b/../c", "/x\\y", "/plain/path?q=1"]
+    html = article("Links", 0, links=[*RFC3986_EXAMPLES, *tricky])
+    links = extract_page(html.encode(), RFC3986_BASE).links
+    for href, expected in RFC3986_EXAMPLES.items():
+        assert expected in links, href
+    for href in tricky:
+        assert urljoin(RFC3986_BASE, href) in links, href
+
+
+def test_parsing_repairs_the_page_as_trafilatura_does():
+    import lxml.html
+    from lxml import etree
+    from trafilatura.utils import repair_faulty_html
+
+    from tasks.collect.extract_text import _parser, parse_html
+
+    xhtml = '<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Strict//EN" "http://www.w3.org/TR/xhtml1/DTD/xhtml1-strict.dtd">'
+    body = "<body><p>" + "Words and more words. " * 400 + "</p></body></html>"
+    pages = {"xhtml doctype": f"{xhtml}\n<html>{body}", "self-closing html": f"<!doctype html>\n<html lang='en'/>\n{body}",
+             "control characters": f"<html>\n{body[:300]}\x0b\x01 tail\ufffe\uffff{body[300:]}",
+             "one long line": f"{xhtml}<html>{body}", "newline far in": f"{xhtml}<html>{body[:5000]}\n{body[5000:]}"}
+    for name, text in pages.items():
+        reference = lxml.html.fromstring(repair_faulty_html(text, text[:50].lower()).encode(), parser=_parser())
+        assert etree.tostring(parse_html(text)) == etree.tostring(reference), name
