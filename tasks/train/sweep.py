@@ -65,7 +65,8 @@ def trial_config(base: TrainConfig, params: dict[str, Any], budget_seconds: floa
     data = base.model_dump(mode="json")
     for key, value in params.items():
         set_dotted(data, key, value)
-    data.update(max_seconds=budget_seconds, checkpoint_every=0, progress=False)
+    # trials run side by side as tasks, one process each: a trial launching torchrun on every GPU would collide
+    data.update(max_seconds=budget_seconds, checkpoint_every=0, progress=False, nproc_per_node=1)
     return TrainConfig.model_validate(data)
 
 

@@ -19,6 +19,7 @@ def test_grid_is_every_combination_and_random_draws_a_seeded_subset():
 def test_trial_config_sets_nested_fields_and_budget():
     cfg = trial_config(TrainConfig(), {"lr": 0.01, "model.arch": "rnn", "model.n_layer": 3}, budget_seconds=30)
     assert (cfg.lr, cfg.model.arch, cfg.model.n_layer, cfg.max_seconds) == (0.01, "rnn", 3, 30)
+    assert trial_config(TrainConfig(nproc_per_node=8), {}, budget_seconds=30).nproc_per_node == 1  # one GPU a trial
     with pytest.raises(ValidationError, match="no_such"):
         trial_config(TrainConfig(), {"model.no_such": 1}, budget_seconds=30)
 
