@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -131,8 +132,8 @@ def run_pipeline(demo: DemoRun, command: str) -> None:
             budget = [key for key in budget if not key.startswith("crawl.local_site")]
         if "crawl.local_site" not in command:  # the preset's or my.yaml's demo corpus → the tiny site
             budget.append(f"crawl.local_site.roots={{site: {demo.site}}}")
-        if site_url in command:
-            budget.append("crawl.allow_private_hosts=[127.0.0.1]")
+        if site_url in command:  # the loopback stand-in for a real site: allow exactly its host:port
+            budget.append(f"crawl.allow_private_hosts=['{urlsplit(site_url).netloc}']")
         done = ok(demo, f"{command} {demo.budget(budget)}")
     assert "lmforge pipeline finished" in done.stdout
 
