@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.checkpoint import write_json_atomic  # noqa: F401  (one atomic JSON writer for manifests and sidecars)
+from models.checkpoint import write_json_atomic  # one atomic JSON writer for manifests and sidecars
 
 MANIFEST = "manifest.json"
 SCHEMA_VERSION = 1
