@@ -107,26 +107,20 @@ def metadata(tree: HtmlElement, url: str) -> tuple[str | None, str | None, str |
 
 def main_text(tree: HtmlElement, url: str, full_tree: Callable[[], HtmlElement | None],
               always_compare: bool = False) -> str:
-    """trafilatura's main text: fast mode on `tree` less `FAST_PASS_DROPS`, then, when that result is short or has
-    no paragraph text (or always, with `always_compare`), the full readability/jusText comparison on `full_tree()`,
-    a fresh tree: the fast pass changed `tree`, and a copy made up front would cost every page what few need."""
+    """trafilatura's main text by its own cascade of stages (`_cascade`), in fast mode on `tree` less
+    `FAST_PASS_DROPS`; when the main extractor's result is short or has no paragraph text, the comparison with
+    readability and jusText runs on `full_tree()`, a fresh parse (the fast pass changed `tree`, and a copy made up
+    front would cost every page what few need). `always_compare`: trafilatura's full sequence on every page."""
     from lxml import etree
-
-    body, text = None, ""
-    if not always_compare:
-        etree.strip_elements(tree, *FAST_PASS_DROPS, with_tail=False)
-        body, text = _sequence(tree, url, fast=True)
-    if body is None or _doubtful(body, text):
-        fresh = full_tree()
-        if fresh is not None:
-            full_body, full_text = _sequence(fresh, url, fast=False)
-            if full_body is not None:
-                body, text = full_body, full_text
-    if body is None:
-        return ""
     from trafilatura.xml import xmltotxt
 
-    return xmltotxt(body, False).strip()
+    if always_compare:
+        fresh = full_tree()
+        body, _ = _full_sequence(fresh, url) if fresh is not None else (None, "")
+    else:
+        etree.strip_elements(tree, *FAST_PASS_DROPS, with_tail=False)
+        body, _ = _cascade(tree, url, full_tree)
+    return xmltotxt(body, False).strip() if body is not None else ""
 
 
 @functools.cache
@@ -136,17 +130,167 @@ def _extractor(fast: bool):  # type: ignore[no-untyped-def]
     return Extractor(output_format="python", fast=fast, **_EXTRACTOR_OPTIONS)
 
 
-def _sequence(tree: HtmlElement, url: str, fast: bool) -> tuple[HtmlElement | None, str]:
-    """trafilatura's extraction cascade on `tree` itself, which it changes: `bare_extraction` would first copy the
-    whole tree, which costs about 40% of parsing it."""
+def _options(fast: bool, url: str):  # type: ignore[no-untyped-def]
     import copy
-
-    from trafilatura.core import trafilatura_sequence
 
     options = copy.copy(_extractor(fast))
     options.url = options.source = url
+    return options
+
+
+def _full_sequence(tree: HtmlElement, url: str) -> tuple[HtmlElement | None, str]:
+    """trafilatura's whole cascade, comparison included, on `tree` itself, which it changes: `bare_extraction`
+    would first copy the whole tree, which costs about 40% of parsing it."""
+    from trafilatura.core import trafilatura_sequence
+
+    options = _options(False, url)
     body, text, _, _ = trafilatura_sequence(tree, options, url)
     return (body, text) if len(text) >= options.min_output_size else (None, "")
+
+
+def _cascade(tree: HtmlElement, url: str, full_tree: Callable[[], HtmlElement | None]
+             ) -> tuple[HtmlElement | None, str]:
+    """trafilatura 2.3's `trafilatura_sequence` with comments off, rebuilt from its stages so that the costly
+    comparison runs only where it can matter and reuses the main extractor's result:
+
+    1. main extractor (fast mode) on `tree`;
+    2. only if that result is doubtful: readability and jusText against it, on a fresh parse of the whole page
+       (readability weighs the navigation the fast pass dropped); jusText reads the main extractor's cleaned input;
+    3. baseline rescue and 4. recall escalation, as trafilatura does them, in the mode the page ran in.
+    The page-text measure that gates step 4 is trafilatura's `html2txt`, computed without its regex scan of
+    every class and id when no class or id on the page can match it."""
+    import copy
+
+    from trafilatura.core import _prepare_tree
+    from trafilatura.external import compare_extraction
+    from trafilatura.main_extractor import extract_content
+
+    options = _options(True, url)
+    tree = _raw_prune(tree)
+    cleaned, backup = _prepare_tree(tree, options, url)
+    body, text = extract_content(cleaned, options)
+    if _doubtful(body, text):
+        fresh = full_tree()
+        if fresh is not None:
+            options = _options(False, url)
+            tree = _raw_prune(fresh)
+            body, text = compare_extraction(backup, copy.copy(tree), body, text, options)
+    body, text = _rescue(tree, body, text, options, url)
+    return (body, text) if len(text) >= options.min_output_size else (None, "")
+
+
+def _raw_prune(tree: HtmlElement) -> HtmlElement:
+    """trafilatura's prune of the raw tree (appended articles, comment sections) that all its stages inherit;
+    a thread-forum page keeps its comment containers, which hold the posts."""
+    from trafilatura.core import _DISCUSSION_FORUM_POSTING_RE, RAW_TREE_PRUNE_XPATH, REMOVE_COMMENTS_AND_LISTS_XPATH
+    from trafilatura.htmlprocessing import prune_unwanted_nodes
+
+    # trafilatura's _forum_thread_page, by a compiled XPath instead of ElementPath's walk in Python
+    is_forum = any(script.text and _DISCUSSION_FORUM_POSTING_RE.search(script.text) for script in _json_ld()(tree))
+    tree = prune_unwanted_nodes(tree, RAW_TREE_PRUNE_XPATH)
+    return tree if is_forum else prune_unwanted_nodes(tree, REMOVE_COMMENTS_AND_LISTS_XPATH)
+
+
+def _rescue(tree: HtmlElement, body: HtmlElement, text: str, options, url: str  # type: ignore[no-untyped-def]
+            ) -> tuple[HtmlElement, str]:
+    """Stages 3 and 4 of `trafilatura_sequence`, comments off: the baseline on the raw tree when the text is
+    shorter than trafilatura's minimum, then, when it covers little of the page, a retry in recall mode (and, in
+    comparison mode, jusText on the whole page), each kept only when clearly longer."""
+    import copy
+    import logging
+
+    from trafilatura.baseline import baseline
+    from trafilatura.core import (ESCALATION_ACCEPT_RATIO, ESCALATION_JUSTEXT_RATIO, ESCALATION_MAX_LENGTH,
+                                  ESCALATION_PAGE_SHARE, _recall_retry)
+    from trafilatura.external import justext_rescue
+
+    if len(text) < options.min_extracted_size:
+        baseline_body, baseline_text, baseline_length = baseline(tree)
+        if baseline_length > len(text):
+            body, text = baseline_body, baseline_text
+    if not 0 < len(text) < ESCALATION_MAX_LENGTH or not _covers_little(tree, len(text), ESCALATION_PAGE_SHARE):
+        return body, text
+    recall = copy.copy(options)
+    recall.focus = "recall"
+    recall_text = justext_text = ""
+    try:
+        recall_body, recall_text = _recall_retry(tree, recall, url)
+        if not options.fast:
+            justext_body, justext_text = justext_rescue(copy.copy(tree), options)
+    except Exception as exc:  # noqa: BLE001 - as trafilatura: a failed retry keeps the text found so far
+        logging.getLogger(__name__).debug("recall retry failed on %s: %s", url, exc)
+    if len(justext_text) > len(recall_text) and len(justext_text) > ESCALATION_JUSTEXT_RATIO * len(text):
+        return justext_body, justext_text
+    if len(recall_text) >= options.min_extracted_size and len(recall_text) > ESCALATION_ACCEPT_RATIO * len(text):
+        return recall_body, recall_text
+    return body, text
+
+
+def _covers_little(tree: HtmlElement, length: int, share: float) -> bool:
+    """Whether `length` < `share` * len(trafilatura's `html2txt(tree)`), the gate of its recall escalation. The
+    exact measure copies the body and walks it; most pages are decided by a bound first: whitespace-collapsed,
+    the body's text is at least as long as html2txt's (which only deletes text and puts one space at each block
+    element's start and end, and a space adds at most one character once whitespace is collapsed)."""
+    body = tree.find(".//body")
+    body = body if body is not None else tree
+    upper_bound = len(" ".join(body.text_content().split())) + 2 * (int(_count_elements()(body)) + 1)
+    return length < share * upper_bound and length < share * _page_text_length(tree)
+
+
+@functools.cache
+def _count_elements():  # type: ignore[no-untyped-def]
+    from lxml.etree import XPath
+
+    return XPath("count(.//*)")
+
+
+def _page_text_length(tree: HtmlElement) -> int:
+    """len(trafilatura.baseline.html2txt(tree)), the page measure of its recall escalation, at less cost: only
+    the body is copied, and its cookie-banner pattern, which lxml tests by a call into Python for every element,
+    is left out of the scan when no class or id anywhere on the page matches it (one regex over them all)."""
+    import copy
+
+    from trafilatura.baseline import _spaced_text, basic_cleaning
+    from trafilatura.settings import _COOKIE_CONSENT_RE
+    from trafilatura.xml import delete_element
+
+    body = tree.find(".//body")
+    body = copy.copy(body if body is not None else tree)
+    if _cookie_pattern(_COOKIE_CONSENT_RE).search("\x00".join(_class_and_id_values()(body))):
+        return len(_spaced_text(basic_cleaning(body)))
+    for element in _basic_clean_by_tag()(body):
+        delete_element(element)
+    return len(_spaced_text(body))
+
+
+@functools.cache
+def _cookie_pattern(pattern: str):  # type: ignore[no-untyped-def]
+    import re
+
+    return re.compile(pattern, re.IGNORECASE)
+
+
+@functools.cache
+def _class_and_id_values():  # type: ignore[no-untyped-def]
+    from lxml.etree import XPath
+
+    return XPath(".//@class|.//@id|./@class|./@id", smart_strings=False)
+
+
+@functools.cache
+def _basic_clean_by_tag():  # type: ignore[no-untyped-def]
+    from lxml.etree import XPath
+
+    # trafilatura.settings.BASIC_CLEAN_XPATH without its cookie-banner clause
+    return XPath(".//aside|.//div[contains(@class|@id, 'footer')]|.//fencedframe|.//footer|.//script|.//style|"
+                 ".//svg|.//template")
+
+
+@functools.cache
+def _json_ld():  # type: ignore[no-untyped-def]
+    from lxml.etree import XPath
+
+    return XPath('.//script[@type="application/ld+json"]')
 
 
 def _doubtful(body: HtmlElement, text: str) -> bool:
