@@ -11,6 +11,8 @@ import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from tasks.collect.xpath_gates import ClassIdValues
+
 if TYPE_CHECKING:
     from lxml.html import HtmlElement
 
@@ -166,33 +168,38 @@ def _cascade(tree: HtmlElement, url: str, full_tree: Callable[[], HtmlElement | 
     from trafilatura.main_extractor import extract_content
 
     options = _options(True, url)
-    tree = _raw_prune(tree)
+    tree, values = _raw_prune(tree)
     cleaned, backup = _prepare_tree(tree, options, url)
     body, text = extract_content(cleaned, options)
     if _doubtful(body, text):
         fresh = full_tree()
         if fresh is not None:
             options = _options(False, url)
-            tree = _raw_prune(fresh)
+            tree, values = _raw_prune(fresh)
             body, text = compare_extraction(backup, copy.copy(tree), body, text, options)
-    body, text = _rescue(tree, body, text, options, url)
+    body, text = _rescue(tree, values, body, text, options, url)
     return (body, text) if len(text) >= options.min_output_size else (None, "")
 
 
-def _raw_prune(tree: HtmlElement) -> HtmlElement:
+def _raw_prune(tree: HtmlElement) -> tuple[HtmlElement, ClassIdValues]:
     """trafilatura's prune of the raw tree (appended articles, comment sections) that all its stages inherit;
-    a thread-forum page keeps its comment containers, which hold the posts."""
+    a thread-forum page keeps its comment containers, which hold the posts. Returns the tree and the class and
+    id values read before pruning: they let the walks that cannot match on this page be skipped, here and in
+    `_page_text_length`."""
     from trafilatura.core import _DISCUSSION_FORUM_POSTING_RE, RAW_TREE_PRUNE_XPATH, REMOVE_COMMENTS_AND_LISTS_XPATH
     from trafilatura.htmlprocessing import prune_unwanted_nodes
 
     # trafilatura's _forum_thread_page, by a compiled XPath instead of ElementPath's walk in Python
     is_forum = any(script.text and _DISCUSSION_FORUM_POSTING_RE.search(script.text) for script in _json_ld()(tree))
-    tree = prune_unwanted_nodes(tree, RAW_TREE_PRUNE_XPATH)
-    return tree if is_forum else prune_unwanted_nodes(tree, REMOVE_COMMENTS_AND_LISTS_XPATH)
+    values = ClassIdValues(tree)
+    for expression in RAW_TREE_PRUNE_XPATH + ([] if is_forum else REMOVE_COMMENTS_AND_LISTS_XPATH):
+        if values.may_select(expression):
+            tree = prune_unwanted_nodes(tree, [expression])
+    return tree, values
 
 
-def _rescue(tree: HtmlElement, body: HtmlElement, text: str, options, url: str  # type: ignore[no-untyped-def]
-            ) -> tuple[HtmlElement, str]:
+def _rescue(tree: HtmlElement, values: ClassIdValues, body: HtmlElement, text: str,
+            options, url: str) -> tuple[HtmlElement, str]:  # type: ignore[no-untyped-def]
     """Stages 3 and 4 of `trafilatura_sequence`, comments off: the baseline on the raw tree when the text is
     shorter than trafilatura's minimum, then, when it covers little of the page, a retry in recall mode (and, in
     comparison mode, jusText on the whole page), each kept only when clearly longer."""
@@ -208,7 +215,7 @@ def _rescue(tree: HtmlElement, body: HtmlElement, text: str, options, url: str  
         baseline_body, baseline_text, baseline_length = baseline(tree)
         if baseline_length > len(text):
             body, text = baseline_body, baseline_text
-    if not 0 < len(text) < ESCALATION_MAX_LENGTH or not _covers_little(tree, len(text), ESCALATION_PAGE_SHARE):
+    if not 0 < len(text) < ESCALATION_MAX_LENGTH or not _covers_little(tree, values, len(text), ESCALATION_PAGE_SHARE):
         return body, text
     recall = copy.copy(options)
     recall.focus = "recall"
@@ -226,7 +233,7 @@ def _rescue(tree: HtmlElement, body: HtmlElement, text: str, options, url: str  
     return body, text
 
 
-def _covers_little(tree: HtmlElement, length: int, share: float) -> bool:
+def _covers_little(tree: HtmlElement, values: ClassIdValues, length: int, share: float) -> bool:
     """Whether `length` < `share` * len(trafilatura's `html2txt(tree)`), the gate of its recall escalation. The
     exact measure copies the body and walks it; most pages are decided by a bound first: whitespace-collapsed,
     the body's text is at least as long as html2txt's (which only deletes text and puts one space at each block
@@ -234,7 +241,7 @@ def _covers_little(tree: HtmlElement, length: int, share: float) -> bool:
     body = tree.find(".//body")
     body = body if body is not None else tree
     upper_bound = len(" ".join(body.text_content().split())) + 2 * (int(_count_elements()(body)) + 1)
-    return length < share * upper_bound and length < share * _page_text_length(tree)
+    return length < share * upper_bound and length < share * _page_text_length(tree, values)
 
 
 @functools.cache
@@ -244,19 +251,17 @@ def _count_elements():  # type: ignore[no-untyped-def]
     return XPath("count(.//*)")
 
 
-def _page_text_length(tree: HtmlElement) -> int:
-    """len(trafilatura.baseline.html2txt(tree)), the page measure of its recall escalation, at less cost: only
-    the body is copied, and its cookie-banner pattern, which lxml tests by a call into Python for every element,
-    is left out of the scan when no class or id anywhere on the page matches it (one regex over them all)."""
+def _page_text_length(tree: HtmlElement, values: ClassIdValues) -> int:
+    """len(trafilatura.baseline.html2txt(tree)) at less cost: only the body is copied, and the cleaning's
+    cookie-banner clause is left out when no class or id on the page can match it (`xpath_gates`)."""
     import copy
 
     from trafilatura.baseline import _spaced_text, basic_cleaning
-    from trafilatura.settings import _COOKIE_CONSENT_RE
     from trafilatura.xml import delete_element
 
     body = tree.find(".//body")
     body = copy.copy(body if body is not None else tree)
-    if _cookie_pattern(_COOKIE_CONSENT_RE).search("\x00".join(_class_and_id_values()(body))):
+    if values.may_select(_cookie_banners()):
         return len(_spaced_text(basic_cleaning(body)))
     for element in _basic_clean_by_tag()(body):
         delete_element(element)
@@ -264,17 +269,13 @@ def _page_text_length(tree: HtmlElement) -> int:
 
 
 @functools.cache
-def _cookie_pattern(pattern: str):  # type: ignore[no-untyped-def]
-    import re
-
-    return re.compile(pattern, re.IGNORECASE)
-
-
-@functools.cache
-def _class_and_id_values():  # type: ignore[no-untyped-def]
+def _cookie_banners():  # type: ignore[no-untyped-def]
     from lxml.etree import XPath
+    from trafilatura.settings import _COOKIE_CONSENT_RE
 
-    return XPath(".//@class|.//@id|./@class|./@id", smart_strings=False)
+    # the cookie-banner clause of trafilatura.settings.BASIC_CLEAN_XPATH, in the form xpath_gates reads
+    return XPath(f".//*[re:test(@class, '{_COOKIE_CONSENT_RE}', 'i') or "
+                 f"re:test(@id, '{_COOKIE_CONSENT_RE}', 'i')]", namespaces={"re": "http://exslt.org/regular-expressions"})
 
 
 @functools.cache
