@@ -124,9 +124,10 @@ def extract_page(body: bytes, url: str, content_type: str | None = None, content
         page.skip = "noindex"
         return page
     try:
-        # code and media go first (metadata needs only meta, link and JSON-LD), then meta and link
-        page.title, page.author, page.date = metadata(strip_non_text(tree, keep=("meta", "link")), url)
-        page.text = main_text(strip_non_text(tree), url, lambda: parse_stripped(html), fallback)
+        # code and media go first: metadata needs only meta, link and JSON-LD, main_text drops meta and link
+        tree = strip_non_text(tree, keep=("meta", "link"))
+        page.title, page.author, page.date = metadata(tree, url)
+        page.text = main_text(tree, url, lambda: parse_stripped(html), fallback)
     except (ValueError, TypeError, LxmlError):  # one pathological page must not stop a crawl of thousands
         page.skip = "extract_error"
         return page

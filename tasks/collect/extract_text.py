@@ -109,19 +109,16 @@ def metadata(tree: HtmlElement, url: str) -> tuple[str | None, str | None, str |
 
 def main_text(tree: HtmlElement, url: str, full_tree: Callable[[], HtmlElement | None],
               always_compare: bool = False) -> str:
-    """trafilatura's main text by its own cascade of stages (`_cascade`), in fast mode on `tree` less
-    `FAST_PASS_DROPS`; when the main extractor's result is short or has no paragraph text, the comparison with
-    readability and jusText runs on `full_tree()`, a fresh parse (the fast pass changed `tree`, and a copy made up
-    front would cost every page what few need). `always_compare`: trafilatura's full sequence on every page."""
+    """trafilatura's main text of `tree` (the page less `NEVER_TEXT`, meta and link elements allowed), which it
+    changes. By its own cascade of stages (`_cascade`): fast mode on `tree` less `FAST_PASS_DROPS`; when the main
+    extractor's result is short or has no paragraph text, the comparison with readability and jusText on
+    `full_tree()`, a fresh parse (a copy made up front would cost every page what few need).
+    `always_compare`: trafilatura's full sequence on every page."""
     from lxml import etree
     from trafilatura.xml import xmltotxt
 
-    if always_compare:
-        fresh = full_tree()
-        body, _ = _full_sequence(fresh, url) if fresh is not None else (None, "")
-    else:
-        etree.strip_elements(tree, *FAST_PASS_DROPS, with_tail=False)
-        body, _ = _cascade(tree, url, full_tree)
+    etree.strip_elements(tree, "meta", "link", *(() if always_compare else FAST_PASS_DROPS), with_tail=False)
+    body, _ = _full_sequence(tree, url) if always_compare else _cascade(tree, url, full_tree)
     return xmltotxt(body, False).strip() if body is not None else ""
 
 
@@ -163,20 +160,21 @@ def _cascade(tree: HtmlElement, url: str, full_tree: Callable[[], HtmlElement | 
     every class and id when no class or id on the page can match it."""
     import copy
 
-    from trafilatura.core import _prepare_tree
+    from trafilatura.htmlprocessing import convert_tags, tree_cleaning
     from trafilatura.external import compare_extraction
     from trafilatura.main_extractor import extract_content
 
     options = _options(True, url)
     tree, values = _raw_prune(tree)
-    cleaned, backup = _prepare_tree(tree, options, url)
+    cleaned = convert_tags(tree_cleaning(copy.copy(tree), options), options, url)
     body, text = extract_content(cleaned, options)
     if _doubtful(body, text):
         fresh = full_tree()
         if fresh is not None:
             options = _options(False, url)
             tree, values = _raw_prune(fresh)
-            body, text = compare_extraction(backup, copy.copy(tree), body, text, options)
+            cleaned = tree_cleaning(copy.copy(tree), options)
+            body, text = compare_extraction(cleaned, copy.copy(tree), body, text, options)
     body, text = _rescue(tree, values, body, text, options, url)
     return (body, text) if len(text) >= options.min_output_size else (None, "")
 
