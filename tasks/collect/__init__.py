@@ -5,6 +5,7 @@ Config: `config.CrawlConfig`. Output: WARC files, `docs/docs_*.parquet` (`tasks.
 
 Internal modules (other stages and flows do not import them): `crawler` (frontier and scheduling), `fetch` (HTTP
 with retries and caps), `fetch_guards` (address and size guards), `politeness` (robots.txt, per-host delays),
-`discover` (links, sitemaps, feeds, scope), `extract` (trafilatura), `state` (SQLite crawl state), `output` (WARC and
-Parquet batches), `local_site` (the demo's loopback site), `warc` (WARC ingest).
+`discover` (links, sitemaps, feeds, scope), `extract` (decoding, links, robots meta), `extract_text` (trafilatura's
+stages), `xpath_gates` (skipping its walks that cannot match a page), `state` (SQLite crawl state), `output` (WARC
+and Parquet batches), `local_site` (the demo's loopback site), `warc` (WARC ingest).
 """

@@ -9,9 +9,9 @@ Speed and quality (measured by `bench/extract.py` on trafilatura's own evaluatio
 lxml's C-level element lookup instead of lxml.html's per-element Python callback; elements that never hold text
 (scripts other than JSON-LD, styles, SVG, media, form controls) are dropped before extraction, so every trafilatura
 stage walks a smaller tree; metadata is read from what is cheap and reliable (meta tags, JSON-LD, the title,
-htmldate's quick search, all on the tree without code and media); trafilatura runs in fast mode without
-nav/footer/aside/img, and only when that result looks doubtful (short, or without paragraph text) does its full
-comparison with readability and jusText run, on a fresh parse of the whole page (`tasks.collect.extract_text`).
+htmldate's quick search, all on the tree without code and media); the main text comes from trafilatura's cascade of
+stages, recomposed so that its readability/jusText comparison runs only for doubtful results of its fast main
+extractor (`tasks.collect.extract_text`).
 """
 
 from __future__ import annotations

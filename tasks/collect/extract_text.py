@@ -7,6 +7,7 @@ runs them. Heavy imports stay inside the functions: worker processes pay for the
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -29,8 +30,8 @@ NEVER_TEXT = ("script", "style", "svg", "template", "iframe", "object", "embed",
 # where they cost time (an <img> carries many attributes); the comparison pass keeps them, readability and jusText
 # weigh them.
 FAST_PASS_DROPS = ("nav", "footer", "aside", "img")
-# The fast result is trusted unless it is shorter than this (characters) or has no paragraph text: the pages where
-# trafilatura's comparison with readability and jusText changes the outcome are nearly all among those.
+# The fast main extractor's result is trusted unless it is shorter than this (characters) or has no paragraph text:
+# the pages where trafilatura's comparison with readability and jusText changes the outcome are nearly all among those.
 COMPARE_BELOW_CHARS = 1000
 _EXTRACTOR_OPTIONS = {"comments": False, "tables": True, "formatting": False, "dedup": False}
 
@@ -130,8 +131,6 @@ def _extractor(fast: bool):  # type: ignore[no-untyped-def]
 
 
 def _options(fast: bool, url: str):  # type: ignore[no-untyped-def]
-    import copy
-
     options = copy.copy(_extractor(fast))
     options.url = options.source = url
     return options
@@ -158,10 +157,8 @@ def _cascade(tree: HtmlElement, url: str, full_tree: Callable[[], HtmlElement | 
     3. baseline rescue and 4. recall escalation, as trafilatura does them, in the mode the page ran in.
     The page-text measure that gates step 4 is trafilatura's `html2txt`, computed without its regex scan of
     every class and id when no class or id on the page can match it."""
-    import copy
-
-    from trafilatura.htmlprocessing import convert_tags, tree_cleaning
     from trafilatura.external import compare_extraction
+    from trafilatura.htmlprocessing import convert_tags, tree_cleaning
     from trafilatura.main_extractor import extract_content
 
     options = _options(True, url)
@@ -201,12 +198,16 @@ def _rescue(tree: HtmlElement, values: ClassIdValues, body: HtmlElement, text: s
     """Stages 3 and 4 of `trafilatura_sequence`, comments off: the baseline on the raw tree when the text is
     shorter than trafilatura's minimum, then, when it covers little of the page, a retry in recall mode (and, in
     comparison mode, jusText on the whole page), each kept only when clearly longer."""
-    import copy
     import logging
 
     from trafilatura.baseline import baseline
-    from trafilatura.core import (ESCALATION_ACCEPT_RATIO, ESCALATION_JUSTEXT_RATIO, ESCALATION_MAX_LENGTH,
-                                  ESCALATION_PAGE_SHARE, _recall_retry)
+    from trafilatura.core import (
+        ESCALATION_ACCEPT_RATIO,
+        ESCALATION_JUSTEXT_RATIO,
+        ESCALATION_MAX_LENGTH,
+        ESCALATION_PAGE_SHARE,
+        _recall_retry,
+    )
     from trafilatura.external import justext_rescue
 
     if len(text) < options.min_extracted_size:
@@ -218,12 +219,16 @@ def _rescue(tree: HtmlElement, values: ClassIdValues, body: HtmlElement, text: s
     recall = copy.copy(options)
     recall.focus = "recall"
     recall_text = justext_text = ""
+    # as trafilatura: a failing retry keeps the text found so far
     try:
         recall_body, recall_text = _recall_retry(tree, recall, url)
-        if not options.fast:
-            justext_body, justext_text = justext_rescue(copy.copy(tree), options)
-    except Exception as exc:  # noqa: BLE001 - as trafilatura: a failed retry keeps the text found so far
+    except Exception as exc:  # noqa: BLE001
         logging.getLogger(__name__).debug("recall retry failed on %s: %s", url, exc)
+    if not options.fast:
+        try:
+            justext_body, justext_text = justext_rescue(copy.copy(tree), options)
+        except Exception as exc:  # noqa: BLE001
+            logging.getLogger(__name__).debug("jusText retry failed on %s: %s", url, exc)
     if len(justext_text) > len(recall_text) and len(justext_text) > ESCALATION_JUSTEXT_RATIO * len(text):
         return justext_body, justext_text
     if len(recall_text) >= options.min_extracted_size and len(recall_text) > ESCALATION_ACCEPT_RATIO * len(text):
@@ -252,37 +257,31 @@ def _count_elements():  # type: ignore[no-untyped-def]
 def _page_text_length(tree: HtmlElement, values: ClassIdValues) -> int:
     """len(trafilatura.baseline.html2txt(tree)) at less cost: only the body is copied, and the cleaning's
     cookie-banner clause is left out when no class or id on the page can match it (`xpath_gates`)."""
-    import copy
-
     from trafilatura.baseline import _spaced_text, basic_cleaning
     from trafilatura.xml import delete_element
 
     body = tree.find(".//body")
     body = copy.copy(body if body is not None else tree)
-    if values.may_select(_cookie_banners()):
+    by_tag, cookie_banners = _basic_clean_parts()
+    if by_tag is None or values.may_select(cookie_banners):
         return len(_spaced_text(basic_cleaning(body)))
-    for element in _basic_clean_by_tag()(body):
+    for element in by_tag(body):
         delete_element(element)
     return len(_spaced_text(body))
 
 
 @functools.cache
-def _cookie_banners():  # type: ignore[no-untyped-def]
+def _basic_clean_parts():  # type: ignore[no-untyped-def]
+    """trafilatura's BASIC_CLEAN_XPATH split into its tag clauses and its cookie-banner clause, the one that
+    costs (a regex test per element); (None, None) if its expression no longer has that shape."""
     from lxml.etree import XPath
-    from trafilatura.settings import _COOKIE_CONSENT_RE
+    from trafilatura.settings import BASIC_CLEAN_XPATH
 
-    # the cookie-banner clause of trafilatura.settings.BASIC_CLEAN_XPATH, in the form xpath_gates reads
-    return XPath(f".//*[re:test(@class, '{_COOKIE_CONSENT_RE}', 'i') or "
-                 f"re:test(@id, '{_COOKIE_CONSENT_RE}', 'i')]", namespaces={"re": "http://exslt.org/regular-expressions"})
-
-
-@functools.cache
-def _basic_clean_by_tag():  # type: ignore[no-untyped-def]
-    from lxml.etree import XPath
-
-    # trafilatura.settings.BASIC_CLEAN_XPATH without its cookie-banner clause
-    return XPath(".//aside|.//div[contains(@class|@id, 'footer')]|.//fencedframe|.//footer|.//script|.//style|"
-                 ".//svg|.//template")
+    by_tag, separator, cookie_banners = BASIC_CLEAN_XPATH.path.partition("|.//*[re:test(")
+    if not separator:
+        return None, None
+    namespaces = {"re": "http://exslt.org/regular-expressions"}
+    return XPath(by_tag), XPath(".//*[re:test(" + cookie_banners, namespaces=namespaces)
 
 
 @functools.cache
