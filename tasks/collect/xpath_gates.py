@@ -4,9 +4,9 @@ trafilatura finds boilerplate with XPaths such as `.//*[self::div][re:test(@clas
 `re:test` by a call into Python for every candidate element, which makes these walks a large share of extraction
 time, and on most pages they select nothing. When an expression requires a predicate made only of
 `re:test`, `contains` or `starts-with` tests on `@class` or `@id`, joined by `or`, it can select an element only
-if one of those tests holds on one of the element's class or id values. `gate` turns the tests into one
-regex; `ClassIdValues.may_select` runs it once over all the page's class and id values joined by newlines (with
-`^` anchored at each value's start). No match: the expression selects nothing and its walk is skipped, so the
+if one of those tests holds on one of the element's class or id values. `gate` turns the tests into regexes;
+`ClassIdValues.may_select` runs them over all the page's class and id values joined by newlines (with `^` and `$`
+anchored at each value's ends). No match: the expression selects nothing and its walk is skipped, so the
 result is exactly trafilatura's. Only expressions of the form `.//*[self::… or …][test or … test][…]` get a gate
 (the tests' predicate is required, later ones only narrow); any other is always evaluated.
 """
@@ -28,9 +28,10 @@ _GATED_FORM = re.compile(rf"\.//\*(?:\[\s*self::\w+(?:\s+or\s+self::\w+)*\s*\])?
 
 
 @functools.cache
-def gate(expression: str) -> re.Pattern[str] | None:
-    """A regex that some class or id value must match for `expression` to select anything, read off its
-    required predicate; None for an expression not of the form `.//*[self::… or …][test or test …][…]`."""
+def gate(expression: str) -> tuple[re.Pattern[str], ...] | None:
+    """Regexes one of which some class or id value must match for `expression` to select anything, read off its
+    required predicate; None for an expression not of the form `.//*[self::… or …][test or test …][…]`, or with a
+    test that an element without the attribute passes (lxml reads a missing attribute as '')."""
     form = _GATED_FORM.match(expression.strip())
     if form is None or not _only_predicates(expression.strip()[form.end():]):
         return None
@@ -38,12 +39,16 @@ def gate(expression: str) -> re.Pattern[str] | None:
     for function, argument, flags in re.findall(_TEST, form.group(1)):
         if function == "re:test" and not _joinable(argument):
             return None
-        pattern = {"re:test": argument, "contains": re.escape(argument), "starts-with": "^" + re.escape(argument)}
-        patterns.append(f"(?i:{pattern[function]})" if flags else f"(?:{pattern[function]})")
-    try:
-        return re.compile("|".join(patterns), re.MULTILINE)
-    except re.error:  # a pattern Python's re reads differently: no gate rather than a wrong one
-        return None
+        source = {"re:test": argument, "contains": re.escape(argument), "starts-with": "^" + re.escape(argument)}
+        try:
+            # compiled one by one: joined into one regex, a backreference would point at another test's group
+            pattern = re.compile(source[function], re.MULTILINE | (re.IGNORECASE if flags else 0))
+        except re.error:  # a pattern Python's re reads differently: no gate rather than a wrong one
+            return None
+        if pattern.search(""):
+            return None
+        patterns.append(pattern)
+    return tuple(patterns)
 
 
 def _only_predicates(rest: str) -> bool:
@@ -67,10 +72,14 @@ def _only_predicates(rest: str) -> bool:
 def _joinable(pattern: str) -> bool:
     """Whether every match `pattern` finds in one value it also finds with the value inside the newline-joined
     text, where `^` and `$` (MULTILINE) still anchor at the value's ends: not so for whole-string anchors, nor
-    for a negative lookaround that a newline could fail (`(?!\\s)` at a value's end)."""
+    for a negative lookaround a newline could fail (`(?!\\s)` at a value's end): their bodies may hold only
+    literal characters other than a newline."""
     if "\\A" in pattern or "\\Z" in pattern:
         return False
-    return all(not set(body) & set("\\[.") for body in re.findall(r"\(\?<?!([^)]*)\)", pattern))
+    bodies = re.findall(r"\(\?<?!([^)]*)\)", pattern)
+    if len(bodies) != pattern.count("(?!") + pattern.count("(?<!"):
+        return False
+    return all(not set(body) & set("\\[.()^$\n") for body in bodies)
 
 
 class ClassIdValues:
@@ -81,8 +90,8 @@ class ClassIdValues:
         self.text = "\n".join(_classes()(tree) + _ids()(tree))
 
     def may_select(self, xpath: XPath) -> bool:
-        pattern = gate(xpath.path)
-        return pattern is None or pattern.search(self.text) is not None
+        patterns = gate(xpath.path)
+        return patterns is None or any(pattern.search(self.text) for pattern in patterns)
 
 
 @functools.cache
