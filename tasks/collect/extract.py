@@ -99,8 +99,6 @@ def extract_page(body: bytes, url: str, content_type: str | None = None, content
     trafilatura's full comparison; `honour_noindex=False` only for measuring extraction (bench/extract.py)."""
     if looks_binary(body):
         return PageExtract(skip="binary_content")
-    from lxml.etree import LxmlError
-
     from tasks.collect.extract_text import main_text, metadata, parse_html, parse_stripped, strip_non_text
 
     html = decode_html(body, content_type)
@@ -123,12 +121,18 @@ def extract_page(body: bytes, url: str, content_type: str | None = None, content
     if honour_noindex and ("noindex" in directives or "none" in directives.split(",")):
         page.skip = "noindex"
         return page
+    # code and media go first: metadata needs only meta, link and JSON-LD, main_text drops meta and link
+    tree = strip_non_text(tree, keep=("meta", "link"))
+    # Broad catches: trafilatura and htmldate fail on some trees nobody meant to write (htmldate asserts when the
+    # element it drops is the root, as in a fragment that is one <svg>), and one such page must stop neither a
+    # crawl nor a WARC ingest. Metadata failing keeps the text; the text failing is counted as extract_error.
     try:
-        # code and media go first: metadata needs only meta, link and JSON-LD, main_text drops meta and link
-        tree = strip_non_text(tree, keep=("meta", "link"))
         page.title, page.author, page.date = metadata(tree, url)
+    except Exception:  # noqa: BLE001
+        page.title = page.author = page.date = None
+    try:
         page.text = main_text(tree, url, lambda: parse_stripped(html), fallback)
-    except (ValueError, TypeError, LxmlError):  # one pathological page must not stop a crawl of thousands
+    except Exception:  # noqa: BLE001
         page.skip = "extract_error"
         return page
     if not page.text:

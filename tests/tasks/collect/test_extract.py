@@ -148,3 +148,44 @@ def test_parsing_repairs_the_page_as_trafilatura_does():
     for name, text in pages.items():
         reference = lxml.html.fromstring(repair_faulty_html(text, text[:50].lower()).encode(), parser=_parser())
         assert etree.tostring(parse_html(text)) == etree.tostring(reference), name
+
+
+def test_a_fragment_whose_root_htmldate_cannot_drop_keeps_its_text():
+    # lxml makes a lone top-level <svg> the root; htmldate's cleaning then asserts on dropping it
+    body = "<svg>x<details>" + " ".join(SENTENCES[:3]) + "</details>"
+    page = extract_page(body.encode(), "http://site.test/svg")
+    assert page.skip == "" and SENTENCES[1] in page.text and page.date is None
+
+
+# Tag soup from the parts that trip extractors: boilerplate classes trafilatura prunes, elements it cleans or
+# converts, root-level media, unclosed tags, entities, control and non-characters, literal control tokens.
+SOUP_TAGS = ("div", "p", "span", "a", "ul", "li", "table", "tr", "td", "article", "section", "nav", "footer", "aside",
+             "main", "h1", "pre", "code", "form", "noscript", "figure", "img", "br", "math", "svg", "script", "style",
+             "details", "template", "iframe", "body", "html", "head", "title", "meta")
+SOUP_ATTRIBUTES = ('class="comment"', 'id="comments"', 'class="infinite-scroll"', 'class="cookie-banner"',
+                   'class="footer"', 'id="main"', 'itemprop="articleBody"', 'style="display:none"', 'href="/x"',
+                   'rel="nofollow"', 'class="&#10;comment"', "")
+SOUP_WORDS = ("the", "river", "mill", "bridge", "<|bos|>", "\u200b", "\x0b", "&", "&amp;", "<", ">", "\ufffe", "2021-03-04")
+
+
+def _soup(rng, depth: int = 0) -> str:  # type: ignore[no-untyped-def]
+    parts = []
+    for _ in range(rng.randint(0, 5)):
+        if rng.random() < 0.45 and depth < 10:
+            tag = rng.choice(SOUP_TAGS)
+            close = f"</{tag}>" if rng.random() < 0.9 else ""
+            parts.append(f"<{tag} {rng.choice(SOUP_ATTRIBUTES)}>{_soup(rng, depth + 1)}{close}")
+        else:
+            parts.append(" ".join(rng.choice(SOUP_WORDS) for _ in range(rng.randint(1, 40))))
+    return "".join(parts)
+
+
+def test_no_page_makes_extraction_raise():
+    import random
+
+    rng = random.Random(13)
+    for index in range(300):
+        body = _soup(rng).encode("utf-8", "surrogatepass")
+        for fallback in (False, True):
+            page = extract_page(body, f"http://site.test/{index}", fallback=fallback)
+            assert page.skip in ("", "empty_text", "extract_error"), page.skip
