@@ -79,7 +79,7 @@ def strip_non_text(tree: HtmlElement, keep: tuple[str, ...] = ()) -> HtmlElement
     """Drop `NEVER_TEXT` elements but `keep` (their tails stay), so every later stage walks a smaller tree."""
     from lxml import etree
 
-    json_ld = tree.xpath("//script[@type='application/ld+json']")
+    json_ld = _json_ld()(tree)
     for element in json_ld:
         element.tag = "lmforge-json-ld"
     etree.strip_elements(tree, *(tag for tag in NEVER_TEXT if tag not in keep), with_tail=False)
@@ -153,7 +153,7 @@ def _cascade(tree: HtmlElement, url: str, full_tree: Callable[[], HtmlElement | 
 
     1. main extractor (fast mode) on `tree`;
     2. only if that result is doubtful: readability and jusText against it, on a fresh parse of the whole page
-       (readability weighs the navigation the fast pass dropped); jusText reads the main extractor's cleaned input;
+       (readability weighs the navigation the fast pass dropped; jusText reads that tree's cleaning);
     3. baseline rescue and 4. recall escalation, as trafilatura does them, in the mode the page ran in.
     The page-text measure that gates step 4 is trafilatura's `html2txt`, computed without its regex scan of
     every class and id when no class or id on the page can match it."""
