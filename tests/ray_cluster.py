@@ -28,14 +28,24 @@ LOOPBACK_ONLY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENAB
 def ray_head(num_cpus: int = 2, timeout_s: float = 120.0) -> Iterator[tuple[str, int]]:
     """Start a Ray head; yields (its address, the pid of the `ray start` process all Ray processes descend from)."""
     temp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
-    port = free_port()
-    ports = {flag: free_port() for flag in (
+    low = free_port()  # worker ports: a small range starting at a port that was free just now
+    high = min(low + 200, 65535)
+    # Ray refuses to start when a component's port falls in the worker range or repeats another's
+    taken = set(range(low, high + 1))
+
+    def distinct_free_port() -> int:
+        while (candidate := free_port()) in taken:
+            pass
+        taken.add(candidate)
+        return candidate
+
+    port = distinct_free_port()
+    ports = {flag: distinct_free_port() for flag in (
         "--object-manager-port", "--node-manager-port", "--dashboard-agent-listen-port",
         "--dashboard-agent-grpc-port", "--runtime-env-agent-port", "--metrics-export-port")}
-    low = free_port()  # worker ports: a small range starting at a port that was free just now
     command = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
                f"--port={port}", f"--num-cpus={num_cpus}", "--include-dashboard=false", "--disable-usage-stats",
-               f"--temp-dir={temp}", f"--min-worker-port={low}", f"--max-worker-port={min(low + 200, 65535)}",
+               f"--temp-dir={temp}", f"--min-worker-port={low}", f"--max-worker-port={high}",
                # a logical resource: datatrove asks 2 GB per task; fixed so scheduling does not depend on free RAM
                f"--memory={8 * 1024**3}", *(f"{flag}={value}" for flag, value in ports.items())]
     log = open(temp / "head.log", "wb")
