@@ -36,6 +36,7 @@ from tasks.core.artifacts import (
 )
 from tasks.core.tracking import TrackingConfig
 from tasks.finetune.classify_metrics import classification_metrics, confusion_matrix, plot_confusion
+from tasks.finetune.records import read_records
 
 CLASSIFIER_DIR = "classifier"
 
@@ -73,15 +74,7 @@ class ClassifierRef(StageRef):
 
 def read_examples(path: Path | str) -> list[tuple[str, Any]]:
     """(text, label) rows of a JSONL or Parquet file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"classify data file {path} does not exist")
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        rows = pq.read_table(path).to_pylist()
-    else:
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = read_records(path, "classify data file")
     for n, row in enumerate(rows, 1):
         if not isinstance(row.get("text"), str) or row.get("label") is None:
             raise ValueError(f"{path}: row {n} needs a string 'text' and a 'label'; got keys {sorted(row)}")

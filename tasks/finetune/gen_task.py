@@ -22,6 +22,7 @@ from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.core.artifacts import CheckpointRef, StageRef, file_sha256, finish_stage, load_done, reset_dir, stage_dir
+from tasks.finetune.records import read_records
 from tasks.finetune.sft import SFTConfig, run_sft
 from tasks.finetune.sft_data import TRAIN, VAL, ConversationSet
 
@@ -44,15 +45,7 @@ class GenTaskRef(StageRef):
 
 
 def read_pairs(path: Path | str) -> list[tuple[str, str]]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"task data file {path} does not exist")
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        rows = pq.read_table(path).to_pylist()
-    else:
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = read_records(path, "task data file")
     for n, row in enumerate(rows, 1):
         if not isinstance(row.get("input"), str) or not isinstance(row.get("output"), str):
             raise ValueError(f"{path}: row {n} needs string 'input' and 'output'; got keys {sorted(row)}")  # noqa: TRY004

@@ -132,3 +132,13 @@ def test_registered_classifier_predicts_labels_and_probabilities(setup):
     assert list(out["label"]) == ["animal", "vehicle"]
     probs = out[["prob_animal", "prob_food", "prob_vehicle"]].sum(axis=1)
     assert probs.tolist() == pytest.approx([1.0, 1.0]) and (out["probability"] > 0.5).all()
+
+
+def test_read_examples_names_the_line_that_is_not_json(tmp_path):
+    bad = tmp_path / "broken.jsonl"
+    bad.write_text('{"text": "fine", "label": 1}\n\n{"text": "cut off", "lab\n')
+    with pytest.raises(ValueError, match=r"broken\.jsonl:3: not JSON"):
+        read_examples(bad)
+    bad.write_text('["text", "label"]\n')
+    with pytest.raises(ValueError, match=r"broken\.jsonl:1: expected a JSON object, got list"):
+        read_examples(bad)
