@@ -61,16 +61,32 @@ def datatrove() -> Scrubber:
     return formatter.format, fakes, counts
 
 
-def baseline(rev: str) -> Scrubber:
-    """`tasks/core/pii.py` as it was at git revision `rev`, loaded from `git show` into a throwaway module."""
-    source = subprocess.run(["git", "show", f"{rev}:tasks/core/pii.py"], cwd=ROOT, check=True, capture_output=True,
-                            text=True).stdout
-    path = WORK / f"pii_{rev}.py"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location(f"pii_{rev}", path)
+def _module_at(rev: str, path: str):
+    """The module at `path` as it was at git revision `rev`, loaded into a throwaway module (None if it did not
+    exist)."""
+    shown = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=ROOT, capture_output=True, text=True)
+    if shown.returncode:
+        return None
+    file = WORK / rev / path
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.write_text(shown.stdout)
+    spec = importlib.util.spec_from_file_location(f"{Path(path).stem}_{rev}", file)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def baseline(rev: str) -> Scrubber:
+    """`tasks/core/pii.py` as it was at git revision `rev`, with the `pii_detect.py` of that revision where it had one."""
+    import tasks.core
+    import tasks.core.pii_detect
+
+    current = tasks.core.pii_detect
+    tasks.core.pii_detect = _module_at(rev, "tasks/core/pii_detect.py") or current  # what `from tasks.core import` finds
+    try:
+        module = _module_at(rev, "tasks/core/pii.py")
+    finally:
+        tasks.core.pii_detect = current
     return (lambda text: module.scrub_pii(text)[0]), tuple(module.PLACEHOLDERS.values()), (
         lambda text: module.scrub_pii(text)[1])
 

@@ -72,12 +72,11 @@ _EPOCH_10 = datetime(2001, 9, 9, 2, tzinfo=timezone.utc)  # Unix time has had 10
 _END = datetime(2026, 1, 1, tzinfo=timezone.utc)  # Faker's dates end "now" unless told: fixed, the corpus is too
 
 
-def _public_ipv6(fake) -> str:
-    """Faker's random IPv6, redrawn while it falls in a non-public range (fc00::/7, fe80::/10 …): like private IPv4
-    (`ipv4_public`), those identify no one."""
-    while not ipaddress.ip_address(value := fake.ipv6()).is_global:
-        pass
-    return value
+def _ipv4(fake, rng: random.Random) -> str:
+    """Half Faker's `ipv4()` (any class, private networks included), half drawn uniformly from all 2**32 addresses.
+    7.5 % of uniform draws are not globally routable (240/4 alone is 6.25 %): a public-only rule catches 92.5 % of
+    them, close to the 93 % issue 13 measured on a public synthetic PII corpus."""
+    return fake.ipv4() if rng.random() < 0.5 else str(ipaddress.IPv4Address(rng.getrandbits(32)))
 
 
 def _distractor(fake, rng: random.Random) -> tuple[str, str]:
@@ -136,8 +135,8 @@ def generate(per_locale: int, seed: int = 0, locales: tuple[str, ...] = LOCALES)
             "credit_card": lambda: _card(fake, rng),
             "iban": lambda: _iban(fake, rng),
             "ssn": fake.ssn,
-            "ipv4": fake.ipv4_public,
-            "ipv6": lambda: _public_ipv6(fake),
+            "ipv4": lambda: _ipv4(fake, rng),
+            "ipv6": fake.ipv6,  # uniform over the whole address space
         }
         for kind in KINDS:
             if kind == "ssn" and locale != "en_US":  # other locales' `ssn` are national ids, not US SSNs

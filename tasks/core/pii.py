@@ -7,8 +7,9 @@ datatrove's fake replacement addresses, make scrubbed spans visible to anyone re
 
 Each kind is found by a cheap candidate regex and confirmed by the validator made for the format
 (`tasks.core.pii_detect`): libphonenumber for phones, IIN ranges + Luhn for cards, mod-97 for IBANs, `ipaddress`
-for IPs. IPs count only when globally routable (127.0.0.1 or 192.168.x.x in documentation are not personal data, as
-in datatrove's PIIFormatter).
+for IPs. IPs count when they can name a host, private ranges included (`ip_scope="host"`); loopback, "this
+network" and the documentation blocks never do. `ip_scope="global"` keeps only globally routable ones, as datatrove's
+PIIFormatter does.
 """
 
 from __future__ import annotations
@@ -28,19 +29,19 @@ PLACEHOLDERS = {
     "ip": "<IP_ADDRESS>",
     "phone": "<PHONE>",
 }
-KINDS, DEFAULT_REGIONS, check_regions = d.KINDS, d.DEFAULT_REGIONS, d.check_regions
+KINDS, DEFAULT_REGIONS, IP_SCOPES, check_regions = d.KINDS, d.DEFAULT_REGIONS, d.IP_SCOPES, d.check_regions
 
 luhn_ok = d.luhn_ok
 
 
 @functools.cache
-def _finders(regions: tuple[str, ...]) -> dict[str, Callable[[str], Iterator[tuple[int, int]]]]:
+def _finders(regions: tuple[str, ...], ip_scope: str) -> dict[str, Callable[[str], Iterator[tuple[int, int]]]]:
     return {
         "email": d.email_spans,
         "iban": d.iban_spans,
         "credit_card": d.card_spans,
         "ssn": d.regex_spans(d.SSN, d.is_ssn),
-        "ip": lambda text: (*d.regex_spans(d.IPV6, d.is_ipv6)(text), *d.regex_spans(d.IPV4, d.is_public_ip)(text)),
+        "ip": lambda text: d.ip_spans(text, ip_scope),
         "phone": lambda text: d.phone_spans(text, regions),
     }
 
@@ -52,14 +53,20 @@ def check_kinds(kinds: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     return tuple(kind for kind in KINDS if kind in kinds)
 
 
+def check_ip_scope(scope: str) -> str:
+    if scope not in IP_SCOPES:
+        raise ValueError(f"unknown IP scope {scope!r}; choose from {list(IP_SCOPES)}")
+    return scope
+
+
 def scrub_pii(
-    text: str, kinds: tuple[str, ...] = KINDS, regions: tuple[str, ...] = DEFAULT_REGIONS
+    text: str, kinds: tuple[str, ...] = KINDS, regions: tuple[str, ...] = DEFAULT_REGIONS, ip_scope: str = "host"
 ) -> tuple[str, dict[str, int]]:
     """Replace the PII `kinds` in `text` with placeholders; return the new text and counts per kind.
 
     Kinds run in `KINDS` order on the text the previous kinds left, so a span is only ever claimed once.
     """
-    finders = _finders(regions)
+    finders = _finders(regions, check_ip_scope(ip_scope))
     counts = dict.fromkeys(check_kinds(kinds), 0)
     for kind in KINDS:
         if kind not in counts:
@@ -83,13 +90,16 @@ class PIIScrubber(BaseFormatter):
 
     name = "🔏 PII scrubber"
 
-    def __init__(self, kinds: tuple[str, ...] = KINDS, regions: tuple[str, ...] = DEFAULT_REGIONS):
+    def __init__(
+        self, kinds: tuple[str, ...] = KINDS, regions: tuple[str, ...] = DEFAULT_REGIONS, ip_scope: str = "host"
+    ):
         super().__init__()
         self.kinds = check_kinds(kinds)
         self.regions = check_regions(regions)
+        self.ip_scope = check_ip_scope(ip_scope)
 
     def format(self, text: str) -> str:
-        text, counts = scrub_pii(text, self.kinds, self.regions)
+        text, counts = scrub_pii(text, self.kinds, self.regions, self.ip_scope)
         for kind, n in counts.items():
             if n:
                 self.stat_update(f"pii_{kind}", value=n)

@@ -27,6 +27,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 PIIKind = Literal["email", "iban", "credit_card", "ssn", "ip", "phone"]  # tasks.core.pii.KINDS (a test checks)
+IPScope = Literal["host", "global"]  # tasks.core.pii.IP_SCOPES (a test checks)
 HEURISTIC_STEPS = ("gopher_repetition", "gopher_quality", "c4_quality", "fineweb_quality")
 
 
@@ -99,6 +100,13 @@ class CurateConfig(BaseModel):
         default_factory=lambda: list(pii.DEFAULT_REGIONS),
         description="Regions (ISO 3166-1 alpha-2) whose national phone formats are recognised, tried in order; "
         "numbers written with +country code are found whatever the list. Add the regions of your corpus' languages.",
+    )
+
+    pii_ip_scope: IPScope = Field(
+        default="host",
+        description="Which IP addresses are PII: 'host' every address that can name a machine, private ranges "
+        "included (not loopback, 0.0.0.0/8 or the documentation blocks); 'global' only globally routable ones, as "
+        "datatrove's PIIFormatter.",
     )
 
     @field_validator("pii_regions", mode="before")

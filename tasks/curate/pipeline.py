@@ -155,7 +155,7 @@ def build_and_run(cfg: CurateConfig, out: Path, n_in: int, index_root: Path) -> 
         p6.append(("minhash_dedup", mh.MinhashDedupFilter(str(work / "mh_clusters"), load_cluster_sizes=True,
                                                           exclusion_writer=rejects(out, "minhash_dedup"))))
     if cfg.pii:
-        p6.append(("pii", PIIScrubber(tuple(cfg.pii_kinds), tuple(cfg.pii_regions))))
+        p6.append(("pii", PIIScrubber(tuple(cfg.pii_kinds), tuple(cfg.pii_regions), cfg.pii_ip_scope)))
     p6.append(("output", f.TokenCounter()))
     p6.append((None, ParquetWriter(str(out / "docs"), output_filename="${rank}.parquet", compression="zstd",
                                        adapter=f.shard_row_adapter, schema=SHARD_SCHEMA, max_file_size=-1,
