@@ -1,5 +1,6 @@
 """PII scrubbing against formats nobody here wrote: a fixed-seed Faker corpus in 14 locales (tests/pii_corpus.py),
-the formats issue 13 found missed, and the validators' edges (Luhn, IIN, mod-97, SSN areas, which IP addresses name a host)."""
+the formats issue 13 found missed, and the validators' edges (Luhn, IIN, mod-97, SSN areas, which IP addresses
+name a host)."""
 
 from __future__ import annotations
 
