@@ -77,12 +77,13 @@ def _module_at(rev: str, path: str):
 
 
 def baseline(rev: str) -> Scrubber:
-    """`tasks/core/pii.py` as it was at git revision `rev`, with the `pii_detect.py` of that revision where it had one."""
+    """`tasks/core/pii.py` as it was at git revision `rev`, with that revision's `pii_detect.py` where it had one."""
     import tasks.core
     import tasks.core.pii_detect
 
     current = tasks.core.pii_detect
-    tasks.core.pii_detect = _module_at(rev, "tasks/core/pii_detect.py") or current  # what `from tasks.core import` finds
+    # `from tasks.core import pii_detect` in the old pii.py finds the package attribute
+    tasks.core.pii_detect = _module_at(rev, "tasks/core/pii_detect.py") or current
     try:
         module = _module_at(rev, "tasks/core/pii.py")
     finally:
