@@ -187,10 +187,10 @@ def _network(text: str, match: re.Match) -> bool:
     if not prefix:
         return False
     try:
-        ipaddress.ip_network(f"{match.group(0)}/{prefix.group(1)}")  # strict: raises if host bits are set
+        block = ipaddress.ip_network(f"{match.group(0)}/{prefix.group(1)}")  # strict: raises if host bits are set
     except ValueError:
         return False
-    return True
+    return block.num_addresses > 1  # 8.8.8.8/32 is one host
 
 
 def _section_number(text: str, match: re.Match) -> bool:

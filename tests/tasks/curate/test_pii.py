@@ -184,6 +184,7 @@ def test_dotted_quads_that_number_something_else_stay(text):
     "text, expected",
     [
         ("Address=192.168.0.15/24", "Address=<IP_ADDRESS>/24"),  # a host in its network: host bits set
+        ("allow 203.0.114.9/32 and 2a00:1450::200e/128", "allow <IP_ADDRESS>/32 and <IP_ADDRESS>/128"),  # one host
         ("Login from 10.0.0.1. Then it failed", "Login from <IP_ADDRESS>. Then it failed"),
         ("10.0.0.5 myhost\n8.8.8.8 dns", "<IP_ADDRESS> myhost\n<IP_ADDRESS> dns"),  # a hosts file
     ],
