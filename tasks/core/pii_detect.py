@@ -7,7 +7,8 @@
 - `credit_card`: 12-19 digits, bare or grouped 4-4-4-4(-3) / 4-6-5 / 4-6-4; the number must start with a payment
   scheme's IIN range at a length that scheme issues (`CARD_SCHEMES`) and pass the Luhn check.
 - `ssn`: US Social Security numbers written `AAA-GG-SSSS`; `stdnum.us.ssn` rejects never-issued areas (000, 666,
-  9xx), zero groups and serials, and the numbers known from advertising (078-05-1120).
+  9xx), zero groups and serials, and the numbers known from advertising (078-05-1120). ITINs, the 9xx numbers the
+  IRS issues in the same format (`stdnum.us.itin`), count too.
 - `ip`: IPv4 dotted quads and IPv6 in all its textual forms (compressed, IPv4-embedded, zone ids), validated by
   `ipaddress`. Which addresses count is the `IP_SCOPES` choice (`personal_ip`): by default every address that can
   name a host, private ranges included. Not hosts: netmasks (255.255.255.0), a CIDR block's network address
@@ -213,9 +214,11 @@ def ip_spans(text: str, scope: str = "host") -> Iterator[tuple[int, int]]:
 
 
 def is_ssn(text: str) -> bool:
-    from stdnum.us import ssn
+    """A US Social Security number, or an ITIN: the IRS's taxpayer number for people without one, written the same
+    way (area 9xx, groups 50-65, 70-88, 90-92, 94-99)."""
+    from stdnum.us import itin, ssn
 
-    return ssn.is_valid(text)
+    return ssn.is_valid(text) or itin.is_valid(text)
 
 
 @functools.cache

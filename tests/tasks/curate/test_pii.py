@@ -211,6 +211,8 @@ def test_us_ssn_only_where_issued():
     assert scrub_pii(f"SSN {ssn}.") == ("SSN <SSN>.", {**dict.fromkeys(PLACEHOLDERS, 0), "ssn": 1})
     for never_issued in ("000-12-3456", "666-12-3456", "912-12-3456", "123-00-4567", "123-45-0000"):
         assert scrub_pii(f"SSN {never_issued}.", kinds=("ssn",))[1]["ssn"] == 0
+    for itin in ("912-70-1234", "987-94-0001"):  # 9xx areas with ITIN groups: the IRS issues these
+        assert scrub_pii(f"ITIN {itin}.")[0] == "ITIN <SSN>."
 
 
 def test_regions_decide_national_formats():
