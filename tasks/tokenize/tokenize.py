@@ -71,7 +71,7 @@ def _encode_shard(args: tuple[Path, Path, int, dict, Path, str]) -> dict[str, in
     from models.tokenizer import Tokenizer
     from tasks.core.tokens import write_bin
 
-    shard, tokenizer_file, index, cfg_dict, out, val_override = args
+    shard, tokenizer_file, index, cfg_dict, out, flipped = args
     cfg = TokenizeConfig.model_validate(cfg_dict)
     tok = Tokenizer.load(tokenizer_file)
     ids, texts = _read_shard(shard)
@@ -84,7 +84,7 @@ def _encode_shard(args: tuple[Path, Path, int, dict, Path, str]) -> dict[str, in
     for start in range(0, len(texts), 256):  # batches keep memory flat and let tokenizers use its threads
         batch_ids, batch_texts = ids[start : start + 256], texts[start : start + 256]
         for doc_id, text, enc in zip(batch_ids, batch_texts, tok.encode_batch(batch_texts)):
-            name = "val" if (is_val(doc_id, cfg) or doc_id == val_override) else "train"
+            name = "val" if is_val(doc_id, cfg) != (doc_id == flipped) else "train"
             split[name].append(tok.bos_id)
             split[name].extend(enc)
             stats[f"{name}_docs"] += 1
@@ -96,12 +96,12 @@ def _encode_shard(args: tuple[Path, Path, int, dict, Path, str]) -> dict[str, in
     return stats
 
 
-def _train_texts(shard_paths: list[Path], cfg: TokenizeConfig, val_override: str):
+def _train_texts(shard_paths: list[Path], cfg: TokenizeConfig, flipped: str):
     budget = cfg.tokenizer_train_bytes
     for path in shard_paths:
         ids, texts = _read_shard(path)
         for doc_id, text in zip(ids, texts):
-            if is_val(doc_id, cfg) or doc_id == val_override:
+            if is_val(doc_id, cfg) != (doc_id == flipped):
                 continue
             budget -= len(text.encode("utf-8"))
             if budget < 0:
@@ -118,11 +118,15 @@ def run_tokenize(cfg: TokenizeConfig, shards: ShardSet, out: Path) -> TokenSet:
     if not shard_paths:
         raise ValueError(f"shard set {shards.path} lists no shards; did curation keep any documents?")
     all_ids = [doc_id for path in shard_paths for doc_id in _read_shard(path)[0]]
-    # A tiny corpus may hash no document into val; then the lowest-hash document goes there, so val is never empty
-    # (unless that would leave nothing to train on).
-    val_override = ""
-    if cfg.val_fraction > 0 and len(all_ids) > 1 and not any(is_val(i, cfg) for i in all_ids):
-        val_override = min(all_ids, key=lambda i: _doc_hash(i, cfg))
+    # A tiny corpus (a retrain's few new documents) may hash no document into val, or all of them; then one document
+    # switches sides: the lowest-hash one goes to val, so val is never empty unless that would leave nothing to train
+    # on, or the highest-hash one goes to train, so there is always something to train on.
+    flipped = ""
+    in_val = [is_val(i, cfg) for i in all_ids]
+    if cfg.val_fraction > 0 and len(all_ids) > 1 and not any(in_val):
+        flipped = min(all_ids, key=lambda i: _doc_hash(i, cfg))
+    elif all_ids and all(in_val):
+        flipped = max(all_ids, key=lambda i: _doc_hash(i, cfg))
 
     t_train = time.time()
     progress.update("tokenize", done=0, total=len(all_ids), unit="docs", note="training the BPE tokenizer")
@@ -131,12 +135,12 @@ def run_tokenize(cfg: TokenizeConfig, shards: ShardSet, out: Path) -> TokenSet:
             raise FileNotFoundError(f"tokenize.tokenizer_file {cfg.tokenizer_file} does not exist")
         tok = Tokenizer.load(cfg.tokenizer_file)
     else:
-        tok = Tokenizer.train(_train_texts(shard_paths, cfg, val_override), cfg.vocab_size, cfg.min_frequency)
+        tok = Tokenizer.train(_train_texts(shard_paths, cfg, flipped), cfg.vocab_size, cfg.min_frequency)
     tok.save(out / TOKENIZER_FILE)
     t_train = time.time() - t_train
 
     t_enc = time.time()
-    jobs = [(p, out / TOKENIZER_FILE, i, cfg.model_dump(), out, val_override) for i, p in enumerate(shard_paths)]
+    jobs = [(p, out / TOKENIZER_FILE, i, cfg.model_dump(), out, flipped) for i, p in enumerate(shard_paths)]
     n_docs = 0
 
     def encoded(stats: dict[str, int]) -> dict[str, int]:  # one shard done: the console's live line

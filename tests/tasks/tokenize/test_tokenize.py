@@ -103,6 +103,19 @@ def test_compression_gate_and_tiny_val(tmp_path):
     assert ref.val_files and ref.n_val_tokens > 0  # 4 docs at 1 %: one document is still held out
 
 
+@pytest.mark.parametrize("n_docs", [1, 3])
+def test_a_few_documents_all_hashed_into_val_still_train(tmp_path, n_docs):
+    """A retrain's handful of new documents may all hash into val: the highest-hash one trains instead of the stage
+    failing with nothing to train on (a CI run hit this with one new document)."""
+    ids = [f"doc-0-{i}" for i in range(n_docs)]
+    seed = next(f"s{k}" for k in range(100_000)
+                if all(is_val(i, TokenizeConfig(split_seed=f"s{k}", val_fraction=0.3)) for i in ids))
+    cfg = TokenizeConfig(vocab_size=300, val_fraction=0.3, split_seed=seed, workers=1, min_bytes_per_token=0.0)
+    tokens = run_tokenize(cfg, write_shards(tmp_path / "shards", [synthetic_docs(n_docs)]), tmp_path / "tok")
+    assert tokens.train_files and tokens.n_train_tokens > 0
+    assert bool(tokens.val_files) == (n_docs > 1)  # the others stay in val
+
+
 def test_special_token_text_in_documents_stays_text(tmp_path):
     """A crawled page quoting every control token ("<|assistant|>", "<|bos|>" …) is ordinary text in the shards."""
     import math
