@@ -28,6 +28,11 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([a-zA-Z0-9_\-:.]+)""", re.I)
+# Labels browsers decode as the Windows superset (WHATWG Encoding Standard): a page declared ISO-8859-1 with cp1252
+# quotes and dashes shows “ ” — in a browser, and C1 control characters through Python's latin-1.
+_BROWSER_ENCODING = {"iso8859-1": "cp1252", "ascii": "cp1252", "iso8859-9": "cp1254", "tis-620": "cp874",
+                     "iso8859-11": "cp874", "gb2312": "gb18030", "gbk": "gb18030", "shift_jis": "cp932",
+                     "euc_kr": "cp949", "big5": "big5hkscs"}
 _BINARY_MAGIC = (b"\x89PNG", b"%PDF", b"\x1f\x8b", b"PK\x03\x04", b"GIF8", b"\xff\xd8\xff", b"\x7fELF", b"RIFF")
 _TEXT_BYTES = bytes([9, 10, 11, 12, 13, *range(32, 256)])  # everything but control characters
 # What in a path-absolute href makes urljoin do more than prefix the origin: dot segments, the backslash and the
@@ -62,7 +67,7 @@ def looks_binary(body: bytes) -> bool:
 
 def decode_html(body: bytes, content_type: str | None = None) -> str:
     """Text of an HTML body: UTF-8 wins (valid, or all but a few bytes), then the declared charset (header, then
-    <meta>), then detection."""
+    <meta>) as browsers read it, then detection."""
     try:
         return body.decode("utf-8")
     except UnicodeDecodeError:
@@ -82,8 +87,9 @@ def decode_html(body: bytes, content_type: str | None = None) -> str:
         declared.append(match.group(1).decode("ascii", "ignore"))
     for name in declared:
         try:
-            if codecs.lookup(name).name not in ("utf-8", "ascii"):  # UTF-8 already failed; ASCII is a subset
-                return body.decode(name)
+            codec = codecs.lookup(name).name
+            if codec != "utf-8":  # UTF-8 already failed
+                return body.decode(_BROWSER_ENCODING.get(codec, codec))
         except (LookupError, UnicodeDecodeError):
             continue
     from charset_normalizer import from_bytes

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 from fault_site import SENTENCES, article
 
 from tasks.collect.extract import decode_html, doc_row, extract_page, looks_binary, write_docs
@@ -20,6 +21,22 @@ def test_declared_charset_used_when_the_bytes_are_not_utf8():
     body = "<meta charset='windows-1252'><p>Café – déjà vu</p>".encode("cp1252")
     assert "Café – déjà vu" in decode_html(body, "text/html")
     assert "Grüße" in decode_html("<p>Grüße</p>".encode("latin-1"), "text/html; charset=ISO-8859-1")
+
+
+@pytest.mark.parametrize(
+    "label, text, codec",
+    [
+        ("ISO-8859-1", "“Quoted” — it’s déjà vu…", "cp1252"),  # cp1252's 0x80-0x9F, which latin-1 reads as controls
+        ("us-ascii", "“Quoted” — naïve", "cp1252"),
+        ("ISO-8859-9", "“Şu” — İstanbul", "cp1254"),
+        ("Shift_JIS", "①番 ～ 髙橋", "cp932"),  # Windows' additions to Shift_JIS
+        ("GB2312", "欢迎 € 锘", "gb18030"),
+        ("EUC-KR", "똠방각하", "cp949"),
+    ],
+)
+def test_declared_charsets_decode_as_browsers_do(label, text, codec):
+    body = f"<p>{text}</p>".encode(codec)
+    assert decode_html(body, f"text/html; charset={label}") == f"<p>{text}</p>"
 
 
 def test_binary_payloads_are_recognised():
