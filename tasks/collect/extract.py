@@ -33,6 +33,7 @@ _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([a-zA-Z0-9_\-:.
 _BROWSER_ENCODING = {"iso8859-1": "cp1252", "ascii": "cp1252", "iso8859-9": "cp1254", "tis-620": "cp874",
                      "iso8859-11": "cp874", "gb2312": "gb18030", "gbk": "gb18030", "shift_jis": "cp932",
                      "euc_kr": "cp949", "big5": "big5hkscs"}
+_BOMS = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))
 _BINARY_MAGIC = (b"\x89PNG", b"%PDF", b"\x1f\x8b", b"PK\x03\x04", b"GIF8", b"\xff\xd8\xff", b"\x7fELF", b"RIFF")
 _TEXT_BYTES = bytes([9, 10, 11, 12, 13, *range(32, 256)])  # everything but control characters
 # What in a path-absolute href makes urljoin do more than prefix the origin: dot segments, the backslash and the
@@ -59,6 +60,8 @@ class PageExtract:
 def looks_binary(body: bytes) -> bool:
     """True for payloads that are not text whatever their Content-Type says (images, PDFs, archives)."""
     head = body[:4096]
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # UTF-16 text: every other byte of ASCII is 0
+        return False
     if head.startswith(_BINARY_MAGIC) or b"\x00" in head:
         return True
     controls = len(head.translate(None, _TEXT_BYTES))  # C speed: a Python loop over 4 KiB costs more than parsing
@@ -67,7 +70,10 @@ def looks_binary(body: bytes) -> bool:
 
 def decode_html(body: bytes, content_type: str | None = None) -> str:
     """Text of an HTML body: UTF-8 wins (valid, or all but a few bytes), then the declared charset (header, then
-    <meta>) as browsers read it, then detection."""
+    <meta>) as browsers read it, then detection. A byte-order mark overrides them all, as in browsers."""
+    for bom, codec in _BOMS:
+        if body.startswith(bom):
+            return body[len(bom):].decode(codec, errors="replace")
     try:
         return body.decode("utf-8")
     except UnicodeDecodeError:

@@ -39,6 +39,16 @@ def test_declared_charsets_decode_as_browsers_do(label, text, codec):
     assert decode_html(body, f"text/html; charset={label}") == f"<p>{text}</p>"
 
 
+def test_a_byte_order_mark_overrides_the_declared_charset():
+    page = "<meta charset='iso-8859-1'><p>Grüße “x”</p>"
+    for bom, codec in ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be")):
+        assert decode_html(bom + page.encode(codec), "text/html; charset=windows-1252") == page
+    article_page = article("Grüße", 0)
+    for bom, codec in ((b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be")):
+        extracted = extract_page(bom + article_page.encode(codec), "http://x.test/a")
+        assert not extracted.skip and extracted.text == extract_page(article_page.encode(), "http://x.test/a").text
+
+
 def test_binary_payloads_are_recognised():
     assert looks_binary(b"\x89PNG\r\n\x1a\n" + bytes(300))
     assert looks_binary(bytes(range(256)) * 4)
