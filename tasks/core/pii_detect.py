@@ -149,7 +149,8 @@ _NO_HOST = tuple(ipaddress.ip_network(block) for block in (
 ))
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _SUBSCRIPT = re.compile(r"[\w)\]]\[$")  # items[256::2] is a slice; an address in brackets follows "/", "@" or a space
-# Dotted quads that number something else: "version 10.0.0.1", "v1.2.3.4", "Section 4.8.3.1"
+# Dotted quads that number something else: "version 10.0.0.1", "v1.2.3.4", "Section 4.8.3.1". Not `named_otherwise`:
+# its "3:" (a time) and "id" would keep "Server 3: 10.0.0.5" and "client id 10.0.0.5".
 _NAMED_BEFORE = re.compile(
     r"(?:\b(?:v|ver|version|build|release|rev|revision|firmware|section|sec|chapter|ch|figure|fig|table|appendix|"
     r"step|clause|paragraph|para)|§)\.?:?\s*$",

@@ -56,6 +56,11 @@ def is_val(doc_id: str, cfg: TokenizeConfig) -> bool:
     return int.from_bytes(_doc_hash(doc_id, cfg)[:8], "big") / 2**64 < cfg.val_fraction
 
 
+def _goes_to_val(doc_id: str, cfg: TokenizeConfig, flipped: str) -> bool:
+    """`is_val`, except for the one document `run_tokenize` moved to the other side."""
+    return is_val(doc_id, cfg) != (doc_id == flipped)
+
+
 def _read_shard(path: Path) -> tuple[list[str], list[str]]:
     import pyarrow.parquet as pq
 
@@ -84,7 +89,7 @@ def _encode_shard(args: tuple[Path, Path, int, dict, Path, str]) -> dict[str, in
     for start in range(0, len(texts), 256):  # batches keep memory flat and let tokenizers use its threads
         batch_ids, batch_texts = ids[start : start + 256], texts[start : start + 256]
         for doc_id, text, enc in zip(batch_ids, batch_texts, tok.encode_batch(batch_texts)):
-            name = "val" if is_val(doc_id, cfg) != (doc_id == flipped) else "train"
+            name = "val" if _goes_to_val(doc_id, cfg, flipped) else "train"
             split[name].append(tok.bos_id)
             split[name].extend(enc)
             stats[f"{name}_docs"] += 1
@@ -101,7 +106,7 @@ def _train_texts(shard_paths: list[Path], cfg: TokenizeConfig, flipped: str):
     for path in shard_paths:
         ids, texts = _read_shard(path)
         for doc_id, text in zip(ids, texts):
-            if is_val(doc_id, cfg) != (doc_id == flipped):
+            if _goes_to_val(doc_id, cfg, flipped):
                 continue
             budget -= len(text.encode("utf-8"))
             if budget < 0:
