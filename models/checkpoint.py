@@ -4,7 +4,8 @@ A checkpoint directory is self-contained, so the registry can package it as is:
 - `model.safetensors`: the weights (tied tensors stored once), in HF Llama/Qwen3 names for the `gpt` arch;
 - `state.pt`: optimizer state, RNG states, data-loader position and step; plain tensors and containers only, loaded
   with `torch.load(weights_only=True)` (never unpickle code);
-- `tokenizer.json`: a copy of the tokenizer the model was trained with;
+- `tokenizer.json`: a copy of the tokenizer the model was trained with (and, for a base model's tokenizer, its
+  `tokenizer_config.json`: special tokens and chat template, `models.tokenizer.TokenizerSpec`);
 - `sidecar.json`: model and train config, step, tokens seen, tokenizer sha256, data manifest sha256, git commit;
 - `sharded/` (FSDP runs only): the sharded model and optimizer state written by `torch.distributed.checkpoint`, so
   a sharded run resumes exactly; `model.safetensors` still holds the full weights, gathered by rank 0.
@@ -103,7 +104,7 @@ def save_checkpoint(
         _untie(model.state_dict() if model_state is None else model_state, _tied_names(model)), str(tmp / WEIGHTS)
     )
     torch.save(state, tmp / STATE)
-    shutil.copyfile(tokenizer_file, tmp / TOKENIZER)
+    copy_tokenizer(tokenizer_file, tmp)
     sidecar = {
         "schema_version": SCHEMA_VERSION,
         "step": step,
@@ -118,6 +119,16 @@ def save_checkpoint(
     for old in step_dirs(out)[:-keep_last] if keep_last > 0 else []:
         shutil.rmtree(old)
     return final
+
+
+def copy_tokenizer(tokenizer_file: Path | str, dest: Path) -> None:
+    """Copy `tokenizer.json` into `dest`, with the base model's tokenizer spec beside it when there is one."""
+    from models.tokenizer import Tokenizer
+
+    files = Tokenizer.files(tokenizer_file)
+    shutil.copyfile(files[0], dest / TOKENIZER)
+    for path in files[1:]:
+        shutil.copyfile(path, dest / path.name)
 
 
 def _tied_names(model) -> set[str]:

@@ -17,6 +17,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from models.checkpoint import copy_tokenizer
+
 WEIGHTS, CONFIG, TOKENIZER = "classifier.safetensors", "classifier.json", "tokenizer.json"
 Pooling = Literal["mean", "last"]
 
@@ -55,8 +57,6 @@ def encode_batch(tokenizer: Any, texts: list[str], max_len: int) -> tuple[torch.
 
 def save_classifier(model: SequenceClassifier, meta: dict[str, Any], tokenizer_file: Path, out: Path) -> Path:
     """Write a classifier directory (weights, config with labels, tokenizer) to `out`."""
-    import shutil
-
     from safetensors.torch import save_file
 
     out.mkdir(parents=True, exist_ok=True)
@@ -67,7 +67,7 @@ def save_classifier(model: SequenceClassifier, meta: dict[str, Any], tokenizer_f
             state[name] = tensor.detach().cpu().contiguous()
     save_file(state, str(out / WEIGHTS))
     (out / CONFIG).write_text(json.dumps(meta, indent=2, sort_keys=True))
-    shutil.copyfile(tokenizer_file, out / TOKENIZER)
+    copy_tokenizer(tokenizer_file, out)
     return out
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from models.chat import ROLE_TOKENS, encode_turns, special_id
+from models.chat import encode_turns
 
 DEFAULT_MAX_TOKENS = 128
 Delta = tuple[str, "str | None", int, int]  # (text, finish_reason or None, prompt tokens, completion tokens)
@@ -72,8 +72,8 @@ class ChatEngine:
 
     def __init__(self, model: Any, tokenizer: Any, sidecar: dict[str, Any], name: str = "lmforge") -> None:
         self.model, self.tokenizer, self.sidecar, self.name = model, tokenizer, sidecar, name
-        self.stop_ids = {special_id(tokenizer, "<|end|>"), tokenizer.eos_id, tokenizer.bos_id}
-        self.assistant_id = special_id(tokenizer, ROLE_TOKENS["assistant"])
+        template = tokenizer.chat_template  # the model's own: lmforge's, or an imported model's (ChatML, …)
+        self.stop_ids = {template.end_of_turn_id, tokenizer.eos_id, tokenizer.bos_id}
         self.context = int(getattr(model.config, "seq_len", 256))
 
     @classmethod
@@ -95,7 +95,7 @@ class ChatEngine:
     def turns(self, messages: list[dict[str, Any]]) -> tuple[list[list[int]], int]:
         """(the conversation's turns ending with the generation prompt, how many leading turns always stay)."""
         turns = encode_turns(self.tokenizer, messages)
-        turns[-1] = turns[-1] + [self.assistant_id]
+        turns[-1] = turns[-1] + self.tokenizer.chat_template.generation_prompt(messages)
         keep = 2 if messages[0].get("role") == "system" and len(turns) > 2 else 1
         return turns, keep
 

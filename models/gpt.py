@@ -35,6 +35,8 @@ class ModelConfig(BaseModel):
     seq_len: int = Field(default=256, ge=2, description="Context length the model is trained at.")
     vocab_size: int = Field(default=0, ge=0, description="Vocabulary size; 0 = take it from the tokenizer.")
     qk_norm: bool = Field(default=False, description="RMSNorm on queries and keys per head (Qwen3 layout).")
+    attn_bias: bool = Field(default=False, description="Biases on the q/k/v projections (Qwen2 layout).")
+    head_size: int = Field(default=0, ge=0, description="Width of one head; 0 = n_embd / n_head (Qwen3 sets more).")
     tie_embeddings: bool = Field(default=True, description="Share the input embedding with the output head.")
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout on attention and residual branches.")
     rope_theta: float = Field(default=10000.0, gt=0, description="RoPE base frequency.")
@@ -42,7 +44,9 @@ class ModelConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_shapes(self) -> ModelConfig:
-        if self.n_embd % self.n_head or (self.n_embd // self.n_head) % 2:
+        if self.head_size % 2:
+            raise ValueError(f"head_size={self.head_size} must be even (RoPE rotates pairs of channels)")
+        if not self.head_size and (self.n_embd % self.n_head or (self.n_embd // self.n_head) % 2):
             raise ValueError(f"n_embd={self.n_embd} must split into n_head={self.n_head} heads of even size")
         if self.n_head % self.n_kv_head:
             raise ValueError(f"n_kv_head={self.n_kv_head} must divide n_head={self.n_head}")
@@ -50,7 +54,7 @@ class ModelConfig(BaseModel):
 
     @property
     def head_dim(self) -> int:
-        return self.n_embd // self.n_head
+        return self.head_size or self.n_embd // self.n_head
 
     @property
     def hidden_dim(self) -> int:
@@ -90,9 +94,9 @@ class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.n_head, self.n_kv_head, self.head_dim, self.dropout = cfg.n_head, cfg.n_kv_head, cfg.head_dim, cfg.dropout
-        self.q_proj = nn.Linear(cfg.n_embd, cfg.n_head * cfg.head_dim, bias=False)
-        self.k_proj = nn.Linear(cfg.n_embd, cfg.n_kv_head * cfg.head_dim, bias=False)
-        self.v_proj = nn.Linear(cfg.n_embd, cfg.n_kv_head * cfg.head_dim, bias=False)
+        self.q_proj = nn.Linear(cfg.n_embd, cfg.n_head * cfg.head_dim, bias=cfg.attn_bias)
+        self.k_proj = nn.Linear(cfg.n_embd, cfg.n_kv_head * cfg.head_dim, bias=cfg.attn_bias)
+        self.v_proj = nn.Linear(cfg.n_embd, cfg.n_kv_head * cfg.head_dim, bias=cfg.attn_bias)
         self.o_proj = nn.Linear(cfg.n_head * cfg.head_dim, cfg.n_embd, bias=False)
         if cfg.qk_norm:
             self.q_norm = RMSNorm(cfg.head_dim, cfg.norm_eps)
@@ -203,12 +207,9 @@ class GPT(nn.Module):
         if cfg.tie_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
         self.grad_checkpointing = False  # set by models.parallelize
-        # RoPE tables cover 4x the training context so generation may run past it; not saved (derived from config)
-        inv_freq = 1.0 / cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float32) / cfg.head_dim)
-        freqs = torch.outer(torch.arange(4 * cfg.seq_len, dtype=torch.float32), inv_freq)
-        emb = torch.cat((freqs, freqs), dim=-1)  # (4T, D), HF rotate-half layout
-        self.register_buffer("rope_cos", emb.cos(), persistent=False)
-        self.register_buffer("rope_sin", emb.sin(), persistent=False)
+        cos, sin = rope_tables(cfg)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
         self.apply(self._init_weights)
         for block in self.model.layers:  # zero-init residual outputs: every block starts as the identity
             nn.init.zeros_(block.self_attn.o_proj.weight)
@@ -219,6 +220,8 @@ class GPT(nn.Module):
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, nn.Linear):
             nn.init.normal_(module.weight, std=module.in_features**-0.5)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, std=0.02 if self.config.tie_embeddings else 1.0)
         if module is self.lm_head and not self.config.tie_embeddings:
@@ -290,6 +293,15 @@ class GPT(nn.Module):
             else:
                 logits, _ = self(nxt, caches=caches)
         return idx
+
+
+def rope_tables(cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cos, sin), each (4T, D) in HF's rotate-half layout: 4x the training context so generation may run past it;
+    never saved (derived from the config)."""
+    inv_freq = 1.0 / cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float32) / cfg.head_dim)
+    freqs = torch.outer(torch.arange(4 * cfg.seq_len, dtype=torch.float32), inv_freq)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos(), emb.sin()
 
 
 def init_tied_embedding(embedding: nn.Embedding) -> None:

@@ -31,6 +31,7 @@ from mlflow.types.llm import (
 )
 
 from models.generate import DEFAULT_MAX_TOKENS, ChatEngine
+from models.tokenizer import Tokenizer
 
 CHECKPOINT_FILES = ("model.safetensors", "sidecar.json", "tokenizer.json")
 INPUT_EXAMPLE = {"messages": [{"role": "user", "content": "What is Debian?"}], "max_tokens": 8, "temperature": 0.7}
@@ -78,6 +79,8 @@ def stage_checkpoint(checkpoint_dir: Path, dest: Path) -> Path:
         if not (checkpoint_dir / name).is_file():
             raise FileNotFoundError(f"{checkpoint_dir / name} missing: {checkpoint_dir} is not a complete checkpoint")
         shutil.copyfile(checkpoint_dir / name, dest / name)
+    for path in Tokenizer.files(checkpoint_dir / "tokenizer.json")[1:]:  # a base model's tokenizer spec
+        shutil.copyfile(path, dest / path.name)
     return dest
 
 

@@ -1,9 +1,12 @@
-"""The lmforge tokenizer: byte-level BPE from HF `tokenizers`, with our special tokens, saved as `tokenizer.json`.
+"""The tokenizer: an HF `tokenizers` tokenizer saved as `tokenizer.json`, ours (trained BPE) or a base model's.
 
 `Tokenizer` is the one object every stage uses to turn text into ids and back (tokenize, train, evaluate, SFT, serve).
-Special tokens: `<|bos|>` separates documents in the token shards, `<|eos|>` ends a generation, `<|pad|>` pads
-batches, and the chat-role tokens (`<|system|>`, `<|user|>`, `<|assistant|>`, `<|end|>`) frame SFT conversations.
-They get the first ids (0..6), so any vocab size keeps them stable.
+A tokenizer trained here has lmforge's special tokens: `<|bos|>` separates documents in the token shards, `<|eos|>`
+ends a generation, `<|pad|>` pads batches, and the chat-role tokens (`<|system|>`, `<|user|>`, `<|assistant|>`,
+`<|end|>`) frame conversations (`models.chat.LMFORGE_TEMPLATE`); they get the first ids (0..6), so any vocab size
+keeps them stable. A base model's tokenizer (`models.hf_import`) keeps its own tokens and chat template, named in a
+`TokenizerSpec` saved beside it as `tokenizer_config.json` (Hugging Face's file and keys, plus lmforge's
+`document_token`: what separates documents in the token shards, e.g. SmolLM2's `<|endoftext|>`).
 
 Text never turns into control tokens: `encode` reads special-token strings inside text ("<|assistant|>" on a web
 page, in a user's message) as the ordinary bytes they are (`tokenizers`' `encode_special_tokens`), so corpus text
@@ -14,27 +17,69 @@ tokenize stage puts `bos_id` between documents, `models.chat.encode_chat` insert
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Mapping
+from functools import cached_property
 from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
 SYSTEM, USER, ASSISTANT, END = "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"
 SPECIAL_TOKENS = [BOS, EOS, PAD, SYSTEM, USER, ASSISTANT, END]
+CONFIG_FILE = "tokenizer_config.json"  # beside tokenizer.json, for tokenizers that are not lmforge's own
+
+
+class TokenizerSpec(BaseModel):
+    """What the pipeline needs to know of a tokenizer beyond its vocabulary (HF `tokenizer_config.json` keys)."""
+
+    model_config = ConfigDict(extra="ignore")
+    document_token: str = Field(description="Separates documents in token shards; stops a generation too.")
+    eos_token: str = Field(description="Ends a generation.")
+    pad_token: str = Field(description="Pads batches.")
+    bos_token: str | None = Field(default=None, description="What the chat template names bos_token, if anything.")
+    chat_template: str = Field(description="Jinja chat template, as in the model's tokenizer config.")
+
+    @classmethod
+    def from_hf_config(cls, config: Mapping[str, Any], document_token: str | None = None) -> TokenizerSpec:
+        """From a Hugging Face tokenizer config (tokens as strings or AddedToken dicts); `document_token` defaults
+        to the config's own, else its bos token, else eos (`models.hf_import` picks it for an imported model)."""
+        def text(key: str) -> str | None:
+            value = config.get(key)
+            return value.get("content") if isinstance(value, Mapping) else value
+
+        template = config.get("chat_template")
+        if isinstance(template, list):  # several named templates: the default one
+            template = next((t["template"] for t in template if t.get("name") == "default"), None)
+        eos = text("eos_token")
+        if not eos:
+            raise ValueError("the tokenizer config names no eos_token: lmforge cannot tell where a generation ends")
+        if not template:
+            raise ValueError("the tokenizer config has no chat_template: a base model without one cannot chat "
+                             "(set chat_template in its tokenizer_config.json)")
+        return cls(document_token=document_token or config.get("document_token") or text("bos_token") or eos,
+                   eos_token=eos, pad_token=text("pad_token") or eos, bos_token=text("bos_token"),
+                   chat_template=template)
 
 
 class Tokenizer:
     """A thin wrapper over `tokenizers.Tokenizer` with the ids and hash the pipeline needs."""
 
-    def __init__(self, hf_tokenizer) -> None:
-        self._tok = hf_tokenizer
+    def __init__(self, hf_tokenizer, spec: TokenizerSpec | None = None) -> None:
+        """`spec` None = lmforge's own special tokens and template (a tokenizer trained by `train`)."""
+        self._tok, self.spec = hf_tokenizer, spec
         # special-token strings in text are text; not serialised into tokenizer.json, so the file and hash stay
         hf_tokenizer.encode_special_tokens = True
-        missing = [t for t in SPECIAL_TOKENS if hf_tokenizer.token_to_id(t) is None]
+        needed = SPECIAL_TOKENS if spec is None else [spec.document_token, spec.eos_token, spec.pad_token]
+        missing = [t for t in needed if hf_tokenizer.token_to_id(t) is None]
         if missing:
-            raise ValueError(f"tokenizer lacks the special tokens {missing}; train it with models.tokenizer.train")
-        self.bos_id: int = hf_tokenizer.token_to_id(BOS)
-        self.eos_id: int = hf_tokenizer.token_to_id(EOS)
-        self.pad_id: int = hf_tokenizer.token_to_id(PAD)
+            hint = "train it with models.tokenizer.train" if spec is None else f"fix {CONFIG_FILE}"
+            raise ValueError(f"tokenizer lacks the special tokens {missing}; {hint}")
+        # bos_id separates documents (lmforge's <|bos|>; a base model's document_token)
+        self.bos_id: int = hf_tokenizer.token_to_id(BOS if spec is None else spec.document_token)
+        self.eos_id: int = hf_tokenizer.token_to_id(EOS if spec is None else spec.eos_token)
+        self.pad_id: int = hf_tokenizer.token_to_id(PAD if spec is None else spec.pad_token)
 
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> Tokenizer:
@@ -59,20 +104,37 @@ class Tokenizer:
 
     @classmethod
     def load(cls, path: Path | str) -> Tokenizer:
+        """`tokenizer.json`, with the `tokenizer_config.json` beside it when there is one (a base model's)."""
         from tokenizers import Tokenizer as HFTokenizer
 
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"tokenizer file {path} does not exist; run the tokenize stage first")
-        return cls(HFTokenizer.from_file(str(path)))
+        config = path.with_name(CONFIG_FILE)
+        spec = TokenizerSpec.model_validate_json(config.read_text("utf-8")) if config.is_file() else None
+        return cls(HFTokenizer.from_file(str(path)), spec)
 
     def save(self, path: Path | str) -> Path:
+        """Write `tokenizer.json` (and the spec beside it, for a base model's tokenizer) atomically."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(self._tok.to_str(pretty=True), encoding="utf-8")  # the exact bytes `sha256` hashes
-        tmp.replace(path)
+        files = {path: self._tok.to_str(pretty=True)}  # the exact bytes `sha256` hashes
+        if self.spec is not None:
+            files[path.with_name(CONFIG_FILE)] = self._spec_json()
+        for target, text in files.items():
+            tmp = target.with_name(f".{target.name}.tmp")
+            tmp.write_text(text, encoding="utf-8")
+            tmp.replace(target)
         return path
+
+    def _spec_json(self) -> str:
+        return json.dumps(self.spec.model_dump(), indent=2, sort_keys=True) + "\n"
+
+    @staticmethod
+    def files(path: Path | str) -> list[Path]:
+        """The files a saved tokenizer consists of: `tokenizer.json`, and its spec where there is one."""
+        path = Path(path)
+        return [path] + [p for p in [path.with_name(CONFIG_FILE)] if p.is_file()]
 
     @property
     def vocab_size(self) -> int:
@@ -80,8 +142,41 @@ class Tokenizer:
 
     @property
     def sha256(self) -> str:
-        """sha256 of `tokenizer.json` as `save` writes it, recorded in checkpoint sidecars."""
-        return hashlib.sha256(self._tok.to_str(pretty=True).encode("utf-8")).hexdigest()
+        """sha256 of `tokenizer.json` as `save` writes it (then of its spec, for a base model's), recorded in
+        checkpoint sidecars."""
+        digest = hashlib.sha256(self._tok.to_str(pretty=True).encode("utf-8"))
+        if self.spec is not None:
+            digest.update(self._spec_json().encode("utf-8"))
+        return digest.hexdigest()
+
+    @cached_property
+    def special_ids(self) -> frozenset[int]:
+        """Ids of the special (control) tokens: what `encode` never produces from text."""
+        return frozenset(i for i, token in self._tok.get_added_tokens_decoder().items() if token.special)
+
+    @cached_property
+    def chat_template(self):
+        """The model's chat template (`models.chat.ChatTemplate`): lmforge's for a tokenizer trained here."""
+        from models.chat import LMFORGE_TEMPLATE, ChatTemplate
+
+        if self.spec is None:
+            return ChatTemplate(LMFORGE_TEMPLATE, self, {"bos_token": BOS, "eos_token": EOS, "pad_token": PAD})
+        variables = {"bos_token": self.spec.bos_token or "", "eos_token": self.spec.eos_token,
+                     "pad_token": self.spec.pad_token}
+        return ChatTemplate(self.spec.chat_template, self, variables)
+
+    @cached_property
+    def _template_tok(self):
+        """A twin of the tokenizer that reads special-token strings as control tokens: for template text only."""
+        from tokenizers import Tokenizer as HFTokenizer
+
+        twin = HFTokenizer.from_str(self._tok.to_str())
+        twin.encode_special_tokens = False
+        return twin
+
+    def encode_template(self, text: str) -> list[int]:
+        """Ids of a chat template's own text, its special-token strings as the control ids (never for content)."""
+        return self._template_tok.encode(text, add_special_tokens=False).ids if text else []
 
     def encode(self, text: str) -> list[int]:
         """Ids of `text` as plain text: a special-token string inside it ("<|bos|>") is encoded as its bytes, never as

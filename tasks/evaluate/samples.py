@@ -8,13 +8,14 @@ from tasks.evaluate.config import EvalConfig
 
 
 def prompt_ids(tokenizer: Any, prompt: str, chat: bool) -> tuple[list[int], str]:
-    """(ids, text shown) of a sample prompt: plain text after `<|bos|>`, or a user turn in the chat template."""
+    """(ids, text shown) of a sample prompt: plain text after the document separator, or a user turn in the model's
+    chat template (shown as its text, without a leading separator)."""
     if not chat:
         return [tokenizer.bos_id, *tokenizer.encode(prompt)], prompt
-    from models.chat import BOS_TOKEN, encode_chat, render_chat
+    from models.chat import encode_chat
 
-    messages = [{"role": "user", "content": prompt}]
-    return encode_chat(tokenizer, messages)[0], render_chat(messages)[len(BOS_TOKEN) :]
+    ids = encode_chat(tokenizer, [{"role": "user", "content": prompt}])[0]
+    return ids, tokenizer.decode(ids[1:] if ids[:1] == [tokenizer.bos_id] else ids)
 
 
 def sample_generations(model: Any, tokenizer: Any, cfg: EvalConfig, device: str) -> list[str]:

@@ -22,18 +22,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from models.chat import BOS_TOKEN, END_TOKEN, ROLE_TOKENS
+from models.chat import BOS_TOKEN
 from models.tokenizer import EOS, PAD, SPECIAL_TOKENS
 from tasks.core.tracking import TrackingConfig
 from tasks.registry.resolve import resolve_checkpoint
 
 EXPORT_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
                 "special_tokens_map.json", "generation_config.json")
-# render_chat as Jinja: the same text, so `tokenizer.apply_chat_template` matches what lmforge trained and serves.
-CHAT_TEMPLATE = (
-    "{{ '" + BOS_TOKEN + "' }}{% for message in messages %}{{ '<|' + message['role'] + '|>' + message['content'] + '"
-    + END_TOKEN + "' }}{% endfor %}{% if add_generation_prompt %}{{ '" + ROLE_TOKENS["assistant"] + "' }}{% endif %}"
-)
 
 
 def hf_config(model: dict[str, Any], tokenizer) -> dict[str, Any]:
@@ -43,10 +38,13 @@ def hf_config(model: dict[str, Any], tokenizer) -> dict[str, Any]:
     cfg = ModelConfig.model_validate(model)
     if cfg.arch != "gpt":
         raise ValueError(f"export: model.arch={cfg.arch!r} has no transformers counterpart; only 'gpt' exports")
-    qwen = cfg.qk_norm
+    if cfg.qk_norm and cfg.attn_bias:
+        raise ValueError("export: QK-norm with q/k/v biases has no transformers counterpart (Qwen3 or Qwen2, not both)")
+    family = "qwen3" if cfg.qk_norm else "qwen2" if cfg.attn_bias else "llama"
+    qwen = family != "llama"
     config = {
-        "architectures": ["Qwen3ForCausalLM" if qwen else "LlamaForCausalLM"],
-        "model_type": "qwen3" if qwen else "llama",
+        "architectures": [{"qwen3": "Qwen3ForCausalLM", "qwen2": "Qwen2ForCausalLM", "llama": "LlamaForCausalLM"}[family]],
+        "model_type": family,
         "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.n_embd,
         "intermediate_size": cfg.hidden_dim,
@@ -61,13 +59,13 @@ def hf_config(model: dict[str, Any], tokenizer) -> dict[str, Any]:
         "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
         "rope_scaling": None,
         "tie_word_embeddings": cfg.tie_embeddings,
-        "attention_bias": False,
+        "attention_bias": cfg.attn_bias,
         "attention_dropout": 0.0,
         "initializer_range": 0.02,
         "use_cache": True,
         "torch_dtype": "float32",
-        "bos_token_id": tokenizer.bos_id,
-        "eos_token_id": [tokenizer.token_to_id(END_TOKEN), tokenizer.eos_id],
+        "bos_token_id": token_id(tokenizer, special_tokens(tokenizer)["bos_token"]),
+        "eos_token_id": stop_ids(tokenizer),
         "pad_token_id": tokenizer.pad_id,
     }
     if qwen:
@@ -77,15 +75,34 @@ def hf_config(model: dict[str, Any], tokenizer) -> dict[str, Any]:
     return config
 
 
+def token_id(tokenizer, token: str | None) -> int | None:
+    return None if token is None else tokenizer.token_to_id(token)
+
+
+def stop_ids(tokenizer) -> list[int]:
+    """Where generation stops: the template's end of turn, then eos (one id when they are the same token)."""
+    return list(dict.fromkeys([tokenizer.chat_template.end_of_turn_id, tokenizer.eos_id]))
+
+
+def special_tokens(tokenizer) -> dict[str, Any]:
+    """special_tokens_map.json: lmforge's tokens for a tokenizer trained here, a base model's own otherwise."""
+    spec = tokenizer.spec
+    if spec is None:
+        return {"bos_token": BOS_TOKEN, "eos_token": EOS, "pad_token": PAD,
+                "additional_special_tokens": [t for t in SPECIAL_TOKENS if t not in (BOS_TOKEN, EOS, PAD)]}
+    return {"bos_token": spec.bos_token, "eos_token": spec.eos_token, "pad_token": spec.pad_token}
+
+
 def tokenizer_files(tokenizer, seq_len: int) -> dict[str, dict[str, Any]]:
     """tokenizer_config.json and special_tokens_map.json for `PreTrainedTokenizerFast`."""
-    special = {"bos_token": BOS_TOKEN, "eos_token": EOS, "pad_token": PAD,
-               "additional_special_tokens": [t for t in SPECIAL_TOKENS if t not in (BOS_TOKEN, EOS, PAD)]}
-    added = {str(tokenizer.token_to_id(t)): {"content": t, "lstrip": False, "rstrip": False, "normalized": False,
-                                             "single_word": False, "special": True} for t in SPECIAL_TOKENS}
+    special = special_tokens(tokenizer)
+    added = {str(i): {"content": tokenizer.id_to_token(i), "lstrip": False, "rstrip": False, "normalized": False,
+                      "single_word": False, "special": True} for i in sorted(tokenizer.special_ids)}
     config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": seq_len, "unk_token": None,
               "add_bos_token": False, "add_eos_token": False, "clean_up_tokenization_spaces": False,
-              "chat_template": CHAT_TEMPLATE, "added_tokens_decoder": added, **special}
+              "chat_template": tokenizer.chat_template.source, "added_tokens_decoder": added, **special}
+    if tokenizer.spec is not None:  # read back by `lmforge import` of this export: the same document separator
+        config["document_token"] = tokenizer.spec.document_token
     return {"tokenizer_config.json": config, "special_tokens_map.json": special}
 
 
