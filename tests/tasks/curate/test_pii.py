@@ -216,10 +216,12 @@ def test_us_ssn_only_where_issued():
 
 
 def test_regions_decide_national_formats():
-    text = "ring 2345 6789 i dag"  # an 8-digit Norwegian number: no length the US plan allows
+    text = "Kontor 2345 6789 i dag"  # an 8-digit Norwegian number: no length the US plan allows
     assert scrub_pii(text, regions=("US",))[0] == text
-    assert scrub_pii(text, regions=("US", "NO"))[0] == "ring <PHONE> i dag"
+    assert scrub_pii(text, regions=("US", "NO"))[0] == "Kontor <PHONE> i dag"
     assert scrub_pii("call +47 2345 6789", regions=("US",))[0] == "call <PHONE>"  # +country code: any region
+    # a phone word before it: read in every region libphonenumber knows
+    assert scrub_pii("ring 2345 6789 i dag", regions=("US",))[0] == "ring <PHONE> i dag"
 
 
 def test_scrubber_step_takes_curate_config():
