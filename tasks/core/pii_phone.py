@@ -44,10 +44,9 @@ _CUE_WORDS = (
 _CUE_CJK = r"電話|电话|手机|携帯|전화|휴대폰"
 # Labels written after a number and touching it ("555-0143-Fax", "0301234567/Büro", "030 1234567 (Fax)").
 _LABELS = rf"{_CUE_WORDS}|office|home|work|direct|main|private|privat|büro|bureau|ufficio|oficina|casa|voice"
-_PHONE_WORD = re.compile(
-    rf"(?:\b(?:{_CUE_WORDS})\b|{_CUE_CJK}|(?-i:\b[TMF]):)\.?:?[^\w\n]{{0,3}}(?:\w+[^\w\n]{{1,3}}){{0,4}}$",
-    re.IGNORECASE,
-)
+_CUE = rf"(?:\b(?:{_CUE_WORDS})\b|{_CUE_CJK}|(?-i:\b[TMF]):)\.?:?[^\w\n]{{0,3}}"
+_PHONE_WORD = re.compile(rf"{_CUE}(?:\w+[^\w\n]{{1,3}}){{0,4}}$", re.IGNORECASE)
+_PHONE_WORD_RIGHT_BEFORE = re.compile(rf"{_CUE}$", re.IGNORECASE)  # "Mob. 29.774.049", not "grew by 29.774.049"
 _LABEL_AFTER = re.compile(rf"(?:-|/| ?[(\[])(?:{_LABELS})\b", re.IGNORECASE)
 _CUE_TOUCHING = re.compile(rf"(?:\b(?:{_CUE_WORDS})|{_CUE_CJK})[.:/-]$", re.IGNORECASE)  # "Tel.030…", "Fax-…"
 
@@ -58,7 +57,7 @@ _CUE_TOUCHING = re.compile(rf"(?:\b(?:{_CUE_WORDS})|{_CUE_CJK})[.:/-]$", re.IGNO
 PHONE_CANDIDATE = re.compile(
     r"(?:(?<![\w+#$€£¥₹.,/()-])|(?<=[^\W\d_][./-]))(?:\(?\+\d{1,3}\)[ ]?|\(?\+)?\(?\d++\)?"
     r"(?:[ \u00a0./–-]{0,2}\(?\d++\)?)*+"
-    rf"(?:[ ]?(?:x|ext\.?|extension|#)[ ]?\d{{1,6}})?+(?![\w:%°/]|[.,]\d|-(?!(?:{_LABELS})\b)\w)",
+    rf"(?:[ ]?(?:x|ext\.?|extension|#)[ ]?\d{{1,6}})?+(?![\w:%°]|[.,]\d|[-/](?!(?:{_LABELS})\b)[\w/])",
     re.IGNORECASE,
 )
 _EXTENSION = re.compile(r"(?:x|ext\.?|extension|#)[ ]?\d{1,6}$")
@@ -72,7 +71,12 @@ _POSTCODE = re.compile(r"\d{5}-\d{3}$")  # Brazil's CEP; no numbering plan group
 # Thousands separators: 6 500 000, 2.462.000 (phones are grouped 3-3-3 with spaces, not 1-3-3 or with dots; and an
 # amount does not start with 0, a trunk prefix does: 0475.123.456)
 _THOUSANDS = re.compile(r"[1-9]\d?(?:[ \u00a0\u202f]\d{3})+$|[1-9]\d{0,2}(?:\.\d{3})+$")
-_DECIMAL = re.compile(r"-?\d+[.,]\d+$")
+# Numbers in the shape of an amount that a phone cue says are phone numbers: near one, national lengths in shapes
+# few amounts take ("call me on 612.345.678", "on 2330.028574"; a coordinate has at most 3 digits before the dot);
+# right after one, any ("Mob. 29.774.049", "WhatsApp 64 290 979", but "WhatsApp grew by 64 290 979" is a count).
+_PHONE_LIKE_AMOUNT = re.compile(r"\d{3}(?:\.\d{3}){2}$|\d{4,}\.\d{4,}$")
+_PHONE_LIKE_AMOUNT_RIGHT_AFTER_CUE = re.compile(r"\d{1,3}(?:[ .]\d{3}){2,}$")
+_DECIMAL = re.compile(r"-?(?:0|[1-9]\d*)[.,]\d+$")  # "0209.155160": no number has a leading 0 but 0.5
 # 1.2.3.4, 10.0.0.0/8, 4.8.3.1: versions and sections. Dotted phone numbers group 2-4 digits, 9 or more of them
 # ("06.12.34.56.78", "0475.12.34.56"); with a phone cue any dotted run but an IPv4 address may be one.
 _DOTTED_QUAD_OR_VERSION = re.compile(r"\d+(?:\.\d+){3,}(?:/\d{1,3})?$")
@@ -103,9 +107,12 @@ def named_otherwise(text: str, start: int) -> bool:
     return bool(_NAMED_OTHERWISE.search(text, max(0, start - 20), start))
 
 
-def phone_cue(text: str, start: int, end: int) -> bool:
-    """A phone word within a few words before `text[start:end]`, or a label touching its end ("-Fax")."""
-    return bool(_PHONE_WORD.search(text, max(0, start - 50), start) or _LABEL_AFTER.match(text, end))
+def phone_cue(text: str, start: int, end: int) -> int:
+    """2: a phone word right before `text[start:end]` or a label touching its end ("-Fax"); 1: a phone word a few
+    words before it; 0: none."""
+    if _PHONE_WORD_RIGHT_BEFORE.search(text, max(0, start - 20), start) or _LABEL_AFTER.match(text, end):
+        return 2
+    return 1 if _PHONE_WORD.search(text, max(0, start - 50), start) else 0
 
 
 def _is_ipv4(candidate: str) -> bool:
@@ -116,21 +123,23 @@ def _is_ipv4(candidate: str) -> bool:
     return True
 
 
-def _not_a_phone(text: str, start: int, end: int, cued: bool, part: bool = False) -> bool:
+def _not_a_phone(text: str, start: int, end: int, cue: int, part: bool = False) -> bool:
     """Distractor rules: short bare numbers and Unix times without a phone cue, dates, year ranges, versions and
-    dotted quads (unless dotted like a phone number, or cued), decimals, postcodes, thousands, money, ISBNs, and
-    numbers that a word before them names as something else (order no., ISBN, PMID, v). A `part` of a run that
-    passed as a whole ("05225/8738444") is not bare.
+    dotted quads (unless dotted like a phone number, or cued), decimals, postcodes, thousands (unless a cue stands
+    right before them), money, ISBNs, and numbers that a word before them names as something else (order no., ISBN,
+    PMID, v). A `part` of a run that passed as a whole ("05225/8738444") is not bare. `cue` is `phone_cue`'s.
     """
     candidate = text[start:end].lstrip("(").rstrip(")")
-    if not part and not cued and (_SHORT_BARE.match(candidate) or _EPOCH.match(candidate)):
+    if not part and not cue and (_SHORT_BARE.match(candidate) or _EPOCH.match(candidate)):
         return True
     if _DATE.match(candidate):  # also a date followed by more numbers: "10.10.2006  4512 kcal"
         return True
     if _DOTTED_QUAD_OR_VERSION.match(candidate) and (
-            _is_ipv4(candidate) or not (cued or _DOTTED_PHONE.match(candidate))):
+            _is_ipv4(candidate) or not (cue or _DOTTED_PHONE.match(candidate))):
         return True
-    if any(p.match(candidate) for p in (_YEAR_RANGE, _DECIMAL, _POSTCODE, _THOUSANDS)):
+    if any(p.match(candidate) for p in (_YEAR_RANGE, _DECIMAL, _POSTCODE, _THOUSANDS)) and not (
+            cue and _PHONE_LIKE_AMOUNT.match(candidate) or cue == 2 and _PHONE_LIKE_AMOUNT_RIGHT_AFTER_CUE.match(
+            candidate)):
         return True
     before, after = text[max(0, start - 20) : start], text[end : end + 6]
     if named_otherwise(text, start) or _MONEY_BEFORE.search(before):
@@ -174,18 +183,19 @@ def _matches(candidate: str, region: str) -> tuple[tuple[int, int], ...]:
 
 
 def _best_reading(raw: str, regions: tuple[str, ...]) -> tuple[tuple[tuple[int, int], ...], int]:
-    """The spans of the region whose reading of `raw` covers the most digits, and how many digits they cover."""
+    """The spans of the region whose reading of `raw` covers the most digits in the fewest numbers (one reading
+    may split "(04723) 18850 241" in three, another read it whole), and how many digits they cover."""
     total = sum(c.isdigit() for c in raw)
     best: tuple[tuple[int, int], ...] = ()
-    best_digits = 0
+    best_key = (0, 0)
     for region in regions:
         found = _matches(raw, region)
-        covered = sum(c.isdigit() for s, e in found for c in raw[s:e])
-        if covered > best_digits:
-            best, best_digits = found, covered
-            if covered == total:
+        key = (sum(c.isdigit() for s, e in found for c in raw[s:e]), -len(found))
+        if key > best_key:
+            best, best_key = found, key
+            if key == (total, -1):
                 break
-    return best, best_digits
+    return best, best_key[0]
 
 
 def phone_spans(text: str, regions: tuple[str, ...]) -> Iterator[tuple[int, int]]:
@@ -206,16 +216,28 @@ def phone_spans(text: str, regions: tuple[str, ...]) -> Iterator[tuple[int, int]
         n_digits = sum(c.isdigit() for c in main)
         if not 7 <= n_digits <= _MAX_DIGITS:
             continue
-        cued = phone_cue(text, start, end)
-        if _not_a_phone(text, start, start + len(main.rstrip()), cued):
+        cue = phone_cue(text, start, end)
+        if _not_a_phone(text, start, start + len(main.rstrip()), cue):
             continue
         international = raw.lstrip("(").startswith("+")
         best, covered = _best_reading(raw, regions[:1] if international else regions)
-        if cued and not international and covered < sum(c.isdigit() for c in raw):
+        whole = covered == sum(c.isdigit() for c in raw) and len(best) == 1
+        if cue and not whole and not international:
             anywhere, covered_anywhere = _best_reading(raw, _all_regions())
-            if covered_anywhere > covered:
+            if (covered_anywhere, -len(anywhere)) > (covered, -len(best)):
                 best = anywhere
+        elif cue and not whole and _known_country_code(main):
+            best = ((0, len(raw)),)  # "Phone: +54 9 3889 9815": a length the plan does not know, still a number
         for s, e in best:  # a reading may split the run: each part must pass as a phone number on its own
             part = (s, e) != (0, len(raw))
-            if sum(c.isdigit() for c in raw[s:e]) >= 7 and not _not_a_phone(text, start + s, start + e, cued, part):
+            if sum(c.isdigit() for c in raw[s:e]) >= 7 and not _not_a_phone(text, start + s, start + e, cue, part):
                 yield start + s, start + e
+
+
+def _known_country_code(raw: str) -> bool:
+    """`raw` opens with + and a country calling code libphonenumber knows, followed by at least 6 more digits."""
+    import phonenumbers
+
+    digits = "".join(c for c in raw if c.isdigit())
+    return any(int(digits[:n]) in phonenumbers.COUNTRY_CODE_TO_REGION_CODE and len(digits) - n >= 6
+               for n in (1, 2, 3))
