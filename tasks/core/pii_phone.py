@@ -54,10 +54,12 @@ _CUE_TOUCHING = re.compile(rf"(?:\b(?:{_CUE_WORDS})|{_CUE_CJK})[.:/-]$", re.IGNO
 # space/dot/dash/slash (with parentheses around area codes), an optional extension. Possessive quantifiers: a run
 # that ends in a time ("14:22"), a decimal or a word is rejected whole rather than shortened until something fits;
 # a label word may touch it ("-Office"). After a letter, ".", "-" or "/" may touch it: a phone word must end there.
+# CJK text puts no space between words and numbers ("電話03-1234-5678まで").
+_CJK = "\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af"  # kana, CJK ideographs, Hangul: no spaces between words and numbers
 PHONE_CANDIDATE = re.compile(
-    r"(?:(?<![\w+#$€£¥₹.,/()-])|(?<=[^\W\d_][./-]))(?:\(?\+\d{1,3}\)[ ]?|\(?\+)?\(?\d++\)?"
+    rf"(?:(?<![\w+#$€£¥₹.,/()-])|(?<=[^\W\d_][./-])|(?<=[{_CJK}]))(?:\(?\+\d{1,3}\)[ ]?|\(?\+)?\(?\d++\)?"
     r"(?:[ \u00a0./–-]{0,2}\(?\d++\)?)*+"
-    rf"(?:[ ]?(?:x|ext\.?|extension|#)[ ]?\d{{1,6}})?+(?![\w:%°]|[.,]\d|[-/](?!(?:{_LABELS})\b)[\w/])",
+    rf"(?:[ ]?(?:x|ext\.?|extension|#)[ ]?\d{{1,6}})?+(?![^\W{_CJK}]|[:%°]|[.,]\d|[-/](?!(?:{_LABELS})\b)[\w/])",
     re.IGNORECASE,
 )
 _EXTENSION = re.compile(r"(?:x|ext\.?|extension|#)[ ]?\d{1,6}$")
