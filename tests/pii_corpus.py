@@ -190,7 +190,8 @@ def score(samples: list[Sample], scrub: Callable[[str], str], replacements: tupl
     for sample in samples:
         scrubbed = scrub(sample.text)
         words_left = scrubbed
-        for replacement in replacements:  # a word touching a placeholder ("<PHONE>-Office") is still kept
+        # a word touching a placeholder, or a value left in place ("<PHONE>-Office", "555-0143-Office"), is kept
+        for replacement in (*replacements, *([sample.value] if sample.value else [])):
             words_left = words_left.replace(replacement, " ")
         if sample.value:
             ok = caught(sample, scrubbed, replacements)
