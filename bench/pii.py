@@ -8,6 +8,9 @@
    `../shared/data/extract/`, text extracted once and cached), with the replacements made per 1,000 real pages by
    kind: on pages that mostly hold no PII, every replacement is a candidate false positive.
 3. Worst cases: seconds for one adversarial document (a base64 blob, a table of numbers, long digit runs).
+4. Phone numbers in the wild (issue 25): many locales' Faker numbers next to phone cues in several languages,
+   with labels touching them, dotted, with a "(0)" trunk prefix, from regions outside the default list; recall per
+   form, and the kept-word rate with distractor sentences that put cue words next to dates, times, prices, versions.
 
 `--baseline REV` adds the scrubber as it was at git revision REV (e.g. the commit before issue 13) to both tables.
 
@@ -27,7 +30,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.pii_corpus import KINDS, LOCALES, Score, generate, score
+from tests.pii_corpus import (KINDS, LOCALES, PHONE_CONTEXTS, PHONE_LOCALES, Score, generate, generate_phone_contexts,
+                               score)
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = Path(os.environ.get("LMFORGE_BENCH_DIR", Path(tempfile.gettempdir()) / "lmforge-bench-pii"))
@@ -96,6 +100,7 @@ def real_pages(shared: Path, n: int) -> list[str]:
     """Main text of the first `n` pages of trafilatura's evaluation corpus (extracted once, cached under WORK)."""
     archive = shared / "extract" / "trafilatura_eval.tar.xz"
     cache = WORK / "pages.json"
+    WORK.mkdir(parents=True, exist_ok=True)
     if cache.exists():
         texts = json.loads(cache.read_text())
         if len(texts) >= n:
@@ -140,6 +145,23 @@ def worst_cases() -> dict[str, str]:
     }
 
 
+def phone_table(scrubbers: dict[str, Scrubber], per_locale: int, seed: int) -> None:
+    samples = generate_phone_contexts(per_locale, seed=seed)
+    scores = {name: score(samples, scrub, fakes) for name, (scrub, fakes, _) in scrubbers.items()}
+    kinds = [f"phone: {context}" for context in PHONE_CONTEXTS]
+    phones = [s for s in samples if s.kind in kinds]
+    rows = [[kind, sum(s.kind == kind for s in samples), *(scores[n].recall.get(kind, 0.0) for n in scores)]
+            for kind in kinds]
+    rows.append(["phone, all forms", len(phones), *(
+        sum(scores[n].recall[k] * sum(s.kind == k for s in phones) for k in kinds) / len(phones) for n in scores)])
+    rows.append(["kept-word rate (non-PII words)", sum(len(f"{s.left} {s.right}".split()) for s in samples),
+                 *(scores[n].kept_words for n in scores)])
+    rows.append(["distractor sentences with cue words kept", sum(s.kind == "distractor:cue" for s in samples),
+                 *(scores[n].kept_by_distractor["cue"] for n in scores)])
+    table(f"Phone numbers in the wild ({len(PHONE_LOCALES)} locales, {per_locale} per form and locale where the "
+          f"locale has the form, seed {seed})", ["form", "n", *scores], rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-locale", type=int, default=200, help="samples per kind and locale")
@@ -147,6 +169,8 @@ def main() -> None:
     parser.add_argument("--pages", type=int, default=300, help="real web pages for speed and false positives")
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data", help="shared data dir")
     parser.add_argument("--baseline", help="git revision whose tasks/core/pii.py to run alongside")
+    parser.add_argument("--phone-per-locale", type=int, default=20,
+                        help="samples per phone form and locale in the phones-in-the-wild corpus")
     args = parser.parse_args()
 
     scrubbers: dict[str, Scrubber] = {"ours": ours(), "datatrove PIIFormatter": datatrove()}
@@ -163,6 +187,7 @@ def main() -> None:
     for kind in sorted(scores["ours"].kept_by_distractor):
         count = sum(s.kind == f"distractor:{kind}" for s in samples)
         rows.append([f"distractor kept: {kind}", count, *(scores[n].kept_by_distractor[kind] for n in names)])
+    phone_table(scrubbers, args.phone_per_locale, args.seed)
     table(f"Recall per kind, Faker corpus ({len(LOCALES)} locales, {args.per_locale} per kind and locale, seed "
           f"{args.seed}); a value counts as caught when none of its 2+ character letter/digit runs is left",
           ["kind", "n", *names], rows)

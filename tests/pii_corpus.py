@@ -4,7 +4,11 @@ Every `Sample` is `left + value + right`: `value` is one piece of PII of `kind` 
 sentences), and `left`/`right` are ordinary words mixed with distractors that must survive scrubbing (dates,
 versions, ISBNs, order numbers, timestamps, prices, coordinates, street addresses and postcodes), all from Faker
 too. `score` scrubs the samples with any function and returns recall per kind and locale and the kept-word rate.
-Used by `tests/tasks/curate/test_pii_recall.py` (a small fixed-seed sample) and `bench/pii.py` (a large one).
+`generate_phone_contexts` is the issue-25 corpus of phone numbers in the wild: many locales' numbers next to a
+phone cue (in several languages), with a label touching them ("-Office"), dotted ("030.1234.5678"), with a "(0)"
+trunk prefix after the country code, and from regions outside the scrubber's default list; plus distractors next to
+cue words (dotted dates, times, versions, order numbers, prices, ISBNs, emergency numbers).
+Used by `tests/tasks/curate/` (small fixed-seed samples) and `bench/pii.py` (large ones).
 """
 
 from __future__ import annotations
@@ -43,10 +47,11 @@ class Sample:
     left: str
     value: str
     right: str
+    right_sep: str = " "  # "" when a label touches the value ("555-0143-Fax": right "-Fax")
 
     @property
     def text(self) -> str:
-        return f"{self.left} {self.value} {self.right}" if self.value else f"{self.left} {self.right}"
+        return f"{self.left} {self.value}{self.right_sep}{self.right}" if self.value else f"{self.left} {self.right}"
 
 
 def _card(fake, rng: random.Random) -> str:
@@ -184,6 +189,10 @@ def score(samples: list[Sample], scrub: Callable[[str], str], replacements: tupl
     intact: dict[str, list[bool]] = defaultdict(list)
     for sample in samples:
         scrubbed = scrub(sample.text)
+        words_left = scrubbed
+        # a word touching a placeholder, or a value left in place ("<PHONE>-Office", "555-0143-Office"), is kept
+        for replacement in (*replacements, *([sample.value] if sample.value else [])):
+            words_left = words_left.replace(replacement, " ")
         if sample.value:
             ok = caught(sample, scrubbed, replacements)
             hits[(sample.kind, sample.locale)].append(ok)
@@ -192,7 +201,7 @@ def score(samples: list[Sample], scrub: Callable[[str], str], replacements: tupl
         else:
             intact[sample.kind.split(":", 1)[1]].append(scrubbed.startswith(sample.left))  # left ends in it
         words = Counter(f"{sample.left} {sample.right}".split())
-        left_over = Counter(scrubbed.split())
+        left_over = Counter(words_left.split())
         kept += sum(min(n, left_over[w]) for w, n in words.items())
         total += sum(words.values())
     by_kind: dict[str, list[bool]] = defaultdict(list)
@@ -203,3 +212,115 @@ def score(samples: list[Sample], scrub: Callable[[str], str], replacements: tupl
     return Score(recall={k: sum(v) / len(v) for k, v in by_kind.items()}, recall_by_locale=dict(by_locale),
                  kept_words=kept / max(total, 1), kept_by_distractor={k: sum(v) / len(v) for k, v in intact.items()},
                  missed=dict(missed))
+
+
+# ---- issue 25: phone numbers in the wild ------------------------------------------------------------------------
+
+# Locales with a Faker phone provider, beyond the 14 above: their regions are mostly outside the scrubber's defaults.
+PHONE_LOCALES = LOCALES + (
+    "de_AT", "de_CH", "fr_CH", "nl_BE", "da_DK", "no_NO", "fi_FI", "cs_CZ", "sk_SK", "hu_HU", "ro_RO", "bg_BG",
+    "hr_HR", "sl_SI", "el_GR", "uk_UA", "lt_LT", "lv_LV", "he_IL", "fa_IR", "th_TH", "vi_VN", "id_ID", "ko_KR",
+    "zh_CN", "zh_TW", "en_AU", "en_NZ", "en_CA", "es_MX", "es_AR", "es_CO", "es_CL", "pt_PT", "ka_GE", "az_AZ",
+)
+PHONE_CONTEXTS = ("cue", "label", "dotted", "trunk", "other region")
+CUES = ["Phone:", "Tel.", "Tel:", "call me on", "You can call {name} on", "Mobile:", "Mob.", "Fax:", "Cell",
+        "WhatsApp", "{name}, phone", "Reach the office by phone at", "Telefon:", "Téléphone :", "Tél.", "Teléfono:",
+        "電話", "Tel./Fax", "phone number", "Contact {name} (mobile):", "Hotline"]
+LABELS = ["Office", "Fax", "Home", "Mobile", "Work", "Tel", "Büro", "Cell", "Direct"]
+# Cue words next to numbers that are no phone numbers: each must stay
+CUE_DISTRACTORS = [
+    "Call us before {dotted_date}.", "Phone orders until {date}.", "Tel. hours {time}–{time2}, Mon–Fri.",
+    "Our phone support ended on {dotted_date} at {time}.", "Call {name} about order #{order}.",
+    "Phone: see invoice INV-{order}.", "New phones from {price}.", "The phone costs {thousands} € now.",
+    "Mobile app version {version} is out.", "Fax cover sheet, ISBN {isbn}.", "In an emergency call 112 or 911.",
+    "Telefon erreichbar ab {dotted_date}.", "Tél. : voir page 12, édition {year}–{year2}.",
+    "Call centre at {postcode}.", "WhatsApp grew by {thousands} users in {year}.", "Phone {lat}, {lon}.",
+]
+
+
+def _national(fake, region: str, rng: random.Random):
+    """A Faker number of the locale parsed by libphonenumber (None if it does not parse there)."""
+    import phonenumbers
+
+    for _ in range(20):
+        try:
+            number = phonenumbers.parse(fake.phone_number().split("x")[0], region)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_possible_number(number):
+            return number
+    return None
+
+
+def _phone_in_context(context: str, fake, region: str, rng: random.Random) -> tuple[str, str, str] | None:
+    """(left, value, right_sep) of one phone number written the way `context` names, or None if the locale has
+    no such form (no "(0)" trunk prefix in the US)."""
+    import phonenumbers
+
+    left = _fill(rng.choice(CUES), fake, rng)
+    if context == "cue":
+        return left, fake.phone_number(), " "
+    if context == "label":
+        return _fill(rng.choice(["{name}", "Details:", "— {name},", *CUES]), fake, rng), fake.phone_number(), (
+            rng.choice(["-", "/", " (", "-"]))
+    number = _national(fake, region, rng)
+    if number is None:
+        return None
+    national = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
+    if context == "dotted":
+        digits = re.sub(r"\D", "", national)
+        if rng.random() < 0.5 and len(digits) % 2 == 0:  # French style: pairs
+            return left, ".".join(digits[i : i + 2] for i in range(0, len(digits), 2)), " "
+        return left, ".".join(re.findall(r"\d+", national)), " "
+    if context == "trunk":
+        meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
+        if meta is None or meta.national_prefix != "0":
+            return None
+        international = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+        cc, rest = international.split(" ", 1)
+        return left, f"{cc}{rng.choice([' (0)', ' (0) ', '(0)', ' (0)'])}{rest}", " "
+    from tasks.core.pii_phone import DEFAULT_REGIONS
+
+    if region in DEFAULT_REGIONS:  # "other region": only the national formats the default regions do not read
+        return None
+    return left, national, " "
+
+
+def generate_phone_contexts(per_locale: int, seed: int = 0, locales: tuple[str, ...] = PHONE_LOCALES) -> list[Sample]:
+    """Per locale, `per_locale` samples of each of `PHONE_CONTEXTS` (kind `phone: <context>`, where the locale has
+    that form) and as many cue-word distractor sentences (kind `distractor:cue`)."""
+    from faker import Faker
+
+    samples: list[Sample] = []
+    for index, locale in enumerate(locales):
+        fake = Faker(locale)
+        fake.seed_instance(seed * 1000 + 500 + index)
+        rng = random.Random(seed * 1000 + 500 + index)
+        region = locale.split("_")[1]
+        for context in PHONE_CONTEXTS:
+            for _ in range(per_locale):
+                made = _phone_in_context(context, fake, region, rng)
+                if made is None:
+                    break
+                left, value, sep = made
+                if context == "label":
+                    label = rng.choice(LABELS)
+                    right = f"{sep}{label}{')' if sep.endswith('(') else ''} {_fill(rng.choice(RIGHT), fake, rng)}"
+                    samples.append(Sample(locale, f"phone: {context}", left, value, right, right_sep=""))
+                else:
+                    right = _fill(rng.choice(RIGHT), fake, rng)
+                    samples.append(Sample(locale, f"phone: {context}", left, value, right))
+        for _ in range(per_locale):
+            samples.append(Sample(locale, "distractor:cue", _cue_distractor(fake, rng), "", ""))
+    return samples
+
+
+def _cue_distractor(fake, rng: random.Random) -> str:
+    moment = fake.date_time(end_datetime=_END)
+    return rng.choice(CUE_DISTRACTORS).format(
+        name=fake.name(), dotted_date=moment.strftime(rng.choice(["%d.%m.%Y", "%d.%m.%y", "%d.%m.%Y %H:%M"])),
+        date=_distractor_of(fake, rng, "date"), time=moment.strftime("%H:%M"), time2=f"{rng.randint(13, 23)}:30",
+        order=fake.numerify("#" * rng.randint(7, 12)), price=fake.pricetag(), thousands=f"{rng.randint(1, 999)}."
+        f"{rng.randint(0, 999):03d}", version=fake.numerify(rng.choice(["#.##.#", "##.#.###", "#.#.##"])),
+        isbn=fake.isbn13(), year=rng.randint(1950, 2000), year2=rng.randint(2001, 2025),
+        postcode=f"{fake.postcode()} {fake.city()}", lat=fake.latitude(), lon=fake.longitude())

@@ -7,5 +7,6 @@
 - `tracking`: MLflow (`TrackingConfig`, runs, stage metrics); `report`: the flow-level run summary and Prefect artifacts.
 - `executors`: datatrove's local / Ray / Slurm executors behind one call.
 - `pii`, `toxicity`: the scrubber and bad-word check used by curation, SFT data, evaluation and serving; `pii_detect`
-  holds the scrubber's detectors, one per kind (libphonenumber, IIN + Luhn, mod-97, ipaddress).
+  holds the scrubber's detectors, one per kind (libphonenumber, IIN + Luhn, mod-97, ipaddress), phones in
+  `pii_phone`.
 """

@@ -15,8 +15,8 @@
   ("10.0.0.0/8"), a dotted quad named as a version or section ("v1.2.3.4", "Section 4.8.3.1") or opening a line
   as a section number ("4.8.3.1. Title"), a Python slice (`a[1::2]`).
 - `phone`: libphonenumber's `PhoneNumberMatcher` over each candidate run of digits, for a list of default regions
-  (see `phone_spans` for the leniency and the distractor rules that keep dates, versions, ISBNs, prices and
-  coordinates).
+  and, where a phone cue stands next to the number, every region (`tasks.core.pii_phone`, with the leniency and
+  the distractor rules that keep dates, versions, ISBNs, prices and coordinates).
 """
 
 from __future__ import annotations
@@ -26,26 +26,12 @@ import ipaddress
 import re
 from collections.abc import Callable, Iterator
 
+# Phones have their own module; the scrubber and the curate config read these names here, with the other kinds'.
+from tasks.core.pii_phone import DEFAULT_REGIONS, check_regions, named_otherwise, phone_spans  # noqa: F401
+
 # Order matters: e-mails first (they contain digits), IBANs and cards before phones (long digit runs look like
 # phone numbers), SSNs before phones (AAA-GG-SSSS is a possible 9-digit number), IPs before phones (dotted quads).
 KINDS = ("email", "iban", "credit_card", "ssn", "ip", "phone")
-# Regions whose national formats phone numbers are read in (numbers with +country code are found in any case):
-# the largest web-text languages' main countries. Curation sets its own list with `CurateConfig.pii_regions`.
-DEFAULT_REGIONS = ("US", "GB", "DE", "FR", "ES", "IT", "NL", "PL", "RU", "BR", "IN", "JP", "CN", "AU", "TR", "SE")
-
-
-def check_regions(regions: tuple[str, ...] | list[str]) -> tuple[str, ...]:
-    """Upper-cased region codes, or a ValueError naming the ones libphonenumber does not know."""
-    import phonenumbers
-
-    codes = tuple(r.upper() for r in regions)
-    unknown = sorted(set(codes) - phonenumbers.SUPPORTED_REGIONS)
-    if unknown or not codes:
-        raise ValueError(f"unknown phone regions {unknown or '(none given)'}: use ISO 3166-1 alpha-2 codes that "
-                         "libphonenumber supports (phonenumbers.SUPPORTED_REGIONS), e.g. ['US', 'DE']")
-    return codes
-
-
 # E-mail: datatrove's PIIFormatter pattern (RFC 5322 local part, dotted domain), found from each "@" outwards: the
 # pattern run from every word boundary is quadratic on long runs of local-part characters (base64 data: 100 KB took
 # 16 s); anchored, each "@" costs at most the 64 + 255 characters RFC 5321 allows around it.
@@ -261,133 +247,3 @@ def regex_spans(pattern: re.Pattern[str], valid: Callable[[str], bool] | None) -
     return spans
 
 
-# ---- phone numbers --------------------------------------------------------------------------------------------
-
-# A run of digit groups that could hold a phone number: optional + or (+cc), groups joined by at most two of
-# space/dot/dash/slash (with parentheses around area codes), an optional extension. Possessive quantifiers: a run
-# that ends in a time ("14:22"), a decimal or a word is rejected whole rather than shortened until something fits.
-PHONE_CANDIDATE = re.compile(
-    r"(?<![\w+#$€£¥₹.,/()-])(?:\(\+\d{1,3}\)[ ]?|\+)?\(?\d++\)?(?:[ \u00a0./–-]{0,2}\(?\d++\)?)*+"
-    r"(?:[ ]?(?:x|ext\.?|extension|#)[ ]?\d{1,6})?+(?![\w:%°/]|[.,]\d|-\w)"
-)
-_EXTENSION = re.compile(r"(?:x|ext\.?|extension|#)[ ]?\d{1,6}$")
-_DATE = re.compile(
-    r"(?:(?:19|20)\d\d([-./])(?:0?[1-9]|1[0-2])\1(?:0?[1-9]|[12]\d|3[01])"  # 2024-03-15
-    r"|(?:0?[1-9]|[12]\d|3[01])([-./])(?:0?[1-9]|1[0-2])\2(?:19|20)?\d\d"  # 15.03.2024, 15/03/24
-    r"|(?:0?[1-9]|1[0-2])([-./])(?:0?[1-9]|[12]\d|3[01])\3(?:19|20)\d\d)(?!\d|[-./]\d)"  # 03/15/2024
-)
-_YEAR_RANGE = re.compile(r"(?:1[5-9]|20)\d\d ?[-–/] ?(?:1[5-9]|20)\d\d$")  # 1877-1953, season 2019/2020
-_POSTCODE = re.compile(r"\d{5}-\d{3}$")  # Brazil's CEP; no numbering plan groups a phone number 5-3
-# Thousands separators: 6 500 000, 2.462.000 (phones are grouped 3-3-3 with spaces, not 1-3-3 or with dots)
-_THOUSANDS = re.compile(r"\d{1,2}(?:[ \u00a0\u202f]\d{3})+$|\d{1,3}(?:\.\d{3})+$")
-_DECIMAL = re.compile(r"-?\d+[.,]\d+$")
-_DOTTED_QUAD_OR_VERSION = re.compile(r"\d+(?:\.\d+){3,}(?:/\d{1,3})?$")  # 1.2.3.4, 10.0.0.0/8
-# Without a phone word before them, bare runs are no phone numbers when they are 7-9 digits (no separator, trunk 0
-# or +: an id, a count, a table cell) or look like Unix time (10 or 13 digits from 1: seconds or ms, 2001-2286);
-# other bare runs of 10+ digits ("9498777106") are phone-shaped on their own.
-_EPOCH = re.compile(r"1\d{9}(?:\d{3})?$")
-_SHORT_BARE = re.compile(r"[1-9]\d{6,8}$")
-_PHONE_WORD = re.compile(
-    r"\b(?:(?:tele)?phone[sd]?|tel|call(?:s|ed|ing)?|mobile|mob|cell(?:phone)?|fax|dial|ring|sms|whatsapp|contact|"
-    r"reach|hotline|téléphone|portable|teléfono|telefono|móvil|cellulare|telefone|celular|telefon(?:nummer)?|"
-    r"rufnummer|handy|mobil|telefoon|tlf|тел|телефон|電話|携帯)\b\.?:?[^\w\n]{0,3}(?:\w+[^\w\n]{1,3}){0,3}$",
-    re.IGNORECASE,
-)
-_MAX_DIGITS = 17  # E.164 allows 15; a longer run is a table row, a code or several numbers in a row
-# Words right before a number that name it as something else than a phone or card number ("order no.", "ISBN",
-# "v"); "phone no." must still count, so a bare "no."/"nr." is not such a word. A time or ratio ("12:30") ends in ":".
-_NAMED_OTHERWISE = re.compile(
-    r"(?:\b(?:isbn(?:-1[03])?|issn|doi|pmid|pmcid|arxiv|version|v|build|release|ref|patent|sku|pages?|pp|p|〒|#"
-    r"|(?-i:ISO|IEC|EN|DIN|ANSI|RFC))"  # standards bodies in capitals: French "en" is no standard
-    r"|\b(?:order|invoice|tracking|serial|parcel|shipment)(?:\s*(?:number|no|nr|id))?"
-    r"|\b(?:item|part|article|customer|case|ticket|account)\s*(?:number|no|nr|id)"
-    r"|\b(?:ts|timestamp|epoch|unix time|id|uid|pid|size|count|seq)\s*=?)\.?:?\s*$|\d:\s*$",
-    re.IGNORECASE,
-)
-_MONEY_THOUSANDS = re.compile(r"\d{1,3}(?:[ .\u00a0\u202f]\d{3})+")
-_MONEY_AFTER = re.compile(r"\s?(?:[,.]\d{1,2}\b|[$€£¥₹%‰]|(?:EUR|USD|GBP|zł|руб|₽|kg|km|m²)\b)")
-_MONEY_BEFORE = re.compile(r"[$€£¥₹]\s?$")
-
-
-def named_otherwise(text: str, start: int) -> bool:
-    """The words just before `start` say the number there is an order, tracking, ISBN, version … number."""
-    return bool(_NAMED_OTHERWISE.search(text, max(0, start - 20), start))
-
-
-def _not_a_phone(text: str, start: int, end: int, part: bool = False) -> bool:
-    """Distractor rules: short bare numbers and Unix times without a phone word, dates, year ranges, versions, dotted
-    quads, decimals, postcodes, thousands, money, ISBNs, and numbers that a word before them names as something else
-    (order no., ISBN, PMID, v). A `part` of a run that passed as a whole ("05225/8738444") is not bare.
-    """
-    candidate = text[start:end].lstrip("(").rstrip(")")
-    if not part and (_SHORT_BARE.match(candidate) or _EPOCH.match(candidate)) and not _PHONE_WORD.search(
-            text, max(0, start - 40), start):
-        return True
-    if _DATE.match(candidate):  # also a date followed by more numbers: "10.10.2006  4512 kcal"
-        return True
-    if any(p.match(candidate) for p in (_YEAR_RANGE, _DOTTED_QUAD_OR_VERSION, _DECIMAL, _POSTCODE, _THOUSANDS)):
-        return True
-    before, after = text[max(0, start - 20) : start], text[end : end + 6]
-    if named_otherwise(text, start) or _MONEY_BEFORE.search(before):
-        return True
-    if _MONEY_THOUSANDS.fullmatch(candidate) and _MONEY_AFTER.match(after):
-        return True  # "1 234 567,89 €", "512 345 678 EUR"
-    digits = "".join(c for c in candidate if c.isdigit())
-    return len(digits) == 13 and digits[:3] in ("978", "979") and _is_isbn(digits)
-
-
-def _is_isbn(digits: str) -> bool:
-    from stdnum import isbn
-
-    return isbn.is_valid(digits)
-
-
-@functools.cache
-def _leniency():
-    import phonenumbers
-
-    # POSSIBLE: the number's length fits the region's numbering plan. VALID would also demand an allocated range,
-    # which misses numbers written on pages about regions whose plans changed, numbers in new ranges, and every
-    # made-up-but-realistic number (Faker's, the test corpora's); a number written like a phone is personal data
-    # whether or not the operator has assigned it yet. Precision comes from the candidate pattern and the
-    # distractor rules instead.
-    return phonenumbers.Leniency.POSSIBLE
-
-
-@functools.lru_cache(maxsize=65536)  # a page repeats its numbers (header, footer, contact box)
-def _matches(candidate: str, region: str) -> tuple[tuple[int, int], ...]:
-    import phonenumbers
-
-    return tuple((m.start, m.end) for m in phonenumbers.PhoneNumberMatcher(candidate, region, leniency=_leniency()))
-
-
-def phone_spans(text: str, regions: tuple[str, ...]) -> Iterator[tuple[int, int]]:
-    """Spans of phone numbers in `text`, national formats read in each of `regions` in turn.
-
-    Only runs of 7 to 17 digits that pass the distractor rules reach libphonenumber; the region
-    whose reading covers the most digits of a run wins, and a run starting with + is read once (its country code
-    says the region).
-    """
-    for cand in PHONE_CANDIDATE.finditer(text):
-        start, end = cand.span()
-        raw = cand.group(0)
-        if raw.endswith(")") and raw.count(")") > raw.count("("):  # "(ref. 48.85661)": the ")" closes the prose
-            raw, end = raw[:-1], end - 1
-        main = _EXTENSION.sub("", raw)
-        n_digits = sum(c.isdigit() for c in main)
-        if not 7 <= n_digits <= _MAX_DIGITS or _not_a_phone(text, start, start + len(main.rstrip())):
-            continue
-        readings = regions[:1] if raw.startswith(("+", "(+")) else regions
-        best: tuple[tuple[int, int], ...] = ()
-        best_digits = 0
-        for region in readings:
-            found = _matches(raw, region)
-            covered = sum(c.isdigit() for s, e in found for c in raw[s:e])
-            if covered > best_digits:
-                best, best_digits = found, covered
-                if covered == sum(c.isdigit() for c in raw):
-                    break
-        for s, e in best:  # a reading may split the run: each part must pass as a phone number on its own
-            part = (s, e) != (0, len(raw))
-            if sum(c.isdigit() for c in raw[s:e]) >= 7 and not _not_a_phone(text, start + s, start + e, part):
-                yield start + s, start + e

@@ -10,7 +10,7 @@ import typing
 
 import pytest
 from faker import Faker
-from pii_corpus import KINDS, LOCALES, generate, score
+from pii_corpus import KINDS, LOCALES, PHONE_CONTEXTS, generate, generate_phone_contexts, score
 
 from tasks.core.pii import DEFAULT_REGIONS, IP_SCOPES, PLACEHOLDERS, PIIScrubber, scrub_pii
 from tasks.core.pii import KINDS as PII_KINDS
@@ -216,10 +216,12 @@ def test_us_ssn_only_where_issued():
 
 
 def test_regions_decide_national_formats():
-    text = "ring 2345 6789 i dag"  # an 8-digit Norwegian number: no length the US plan allows
+    text = "Kontor 2345 6789 i dag"  # an 8-digit Norwegian number: no length the US plan allows
     assert scrub_pii(text, regions=("US",))[0] == text
-    assert scrub_pii(text, regions=("US", "NO"))[0] == "ring <PHONE> i dag"
+    assert scrub_pii(text, regions=("US", "NO"))[0] == "Kontor <PHONE> i dag"
     assert scrub_pii("call +47 2345 6789", regions=("US",))[0] == "call <PHONE>"  # +country code: any region
+    # a phone word before it: read in every region libphonenumber knows
+    assert scrub_pii("ring 2345 6789 i dag", regions=("US",))[0] == "ring <PHONE> i dag"
 
 
 def test_scrubber_step_takes_curate_config():
@@ -242,3 +244,73 @@ def test_scrubber_step_takes_curate_config():
 def test_bad_pii_config_names_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         CurateConfig(**{field: value})
+
+
+# ---- issue 25: phone numbers in the wild ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def phone_context_score():
+    samples = generate_phone_contexts(per_locale=3, seed=25)
+    return score(samples, lambda text: scrub_pii(text)[0], tuple(PLACEHOLDERS.values()))
+
+
+def test_phone_forms_in_the_wild_on_faker_corpus(phone_context_score):
+    forms = {f"phone: {context}" for context in PHONE_CONTEXTS}
+    assert forms <= set(phone_context_score.recall)
+    low = {kind: r for kind, r in phone_context_score.recall.items() if kind in forms and r < 0.95}
+    assert not low, (low, {kind: phone_context_score.missed.get(kind, [])[:10] for kind in low})
+    assert phone_context_score.kept_words >= 0.99
+    assert phone_context_score.kept_by_distractor["cue"] >= 0.95
+
+
+@pytest.mark.parametrize(
+    "text, number",
+    [
+        ("Phone: +1-202-555-0143-Office today", "+1-202-555-0143"),  # a label touching the number
+        ("or 555-0143-Fax, thanks", "555-0143"),
+        ("Zentrale 0301234567/Büro", "0301234567"),
+        ("Tel. 030.1234.5678 bis 18 Uhr", "030.1234.5678"),  # dotted national formats
+        ("Tél. 06.12.34.56.78 le soir", "06.12.34.56.78"),
+        ("Tel.0475.12.34.56", "0475.12.34.56"),  # a phone word touching it
+        ("Mob. 612.345.678 (Madrid)", "612.345.678"),
+        ("Tel +44 (0)20 7946 0958 or", "+44 (0)20 7946 0958"),  # "(0)" trunk prefix
+        ("Fax: +49(0)30 1234567.", "+49(0)30 1234567"),
+        ("Telefon: 0316 123456", "0316 123456"),  # Austria, not in the default regions
+        ("WhatsApp 64 290 979", "64 290 979"),  # Latvia, grouped like an amount
+        ("電話03-1234-5678まで", "03-1234-5678"),
+        ("Teléfono: +54 9 3889 9815", "+54 9 3889 9815"),  # +country code, a length the plan does not know
+    ],
+)
+def test_phone_numbers_in_the_wild(text, number):
+    scrubbed, counts = scrub_pii(text)
+    assert scrubbed == text.replace(number, "<PHONE>") and counts["phone"] == 1
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Call us before 12.03.2024 or on 01.04.24 12:30.",  # dotted dates next to a cue
+        "Tel. hours 9:00–17:30, Mon–Fri.",
+        "Phone orders: order #12345678, invoice INV-20240312.",
+        "New phones from $1,299.00 or 1.299.000 ₫; WhatsApp grew by 64 290 979 users.",  # no cue right before
+        "Mobile app version 2.24.1 is out; Phone firmware v10.3.1.2345.",
+        "Fax cover sheet, ISBN 978-3-16-148410-0.",
+        "In an emergency call 112 or 911.",
+        "Phone 48.856613, 2.352222 (the shop).",  # coordinates
+        "Tél. : voir page 12, édition 1998–2004.",
+        "Call the server at 192.0.2.15.",  # a documentation address: neither an IP to scrub nor a phone
+    ],
+)
+def test_cue_words_next_to_numbers_that_are_not_phones(text):
+    assert scrub_pii(text) == (text, dict.fromkeys(PLACEHOLDERS, 0))
+
+
+def test_cued_ip_address_is_an_ip_not_a_phone():
+    assert scrub_pii("Phone server 10.20.30.40 is down") == (
+        "Phone server <IP_ADDRESS> is down", {**dict.fromkeys(PLACEHOLDERS, 0), "ip": 1})
+
+
+def test_dotted_number_without_a_cue_needs_a_phone_shape():
+    assert scrub_pii("Jean 06.12.34.56.78")[0] == "Jean <PHONE>"  # 2-4 digit groups, 9+ digits
+    assert scrub_pii("see 4.8.3.1234567")[0] == "see 4.8.3.1234567"  # a version
