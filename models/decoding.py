@@ -41,10 +41,6 @@ class Decoder:
         self.ids: list[list[int]] = [[] for _ in range(slots)]
         self.device = next(model.parameters()).device
 
-    @property
-    def length(self) -> int:
-        return self.lengths[0]
-
     def full(self, slot: int) -> bool:
         return self.capacity is not None and self.lengths[slot] >= self.capacity
 
