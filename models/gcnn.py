@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.gpt import ModelConfig, append_sampled, init_tied_embedding, sample_next
+from models.decoding import Decoding, WindowDecoder
+from models.gpt import Generation, ModelConfig, init_tied_embedding
 from models.loss import head_and_loss
 
 KERNEL = 4
@@ -44,7 +45,9 @@ class GatedConvBlock(nn.Module):
         return x + self.drop(self.proj(h))
 
 
-class GCNN(nn.Module):
+class GCNN(Generation, nn.Module):
+    decoding = Decoding(WindowDecoder)
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.config = cfg
@@ -83,24 +86,3 @@ class GCNN(nn.Module):
             else:
                 x = block(x)
         return head_and_loss(self.norm(x), self.lm_head, targets)  # logits (B, T, V) only without targets
-
-    @torch.no_grad()
-    def generate(
-        self,
-        idx: torch.Tensor,
-        max_new_tokens: int,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        eos_id: int | None = None,
-    ) -> torch.Tensor:
-        """Extend idx (B, T) by up to max_new_tokens sampled tokens; returns (B, T + n). temperature 0 = greedy."""
-        window = self.receptive_field
-        done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
-        for _ in range(max_new_tokens):
-            logits, _ = self(idx[:, -window:])
-            nxt = sample_next(logits[:, -1, :], temperature, top_k, top_p)  # (B, 1)
-            idx, done, finished = append_sampled(idx, nxt, done, eos_id)
-            if finished:
-                break
-        return idx

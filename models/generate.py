@@ -130,24 +130,14 @@ class ChatEngine:
         return self.run(self.sequence(messages, **sampling), cancelled)
 
     def run(self, seq: Sequence, cancelled: Callable[[], bool] | None = None) -> Iterator[Delta]:
-        """Decode `seq` alone to its end (what `stream` does once the request is a `Sequence`)."""
-        from models.decoding import decoder_for
+        """Decode `seq` alone to its end (what `stream` does once the request is a `Sequence`): the one decode
+        loop (`models.decoding.decode`) with one slot, handing on each step's deltas before the next pass."""
+        from models.decoding import decode, decoder_for
 
-        decoder = decoder_for(self.model, self.context)
-        logits = decoder.feed(seq.prompt)
-        while True:
-            if cancelled is not None and cancelled():
-                seq.cancel()
-            else:
-                yield from seq.accept(seq.sample(logits))
-            if seq.finish is not None:
-                yield seq.final()
-                return
-            if decoder.capacity is not None and decoder.length >= decoder.capacity:
-                decoder = decoder_for(self.model, self.context)  # full: restart on a refitted context
-                logits = decoder.feed(seq.refit())
-            else:
-                logits = decoder.feed(seq.tokens[-1:])
+        alone = Alone(seq, cancelled)
+        for _ in decode(decoder_for(self.model, self.context), alone):
+            yield from alone.take()
+        yield from alone.take()
 
     def complete(self, messages: list[dict[str, Any]], **sampling: Any) -> tuple[str, str, int, int]:
         """(answer, finish_reason, prompt tokens, completion tokens)."""
@@ -191,6 +181,21 @@ class Sequence:
     def cancel(self) -> None:
         self.finish = "cancelled"
 
+    def advance(self, logits: Any, cancelled: bool = False) -> Iterator[Delta]:
+        """One decoding step: sample from the logits (V,) and accept the token (or cancel), then the last delta
+        once the answer is over; `next_token` is then what the model runs next."""
+        if cancelled:
+            self.cancel()
+        else:
+            yield from self.accept(self.sample(logits))
+        if self.finish is not None:
+            yield self.final()
+
+    @property
+    def next_token(self) -> int | None:
+        """The token to feed after `advance`; None once the answer is over."""
+        return None if self.finish is not None else self.tokens[-1]
+
     def accept(self, token: int) -> Iterator[Delta]:
         """Take a sampled token: yields the text it makes safe to send; sets `finish` when the answer ends."""
         if token in self.engine.stop_ids:
@@ -220,6 +225,29 @@ class Sequence:
         """The conversation with the answer so far, refitted to half the context (a full KV cache restarts on it)."""
         context = self.engine.context
         return fit_context(self.turns[:-1] + [self.turns[-1] + self.detok.ids], self.keep, context // 2)
+
+
+class Alone:
+    """One `Sequence` as the decode loop's streams (`models.decoding.Streams`), its deltas kept for `take`."""
+
+    def __init__(self, seq: Sequence, cancelled: Callable[[], bool] | None) -> None:
+        self.seq, self.cancelled, self.waiting, self.deltas = seq, cancelled, True, []
+
+    def join(self, slot: int) -> list[int] | None:
+        waiting, self.waiting = self.waiting, False
+        return self.seq.prompt if waiting else None
+
+    def advance(self, logits: dict[int, Any]) -> dict[int, int | None]:
+        ((slot, row),) = logits.items()
+        self.deltas += self.seq.advance(row, self.cancelled is not None and self.cancelled())
+        return {slot: self.seq.next_token}
+
+    def refit(self, slot: int) -> list[int]:
+        return self.seq.refit()
+
+    def take(self) -> list[Delta]:
+        deltas, self.deltas = self.deltas, []
+        return deltas
 
 
 def held_back(text: str, stop: list[str]) -> int:

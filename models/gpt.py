@@ -4,7 +4,8 @@ Llama-style blocks: RoPE, RMSNorm, SwiGLU MLP, no biases, grouped-query attentio
 embeddings, `F.scaled_dot_product_attention`, zero-initialised output projections. Parameter names and layouts are
 those of Hugging Face `LlamaForCausalLM` (`Qwen3ForCausalLM` when `qk_norm`), e.g.
 `model.layers.0.self_attn.q_proj.weight`, and RoPE uses HF's rotate-half convention, so a state dict exports 1:1.
-Generation uses a KV cache and samples with temperature / top-k / top-p.
+Generation uses a KV cache (`models.kv_cache`) and samples with temperature / top-k / top-p; every arch's `generate`
+runs the one decode loop (`models.decoding.decode`) through `Generation`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
+from models.decoding import Decoding, KVCacheDecoder, decode, decoder_for
+from models.kv_cache import KVCache
 from models.loss import head_and_loss
 
 # arch -> "module:Class"; every class takes a ModelConfig and has forward(idx, targets), generate(...), num_params()
@@ -73,6 +76,28 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     return getattr(module, class_name)(cfg)
 
 
+class Generation:
+    """`generate` for every arch: the rows run through the decoder the arch declares (`decoding`) in the one
+    decode loop (`models.decoding.decode`), one slot per row, with as long a context as the decoder holds."""
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        eos_id: int | None = None,
+    ) -> torch.Tensor:
+        """Extend idx (B, T) by up to max_new_tokens sampled tokens; returns (B, T + n). temperature 0 = greedy."""
+        decoder = decoder_for(self, None, slots=idx.size(0))
+        rows = RowStreams(idx, decoder.capacity, max_new_tokens, temperature, top_k, top_p, eos_id)
+        for _ in decode(decoder, rows):
+            pass
+        return rows.idx
+
+
 class RMSNorm(nn.Module):
     """HF LlamaRMSNorm: normalise in float32, scale by a learned weight in the input dtype."""
 
@@ -103,7 +128,9 @@ class Attention(nn.Module):
             self.k_norm = RMSNorm(cfg.head_dim, cfg.norm_eps)
         self.qk_norm = cfg.qk_norm
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None, layer: int = 0
+    ) -> torch.Tensor:
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_head, self.head_dim)
         k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim)
@@ -113,25 +140,29 @@ class Attention(nn.Module):
         q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, H, T, D)
         q = (q * cos + rotate_half(q) * sin).type_as(v)  # cos, sin: (T, D) for positions start..start+T
         k = (k * cos + rotate_half(k) * sin).type_as(v)
-        y = cached_attention(q, k, v, cache, self.n_head // self.n_kv_head, self.dropout if self.training else 0.0)
+        groups = self.n_head // self.n_kv_head
+        y = cached_attention(q, k, v, cache, layer, groups, self.dropout if self.training else 0.0)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))  # (B, T, C)
 
 
 def cached_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: dict | None, groups: int = 1, dropout: float = 0.0
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cache: KVCache | None,
+    layer: int = 0,
+    groups: int = 1,
+    dropout: float = 0.0,
 ) -> torch.Tensor:
-    """Causal attention of q (B, H, T, D) over k, v (B, Hkv, T, D), appended first to `cache` when given (the keys
-    and values of the positions before these T, so a decoding step costs one position, whatever came before)."""
-    if cache is not None and "pos" in cache:
-        return slot_attention(q, k, v, cache, groups)
+    """Causal attention of q (B, H, T, D) over k, v (B, Hkv, T, D), appended first to layer `layer` of `cache` when
+    given (the keys and values of the positions before these T, so a decoding step costs one position, whatever came
+    before)."""
+    if cache is not None and cache.pos is not None:
+        return slot_attention(q, k, v, cache, layer, groups)
     T, past = q.size(2), 0
     if cache is not None:
-        past = cache["len"]
-        if past + T > cache["k"].size(2):
-            raise ValueError(f"KV cache holds {cache['k'].size(2)} positions; {past} used, {T} more given")
-        cache["k"][:, :, past : past + T] = k
-        cache["v"][:, :, past : past + T] = v
-        k, v = cache["k"][:, :, : past + T], cache["v"][:, :, : past + T]
+        past = cache.start
+        k, v = cache.append(layer, k, v)  # (B, Hkv, past + T, D)
     if groups > 1:
         k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
     if past == 0:
@@ -141,26 +172,17 @@ def cached_attention(
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
-def slot_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: dict, groups: int) -> torch.Tensor:
-    """Batched decoding: row i is one new position `pos[i]` of the sequence in cache slot `rows[i]`, so sequences of
-    different lengths advance together in one forward pass (continuous batching)."""
-    rows, pos = cache["rows"], cache["pos"]  # (B,)
-    cache["k"][rows, :, pos] = k[:, :, 0]
-    cache["v"][rows, :, pos] = v[:, :, 0]
-    n = int(pos.max()) + 1
-    k, v = cache["k"][rows, :, :n], cache["v"][rows, :, :n]  # (B, Hkv, n, D)
+def slot_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: KVCache, layer: int, groups: int
+) -> torch.Tensor:
+    """Batched decoding: row i is one new position `cache.pos[i]` of the sequence in cache row `cache.rows[i]`, so
+    sequences of different lengths advance together in one forward pass (continuous batching)."""
+    k, v = cache.scatter(layer, k, v)  # (B, Hkv, n, D), n = the furthest position + 1
     if groups > 1:
         k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
-    mask = (torch.arange(n, device=q.device)[None, :] <= pos[:, None])[:, None, None, :]  # (B, 1, 1, n)
+    n = k.size(2)
+    mask = (torch.arange(n, device=q.device)[None, :] <= cache.pos[:, None])[:, None, None, :]  # (B, 1, 1, n)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-
-
-def new_kv_caches(n_layer: int, shape: tuple[int, ...], like: torch.Tensor) -> list[dict]:
-    """One empty KV cache per layer, each {"k", "v": (B, Hkv, max_len, D), "len": positions filled}."""
-    return [
-        {"k": like.new_zeros(shape), "v": like.new_zeros(shape), "len": 0}
-        for _ in range(n_layer)
-    ]
 
 
 class MLP(nn.Module):
@@ -183,8 +205,10 @@ class Block(nn.Module):
         self.mlp = MLP(cfg)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
-        x = x + self.drop(self.self_attn(self.input_layernorm(x), cos, sin, cache))
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None, layer: int = 0
+    ) -> torch.Tensor:
+        x = x + self.drop(self.self_attn(self.input_layernorm(x), cos, sin, cache, layer))
         return x + self.drop(self.mlp(self.post_attention_layernorm(x)))
 
 
@@ -198,7 +222,9 @@ class Decoder(nn.Module):
         self.norm = RMSNorm(cfg.n_embd, cfg.norm_eps)
 
 
-class GPT(nn.Module):
+class GPT(Generation, nn.Module):
+    decoding = Decoding(KVCacheDecoder, batched=True)
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.config = cfg
@@ -237,18 +263,17 @@ class GPT(nn.Module):
         return 6 * matmul_params + 12 * c.n_layer * c.n_head * c.head_dim * T
 
     def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None, caches: list[dict] | None = None
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """idx (B, T) -> (logits (B, T, V) in float32, None), or with targets (None, mean cross-entropy over targets
-        != -1): the loss is computed chunk by chunk (`models.loss`), so the full logits are never built."""
+        != -1): the loss is computed chunk by chunk (`models.loss`), so the full logits are never built. With a
+        `cache` (a view, `KVCache.at`) the T positions continue the sequences cached in its rows."""
         B, T = idx.shape
-        if caches and "pos" in caches[0]:  # batched decoding: one position per row, each at its own offset
-            pos = caches[0]["pos"]
-            cos, sin = self.rope_cos[pos][:, None, None, :], self.rope_sin[pos][:, None, None, :]  # (B, 1, 1, D)
-            start, T = int(pos.max()), 1
+        start = cache.start if cache is not None else 0
+        if cache is not None and cache.pos is not None:  # batched decoding: one position per row, each its own
+            cos, sin = self.rope_cos[cache.pos][:, None, None, :], self.rope_sin[cache.pos][:, None, None, :]
         else:
-            start = caches[0]["len"] if caches else 0
-            cos, sin = self.rope_cos[start : start + T], self.rope_sin[start : start + T]
+            cos, sin = self.rope_cos[start : start + T], self.rope_sin[start : start + T]  # (T, D)
         if start + T > self.rope_cos.size(0):
             raise ValueError(f"sequence of {start + T} tokens exceeds the RoPE table ({self.rope_cos.size(0)})")
         x = self.model.embed_tokens(idx)  # (B, T, C)
@@ -256,43 +281,17 @@ class GPT(nn.Module):
             if self.grad_checkpointing and self.training:
                 x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, use_reentrant=False)
             else:
-                x = block(x, cos, sin, caches[i] if caches else None)
-        for cache in caches or []:
-            if "len" in cache:
-                cache["len"] += T
+                x = block(x, cos, sin, cache, i)
+        if cache is not None:
+            cache.advance(T)
         return head_and_loss(self.model.norm(x), self.lm_head, targets)  # logits (B, T, V) only without targets
 
-    def new_caches(self, batch_size: int, max_len: int) -> list[dict]:
-        c = self.config
-        return new_kv_caches(c.n_layer, (batch_size, c.n_kv_head, max_len, c.head_dim), self.lm_head.weight)
-
-    @torch.no_grad()
-    def generate(
-        self,
-        idx: torch.Tensor,
-        max_new_tokens: int,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        eos_id: int | None = None,
-    ) -> torch.Tensor:
-        """Extend idx (B, T) by up to max_new_tokens sampled tokens; returns (B, T + n). temperature 0 = greedy."""
-        limit = self.rope_cos.size(0)
-        idx = idx[:, -(limit - 1) :]
-        caches = self.new_caches(idx.size(0), limit)
-        logits, _ = self(idx, caches=caches)
-        done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
-        for _ in range(max_new_tokens):
-            nxt = sample_next(logits[:, -1, :], temperature, top_k, top_p)  # (B, 1)
-            idx, done, finished = append_sampled(idx, nxt, done, eos_id)
-            if finished:
-                break
-            if caches[0]["len"] >= limit:  # cache full: restart it on the most recent half of the context
-                caches = self.new_caches(idx.size(0), limit)
-                logits, _ = self(idx[:, -(limit // 2) :], caches=caches)
-            else:
-                logits, _ = self(nxt, caches=caches)
-        return idx
+    def new_cache(self, batch_size: int, max_len: int | None) -> KVCache:
+        """An empty cache for `batch_size` sequences of `max_len` positions (None, or more than the RoPE table
+        covers: as many as it covers)."""
+        c, limit = self.config, self.rope_cos.size(0)
+        shape = (batch_size, c.n_kv_head, min(max_len or limit, limit), c.head_dim)
+        return KVCache.empty(c.n_layer, shape, self.lm_head.weight)
 
 
 def rope_tables(cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -326,6 +325,38 @@ def append_sampled(
     nxt = torch.where(done[:, None], torch.full_like(nxt, eos_id), nxt)
     done = done | (nxt[:, 0] == eos_id)
     return torch.cat((idx, nxt), dim=1), done, bool(done.all())
+
+
+class RowStreams:
+    """The rows of one `generate` call as the decode loop's streams: every row joins at once into its own slot, all
+    rows sample together (one `sample_next` over the batch), a row that ended keeps emitting eos until all have (or
+    max_new_tokens), and a full cache restarts a row on the most recent half of its tokens."""
+
+    def __init__(self, idx: torch.Tensor, capacity: int | None, max_new_tokens: int, temperature: float,
+                 top_k: int | None, top_p: float | None, eos_id: int | None) -> None:
+        self.idx, self.capacity, self.left = idx, capacity, max_new_tokens
+        self.sampling, self.eos_id = (temperature, top_k, top_p), eos_id
+        self.waiting = set(range(idx.size(0)))
+        self.done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
+
+    def join(self, slot: int) -> list[int] | None:
+        if slot not in self.waiting:
+            return None
+        self.waiting.remove(slot)
+        return self.idx[slot, -(self.capacity - 1) :].tolist() if self.capacity else self.idx[slot].tolist()
+
+    def advance(self, logits: dict[int, torch.Tensor]) -> dict[int, int | None]:
+        if self.left <= 0:
+            return dict.fromkeys(logits)
+        nxt = sample_next(torch.stack([logits[row] for row in range(self.idx.size(0))]), *self.sampling)  # (B, 1)
+        self.idx, self.done, finished = append_sampled(self.idx, nxt, self.done, self.eos_id)
+        self.left -= 1
+        if finished or self.left == 0:
+            return dict.fromkeys(logits)
+        return dict(enumerate(self.idx[:, -1].tolist()))
+
+    def refit(self, slot: int) -> list[int]:
+        return self.idx[slot, -(self.capacity // 2) :].tolist()
 
 
 def sample_next(

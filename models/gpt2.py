@@ -2,8 +2,9 @@
 
 The baseline of the training benchmark (`bench/train.py`) and `model.arch="gpt2"`. Same interface as `models.gpt.GPT`
 (`forward(idx, targets) -> (logits, None) | (None, loss)`, `generate`, `num_params`, `flops_per_token`), so the
-trainer, checkpoints and evaluation work unchanged. `forward(idx, caches=...)` fills a KV cache (`new_caches`), so
-the chat engine decodes one position per token; positions are learned, so the cache never holds more than `seq_len`.
+trainer, checkpoints and evaluation work unchanged. `forward(idx, cache=...)` fills a KV cache (`new_cache`), so
+every generation path decodes one position per token; positions are learned, so the cache never holds more than
+`seq_len` (a full one restarts on the last half, `models.decoding.decode`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.gpt import ModelConfig, append_sampled, cached_attention, new_kv_caches, sample_next
+from models.decoding import Decoding, KVCacheDecoder
+from models.gpt import Generation, ModelConfig, cached_attention
+from models.kv_cache import KVCache
 from models.loss import head_and_loss
 
 
@@ -22,11 +25,11 @@ class CausalSelfAttention(nn.Module):
         self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd)
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd)
 
-    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
-        y = cached_attention(q, k, v, cache, dropout=self.dropout if self.training else 0.0)
+        y = cached_attention(q, k, v, cache, layer, dropout=self.dropout if self.training else 0.0)
         return self.c_proj(y.transpose(1, 2).reshape(B, T, C))
 
 
@@ -41,12 +44,14 @@ class Block(nn.Module):
         )
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.ln_1(x), cache))
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.ln_1(x), cache, layer))
         return x + self.drop(self.mlp(self.ln_2(x)))
 
 
-class GPT2(nn.Module):
+class GPT2(Generation, nn.Module):
+    decoding = Decoding(KVCacheDecoder, batched=True)
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.config = cfg
@@ -72,13 +77,13 @@ class GPT2(nn.Module):
         return 6 * (self.num_params() - self.wpe.weight.numel()) + 12 * c.n_layer * c.n_embd * T
 
     def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None, caches: list[dict] | None = None
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         B, T = idx.shape
-        if caches and "pos" in caches[0]:  # batched decoding: one position per row, each at its own offset
-            positions, start = caches[0]["pos"][:, None], int(caches[0]["pos"].max())  # (B, 1)
+        start = cache.start if cache is not None else 0
+        if cache is not None and cache.pos is not None:  # batched decoding: one position per row, each its own
+            positions = cache.pos[:, None]  # (B, 1)
         else:
-            start = caches[0]["len"] if caches else 0
             positions = torch.arange(start, start + T, device=idx.device)
         if start + T > self.config.seq_len:
             raise ValueError(f"gpt2 has learned positions for {self.config.seq_len} tokens, got {start + T}")
@@ -87,24 +92,13 @@ class GPT2(nn.Module):
             if self.grad_checkpointing and self.training:
                 x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
             else:
-                x = block(x, caches[i] if caches else None)
-        for cache in caches or []:
-            if "len" in cache:
-                cache["len"] += T
+                x = block(x, cache, i)
+        if cache is not None:
+            cache.advance(T)
         return head_and_loss(self.ln_f(x), self.lm_head, targets)  # logits (B, T, V) only without targets
 
-    def new_caches(self, batch_size: int, max_len: int) -> list[dict]:
+    def new_cache(self, batch_size: int, max_len: int | None) -> KVCache:
+        """An empty cache for `batch_size` sequences of `max_len` positions, at most the `seq_len` learned ones."""
         c = self.config
-        shape = (batch_size, c.n_head, min(max_len, c.seq_len), c.n_embd // c.n_head)
-        return new_kv_caches(c.n_layer, shape, self.lm_head.weight)
-
-    @torch.no_grad()
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, eos_id=None) -> torch.Tensor:
-        done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
-        for _ in range(max_new_tokens):
-            logits, _ = self(idx[:, -self.config.seq_len :])
-            nxt = sample_next(logits[:, -1, :], temperature, top_k, top_p)
-            idx, done, finished = append_sampled(idx, nxt, done, eos_id)
-            if finished:
-                break
-        return idx
+        shape = (batch_size, c.n_head, min(max_len or c.seq_len, c.seq_len), c.n_embd // c.n_head)
+        return KVCache.empty(c.n_layer, shape, self.lm_head.weight)

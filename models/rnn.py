@@ -15,7 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.gpt import ModelConfig, append_sampled, sample_next
+from models.decoding import Decoding, RecurrentDecoder
+from models.gpt import Generation, ModelConfig
 from models.loss import head_and_loss
 
 State = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (h, c), each (1, B, C)
@@ -36,7 +37,9 @@ class LSTMBlock(nn.Module):
         return x + self.drop(y), new_state  # residual: deep stacks train as easily as shallow ones
 
 
-class RNNLM(nn.Module):
+class RNNLM(Generation, nn.Module):
+    decoding = Decoding(RecurrentDecoder, batched=True)
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.config = cfg
@@ -79,25 +82,3 @@ class RNNLM(nn.Module):
         if state is not None:
             state[:] = new_state
         return head_and_loss(self.norm(x), self.lm_head, targets)  # logits (B, T, V) only without targets
-
-    @torch.no_grad()
-    def generate(
-        self,
-        idx: torch.Tensor,
-        max_new_tokens: int,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        eos_id: int | None = None,
-    ) -> torch.Tensor:
-        """Extend idx (B, T) by up to max_new_tokens sampled tokens; returns (B, T + n). temperature 0 = greedy."""
-        state: State = []
-        logits, _ = self(idx, state=state)
-        done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
-        for _ in range(max_new_tokens):
-            nxt = sample_next(logits[:, -1, :], temperature, top_k, top_p)  # (B, 1)
-            idx, done, finished = append_sampled(idx, nxt, done, eos_id)
-            if finished:
-                break
-            logits, _ = self(nxt, state=state)
-        return idx

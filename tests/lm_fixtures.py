@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from models.decoding import Decoding, RecurrentDecoder
+
 CORPUS = [
     "The quick brown fox jumps over the lazy dog. " * 3,
     "Debian is a free operating system made by volunteers around the world.",
@@ -72,6 +74,8 @@ class MemorisedLM(nn.Module):
 
 class ScriptedLM(nn.Module):
     """Generates a fixed token script, whatever the prompt: lets the engine's stop logic be checked exactly."""
+
+    decoding = Decoding(RecurrentDecoder)  # recurrent-style (see forward), one sequence at a time
 
     def __init__(self, script: list[int], seq_len: int = 64):
         super().__init__()

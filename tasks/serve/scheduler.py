@@ -4,11 +4,12 @@ The event loop only parses requests and moves text: `submit` queues a `Job` (or 
 server turns into a 429 with `Retry-After`), the worker thread takes jobs in arrival order (nothing overtakes, so
 nothing starves) and sends each job's events back to its asyncio queue through `call_soon_threadsafe`.
 
-Continuous batching: for gpt, gpt2 (KV cache) and rnn (recurrent state) the worker keeps up to `max_batch` answers in
-flight in one slot decoder (`models.decoding.slot_decoder_for`) — every step is one forward pass for all of them; a
+Continuous batching: for the archs that declare batched decoding (gpt, gpt2: KV cache; rnn: recurrent state) the
+worker keeps up to `max_batch` answers in flight in one slot decoder, run by the one decode loop
+(`models.decoding.decode`, the scheduler being its `Streams`) — every step is one forward pass for all of them; a
 request joins as soon as a slot is free and leaves when its answer ends. gcnn (and `max_batch=1`) is decoded one
-request at a time. A
-cancelled job (its client went away) leaves the queue at once, or stops at its next token when already running.
+request at a time. A cancelled job (its client went away) leaves the queue at once, or stops at its next token when
+already running.
 """
 
 from __future__ import annotations
@@ -161,39 +162,37 @@ class Scheduler:
             self.running = {}
 
     def run_batched(self) -> None:
-        from models.decoding import slot_decoder_for
+        from models.decoding import decode, slot_decoder_for
 
         decoder = slot_decoder_for(self.engine.model, self.max_batch, self.engine.context)
-        logits: dict[int, Any] = {}
-        while not self.stopping:
-            while decoder.free and (job := self.next_job()) is not None:  # join: a free slot, in arrival order
-                slot = decoder.free.pop()
-                self.running[slot] = job
-                logits[slot] = decoder.prefill(slot, job.sequence.prompt)
-            if not self.running:
-                return
-            self.stats.peak_batch = max(self.stats.peak_batch, len(self.running))
-            tokens = {}
-            for slot, job in list(self.running.items()):
-                seq = job.sequence
-                try:
-                    if job.cancelled.is_set():
-                        seq.cancel()
-                    else:
-                        for delta in seq.accept(seq.sample(logits[slot])):
-                            self.send(job, job.output(delta))
-                    if seq.finish is not None:
-                        self.send(job, job.output(seq.final()))
-                    elif decoder.capacity is not None and decoder.lengths[slot] >= decoder.capacity:
-                        # the slot's KV cache is full: restart it on a refitted context
-                        logits[slot] = decoder.prefill(slot, seq.refit())
-                        continue
-                    else:
-                        tokens[slot] = seq.tokens[-1]
-                        continue
-                except Exception as err:  # this answer's failure (its output filter): the others go on
-                    self.fail(job, err)
-                del self.running[slot], logits[slot]  # leave: the slot is free for the next request
-                decoder.free.append(slot)
-            if tokens:
-                logits.update(decoder.step(tokens))
+        for _ in decode(decoder, self):
+            pass
+
+    # --- the decode loop's streams (models.decoding.Streams): the running jobs, one per decoder slot ---
+
+    def join(self, slot: int) -> list[int] | None:
+        """The next job in arrival order takes the free `slot`; None when none waits (or the server stops)."""
+        job = None if self.stopping else self.next_job()
+        if job is None:
+            return None
+        self.running[slot] = job
+        self.stats.peak_batch = max(self.stats.peak_batch, len(self.running))
+        return job.sequence.prompt
+
+    def advance(self, logits: dict[int, Any]) -> dict[int, int | None]:
+        tokens: dict[int, int | None] = {}
+        for slot, row in logits.items():
+            job = self.running[slot]
+            try:
+                for delta in job.sequence.advance(row, job.cancelled.is_set()):
+                    self.send(job, job.output(delta))
+                tokens[slot] = job.sequence.next_token
+            except Exception as err:  # this answer's failure (its output filter): the others go on
+                self.fail(job, err)
+                tokens[slot] = None
+            if tokens[slot] is None:  # leave: the slot is free for the next request
+                del self.running[slot]
+        return tokens
+
+    def refit(self, slot: int) -> list[int]:
+        return self.running[slot].sequence.refit()

@@ -127,3 +127,92 @@ def test_batched_slots_decode_exactly_what_each_sequence_decodes_alone(arch):
         out[slot].append(token)
     assert out[2][:12] == alone[0] and out[0][:12] == alone[1]
     assert len(out[3]) == 9 and out[3] == alone[2][:9]  # joined at step 4
+
+
+class Greedy:
+    """Prompts waiting in order, each decoded greedily for `n` tokens: the decode loop's streams in these tests."""
+
+    def __init__(self, prompts: list[list[int]], n: int, context: int = 64):
+        self.waiting, self.n, self.context = list(enumerate(prompts)), n, context
+        self.slot_of: dict[int, int] = {}
+        self.out: dict[int, list[int]] = {}
+        self.ids: dict[int, list[int]] = {}
+
+    def join(self, slot: int) -> list[int] | None:
+        if not self.waiting:
+            return None
+        i, prompt = self.waiting.pop(0)
+        self.slot_of[slot], self.out[i], self.ids[i] = i, [], list(prompt)
+        return prompt
+
+    def advance(self, logits: dict[int, torch.Tensor]) -> dict[int, int | None]:
+        tokens = {}
+        for slot, row in logits.items():
+            i = self.slot_of[slot]
+            self.out[i].append(int(row.argmax()))
+            self.ids[i].append(self.out[i][-1])
+            tokens[slot] = self.out[i][-1] if len(self.out[i]) < self.n else None
+        return tokens
+
+    def refit(self, slot: int) -> list[int]:
+        return self.ids[self.slot_of[slot]][-(self.context // 2) :]
+
+
+@pytest.mark.parametrize("arch", ["gpt", "gpt2", "rnn"])
+def test_the_decode_loop_batches_joins_and_leaves_as_if_each_ran_alone(arch):
+    from models.decoding import decode, slot_decoder_for
+
+    model = random_model(arch)
+    g = torch.Generator().manual_seed(9)
+    prompts = [torch.randint(0, 97, (n,), generator=g).tolist() for n in (5, 21, 9, 14)]
+    alone = [greedy(decoder_for(model, context=64), p, 10) for p in prompts]
+    passes: list[int] = []
+    model.register_forward_pre_hook(lambda _, args: passes.append(args[0].size(0)))
+    streams = Greedy(prompts, 10)
+    for _ in decode(slot_decoder_for(model, slots=2, context=64), streams):  # 4 prompts through 2 slots
+        pass
+    assert [streams.out[i] for i in range(4)] == alone
+    assert max(passes) == 2  # two sequences advanced in one pass
+
+
+def test_a_full_cache_restarts_on_the_refitted_context_as_a_recompute_of_it_would():
+    from models.decoding import decode
+
+    model = random_model("gpt", seq_len=16)
+    prompt = list(range(3, 13))
+    streams = Greedy([prompt], 40, context=16)
+    sizes: list[int] = []
+    model.register_forward_pre_hook(lambda _, args: sizes.append(args[0].size(1)))
+    for _ in decode(decoder_for(model, context=16), streams):
+        pass
+    restarts = [n for n in sizes if n > 1]  # the prompt, then each restart (a step runs one position)
+    # the same rule by full recompute: the model sees the tokens since the last restart, which began on the
+    # most recent half of the context once the cache (16 positions) was full
+    ids, seen, expected = list(prompt), list(prompt), []
+    while len(expected) < 40:
+        logits, _ = model(torch.tensor([seen]))
+        expected.append(int(logits[0, -1].argmax()))
+        ids.append(expected[-1])
+        seen = ids[-8:] if len(seen) == 16 else seen + [expected[-1]]
+    assert streams.out[0] == expected
+    assert restarts[0] == 10 and set(restarts[1:]) == {8} and len(restarts) > 2
+
+
+def test_a_model_without_a_declared_decoding_is_refused_clearly():
+    from models.decoding import batchable
+
+    with pytest.raises(TypeError, match="declares no `decoding"):
+        batchable(torch.nn.Linear(2, 2))
+
+
+def test_generate_past_the_rope_table_restarts_every_row_on_its_last_half():
+    model = random_model("gpt", seq_len=8)  # a RoPE table (and so a cache) of 32 positions
+    prompt = torch.randint(0, 97, (2, 3), generator=torch.Generator().manual_seed(2))
+    out = model.generate(prompt, 60, temperature=0)
+    ids, seen = prompt, prompt
+    for _ in range(60):  # the rule by full recompute: a full cache (32 fed) restarts on the last 16 tokens
+        logits, _ = model(seen)
+        nxt = logits[:, -1].argmax(-1, keepdim=True)
+        ids = torch.cat([ids, nxt], dim=1)
+        seen = ids[:, -16:] if seen.size(1) == 32 else torch.cat([seen, nxt], dim=1)
+    assert torch.equal(out, ids)
