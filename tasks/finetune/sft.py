@@ -24,6 +24,7 @@ from typing import Literal
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
+from models.lora import LoraConfig
 from tasks.core.artifacts import CheckpointRef, ShardSet, TokenSet, file_sha256, finish_stage, load_done, stage_dir
 from tasks.core.tracking import TrackingConfig
 from tasks.finetune.sft_data import VAL, ConversationSet, load_conversations
@@ -47,6 +48,10 @@ class SFTConfig(BaseModel):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(default="auto", description="Autocast dtype.")
     seed: int = Field(default=1337, description="Seed of the row order and dropout.")
     threads: int = Field(default=0, ge=0, description="torch CPU threads; 0 = torch's default.")
+    lora: LoraConfig | None = Field(
+        default=None, description="Train LoRA adapters (peft) on the frozen base instead of every weight; the "
+        "checkpoint holds the merged weights.",
+    )
 
 
 class SFTBase(BaseModel):
@@ -169,6 +174,7 @@ def run_sft(cfg: SFTConfig, base: CheckpointRef, data: ConversationSet, out: Pat
 
     from models import checkpoint as ckpt
     from models import parallelize as par
+    from models.lora import adapter_state, add_lora, load_adapter_state, merged_state
     from models.muon import build_optimizers
     from tasks.train.train import TrainConfig, lr_multiplier
 
@@ -183,7 +189,12 @@ def run_sft(cfg: SFTConfig, base: CheckpointRef, data: ConversationSet, out: Pat
     base_dir = base.dir / base.checkpoint
     model, tokenizer, base_sidecar = ckpt.load_model(base_dir, device="cpu")
     resume = ckpt.latest_checkpoint(out)  # a killed run continues from its last checkpoint
-    if resume is not None:
+    n_params = model.num_params()
+    if cfg.lora is not None:  # a resumed LoRA run is the base plus its saved adapters
+        add_lora(model, cfg.lora)
+        if resume is not None:
+            load_adapter_state(model, ckpt.load_state(resume)["lora"])
+    elif resume is not None:
         ckpt.load_weights(model, resume)
     model.to(device).train()
     seq_len = min(cfg.seq_len or model.config.seq_len, model.config.seq_len)
@@ -215,17 +226,20 @@ def run_sft(cfg: SFTConfig, base: CheckpointRef, data: ConversationSet, out: Pat
 
     def save(at_step: int) -> Path:
         sidecar = {
-            **{k: base_sidecar[k] for k in ("model", "arch", "tokenizer", "data") if k in base_sidecar},
+            **{k: base_sidecar[k] for k in ("model", "arch", "tokenizer", "data", "source") if k in base_sidecar},
             "sft": cfg.model_dump(mode="json"),
             "sft_data": {"manifest_sha256": data.manifest_sha256, "path": data.path},
             "base_checkpoint": {"path": str(base_dir), "manifest_sha256": base.manifest_sha256},
             "tokens_seen": tokens_seen,
-            "n_params": model.num_params(),
+            "n_params": n_params,
             "metrics": {"train_loss": loss_value, **history},
         }
         state = {"step": at_step, "tokens_seen": tokens_seen, "train_seconds": train_seconds,
-                 "optimizer": [opt.state_dict() for opt in optimizers]}
-        return ckpt.save_checkpoint(out, at_step, model, state, sidecar, base_dir / ckpt.TOKENIZER, keep_last=1)
+                 "optimizer": [opt.state_dict() for opt in optimizers],
+                 **({"lora": adapter_state(model)} if cfg.lora is not None else {})}
+        merged = merged_state(model) if cfg.lora is not None else None  # the checkpoint is a plain model
+        return ckpt.save_checkpoint(out, at_step, model, state, sidecar, base_dir / ckpt.TOKENIZER, keep_last=1,
+                                    model_state=merged)
 
     torch.manual_seed(cfg.seed + step)
     while step < cfg.max_steps:
@@ -257,7 +271,7 @@ def run_sft(cfg: SFTConfig, base: CheckpointRef, data: ConversationSet, out: Pat
              "final_train_loss": loss_value, "tokens_per_s": round(tokens_seen / max(train_seconds, 1e-9), 1),
              **{k: v for k, v in history.items() if not math.isnan(v)}}
     ref = CheckpointRef(path=str(out), checkpoint=final.name, tokenizer_file=str((final / ckpt.TOKENIZER).resolve()),
-                        step=step, n_params=model.num_params(), tokens_seen=tokens_seen,
+                        step=step, n_params=n_params, tokens_seen=tokens_seen,
                         train_seconds=round(train_seconds, 3), final_train_loss=loss_value)
     files = [f"{final.name}/{name}" for name in (ckpt.WEIGHTS, ckpt.STATE, ckpt.SIDECAR, ckpt.TOKENIZER)]
     return finish_stage(out, ref, config=cfg, stats=stats, files=files, started=t0)

@@ -65,6 +65,12 @@ class RegisterConfig(BaseModel):
         description="Safety gate: metric -> highest allowed value (e.g. crows_pct_stereotype: 0.6, "
         "toxicity_bad_word_rate: 0.01, canary_extracted: 0); a version over any, or without the metric, is refused.",
     )
+    general_metrics: list[str] = Field(
+        default_factory=list,
+        description="Adapted models: metrics on general held-out text (evaluate.text_files, e.g. "
+        "text/fortunes_bpb) that may not get worse than the base model's by more than general_tolerance.",
+    )
+    general_tolerance: float = Field(default=0.05, ge=0.0, description="Allowed loss on general_metrics vs the base.")
     champion_alias: str = Field(default="champion", description="Alias of the version that serves.")
     lock_timeout_seconds: float = Field(
         default=600.0, gt=0, description="Longest wait for another gate's promotion lock; an older lock is stale."
@@ -145,6 +151,22 @@ def gate_decision(
     return True, f"{metric} {new[metric]:.4f} beats champion {old[metric]:.4f} by {gain:.4f} (margin {cfg.gate_margin})"
 
 
+def base_decision(cfg: RegisterConfig, new: dict[str, float], base: dict[str, float]) -> tuple[bool, str]:
+    """(passes?, reason) of a model adapted from an imported base, against that base on the same eval sets: the
+    domain (gate) metric must improve, and general text may not get worse by more than `general_tolerance`
+    (catastrophic forgetting)."""
+    metric = cfg.gate_metric
+    if metric in new and metric in base and improvement(metric, new[metric], base[metric]) <= 0:
+        return False, f"{metric} {new[metric]:.4f} vs base {base[metric]:.4f}: adapting did not improve the domain"
+    for general in cfg.general_metrics:
+        if general in new and general in base and improvement(general, new[general], base[general]) < -cfg.general_tolerance:
+            return False, (f"{general} rose from base {base[general]:.4f} to {new[general]:.4f}, more than "
+                           f"general_tolerance {cfg.general_tolerance}: the adapted model forgot general text")
+    kept = ", ".join(f"{g} {base[g]:.4f} → {new[g]:.4f}" for g in cfg.general_metrics if g in new and g in base)
+    return True, f"beats its base on {metric} ({base.get(metric, float('nan')):.4f} → {new.get(metric, float('nan')):.4f})" + (
+        f", general text within {cfg.general_tolerance} ({kept})" if kept else "")
+
+
 def read_eval_sets(report: EvalReport) -> dict[str, str]:
     path = report.dir / "report.json"
     return json.loads(path.read_text()).get("eval_sets", {}) if path.is_file() else {}
@@ -186,9 +208,21 @@ class Crash(BaseException):
     """Raised by a test's `fault` hook to stop `run_register` at a step, as a killed process would."""
 
 
-def decide(cfg: RegisterConfig, tracking: TrackingConfig, mlflow_client, report: EvalReport) -> dict[str, str]:
-    """The gate against the current champion, as the version tags that record it."""
+def decide(
+    cfg: RegisterConfig, tracking: TrackingConfig, mlflow_client, report: EvalReport, base: EvalReport | None = None
+) -> dict[str, str]:
+    """The gate against the current champion (and first against `base`, the imported model this one was adapted
+    from, when given), as the version tags that record it."""
     champion, old, old_sets = champion_scores(mlflow_client, cfg)
+    if base is not None:
+        passes, reason = base_decision(cfg, report.metrics, base.metrics)
+        if not passes:
+            return {"lmforge.gate.decision": "refused", "lmforge.gate.alias": cfg.challenger_alias,
+                    "lmforge.gate.reason": reason, "lmforge.gate.metric": cfg.gate_metric,
+                    "lmforge.gate.new_score": repr(report.metrics.get(cfg.gate_metric, float("nan"))),
+                    "lmforge.gate.champion_score": repr((old or {}).get(cfg.gate_metric, float("nan"))),
+                    "lmforge.gate.champion_version": str(champion.version) if champion is not None else "",
+                    "lmforge.gate.champion_rescored": "false", "lmforge.gate.base": reason}
     new_sets = read_eval_sets(report)
     rescored = champion is not None and cfg.rescore_champion and not same_eval_set(
         cfg.gate_metric, report.metrics, new_sets, old, old_sets)
@@ -205,6 +239,7 @@ def decide(cfg: RegisterConfig, tracking: TrackingConfig, mlflow_client, report:
         "lmforge.gate.champion_score": repr((old or {}).get(cfg.gate_metric, float("nan"))),
         "lmforge.gate.champion_version": str(champion.version) if champion is not None else "",
         "lmforge.gate.champion_rescored": str(rescored).lower(),
+        **({"lmforge.gate.base": base_decision(cfg, report.metrics, base.metrics)[1]} if base is not None else {}),
     }
 
 
@@ -290,7 +325,7 @@ def version_ref(cfg: RegisterConfig, tracking: TrackingConfig, mlflow_client, ve
 
 def run_register(
     cfg: RegisterConfig, tracking: TrackingConfig, run_id: str, ckpt: CheckpointRef, report: EvalReport,
-    fault: Callable[[str], None] = lambda step: None,
+    fault: Callable[[str], None] = lambda step: None, base: EvalReport | None = None,
 ) -> ModelVersionRef:
     """Register `ckpt` with its eval `report` and run the gate; a rerun after a crash at any step finishes the same
     version. `fault(step)` is called after each step (tests stop the run there)."""
@@ -320,7 +355,7 @@ def run_register(
         tags = {f"{METRIC_TAG}{k}": repr(float(v)) for k, v in report.metrics.items()}
         tags |= {f"{EVAL_SET_TAG}{k}": v for k, v in read_eval_sets(report).items()}
         tags |= {"lmforge.eval_report": report.manifest_sha256, "lmforge.checkpoint": ckpt.manifest_sha256}
-        tags |= decide(cfg, tracking, mlflow_client, report)
+        tags |= decide(cfg, tracking, mlflow_client, report, base)
         version = mlflow_client.create_model_version(cfg.model_name, source, run_id=run_id, tags=tags)
         fault("version_created")
     number, version_run = str(version.version), version.run_id or run_id
@@ -349,6 +384,8 @@ def run_register(
 
 @task(name="register", retries=1)
 def register(
-    cfg: RegisterConfig, tracking: TrackingConfig, run_id: str, ckpt: CheckpointRef, report: EvalReport
+    cfg: RegisterConfig, tracking: TrackingConfig, run_id: str, ckpt: CheckpointRef, report: EvalReport,
+    base: EvalReport | None = None,
 ) -> ModelVersionRef:
-    return run_register(cfg, tracking, run_id, ckpt, report)
+    """`base`: the evaluation of the imported model `ckpt` was adapted from, which it must beat first."""
+    return run_register(cfg, tracking, run_id, ckpt, report, base=base)

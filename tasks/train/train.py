@@ -24,6 +24,7 @@ from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.gpt import ModelConfig
+from models.lora import LoraConfig
 from tasks.core import progress
 from tasks.core.artifacts import CheckpointRef, TokenSet, finish_stage, load_done, stage_dir
 from tasks.train.helpers import NO_STEP, MetricLog, Tracking, evaluate_loss, load_optimizer_states, max_rss_gib
@@ -76,7 +77,15 @@ class TrainConfig(BaseModel):
     seed: int = Field(default=1337, description="Seed of init, dropout and sampling.")
     threads: int = Field(default=0, ge=0, description="torch CPU threads; 0 = torch's default.")
     init_from: str | None = Field(
-        default=None, description="Checkpoint dir whose weights start this run (continued pretraining)."
+        default=None,
+        description="Checkpoint dir whose weights start this run (continued pretraining, e.g. an imported base "
+        "model); its architecture replaces train.model's.",
+    )
+    seq_len: int = Field(default=0, ge=0, description="Training window in tokens; 0 = the model's seq_len (an "
+                         "imported model's context, e.g. 8192, is kept for serving while it trains on shorter rows).")
+    lora: LoraConfig | None = Field(
+        default=None, description="Train LoRA adapters (peft) on a frozen init_from model instead of every weight; "
+        "checkpoints hold the merged weights.",
     )
     progress: bool = Field(default=True, description="Show a progress bar on a terminal.")
     nproc_per_node: int = Field(
@@ -109,6 +118,7 @@ def run_train(cfg: TrainConfig, tokens: TokenSet, out: Path, tracking: Tracking 
     from models import checkpoint as ckpt
     from models import parallelize as par
     from models.gpt import build_model
+    from models.lora import adapter_state, add_lora, load_adapter_state, merged_state, trainable_params
     from models.muon import build_optimizers
     from models.tokenizer import Tokenizer
     from tasks.core.tokens import TokenLoader
@@ -123,6 +133,9 @@ def run_train(cfg: TrainConfig, tokens: TokenSet, out: Path, tracking: Tracking 
         raise ValueError("train.optimizer=muon needs whole matrices; use train.distributed=ddp")
     if dtype == torch.float16 and sharded:
         raise ValueError("train.dtype=float16 needs a gradient scaler FSDP2 does not have; use bfloat16 or ddp")
+    if cfg.lora is not None and (cfg.init_from is None or sharded):
+        raise ValueError("train.lora adapts a pretrained model on one process or DDP: set train.init_from (an "
+                         "imported base or checkpoint) and train.distributed=ddp")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out.mkdir(parents=True, exist_ok=True)
@@ -133,6 +146,9 @@ def run_train(cfg: TrainConfig, tokens: TokenSet, out: Path, tracking: Tracking 
     tokenizer_file = tokens.dir / tokens.tokenizer_file
     tokenizer = Tokenizer.load(tokenizer_file)
     mcfg = cfg.model if cfg.model.vocab_size else cfg.model.model_copy(update={"vocab_size": tokens.vocab_size})
+    init_sidecar = ckpt.read_sidecar(cfg.init_from) if cfg.init_from else {}
+    if cfg.init_from:  # continued pretraining: the architecture is the starting checkpoint's
+        mcfg = ModelConfig.model_validate(init_sidecar["model"])
     if mcfg.vocab_size < tokens.vocab_size:
         raise ValueError(
             f"train.model.vocab_size={mcfg.vocab_size} < tokenizer vocab {tokens.vocab_size}; use 0 (auto)"
@@ -141,15 +157,19 @@ def run_train(cfg: TrainConfig, tokens: TokenSet, out: Path, tracking: Tracking 
     torch.manual_seed(cfg.seed)  # same seed on every rank: identical initial weights without a broadcast
     model = build_model(mcfg)
     resume = ckpt.latest_checkpoint(out)
-    if resume is not None and not sharded:
+    if resume is not None and not sharded and cfg.lora is None:
         ckpt.load_weights(model, resume)
-    elif resume is None and cfg.init_from:
-        sidecar = ckpt.read_sidecar(cfg.init_from)
-        if sidecar["tokenizer"]["sha256"] != tokenizer.sha256:
+    elif cfg.init_from and (resume is None or cfg.lora is not None):  # LoRA resumes as base + saved adapters
+        if init_sidecar["tokenizer"]["sha256"] != tokenizer.sha256:
             raise ValueError(
                 f"train.init_from={cfg.init_from} was trained with another tokenizer than {tokenizer_file}"
             )
         ckpt.load_weights(model, cfg.init_from)
+    base_params = model.num_params()
+    if cfg.lora is not None:
+        add_lora(model, cfg.lora)
+        if resume is not None:
+            load_adapter_state(model, ckpt.load_state(resume)["lora"])
     model.to(device)
     wrapped = par.parallelize(
         model,
@@ -165,7 +185,7 @@ def run_train(cfg: TrainConfig, tokens: TokenSet, out: Path, tracking: Tracking 
     )
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)  # fp16 gradients underflow without
 
-    T, B = mcfg.seq_len, cfg.batch_size
+    T, B = cfg.seq_len or mcfg.seq_len, cfg.batch_size
     micro_tokens = B * T * info.world_size
     accum = max(1, round(cfg.tokens_per_step / micro_tokens)) if cfg.tokens_per_step else 1
     loader = TokenLoader(
@@ -232,6 +252,7 @@ def run_train(cfg: TrainConfig, tokens: TokenSet, out: Path, tracking: Tracking 
             "tokens_seen": tokens_seen,
             "train_seconds": train_seconds,
             "optimizer": [] if sharded else [opt.state_dict() for opt in optimizers],
+            **({"lora": adapter_state(model)} if cfg.lora is not None else {}),
             "scaler": scaler.state_dict(),
             "loader": loader.state_dict(),
             "rng": {
@@ -243,14 +264,18 @@ def run_train(cfg: TrainConfig, tokens: TokenSet, out: Path, tracking: Tracking 
             "model": mcfg.model_dump(mode="json"),
             "train": cfg.model_dump(mode="json"),
             "tokens_seen": tokens_seen,
-            "n_params": model.num_params(),
+            "n_params": base_params,
+            "trainable_params": trainable_params(model),
             "arch": mcfg.arch,
             "world_size": info.world_size,
             "tokenizer": {"sha256": tokenizer.sha256, "file": ckpt.TOKENIZER, "source": str(tokenizer_file)},
             "data": {"manifest_sha256": tokens.manifest_sha256, "path": tokens.path},
             "metrics": {"train_loss": loss_value, "val_loss": val_loss},
+            **({"source": init_sidecar["source"]} if "source" in init_sidecar else {}),  # the imported base's
         }
         model_state = par.full_model_state(model) if sharded else None  # a collective: every rank takes part
+        if cfg.lora is not None:
+            model_state = merged_state(model)  # the checkpoint is a plain model; state.pt keeps the adapters
         path = None
         if info.is_main:
             path = ckpt.save_checkpoint(
@@ -349,7 +374,7 @@ def run_train(cfg: TrainConfig, tokens: TokenSet, out: Path, tracking: Tracking 
         "resumed_from_step": resumed_from,
         "world_size": info.world_size,
         "grad_accum": accum,
-        "params": model.num_params(),
+        "params": base_params,
         "tokens_seen": tokens_seen,
         "train_seconds": round(train_seconds, 3),
         "final_train_loss": loss_value,
@@ -365,7 +390,7 @@ def run_train(cfg: TrainConfig, tokens: TokenSet, out: Path, tracking: Tracking 
         checkpoint=final.name,
         tokenizer_file=str((final / ckpt.TOKENIZER).resolve()),
         step=step,
-        n_params=model.num_params(),
+        n_params=base_params,
         tokens_seen=tokens_seen,
         train_seconds=round(train_seconds, 3),
         final_train_loss=loss_value,
