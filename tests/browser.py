@@ -18,10 +18,9 @@ from typing import Any
 import httpx
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-FLAGS = [  # as tests/infra/test_ui.py renders pages: a closed network, no background traffic
+QUIET = [  # headless on a closed network: no background traffic (tests/infra/test_ui.py renders pages with these too)
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1000,760",
-    "--remote-debugging-port=0",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 
 
@@ -93,7 +92,8 @@ class Tab:
 def chromium(profile: Path) -> Iterator[Tab]:
     """A headless Chromium with one blank tab, closed when the block ends."""
     profile.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
+    flags = [*QUIET, f"--user-data-dir={profile}", "--window-size=1000,760", "--remote-debugging-port=0"]
+    proc = subprocess.Popen([CHROMIUM, *flags, "about:blank"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     tab = None
     try:
