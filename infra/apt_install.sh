@@ -2,7 +2,7 @@
 # Installs the Debian packages lmforge uses outside Python, skipping what is already there:
 #   corpus   the demo corpus: Debian's Python 3.11 docs (530 HTML pages) and the Debian Reference in four languages
 #            (so language filtering has pages to drop)
-#   browser  chromium, for the test that renders the Prefect and MLflow UIs
+#   browser  chromium, for the tests that render the Prefect and MLflow UIs and use the chat page of `lmforge serve`
 #   postgres PostgreSQL server, for the tests of the production set-up (they run their own cluster in a temp dir)
 # Without apt (or root/sudo) it explains what to do instead and exits 0: the demo can crawl any other site.
 set -euo pipefail

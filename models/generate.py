@@ -70,14 +70,17 @@ class ChatEngine:
     one position. When a KV cache fills up mid-answer, decoding restarts on the conversation refitted to half the
     context (amortised, still a constant cost per token)."""
 
-    def __init__(self, model: Any, tokenizer: Any, sidecar: dict[str, Any], name: str = "lmforge") -> None:
-        self.model, self.tokenizer, self.sidecar, self.name = model, tokenizer, sidecar, name
+    def __init__(self, model: Any, tokenizer: Any, sidecar: dict[str, Any], name: str = "lmforge",
+                 version: str | None = None) -> None:
+        """`name` is what clients call the model (`lmforge@champion`); `version` its registry version, if any."""
+        self.model, self.tokenizer, self.sidecar, self.name, self.version = model, tokenizer, sidecar, name, version
         template = tokenizer.chat_template  # the model's own: lmforge's, or an imported model's (ChatML, …)
         self.stop_ids = {template.end_of_turn_id, tokenizer.eos_id, tokenizer.bos_id}
         self.context = int(getattr(model.config, "seq_len", 256))
 
     @classmethod
-    def from_checkpoint(cls, checkpoint_dir: Path | str, device: str = "cpu", name: str = "lmforge") -> ChatEngine:
+    def from_checkpoint(cls, checkpoint_dir: Path | str, device: str = "cpu", name: str = "lmforge",
+                        version: str | None = None) -> ChatEngine:
         """`device` "auto" = CUDA when present, in bfloat16 where the GPU supports it; else CPU in float32."""
         import torch
 
@@ -90,7 +93,7 @@ class ChatEngine:
         model, tokenizer, sidecar = load_model(checkpoint_dir, device=device)
         if device.startswith("cuda") and torch.cuda.is_bf16_supported():
             model = model.to(torch.bfloat16)
-        return cls(model, tokenizer, sidecar, name)
+        return cls(model, tokenizer, sidecar, name, version)
 
     def turns(self, messages: list[dict[str, Any]]) -> tuple[list[list[int]], int]:
         """(the conversation's turns ending with the generation prompt, how many leading turns always stay)."""

@@ -1,6 +1,7 @@
 """A real chat server process on loopback for the serve tests and the serve benchmark: `start_server` runs uvicorn
-in a subprocess on a free port and waits for `/health`; `python tests/serve_fixtures.py PORT MAX_QUEUE DELAY` serves a
-scripted model that takes DELAY seconds per token (so a test can hold a generation open without a big model)."""
+in a subprocess on a free port and waits for `/health`; `python tests/serve_fixtures.py PORT MAX_QUEUE DELAY [NAME
+[VERSION]]` serves a scripted model (the fixture corpus's sentences, over and over) that takes DELAY seconds per token
+(so a test can hold a generation open without a big model)."""
 
 from __future__ import annotations
 
@@ -51,14 +52,14 @@ def start_server(args: list[str], port: int, log: Path, timeout: float = 120.0) 
             proc.kill()
 
 
-def slow_server_args(port: int, max_queue: int, delay: float) -> list[str]:
-    return [sys.executable, str(Path(__file__).resolve()), str(port), str(max_queue), str(delay)]
+def slow_server_args(port: int, max_queue: int, delay: float, name: str = "slow", version: str = "") -> list[str]:
+    return [sys.executable, str(Path(__file__).resolve()), str(port), str(max_queue), str(delay), name, version]
 
 
-def main(port: int, max_queue: int, delay: float) -> None:
+def main(port: int, max_queue: int, delay: float, name: str = "slow", version: str = "") -> None:
     import torch
     import uvicorn
-    from lm_fixtures import ScriptedLM, tiny_tokenizer
+    from lm_fixtures import CORPUS, ScriptedLM, tiny_tokenizer
 
     from models.generate import ChatEngine
     from tasks.serve.serve import ServeConfig, build_app
@@ -69,10 +70,11 @@ def main(port: int, max_queue: int, delay: float) -> None:
             return super().forward(idx, targets, state)
 
     tok = tiny_tokenizer()
-    engine = ChatEngine(SlowLM(tok.encode("The quick brown fox jumps over the lazy dog. " * 40)), tok, {}, name="slow")
+    script = tok.encode(" ".join(CORPUS[1:] * 20))
+    engine = ChatEngine(SlowLM(script), tok, {"step": 10}, name=name, version=version or None)
     cfg = ServeConfig(port=port, max_queue=max_queue, max_tokens_limit=2000)
     uvicorn.run(build_app(engine, cfg, api_key=""), host="127.0.0.1", port=port, log_level="warning")
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]))
+    main(int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), *sys.argv[4:])

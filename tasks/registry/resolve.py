@@ -11,21 +11,28 @@ from tasks.core.artifacts import CheckpointRef, file_sha256, lmforge_home
 from tasks.core.tracking import TrackingConfig
 
 
-def registered_artifacts(tracking: TrackingConfig, source: str) -> str:
-    """Where the version `models:/name@alias` or `models:/name/N` keeps its files, asked of our own registry client
-    (not MLflow's process-wide registry URI, which would leak into every later MLflow call in the process)."""
+def registered_version(tracking: TrackingConfig, source: str) -> tuple[str, str]:
+    """(name, version number) of the registered version `models:/name@alias` or `models:/name/N` names, asked of our
+    own registry client (not MLflow's process-wide registry URI, which would leak into every later MLflow call in
+    the process)."""
     from tasks.core.tracking import client
 
     name_and_version = source.removeprefix("models:/")
-    mlflow_client = client(tracking)
     if "@" in name_and_version:
         name, alias = name_and_version.split("@", 1)
-        version = mlflow_client.get_model_version_by_alias(name, alias).version
-    elif "/" in name_and_version:
+        return name, client(tracking).get_model_version_by_alias(name, alias).version
+    if "/" in name_and_version:
         name, version = name_and_version.split("/", 1)
-    else:
-        raise ValueError(f"{source}: expected models:/<name>@<alias> or models:/<name>/<version>")
-    return mlflow_client.get_model_version_download_uri(name, version)
+        return name, version
+    raise ValueError(f"{source}: expected models:/<name>@<alias> or models:/<name>/<version>")
+
+
+def registered_artifacts(tracking: TrackingConfig, source: str) -> str:
+    """Where the registered version `source` (`models:/name@alias` or `models:/name/N`) keeps its files."""
+    from tasks.core.tracking import client
+
+    name, version = registered_version(tracking, source)
+    return client(tracking).get_model_version_download_uri(name, version)
 
 
 def resolve_checkpoint(source: str, tmp: Path, tracking: TrackingConfig | None = None) -> Path:

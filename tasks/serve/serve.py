@@ -1,7 +1,8 @@
 """The chat server: an OpenAI-compatible API over a registered model (`lmforge serve`).
 
 `POST /v1/chat/completions` (non-streaming, and Server-Sent Events when `"stream": true`), `GET /v1/models` and
-`GET /health`, answering from the checkpoint a registry alias points to (`models:/lmforge@champion`).
+`GET /health`, answering from the checkpoint a registry alias points to (`models:/lmforge@champion`); `GET /` is a chat
+page (`static/chat.html`, `static/chat.js`) that streams from the same API.
 
 - Requests are validated before any generation (`schema`): a body over `max_request_bytes` is refused from its
   `Content-Length` before it is read; bad JSON, non-UTF-8 bytes, unknown fields, unsupported options, bad message
@@ -62,16 +63,22 @@ def load_engine(cfg: ServeConfig, tracking: TrackingConfig | None = None):
     """A `ChatEngine` for `cfg.model_uri` (a registry URI or a checkpoint directory) on `cfg.device`.
 
     The registered pyfunc packages the checkpoint directory; it is downloaded and loaded directly (MLflow's
-    ChatModel wrapper does not hand back the Python model object).
+    ChatModel wrapper does not hand back the Python model object). An alias is resolved to its version once, so the
+    version reported (`/health`, the chat page) is the one downloaded even if the alias moves meanwhile.
     """
     import tempfile
 
     from models.generate import ChatEngine
-    from tasks.registry.resolve import resolve_checkpoint
+    from tasks.registry.resolve import registered_version, resolve_checkpoint
 
-    workdir = Path(tempfile.mkdtemp(prefix="lmforge-serve-"))
-    checkpoint = resolve_checkpoint(cfg.model_uri, workdir, tracking or TrackingConfig())
-    return ChatEngine.from_checkpoint(checkpoint, device=cfg.device, name=cfg.model_uri.removeprefix("models:/"))
+    tracking = tracking or TrackingConfig()
+    source, version = cfg.model_uri, None
+    if source.startswith("models:/"):
+        name, version = registered_version(tracking, source)
+        source = f"models:/{name}/{version}"
+    checkpoint = resolve_checkpoint(source, Path(tempfile.mkdtemp(prefix="lmforge-serve-")), tracking)
+    return ChatEngine.from_checkpoint(checkpoint, device=cfg.device, name=cfg.model_uri.removeprefix("models:/"),
+                                      version=version)
 
 
 def error(status: int, message: str, param: str | None = None, kind: str = "invalid_request_error",
@@ -139,6 +146,28 @@ def make_job(engine: Any, parsed: Parsed, output_filter: OutputFilter) -> Job:
     return Job(engine.sequence(parsed.messages, **parsed.sampling), output)
 
 
+# The chat page (`GET /`): plain HTML and JS shipped in the package, no build step, nothing fetched from elsewhere.
+PAGE_FILES = {"/": ("chat.html", "text/html; charset=utf-8"), "/chat.js": ("chat.js", "text/javascript; charset=utf-8")}
+# Scripts only from this server (none inline), requests only to it: model text cannot become code even if mis-handled.
+PAGE_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; connect-src 'self'; "
+               "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+
+
+def static_file(filename: str, media_type: str) -> Callable[[], Any]:
+    """A route answering the packaged `static/<filename>` (read once, at start-up)."""
+    from importlib import resources
+
+    from fastapi.responses import Response
+
+    body = (resources.files("tasks.serve") / "static" / filename).read_bytes()
+
+    async def page() -> Response:
+        return Response(body, media_type=media_type, headers={"Content-Security-Policy": PAGE_POLICY,
+                                                              "Cache-Control": "no-cache"})
+
+    return page
+
+
 def build_app(engine: Any, cfg: ServeConfig, output_filter: OutputFilter | None = None, api_key: str | None = None):
     """The FastAPI app; `api_key` defaults to the env var `cfg.api_key_env`."""
     from contextlib import asynccontextmanager
@@ -171,10 +200,14 @@ def build_app(engine: Any, cfg: ServeConfig, output_filter: OutputFilter | None 
         log.exception("unhandled error", exc_info=exc)
         return error(500, f"internal error: {type(exc).__name__}", kind="server_error")
 
+    for route, (filename, media_type) in PAGE_FILES.items():
+        app.add_api_route(route, static_file(filename, media_type), methods=["GET"], include_in_schema=False)
+
     @app.get("/health")
     async def health() -> dict[str, Any]:
         stats = scheduler.stats
-        return {"status": "ok", "model": engine.name, "running": len(scheduler.running),
+        return {"status": "ok", "model": engine.name, "version": engine.version, "step": engine.sidecar.get("step"),
+                "running": len(scheduler.running),
                 "waiting": len(scheduler.waiting), "completed": stats.completed, "cancelled": stats.cancelled,
                 "failed": stats.failed, "rejected": stats.rejected, "peak_batch": stats.peak_batch}
 

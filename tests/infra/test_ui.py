@@ -3,26 +3,20 @@ page, served by `lmforge up`; the pages must show the deployment name and the mo
 (in $LMFORGE_SCREENSHOTS when set, else in the test's tmp dir)."""
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
+from browser import CHROMIUM, QUIET
 
 from infra.servers import ServersConfig, down, free_port, up
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
 
 
 def render(url: str, screenshot: Path, profile: Path, budget_ms: int = 20000) -> str:
     """The DOM after JavaScript ran, and a PNG of the page (flags as for a closed network: no background traffic)."""
-    flags = [
-        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--user-data-dir={profile}", "--window-size=1400,900", f"--virtual-time-budget={budget_ms}",
-    ]
+    flags = [CHROMIUM, *QUIET, f"--user-data-dir={profile}", "--window-size=1400,900",
+             f"--virtual-time-budget={budget_ms}"]
     subprocess.run([*flags, f"--screenshot={screenshot}", url], check=True, capture_output=True, timeout=180)
     return subprocess.run([*flags, "--dump-dom", url], check=True, capture_output=True, timeout=180, text=True).stdout
 

@@ -160,6 +160,8 @@ def test_serving_loads_the_registered_champion(setup):
     )
     assert isinstance(text, str) and prompt_tokens > 0 and 0 < completion_tokens <= 4
     assert engine.name == "lmforge@champion"
+    champion = client(tracking).get_model_version_by_alias("lmforge", "champion")
+    assert engine.version == champion.version  # what the chat page shows
 
 
 NAN, INF = float("nan"), float("inf")

@@ -59,6 +59,16 @@ def test_models_lists_the_served_alias(api):
     assert api.get("/v1/models").json()["data"][0]["id"] == "lmforge@champion"
 
 
+def test_the_chat_page_and_its_script_are_served_under_a_strict_policy(api):
+    """The page itself is tested in Chromium (test_chat_page.py); here: what the server answers at / and /chat.js."""
+    page, script = api.get("/"), api.get("/chat.js")
+    assert page.headers["content-type"].startswith("text/html") and '<script src="/chat.js">' in page.text
+    assert script.headers["content-type"].startswith("text/javascript") and "/v1/chat/completions" in script.text
+    assert "script-src 'self';" in page.headers["content-security-policy"]
+    assert "innerHTML" not in script.text  # model text goes in as textContent only
+    assert api.get("/health").json()["version"] is None  # an engine loaded from a checkpoint, not the registry
+
+
 def user(content) -> dict:
     return {"role": "user", "content": content}
 
