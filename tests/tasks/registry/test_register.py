@@ -276,3 +276,23 @@ def test_concurrent_gates_cannot_both_become_champion(setup):
         assert tags[good.version]["lmforge.gate.champion_version"] == best.version and good.alias == "challenger"
     assert best.alias == "champion"
     assert not any(m.name.endswith(".promotion-lock") for m in mlflow_client.search_registered_models())
+
+
+def test_an_adapted_model_must_beat_its_base_and_keep_general_text(setup):
+    tmp, tracking, ckpt = setup
+    cfg = {"model_name": "adapted", "general_metrics": ["text/general_bpb"], "general_tolerance": 0.05}
+    sets = {"val": "domain-1", "text/general": "general-1"}
+    base = make_report(tmp, "base", {"val_bpb": 1.20, "text/general_bpb": 1.00}, sets)
+
+    def adapted(name: str, metrics: dict[str, float]):
+        run_id = open_run(tracking, f"run-{name}", {}, {})
+        report = make_report(tmp, name, metrics, sets)
+        version = run_register(RegisterConfig(**cfg), tracking, run_id, ckpt, report, base=base)
+        return version, client(tracking).get_model_version("adapted", version.version).tags
+
+    worse_domain, tags = adapted("worse-domain", {"val_bpb": 1.25, "text/general_bpb": 0.99})
+    assert worse_domain.alias == "challenger" and "did not improve the domain" in tags["lmforge.gate.reason"]
+    forgot, tags = adapted("forgot", {"val_bpb": 1.00, "text/general_bpb": 1.08})  # first version, still refused
+    assert forgot.alias == "challenger" and "forgot general text" in tags["lmforge.gate.reason"]
+    good, tags = adapted("good", {"val_bpb": 1.05, "text/general_bpb": 1.03})
+    assert good.alias == "champion" and tags["lmforge.gate.base"].startswith("beats its base on val_bpb")

@@ -145,3 +145,28 @@ def test_metrics_reach_mlflow_in_batches(tokens, tmp_path):
     assert client(tracking).get_metric_history(run_id, "val/loss")
     lines = (tmp_path / "run" / "log.jsonl").read_text().splitlines()
     assert json.loads(lines[0])["step"] == 2 and "train/tokens_per_s" in json.loads(lines[0])
+
+
+def test_lora_continued_pretraining_saves_merged_weights_and_resumes_exactly(tokens, tmp_path):
+    import shutil
+
+    from models.lora import LoraConfig
+
+    base = run_train(small(max_steps=8), tokens, tmp_path / "base")
+    start = str(base.dir / base.checkpoint)
+    lora = small(max_steps=6, init_from=start, lora=LoraConfig(rank=4, alpha=8), lr=1e-2, checkpoint_every=3,
+                 eval_every=0)
+    whole = run_train(lora, tokens, tmp_path / "whole")
+    final = weights(whole.dir / whole.checkpoint)
+    assert not any("lora_" in k for k in final)  # a plain model: export, eval and serving load it as is
+    changed = [k for k, v in weights(Path(start)).items() if not torch.equal(v, final[k])]
+    assert changed and all(k.endswith("_proj.weight") for k in changed)  # only adapted projections moved
+    sidecar = json.loads((whole.dir / whole.checkpoint / "sidecar.json").read_text())
+    assert sidecar["trainable_params"] < sidecar["n_params"] == base.n_params == whole.n_params
+
+    resumed = tmp_path / "resumed"  # a run killed after step 3 and started again
+    resumed.mkdir()
+    shutil.copytree(whole.dir / "step_000003", resumed / "step_000003")
+    again = run_train(lora, tokens, resumed)
+    assert again.manifest()["stats"]["resumed_from_step"] == 3
+    assert all(torch.equal(final[k], v) for k, v in weights(again.dir / again.checkpoint).items())
