@@ -29,7 +29,7 @@ postgres:
 	@bash infra/apt_install.sh postgres
 
 demo: setup
-	$(BIN)/lmforge run --preset tiny_cpu
+	$(BIN)/lmforge run --preset smol_cpu
 
 test: setup browser postgres
 	$(BIN)/python -m pytest -q

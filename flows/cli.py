@@ -214,6 +214,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from flows.stages import import_flow
+    from tasks.pretrained.importer import ImportConfig
+
+    cfg = ImportConfig(source=args.source, revision=args.revision, document_token=args.document_token)
+    with quiet_console(args), prefect_run():
+        ref = import_flow(cfg)
+    checkpoint = ref.dir / ref.checkpoint
+    print(f"imported {args.source}: {ref.n_params:,} parameters → {checkpoint}\n"
+          f"  chat with it: .venv/bin/lmforge chat --model {checkpoint}\n"
+          f"  adapt it:     .venv/bin/lmforge run --preset smol_cpu --set base.source={args.source}")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from tasks.registry.export import export_hf
 
@@ -322,6 +336,12 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_argument("--base", default="models:/lmforge@champion", help="base model (--task generate)")
     evaluate = command("eval", cmd_eval, "evaluate a model (--set text_files=[…], hellaswag_file=…)", presets=False)
     model_argument(evaluate)
+    imports = command("import", cmd_import, "import open weights (hub id, HF directory, GGUF file) as a checkpoint",
+                      config=False)
+    imports.add_argument("source", help="hub id (org/name), HF model directory, or .gguf file")
+    imports.add_argument("--revision", default=None, help="hub branch, tag or commit")
+    imports.add_argument("--document-token", default=None, help="token between documents (default: <|endoftext|>, "
+                         "else bos, else eos)")
     export = command("export", cmd_export, "export a model to Hugging Face format", config=False)
     model_argument(export)
     export.add_argument("--out", required=True, help="output directory")

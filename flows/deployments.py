@@ -8,7 +8,15 @@ same deployments for `prefect deploy`; see README, Operate.
 from __future__ import annotations
 
 from flows.pipeline import pipeline
-from flows.stages import crawl_flow, curate_flow, evaluate_flow, shard_flow, tokenize_flow, train_flow
+from flows.stages import (
+    crawl_flow,
+    curate_flow,
+    evaluate_flow,
+    import_flow,
+    shard_flow,
+    tokenize_flow,
+    train_flow,
+)
 
 RETRAIN_CRON = "0 3 * * 1"  # weekly, Monday 03:00 UTC
 
@@ -42,7 +50,7 @@ def build_deployments(retrain_cron: str | None = RETRAIN_CRON) -> list:
             description="Hyperparameter search (grid or random) on a short budget; best values as a config override.",
         ),
     ]
-    for stage_flow in (crawl_flow, curate_flow, shard_flow, tokenize_flow, train_flow, evaluate_flow):
+    for stage_flow in (crawl_flow, curate_flow, shard_flow, import_flow, tokenize_flow, train_flow, evaluate_flow):
         deployments.append(stage_flow.to_deployment(name=stage_flow.name, tags=["lmforge", "stage"]))
     return deployments
 

@@ -14,6 +14,7 @@ from tasks.core.artifacts import CheckpointRef, DocSet, EvalReport, ShardSet, To
 from tasks.curate.config import CurateConfig
 from tasks.curate.curate import curate
 from tasks.evaluate.evaluate import EvalConfig, evaluate
+from tasks.pretrained.importer import ImportConfig, import_base
 from tasks.shard.shard import ShardConfig, shard
 from tasks.tokenize.tokenize import TokenizeConfig, tokenize
 from tasks.train.train import TrainConfig, train
@@ -32,6 +33,11 @@ def curate_flow(cfg: CurateConfig, docs: DocSet) -> DocSet:
 @flow(name="shard")
 def shard_flow(cfg: ShardConfig, docs: DocSet) -> ShardSet:
     return shard(cfg, docs)
+
+
+@flow(name="import")
+def import_flow(cfg: ImportConfig) -> CheckpointRef:
+    return import_base(cfg)
 
 
 @flow(name="tokenize")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages lmforge uses outside Python, skipping what is already there:
 #   corpus   the demo corpus: Debian's Python 3.11 docs (530 HTML pages) and the Debian Reference in four languages
-#            (so language filtering has pages to drop)
+#            (so language filtering has pages to drop); `fortunes`, general English held out from the crawl (smol_cpu
+#            checks that adapting SmolLM2 does not forget it)
 #   browser  chromium, for the tests that render the Prefect and MLflow UIs and use the chat page of `lmforge serve`
 #   postgres PostgreSQL server, for the tests of the production set-up (they run their own cluster in a temp dir)
 # Without apt (or root/sudo) it explains what to do instead and exits 0: the demo can crawl any other site.
@@ -13,7 +14,8 @@ for group in "$@"; do
       [ -d /usr/share/doc/python3.11/html ] || missing+=(python3.11-doc)
       for lang in en de fr ja; do
         [ -f "/usr/share/debian-reference/index.$lang.html" ] || missing+=("debian-reference-$lang")
-      done ;;
+      done
+      [ -f /usr/share/games/fortunes/fortunes ] || missing+=(fortunes) ;;
     browser)
       command -v chromium >/dev/null 2>&1 || missing+=(chromium) ;;
     postgres)

@@ -1,7 +1,7 @@
 """One trained tiny pipeline run through the real CLI, shared by the README test and the UI test.
 
-`run_tiny_demo(root)` runs the Makefile's demo command (`.venv/bin/lmforge run --preset tiny_cpu`) in a scratch
-working directory (`.venv` links to this interpreter's virtualenv) on a tiny synthetic site, with `SCALED_DOWN`
+`run_tiny_demo(root)` runs the from-scratch demo command (`.venv/bin/lmforge run --preset tiny_cpu`; `make demo`
+runs smol_cpu, which the README test runs on a tiny stand-in base) in a scratch working directory (`.venv` links to this interpreter's virtualenv) on a tiny synthetic site, with `SCALED_DOWN`
 as the time budget; LMFORGE_HOME is the scratch dir's own, so the run has its own Prefect and MLflow stores.
 """
 

@@ -42,6 +42,14 @@ class _Config:
         self.seq_len = seq_len
 
 
+def logits_or_loss(logits: torch.Tensor, targets: torch.Tensor | None):
+    """What every lmforge model returns: (logits, None), or with targets (None, mean cross-entropy over targets
+    != -1), as `models.gpt.GPT.forward` does."""
+    if targets is None:
+        return logits, None
+    return None, torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-1)
+
+
 class UniformLM(nn.Module):
     """Logits all zero: every token has probability 1/V, so a text of n tokens costs exactly n·ln V nats."""
 
@@ -50,7 +58,7 @@ class UniformLM(nn.Module):
         self.vocab_size, self.config = vocab_size, _Config(seq_len)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
-        return torch.zeros(*idx.shape, self.vocab_size), None
+        return logits_or_loss(torch.zeros(*idx.shape, self.vocab_size), targets)
 
 
 class MemorisedLM(nn.Module):
@@ -69,7 +77,7 @@ class MemorisedLM(nn.Module):
                 while t < len(row) and t + 1 < len(seq) and row[t] == seq[t]:
                     logits[b, t, seq[t + 1]] = 20.0
                     t += 1
-        return logits, None
+        return logits_or_loss(logits, targets)
 
 
 class ScriptedLM(nn.Module):

@@ -115,10 +115,32 @@ def ok(demo: DemoRun, command: str, timeout: float = 900, **kwargs) -> subproces
 def run_make(demo: DemoRun, command: str) -> None:
     target = command.split()[1]
     recipe = makefile_recipe(target)
-    if target == "demo":  # the shared demo run executed this very command, with the test budget appended
-        assert "$(BIN)/lmforge run --preset tiny_cpu" in recipe, recipe
+    if target == "demo":  # smol_cpu: the README's `lmforge run --preset smol_cpu --set base.source=…` runs it
+        assert "$(BIN)/lmforge run --preset smol_cpu" in recipe, recipe
     else:
         assert any("pytest" in line for line in recipe), recipe
+
+
+# The hub model the README names; without a network a tiny random model of the same family stands in for it.
+HUB_MODEL = "HuggingFaceTB/SmolLM2-360M-Instruct"
+# smol_cpu's rows and evaluation sized to the tiny stand-in (its context is 64 tokens).
+BASE_BUDGET = ["train.seq_len=32", "train.max_steps=4", "sft.seq_len=64", "sft.max_steps=2", "evaluate.seq_len=32",
+               "evaluate.max_val_tokens=2048", "evaluate.safety_prompts=[]"]
+
+
+def tiny_base(demo: DemoRun) -> str:
+    """A tiny Llama-family model in HF layout (random weights, SmolLM2's tokens and template) for `HUB_MODEL`."""
+    from pretrained_fixtures import save_tiny_hf_model
+
+    path = demo.cwd / "tiny-hf-model"
+    if not (path / "config.json").is_file():
+        save_tiny_hf_model(path, "llama")
+    return str(path)
+
+
+def run_import(demo: DemoRun, command: str) -> None:
+    done = ok(demo, command.replace(HUB_MODEL, tiny_base(demo)))
+    assert "imported" in done.stdout and "parameters" in done.stdout, done.stdout
 
 
 def run_pipeline(demo: DemoRun, command: str) -> None:
@@ -126,8 +148,9 @@ def run_pipeline(demo: DemoRun, command: str) -> None:
     with served(demo.site) as site_url:
         command = (command.replace("/path/to/html", str(demo.site))
                    .replace("https://example.org/", site_url)
-                   .replace("/data/cc/*.warc.gz", str(warcs[0].parent / "*.warc.gz")))
-        budget = demo_budget()
+                   .replace("/data/cc/*.warc.gz", str(warcs[0].parent / "*.warc.gz"))
+                   .replace(HUB_MODEL, tiny_base(demo)))
+        budget = demo_budget() + (BASE_BUDGET if "base.source" in command else [])
         if "crawl.local_site=null" in command:  # no local site to configure
             budget = [key for key in budget if not key.startswith("crawl.local_site")]
         if "crawl.local_site" not in command:  # the preset's or my.yaml's demo corpus → the tiny site
@@ -136,6 +159,8 @@ def run_pipeline(demo: DemoRun, command: str) -> None:
             budget.append(f"crawl.allow_private_hosts=['{urlsplit(site_url).netloc}']")
         done = ok(demo, f"{command} {demo.budget(budget)}")
     assert "lmforge pipeline finished" in done.stdout
+    if "base.source" in command:  # adapted from the base: before → after, the base registered, answers printed
+        assert "base model" in done.stdout and "val_bpb base → adapted" in done.stdout and "\nQ: " in done.stdout
 
 
 def demo_budget() -> list[str]:
@@ -301,6 +326,7 @@ HANDLERS: dict[str, Callable[[DemoRun, str], None]] = {
     "lmforge down": run_down,
     "lmforge run": run_pipeline,
     "lmforge config": run_config,
+    "lmforge import": run_import,
     "lmforge eval": run_eval,
     "lmforge finetune": run_finetune,
     "lmforge finetune --task classify": run_finetune,

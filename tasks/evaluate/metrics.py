@@ -25,7 +25,8 @@ def context_length(model: Any) -> int:
 
 
 def score_stream(model: Any, stream: np.ndarray, skip_id: int, seq_len: int, batch_size: int, device: str) -> tuple[float, int]:
-    """(total nats, tokens scored) of next-token prediction over `stream`, skipping targets equal to `skip_id`.
+    """(total nats, tokens scored) of next-token prediction over `stream`, skipping targets equal to `skip_id`: the
+    model's mean cross-entropy over a batch's scored targets (as training computes it) times their count.
 
     Windows of `seq_len` targets overlap by one token, so every token after the first is scored exactly once.
     """
@@ -42,13 +43,14 @@ def score_stream(model: Any, stream: np.ndarray, skip_id: int, seq_len: int, bat
         for i, row in enumerate(rows):
             x[i, : len(row) - 1] = torch.from_numpy(row[:-1])
             y[i, : len(row) - 1] = torch.from_numpy(row[1:])
-        with torch.no_grad():
-            logits, _ = model(x.to(device))  # (B, T, V)
-        logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
-        keep = (y >= 0) & (y != skip_id)
-        picked = logprobs.gather(-1, y.clamp(min=0)[..., None]).squeeze(-1)  # (B, T)
-        total += float(-(picked[keep]).double().sum())
-        count += int(keep.sum())
+        y[y == skip_id] = -1  # document separators are not text: never scored
+        n = int((y >= 0).sum())
+        if n == 0:
+            continue
+        with torch.no_grad():  # the model's own chunked loss: the (B, T, V) logits are never built
+            _, loss = model(x.to(device), y.to(device))
+        total += float(loss.double()) * n
+        count += n
     return total, count
 
 

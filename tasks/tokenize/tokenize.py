@@ -134,7 +134,8 @@ def run_tokenize(cfg: TokenizeConfig, shards: ShardSet, out: Path) -> TokenSet:
         flipped = max(all_ids, key=lambda i: _doc_hash(i, cfg))
 
     t_train = time.time()
-    progress.update("tokenize", done=0, total=len(all_ids), unit="docs", note="training the BPE tokenizer")
+    note = "loading the base tokenizer" if cfg.tokenizer_file else "training the BPE tokenizer"
+    progress.update("tokenize", done=0, total=len(all_ids), unit="docs", note=note)
     if cfg.tokenizer_file is not None:
         if not Path(cfg.tokenizer_file).is_file():
             raise FileNotFoundError(f"tokenize.tokenizer_file {cfg.tokenizer_file} does not exist")
