@@ -23,17 +23,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from models.files import write_json_atomic
+
 STEP_DIR = re.compile(r"^step_(\d{6,})$")
 WEIGHTS, STATE, SIDECAR, TOKENIZER = "model.safetensors", "state.pt", "sidecar.json", "tokenizer.json"
 SHARDED = "sharded"  # FSDP runs: DCP's per-rank model + optimizer shards, what such a run resumes from
 SCHEMA_VERSION = 1  # of the sidecar; bump when a field changes meaning
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON under a temporary name and rename it into place, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
 
 
 def git_commit() -> str | None:

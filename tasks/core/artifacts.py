@@ -1,7 +1,7 @@
 """Run directories, manifests and the typed references passed between stages.
 
 Every stage writes into a deterministic directory keyed by its name, its config, the manifests of its inputs and
-the code version (`stage_dir`). A stage is done when its `manifest.json` exists: the manifest is written last, by
+the version of the code it runs (`stage_dir`; `tasks.core.stage_code`). A stage is done when its `manifest.json` exists: the manifest is written last, by
 `finish_stage`, after every other file is in place, and it stores the stage's reference (`StageRef` subclass) so a
 rerun rebuilds it without redoing the work (`load_done`). Stages pass these small refs, never data or models.
 """
@@ -18,7 +18,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.checkpoint import write_json_atomic  # one atomic JSON writer for manifests and sidecars
+from models.files import write_json_atomic  # one atomic JSON writer for manifests and sidecars
+from tasks.core.stage_code import code_version, stage_package
 
 MANIFEST = "manifest.json"
 SCHEMA_VERSION = 1
@@ -105,24 +106,15 @@ class ModelVersionRef(BaseModel):
 R = TypeVar("R", bound=StageRef)
 
 
-def code_version() -> str:
-    """Hash of the stage and model source, so a code change invalidates cached stage outputs."""
-    root = Path(__file__).resolve().parents[2]  # the checkout: tasks/core/ is two levels down
-    digest = hashlib.sha256()
-    for package in ("tasks", "models"):
-        for source in sorted((root / package).rglob("*.py")):
-            digest.update(source.relative_to(root).as_posix().encode())
-            digest.update(source.read_bytes())
-    return digest.hexdigest()[:16]
-
-
 def config_hash(stage: str, cfg: BaseModel, *inputs: StageRef) -> str:
+    """The stage's cache key: its config, its inputs' manifests and the code it runs, the package its config class
+    is defined in and what that imports (`tasks.core.stage_code`), so an edit to another stage's code keeps it."""
     payload = json.dumps(
         {
             "stage": stage,
             "config": cfg.model_dump(mode="json"),
             "inputs": [ref.manifest_sha256 for ref in inputs],
-            "code": code_version(),
+            "code": code_version(stage_package(type(cfg))),
         },
         sort_keys=True,
     )
@@ -180,7 +172,7 @@ def finish_stage(
             {"path": name, "bytes": (out / name).stat().st_size, "sha256": file_sha256(out / name)}
             for name in (files or [])
         ],
-        "code_version": code_version(),
+        "code_version": code_version(stage_package(type(config)) if config is not None else None),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "seconds": round(time.time() - started, 3) if started is not None else None,
     }

@@ -12,6 +12,9 @@ Output (the curate → shard interface): `DocSet` whose files are `docs/NNNNN.pa
 columns of `tasks.core.schema.SHARD_SCHEMA`. Every filter writes its rejects to `out/removed/<step>/NNNNN.jsonl.gz` with
 the drop reason in `metadata.filter_reason`. Stats per step: docs in/out, drop reasons, tokens (whitespace words).
 
+Documents are read sorted by URL (`CURATION_ORDER`), so which copy of a duplicate survives, and every output byte,
+follow from the documents and the config, not from the order the crawl's fetches finished in.
+
 Defaults follow FineWeb. `profile="docs"` relaxes the heuristics that drop code-heavy documentation (see `tasks.curate.config.PROFILES`).
 """
 
@@ -26,12 +29,23 @@ from tasks.core.artifacts import DocSet, finish_stage, lmforge_home, load_done, 
 from tasks.curate.config import CurateConfig
 
 
+# The order curation reads documents in: by URL, then the earliest fetch of that URL, then the body's hash. Dedup keeps
+# one member of each duplicate cluster by position (the first of an exact-duplicate pair, the cluster's root for
+# MinHash), and the crawl writes documents in the order their fetches finished, so without this order the kept copy,
+# and every output file after it, would change from run to run. The URL comes first, not the fetch time: a fetch time
+# is itself the outcome of that race between fetches, so a recrawl of the same site would still keep other copies;
+# a URL is a property of the page. Among equal URLs (WARC ingest of several crawls) the earliest fetch wins.
+CURATION_ORDER = [("url", "ascending"), ("fetch_time", "ascending"), ("content_hash", "ascending")]
+
+
 def split_input(docs: DocSet, n: int, dest: Path) -> int:
-    """Cut the input into `n` Parquet files so every datatrove task has work (readers shard by file)."""
+    """Sort the input into `CURATION_ORDER` and cut it into `n` Parquet files so every datatrove task has work
+    (readers shard by file): the same documents give the same files whatever order and files the crawl wrote."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     table = pa.concat_tables([pq.read_table(docs.dir / f) for f in docs.files]) if docs.files else None
+    table = table.sort_by(CURATION_ORDER) if table is not None else None
     dest.mkdir(parents=True, exist_ok=True)
     rows = 0 if table is None else table.num_rows
     for i in range(n):

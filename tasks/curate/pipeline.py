@@ -148,6 +148,13 @@ def build_and_run(cfg: CurateConfig, out: Path, n_in: int, index_root: Path) -> 
         run("minhash_cluster", [(None, mh.MinhashDedupCluster(str(work / "mh_buckets"), str(work / "mh_clusters"),
                                                              config=mh_cfg, save_cluster_size=True))],
             tasks=1, workers=1)
+        # MinhashDedupFilter skips a rank without a `.remove` file (nothing to drop) before it reads the rank's
+        # `.sizes`, so a kept document there would lose its cluster size, and fails a rank with a `.remove` but no
+        # `.sizes`: give every rank both, empty where the clusters left nothing.
+        (work / "mh_clusters").mkdir(parents=True, exist_ok=True)
+        for rank in range(T):
+            for kind in ("remove", "sizes"):
+                (work / "mh_clusters" / f"{rank:06d}.{kind}").touch()
 
     # 6. MinHash filter, PII, Parquet with the shard columns
     p6: list[tuple[str | None, Any]] = [(None, JsonlReader(str(work / "deduped"), glob_pattern="*.jsonl.gz"))]

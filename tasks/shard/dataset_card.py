@@ -20,7 +20,8 @@ KNOWN_LIMITATIONS = [
     "toxicity in other words or languages and can drop benign pages that discuss such words.",
     "PII scrubbing is pattern-based (e-mail, public IPv4, phone, Luhn-valid card numbers): names, street addresses "
     "and IDs in other formats are not removed, and some numbers that look like phones are replaced.",
-    "Near-duplicate removal (MinHash) keeps one document per cluster; which one is arbitrary.",
+    "Near-duplicate removal (MinHash) keeps one document per cluster, the first by URL, not necessarily the "
+    "original or the best copy.",
     "Licences are only as known from the configuration; check each source's terms before redistribution.",
 ]
 
@@ -29,6 +30,10 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def _by_count(item: tuple[str, int]) -> tuple[int, str]:
+    return -item[1], item[0]
 
 
 def write_dataset_card(path: Path, cfg: Any, docs: DocSet, stats: dict[str, Any], domains: Counter[str],
@@ -42,8 +47,9 @@ def write_dataset_card(path: Path, cfg: Any, docs: DocSet, stats: dict[str, Any]
         reasons = ", ".join(f"{k}: {int(v)}" for k, v in st.get("dropped", {}).items() if k != "total")
         step_rows.append([name, int(st.get("docs_in", 0)), int(st.get("docs_out", 0)), reasons or "-"])
     pii = {k.removeprefix("pii_"): int(v) for k, v in steps.get("pii", {}).items() if k.startswith("pii_")}
-    licence_rows = [[d, n, cfg.license_notes.get(d, "unknown")] for d, n in domains.most_common()]
-    lang_rows = [[lang, n] for lang, n in sorted(stats["languages"].items(), key=lambda kv: -kv[1])]
+    # most frequent first, ties by name: not in the order documents came, so the card is a function of the data
+    licence_rows = [[d, n, cfg.license_notes.get(d, "unknown")] for d, n in sorted(domains.items(), key=_by_count)]
+    lang_rows = [[lang, n] for lang, n in sorted(stats["languages"].items(), key=_by_count)]
     config = curate.get("config") or {}
     parts = [
         f"# {cfg.card_title}",

@@ -1,8 +1,9 @@
 """The shard stage: curated documents → `shard_00000.parquet …` (zstd, `tasks.core.schema.SHARD_SCHEMA`) + a dataset card.
 
 Input is the curate stage's `DocSet` (Parquet files with the SHARD_SCHEMA columns). Rows keep their input order
-(curate's output order is deterministic), and a shard is closed once its text reaches `target_shard_bytes`, so the
-same input always gives byte-identical shards. Each shard is written under a temporary name and renamed;
+(curate's, `tasks.curate.curate.CURATION_ORDER`, whatever order the crawl fetched in), a shard is closed once its text
+reaches `target_shard_bytes`, and Parquet carries no timestamps (`created_by` names the pyarrow version), so the same
+input always gives byte-identical shards. Each shard is written under a temporary name and renamed;
 `DATASET_CARD.md` (sources, dates, counts per curation step, languages, licences as known, limitations) goes beside
 the shards, and `manifest.json` (shards, row counts, checksums) last.
 """

@@ -80,7 +80,7 @@ def _encode_shard(args: tuple[Path, Path, int, dict, Path, str]) -> dict[str, in
     cfg = TokenizeConfig.model_validate(cfg_dict)
     tok = Tokenizer.load(tokenizer_file)
     ids, texts = _read_shard(shard)
-    # Documents in hash order, not shard order: the trainer walks the .bin sequentially, and shards keep crawl order
+    # Documents in hash order, not shard order: the trainer walks the .bin sequentially, and shards keep URL order
     # (whole site sections in a row), which would feed it one topic at a time.
     order = sorted(range(len(ids)), key=lambda i: _doc_hash(ids[i], cfg))
     ids, texts = [ids[i] for i in order], [texts[i] for i in order]
