@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from models.files import file_sha256
 from models.gpt import ModelConfig
 from models.tokenizer import Tokenizer, TokenizerSpec
 
@@ -187,17 +188,9 @@ def load_dir(path: Path, document: str | None = None) -> Pretrained:
     cfg = model_config_from_hf(hf_config)
     digest = hashlib.sha256()
     for file in files:
-        digest.update(_sha256(file).encode())
+        digest.update(file_sha256(file).encode())
     source = {"kind": "directory", "id": str(path), "sha256": digest.hexdigest(), "license": card_license(path)}
     return Pretrained(cfg, state, _read_dir_tokenizer(path, document), source, hf_config)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def gguf_license(path: Path) -> str | None:
@@ -223,7 +216,7 @@ def load_gguf(path: Path, document: str | None = None) -> Pretrained:
     config = {"chat_template": hf_tok.chat_template, "bos_token": hf_tok.bos_token, "eos_token": hf_tok.eos_token,
               "pad_token": hf_tok.pad_token}
     tokenizer = tokenizer_from_files(hf_tok.backend_tokenizer, config, document)
-    source = {"kind": "gguf", "id": str(path), "sha256": _sha256(path), "license": gguf_license(path)}
+    source = {"kind": "gguf", "id": str(path), "sha256": file_sha256(path), "license": gguf_license(path)}
     state = {k: v.detach() for k, v in model.state_dict().items()}
     return Pretrained(model_config_from_hf(hf_config), state, tokenizer, source, hf_config)
 

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.files import write_json_atomic  # one atomic JSON writer for manifests and sidecars
+from models.files import file_sha256, write_json_atomic  # one writer and hash for manifests and sidecars
 from tasks.core.stage_code import code_version, stage_package
 
 MANIFEST = "manifest.json"
@@ -126,14 +126,6 @@ def stage_dir(stage: str, cfg: BaseModel, *inputs: StageRef, home: Path | None =
     out = (home or lmforge_home()) / "runs" / stage / config_hash(stage, cfg, *inputs)
     out.mkdir(parents=True, exist_ok=True)
     return out
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_done(out: Path, ref_type: type[R]) -> R | None:
