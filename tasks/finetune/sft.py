@@ -25,6 +25,7 @@ from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.lora import LoraConfig
+from tasks.core import progress
 from tasks.core.artifacts import CheckpointRef, ShardSet, TokenSet, file_sha256, finish_stage, load_done, stage_dir
 from tasks.core.tracking import TrackingConfig
 from tasks.finetune.sft_data import VAL, ConversationSet, load_conversations
@@ -260,6 +261,8 @@ def run_sft(cfg: SFTConfig, base: CheckpointRef, data: ConversationSet, out: Pat
         loss_value = loss.item()
         tokens_seen += int((xb != tokenizer.pad_id).sum())
         train_seconds += time.time() - t_step
+        progress.update("sft", done=step, total=cfg.max_steps, unit="steps", note=f"loss {loss_value:.3f}",
+                        eta_s=(cfg.max_steps - step) * train_seconds / step)
         if data.n_val and cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.max_steps:
             history[f"val_loss_step_{step}"] = masked_loss(model, val_x, val_y, cfg.batch_size, device, amp)
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.max_steps:
