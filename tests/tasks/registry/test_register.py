@@ -182,12 +182,15 @@ def test_champion_is_rescored_on_the_new_eval_data(setup, tmp_path):
     assert second.alias == ("champion" if better else "challenger")
 
 
-def test_serving_loads_the_registered_champion(setup):
+def test_serving_loads_the_registered_champion(setup, tmp_path, monkeypatch):
     """`lmforge serve` / `lmforge chat` start from a registry alias: the engine must load from what was registered."""
+    import tempfile
+
     from tasks.serve.serve import ServeConfig, load_engine
 
     _, tracking, _ = setup
     register_with(setup, "served", {"val_bpb": 1.0})
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where load_engine downloads the checkpoint
     engine = load_engine(ServeConfig(model_uri="models:/lmforge@champion"), tracking)
     text, finish, prompt_tokens, completion_tokens = engine.complete(
         [{"role": "user", "content": "hello"}], max_tokens=4, temperature=0.0
@@ -196,6 +199,7 @@ def test_serving_loads_the_registered_champion(setup):
     assert engine.name == "lmforge@champion"
     champion = client(tracking).get_model_version_by_alias("lmforge", "champion")
     assert engine.version == champion.version  # what the chat page shows
+    assert not list(tmp_path.iterdir())  # the download is gone once the weights are in memory
 
 
 NAN, INF = float("nan"), float("inf")
