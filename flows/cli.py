@@ -254,7 +254,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from tasks.serve.serve import chat_repl, load_engine
+    from tasks.serve.chat import chat_repl
+    from tasks.serve.serve import load_engine
 
     chat_repl(load_engine(serve_config(args), tracking_config(args)), system=args.system)
     return 0

@@ -200,6 +200,7 @@ def _rescue(tree: HtmlElement, values: ClassIdValues, body: HtmlElement, text: s
     comparison mode, jusText on the whole page), each kept only when clearly longer."""
     import logging
 
+    from lxml.etree import LxmlError
     from trafilatura.baseline import baseline
     from trafilatura.core import (
         ESCALATION_ACCEPT_RATIO,
@@ -219,15 +220,18 @@ def _rescue(tree: HtmlElement, values: ClassIdValues, body: HtmlElement, text: s
     recall = copy.copy(options)
     recall.focus = "recall"
     recall_text = justext_text = ""
-    # as trafilatura: a failing retry keeps the text found so far
+    # as trafilatura: a failing retry keeps the text found so far. A retry fails the way lxml fails on a tree it
+    # cannot handle (LxmlError; ValueError for text or a tag name it rejects): readability's and jusText's own
+    # errors are caught inside trafilatura, and 3000 fuzzed retries raised nothing else. Any other error is a bug
+    # and reaches `extract_page`, which counts the page as extract_error.
     try:
         recall_body, recall_text = _recall_retry(tree, recall, url)
-    except Exception as exc:  # noqa: BLE001
+    except (LxmlError, ValueError) as exc:
         logging.getLogger(__name__).debug("recall retry failed on %s: %s", url, exc)
     if not options.fast:
         try:
             justext_body, justext_text = justext_rescue(copy.copy(tree), options)
-        except Exception as exc:  # noqa: BLE001
+        except (LxmlError, ValueError) as exc:
             logging.getLogger(__name__).debug("jusText retry failed on %s: %s", url, exc)
     if len(justext_text) > len(recall_text) and len(justext_text) > ESCALATION_JUSTEXT_RATIO * len(text):
         return justext_body, justext_text

@@ -17,6 +17,7 @@ page (`static/chat.html`, `static/chat.js`) that streams from the same API.
 
 # No `from __future__ import annotations`: FastAPI must see the real `Request` type on the nested route functions.
 import asyncio
+import hmac
 import json
 import logging
 import os
@@ -64,7 +65,8 @@ def load_engine(cfg: ServeConfig, tracking: TrackingConfig | None = None):
 
     The registered pyfunc packages the checkpoint directory; it is downloaded and loaded directly (MLflow's
     ChatModel wrapper does not hand back the Python model object). An alias is resolved to its version once, so the
-    version reported (`/health`, the chat page) is the one downloaded even if the alias moves meanwhile.
+    version reported (`/health`, the chat page) is the one downloaded even if the alias moves meanwhile. The download
+    is removed once the engine is built: the weights and tokenizer are read fully into memory.
     """
     import tempfile
 
@@ -76,9 +78,10 @@ def load_engine(cfg: ServeConfig, tracking: TrackingConfig | None = None):
     if source.startswith("models:/"):
         name, version = registered_version(tracking, source)
         source = f"models:/{name}/{version}"
-    checkpoint = resolve_checkpoint(source, Path(tempfile.mkdtemp(prefix="lmforge-serve-")), tracking)
-    return ChatEngine.from_checkpoint(checkpoint, device=cfg.device, name=cfg.model_uri.removeprefix("models:/"),
-                                      version=version)
+    with tempfile.TemporaryDirectory(prefix="lmforge-serve-") as tmp:
+        checkpoint = resolve_checkpoint(source, Path(tmp), tracking)
+        return ChatEngine.from_checkpoint(checkpoint, device=cfg.device, name=cfg.model_uri.removeprefix("models:/"),
+                                          version=version)
 
 
 def error(status: int, message: str, param: str | None = None, kind: str = "invalid_request_error",
@@ -99,7 +102,8 @@ class Guard:
         if scope["type"] == "http":
             headers = dict(scope["headers"])
             refusal = None
-            authorised = headers.get(b"authorization", b"") == f"Bearer {self.api_key}".encode()
+            # constant time: `==` stops at the first wrong byte, which leaks the key's prefix through timing
+            authorised = hmac.compare_digest(headers.get(b"authorization", b""), f"Bearer {self.api_key}".encode())
             length = headers.get(b"content-length", b"0")
             if self.api_key and scope["path"].startswith("/v1/") and not authorised:
                 refusal = error(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
@@ -311,32 +315,3 @@ def serve(cfg: ServeConfig, tracking: TrackingConfig | None = None) -> None:
 
     uvicorn.run(build_app(load_engine(cfg, tracking), cfg), host=cfg.host, port=cfg.port, log_level="info")
 
-
-def echo(text: str) -> None:
-    print(text, end="", flush=True)
-
-
-def chat_repl(engine: Any, read: Callable[[str], str] = input, write: Callable[[str], None] = echo,
-              system: str | None = None, max_tokens: int = 128, temperature: float = 0.7) -> list[dict[str, str]]:
-    """A terminal conversation (`lmforge chat`): answers stream as they are sampled; `/reset` clears, `/exit` ends."""
-    history: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
-    while True:
-        try:
-            line = read("you> ").strip()
-        except (EOFError, KeyboardInterrupt):
-            break
-        if line in {"/exit", "/quit"}:
-            break
-        if line == "/reset":
-            history = history[:1] if system else []
-            continue
-        if not line:
-            continue
-        history.append({"role": "user", "content": line})
-        parts = []
-        for delta, _, _, _ in engine.stream(history, max_tokens=max_tokens, temperature=temperature):
-            parts.append(delta)
-            write(delta)
-        write("\n")
-        history.append({"role": "assistant", "content": "".join(parts).strip()})
-    return history

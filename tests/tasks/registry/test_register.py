@@ -10,7 +10,41 @@ from lm_fixtures import checkpoint_ref, tiny_gpt, tiny_tokenizer, write_checkpoi
 
 from tasks.core.artifacts import EvalReport, finish_stage
 from tasks.core.tracking import TrackingConfig, client, open_run
-from tasks.registry.register import RegisterConfig, gate_decision, metric_group, run_register
+from tasks.registry.register import (
+    RegisterConfig, champion_scores, existing_version, gate_decision, metric_group, run_register,
+)
+
+
+class Crash(BaseException):
+    """A killed process: a BaseException, so no `except Exception` on the way up catches it."""
+
+
+# Each register step ends with one MLflow client call: the crash lands right after it ("after"), or, where the
+# step's last call is made again later, right before the next step's first call.
+STEP_CALLS = {"artifacts_logged": ("log_artifacts", "after"), "version_created": ("create_model_version", "after"),
+              "alias_set": ("log_text", "before"), "card_written": ("update_model_version", "after")}
+
+
+def at_step(monkeypatch, step: str, action) -> None:
+    """Run `action(step)` where register finishes `step`, by wrapping the MLflow client call that marks it."""
+    from mlflow.tracking import MlflowClient
+
+    method, when = STEP_CALLS[step]
+    original = getattr(MlflowClient, method)
+
+    def wrapped(self, *args, **kwargs):
+        if when == "before":
+            action(step)
+        result = original(self, *args, **kwargs)
+        if when == "after":
+            action(step)
+        return result
+
+    monkeypatch.setattr(MlflowClient, method, wrapped)
+
+
+def crash(step: str) -> None:
+    raise Crash(step)
 
 
 @pytest.fixture(scope="module")
@@ -148,12 +182,15 @@ def test_champion_is_rescored_on_the_new_eval_data(setup, tmp_path):
     assert second.alias == ("champion" if better else "challenger")
 
 
-def test_serving_loads_the_registered_champion(setup):
+def test_serving_loads_the_registered_champion(setup, tmp_path, monkeypatch):
     """`lmforge serve` / `lmforge chat` start from a registry alias: the engine must load from what was registered."""
+    import tempfile
+
     from tasks.serve.serve import ServeConfig, load_engine
 
     _, tracking, _ = setup
     register_with(setup, "served", {"val_bpb": 1.0})
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where load_engine downloads the checkpoint
     engine = load_engine(ServeConfig(model_uri="models:/lmforge@champion"), tracking)
     text, finish, prompt_tokens, completion_tokens = engine.complete(
         [{"role": "user", "content": "hello"}], max_tokens=4, temperature=0.0
@@ -162,6 +199,7 @@ def test_serving_loads_the_registered_champion(setup):
     assert engine.name == "lmforge@champion"
     champion = client(tracking).get_model_version_by_alias("lmforge", "champion")
     assert engine.version == champion.version  # what the chat page shows
+    assert not list(tmp_path.iterdir())  # the download is gone once the weights are in memory
 
 
 NAN, INF = float("nan"), float("inf")
@@ -200,9 +238,7 @@ def test_a_nan_first_version_becomes_challenger_in_the_registry(setup):
 
 
 @pytest.mark.parametrize("step", ["artifacts_logged", "version_created", "alias_set", "card_written"])
-def test_a_rerun_after_a_crash_finishes_the_same_version(setup, step):
-    from tasks.registry.register import Crash
-
+def test_a_rerun_after_a_crash_finishes_the_same_version(setup, step, monkeypatch):
     tmp, tracking, ckpt = setup
     name = f"crash-{step.replace('_', '-')}"
     register_with(setup, f"{name}-base", {"val_bpb": 3.0}, model_name=name)
@@ -210,12 +246,10 @@ def test_a_rerun_after_a_crash_finishes_the_same_version(setup, step):
     report = make_report(tmp, name, {"val_bpb": 2.0}, {"val": "set-a"})
     cfg = RegisterConfig(model_name=name)
 
-    def crash(at: str) -> None:
-        if at == step:
-            raise Crash(at)
-
+    at_step(monkeypatch, step, crash)
     with pytest.raises(Crash):
-        run_register(cfg, tracking, run_id, ckpt, report, fault=crash)
+        run_register(cfg, tracking, run_id, ckpt, report)
+    monkeypatch.undo()
     ref = run_register(cfg, tracking, run_id, ckpt, report)
     assert (ref.version, ref.alias) == ("2", "champion")
     mlflow_client = client(tracking)
@@ -226,21 +260,17 @@ def test_a_rerun_after_a_crash_finishes_the_same_version(setup, step):
     assert run_register(cfg, tracking, run_id, ckpt, report) == ref  # and once more: nothing changes
 
 
-def test_a_rerun_after_a_crash_respects_a_champion_promoted_meanwhile(setup):
-    from tasks.registry.register import Crash
-
+def test_a_rerun_after_a_crash_respects_a_champion_promoted_meanwhile(setup, monkeypatch):
     tmp, tracking, ckpt = setup
     register_with(setup, "meanwhile-base", {"val_bpb": 3.0}, model_name="meanwhile")
     run_id = open_run(tracking, "run-meanwhile", {}, {})
     report = make_report(tmp, "meanwhile", {"val_bpb": 2.0}, {"val": "set-a"})
     cfg = RegisterConfig(model_name="meanwhile")
 
-    def crash(at: str) -> None:
-        if at == "version_created":
-            raise Crash(at)
-
+    at_step(monkeypatch, "version_created", crash)
     with pytest.raises(Crash):
-        run_register(cfg, tracking, run_id, ckpt, report, fault=crash)  # v2 decided "promote" against v1, then died
+        run_register(cfg, tracking, run_id, ckpt, report)  # v2 decided "promote" against v1, then died
+    monkeypatch.undo()
     better, _ = register_with(setup, "meanwhile-better", {"val_bpb": 1.0}, model_name="meanwhile")
     assert (better.version, better.alias) == ("3", "champion")
     ref = run_register(cfg, tracking, run_id, ckpt, report)
@@ -248,19 +278,19 @@ def test_a_rerun_after_a_crash_respects_a_champion_promoted_meanwhile(setup):
     assert client(tracking).get_model_version_by_alias("meanwhile", "champion").version == 3
 
 
-def test_concurrent_gates_cannot_both_become_champion(setup):
+def test_concurrent_gates_cannot_both_become_champion(setup, monkeypatch):
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
     tmp, tracking, ckpt = setup
     register_with(setup, "race-base", {"val_bpb": 3.0}, model_name="race")
     both_decided = threading.Barrier(2)  # both versions created, each decided "promote" against v1
+    at_step(monkeypatch, "version_created", lambda step: both_decided.wait(timeout=120))
 
     def retrain(label: str, bpb: float):
         run_id = open_run(tracking, f"run-race-{label}", {}, {})
         report = make_report(tmp, f"race-{label}", {"val_bpb": bpb}, {"val": "set-a"})
-        sync = lambda step: both_decided.wait(timeout=120) if step == "version_created" else None
-        return run_register(RegisterConfig(model_name="race"), tracking, run_id, ckpt, report, fault=sync)
+        return run_register(RegisterConfig(model_name="race"), tracking, run_id, ckpt, report)
 
     with ThreadPoolExecutor(2) as pool:
         good, best = pool.submit(retrain, "good", 2.5), pool.submit(retrain, "best", 2.0)
@@ -296,3 +326,25 @@ def test_an_adapted_model_must_beat_its_base_and_keep_general_text(setup):
     assert forgot.alias == "challenger" and "forgot general text" in tags["lmforge.gate.reason"]
     good, tags = adapted("good", {"val_bpb": 1.05, "text/general_bpb": 1.03})
     assert good.alias == "champion" and tags["lmforge.gate.base"].startswith("beats its base on val_bpb")
+
+
+def test_no_champion_is_told_apart_from_a_registry_error(setup, monkeypatch):
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
+    from mlflow.tracking import MlflowClient
+
+    mlflow_client = client(setup[1])
+    assert champion_scores(mlflow_client, RegisterConfig(model_name="never-registered")) == (None, None, {})
+    mlflow_client.create_registered_model("no-champion")  # a model without the alias
+    assert champion_scores(mlflow_client, RegisterConfig(model_name="no-champion")) == (None, None, {})
+
+    def outage(self, *args, **kwargs):
+        raise MlflowException("registry down", error_code=TEMPORARILY_UNAVAILABLE)
+
+    for method in ("get_model_version_by_alias", "search_model_versions"):
+        monkeypatch.setattr(MlflowClient, method, outage)
+    with pytest.raises(MlflowException, match="registry down"):
+        champion_scores(mlflow_client, RegisterConfig(model_name="no-champion"))
+    report = make_report(setup[0], "outage", {"val_bpb": 1.0}, {"val": "set-a"})
+    with pytest.raises(MlflowException, match="registry down"):  # "none found" here would register a duplicate
+        existing_version(mlflow_client, RegisterConfig(model_name="no-champion"), report)

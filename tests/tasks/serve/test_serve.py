@@ -176,7 +176,7 @@ def test_pii_is_filtered_from_plain_and_streamed_answers(tok):
 
 
 def test_chat_repl_keeps_the_conversation(tok):
-    from tasks.serve.serve import chat_repl
+    from tasks.serve.chat import chat_repl
 
     script = tok.encode("Hello there.") + [tok.token_to_id("<|end|>")]
     lines = iter(["Hi", "/reset", "Again", "/exit", "never read"])
