@@ -8,7 +8,8 @@ Formats read (the standard distributions, optionally `.bz2`/`.gz` compressed):
 Multiple choice follows lm-evaluation-harness: each choice is a continuation `" " + text` of the context, scored
 by its summed log-probability (`acc`) and by that sum divided by the choice's length in characters, the leading
 space not counted (`acc_norm`, lm-eval's length normalisation; `bench/eval_compare.py` checks the agreement).
-LAMBADA counts a hit when every target token is the model's greedy choice. Scoring is pure torch over the model's `forward(idx) -> (logits, loss)`.
+LAMBADA counts a hit when every target token is the model's greedy choice. Scoring is pure torch over the model's
+`forward(idx) -> (logits, loss)`.
 """
 
 from __future__ import annotations
