@@ -6,9 +6,10 @@ Formats read (the standard distributions, optionally `.bz2`/`.gz` compressed):
 - LAMBADA (OpenAI JSONL): `{"text": ...}`; the target is the last whitespace-separated word.
 
 Multiple choice follows lm-evaluation-harness: each choice is a continuation `" " + text` of the context, scored
-by its summed log-probability (`acc`) and by that sum divided by the continuation's UTF-8 byte length
-(`acc_norm`, the length-normalised score). LAMBADA counts a hit when every target token is the model's greedy
-choice. Scoring is pure torch over the model's `forward(idx) -> (logits, loss)`.
+by its summed log-probability (`acc`) and by that sum divided by the choice's length in characters, the leading
+space not counted (`acc_norm`, lm-eval's length normalisation; `bench/eval_compare.py` checks the agreement).
+LAMBADA counts a hit when every target token is the model's greedy choice. Scoring is pure torch over the model's
+`forward(idx) -> (logits, loss)`.
 """
 
 from __future__ import annotations
@@ -134,20 +135,26 @@ def continuation_scores(
     return out
 
 
+def predictions(logprobs: list[float], choices: list[str]) -> tuple[int, int]:
+    """(argmax of the summed log-probabilities, argmax per character of the choice): lm-eval's acc and acc_norm."""
+    norm = [lp / max(1, len(choice)) for lp, choice in zip(logprobs, choices)]  # characters, delimiter not counted
+    best = max(range(len(choices)), key=lambda j: logprobs[j])
+    return best, max(range(len(choices)), key=lambda j: norm[j])
+
+
 def score_multiple_choice(
     model: Any, tokenizer: Any, items: list[MCItem], seq_len: int, device: str, batch_size: int = 8
 ) -> dict[str, float]:
-    """acc (summed log-likelihood) and acc_norm (per UTF-8 byte) over `items`, with chance level beside them."""
+    """acc (summed log-likelihood) and acc_norm (per character of the choice) over `items`, with chance beside."""
     pairs = [(item.context, " " + choice) for item in items for choice in item.choices]
     scores = continuation_scores(model, tokenizer, pairs, seq_len, device, batch_size)
     hits = hits_norm = 0
     chance, k = 0.0, 0
     for item in items:
         n = len(item.choices)
-        own = scores[k : k + n]
-        norm = [s / max(1, len((" " + c).encode("utf-8"))) for (s, _), c in zip(own, item.choices)]
-        hits += int(max(range(n), key=lambda j: own[j][0]) == item.gold)
-        hits_norm += int(max(range(n), key=lambda j: norm[j]) == item.gold)
+        pred, pred_norm = predictions([s for s, _ in scores[k : k + n]], item.choices)
+        hits += int(pred == item.gold)
+        hits_norm += int(pred_norm == item.gold)
         chance += 1.0 / n
         k += n
     total = max(1, len(items))

@@ -130,6 +130,14 @@ def test_multiple_choice_and_lambada_pick_what_the_model_memorised(tmp_path, tok
     assert downstream.score_multiple_choice(wrong, tok, downstream.load_hellaswag(hs)[:1], 64, "cpu")["acc"] == 0
 
 
+def test_acc_norm_divides_by_the_choices_characters_as_lm_eval_does():
+    # per character of the choice: -6/2 < -8.5/3, so the longer choice wins (per byte of " " + choice it would lose,
+    # -6/3 > -8.5/4); "éé" is two characters though four UTF-8 bytes (-6.5/4 would beat -6/2)
+    assert downstream.predictions([-6.0, -8.5], ["ab", "abc"]) == (0, 1)
+    assert downstream.predictions([-6.0, -6.5], ["ab", "éé"]) == (0, 0)
+    assert downstream.predictions([-6.0, -6.1], ["ab", "cd"]) == (0, 0)
+
+
 def test_hellaswag_loader_rejects_a_bad_label(tmp_path):
     path = tmp_path / "bad.txt"
     path.write_text("ctx\n7\na\nb\nc\nd\n")
