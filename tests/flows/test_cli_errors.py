@@ -37,7 +37,7 @@ def budget(*extra: str) -> list[str]:
 def test_unknown_preset_names_the_presets(tmp_path: Path):
     message = one_paragraph(lmforge(tmp_path / "home", "run", "--preset", "tiny-cpu"))
     assert "unknown preset 'tiny-cpu' (did you mean tiny_cpu?)" in message
-    assert "gpt_124m, tiny_cpu" in message and "flows/presets.py" in message
+    assert "gpt_124m, smol_cpu, tiny_cpu" in message and "flows/presets.py" in message
 
 
 def test_yaml_syntax_error_names_file_and_line(tmp_path: Path):
