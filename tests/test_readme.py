@@ -124,7 +124,8 @@ def run_make(demo: DemoRun, command: str) -> None:
 # The hub model the README names; without a network a tiny random model of the same family stands in for it.
 HUB_MODEL = "HuggingFaceTB/SmolLM2-360M-Instruct"
 # smol_cpu's rows and evaluation sized to the tiny stand-in (its context is 64 tokens).
-BASE_BUDGET = ["train.seq_len=32", "train.max_steps=4", "sft.seq_len=64", "sft.max_steps=2", "evaluate.seq_len=32",
+BASE_BUDGET = ["tokenize.min_bytes_per_token=1.0",  # the stand-in's 400-token vocabulary compresses less than a real one
+               "train.seq_len=32", "train.max_steps=4", "sft.seq_len=64", "sft.max_steps=2", "evaluate.seq_len=32",
                "evaluate.max_val_tokens=2048", "evaluate.safety_prompts=[]"]
 
 
