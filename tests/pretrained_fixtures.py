@@ -28,11 +28,11 @@ def tiny_hf_tokenizer():
     return tok
 
 
-def hf_config(family: str, vocab_size: int, tie: bool = True):
+def hf_config(family: str, vocab_size: int, tie: bool = True, context: int = 64):
     import transformers
 
     common = dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-5,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=context, rms_norm_eps=1e-5,
                   tie_word_embeddings=tie, bos_token_id=1, eos_token_id=2)
     if family == "llama":
         return transformers.LlamaConfig(**common, rope_theta=5000.0)
@@ -45,7 +45,7 @@ def hf_config(family: str, vocab_size: int, tie: bool = True):
     raise ValueError(family)
 
 
-def save_tiny_hf_model(out: Path, family: str, tie: bool = True, seed: int = 0):
+def save_tiny_hf_model(out: Path, family: str, tie: bool = True, seed: int = 0, context: int = 64):
     """Write a random tiny `family` model (norms and biases randomised too) and its tokenizer to `out`; returns the
     transformers model."""
     import torch
@@ -53,7 +53,7 @@ def save_tiny_hf_model(out: Path, family: str, tie: bool = True, seed: int = 0):
 
     tok = tiny_hf_tokenizer()
     torch.manual_seed(seed)
-    model = transformers.AutoModelForCausalLM.from_config(hf_config(family, tok.get_vocab_size(), tie))
+    model = transformers.AutoModelForCausalLM.from_config(hf_config(family, tok.get_vocab_size(), tie, context))
     with torch.no_grad():  # zero-init biases and unit norms would hide a weight that was not loaded
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.1)

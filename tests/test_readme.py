@@ -123,9 +123,10 @@ def run_make(demo: DemoRun, command: str) -> None:
 
 # The hub model the README names; without a network a tiny random model of the same family stands in for it.
 HUB_MODEL = "HuggingFaceTB/SmolLM2-360M-Instruct"
-# smol_cpu's rows and evaluation sized to the tiny stand-in (its context is 64 tokens).
+# smol_cpu's rows and evaluation sized to the tiny stand-in (a 512-token context; SFT rows must hold SmolLM2's
+# default system prompt, which its template adds, spelled in a 400-token vocabulary).
 BASE_BUDGET = ["tokenize.min_bytes_per_token=1.0",  # the stand-in's 400-token vocabulary compresses less than a real one
-               "train.seq_len=32", "train.max_steps=4", "sft.seq_len=64", "sft.max_steps=2", "evaluate.seq_len=32",
+               "train.seq_len=64", "train.max_steps=4", "sft.seq_len=256", "sft.max_steps=2", "evaluate.seq_len=64",
                "evaluate.max_val_tokens=2048", "evaluate.safety_prompts=[]"]
 
 
@@ -135,7 +136,7 @@ def tiny_base(demo: DemoRun) -> str:
 
     path = demo.cwd / "tiny-hf-model"
     if not (path / "config.json").is_file():
-        save_tiny_hf_model(path, "llama")
+        save_tiny_hf_model(path, "llama", context=512)
     return str(path)
 
 
