@@ -208,22 +208,18 @@ def decide(
     """The gate against the current champion (and first against `base`, the imported model this one was adapted
     from, when given), as the version tags that record it."""
     champion, old, old_sets = champion_scores(mlflow_client, cfg)
-    if base is not None:
-        passes, reason = base_decision(cfg, report.metrics, base.metrics)
-        if not passes:
-            return {"lmforge.gate.decision": "refused", "lmforge.gate.alias": cfg.challenger_alias,
-                    "lmforge.gate.reason": reason, "lmforge.gate.metric": cfg.gate_metric,
-                    "lmforge.gate.new_score": repr(report.metrics.get(cfg.gate_metric, float("nan"))),
-                    "lmforge.gate.champion_score": repr((old or {}).get(cfg.gate_metric, float("nan"))),
-                    "lmforge.gate.champion_version": str(champion.version) if champion is not None else "",
-                    "lmforge.gate.champion_rescored": "false", "lmforge.gate.base": reason}
-    new_sets = read_eval_sets(report)
-    rescored = champion is not None and cfg.rescore_champion and not same_eval_set(
-        cfg.gate_metric, report.metrics, new_sets, old, old_sets)
-    if rescored:
-        old, old_sets = rescore_champion(tracking, champion, report)
-    promote, reason = gate_decision(cfg, report.metrics, new_sets, old, old_sets)
-    reason += " (champion re-scored on this version's eval sets)" if rescored else ""
+    passes, base_reason = base_decision(cfg, report.metrics, base.metrics) if base is not None else (True, "")
+    rescored = False
+    if passes:  # a model that does not beat its base is refused before any champion is compared
+        new_sets = read_eval_sets(report)
+        rescored = champion is not None and cfg.rescore_champion and not same_eval_set(
+            cfg.gate_metric, report.metrics, new_sets, old, old_sets)
+        if rescored:
+            old, old_sets = rescore_champion(tracking, champion, report)
+        promote, reason = gate_decision(cfg, report.metrics, new_sets, old, old_sets)
+        reason += " (champion re-scored on this version's eval sets)" if rescored else ""
+    else:
+        promote, reason = False, base_reason
     return {
         "lmforge.gate.decision": "promoted" if promote else "refused",
         "lmforge.gate.alias": cfg.champion_alias if promote else cfg.challenger_alias,
@@ -233,7 +229,7 @@ def decide(
         "lmforge.gate.champion_score": repr((old or {}).get(cfg.gate_metric, float("nan"))),
         "lmforge.gate.champion_version": str(champion.version) if champion is not None else "",
         "lmforge.gate.champion_rescored": str(rescored).lower(),
-        **({"lmforge.gate.base": base_decision(cfg, report.metrics, base.metrics)[1]} if base is not None else {}),
+        **({"lmforge.gate.base": base_reason} if base is not None else {}),
     }
 
 
