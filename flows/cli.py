@@ -240,7 +240,8 @@ def serve_config(args: argparse.Namespace):
     from tasks.serve.serve import ServeConfig
 
     limits = {"max_batch": args.max_batch, "max_queue": args.max_queue} if hasattr(args, "max_batch") else {}
-    return ServeConfig(model_uri=args.model, host=args.host, port=args.port, device=args.device, **limits)
+    return ServeConfig(model_uri=args.model, host=args.host, port=args.port, device=args.device,
+                       quantize=args.quantize, **limits)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -356,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--port", type=int, default=8000)
         sub.add_argument("--system", default=None, help="system prompt (chat)")
         sub.add_argument("--device", default="auto", help="auto (CUDA in bf16 when present, else CPU), cpu, cuda")
+        sub.add_argument("--quantize", choices=["none", "int8"], default="none",
+                         help="int8: int8 linear weights on CPU: faster decoding at a small measured cost (models/quantize.py)")
         if name == "serve":
             sub.add_argument("--max-batch", type=int, default=8, help="answers decoded together (continuous batching)")
             sub.add_argument("--max-queue", type=int, default=16, help="requests waiting beyond those (429 beyond)")

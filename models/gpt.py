@@ -163,13 +163,14 @@ def cached_attention(
     if cache is not None:
         past = cache.start
         k, v = cache.append(layer, k, v)  # (B, Hkv, past + T, D)
-    if groups > 1:
-        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    gqa = groups > 1  # SDPA broadcasts each key/value head over its group of query heads, without copying them
     if past == 0:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout, enable_gqa=gqa)
+    if T == 1:  # a decoding step: the one new query sees every key
+        return F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)
     # queries at positions past..past+T-1 see every key up to their own position
     mask = torch.ones(T, past + T, dtype=torch.bool, device=q.device).tril(diagonal=past)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
 
 
 def slot_attention(
@@ -178,11 +179,9 @@ def slot_attention(
     """Batched decoding: row i is one new position `cache.pos[i]` of the sequence in cache row `cache.rows[i]`, so
     sequences of different lengths advance together in one forward pass (continuous batching)."""
     k, v = cache.scatter(layer, k, v)  # (B, Hkv, n, D), n = the furthest position + 1
-    if groups > 1:
-        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
     n = k.size(2)
     mask = (torch.arange(n, device=q.device)[None, :] <= cache.pos[:, None])[:, None, None, :]  # (B, 1, 1, n)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=groups > 1)
 
 
 class MLP(nn.Module):
@@ -291,7 +290,7 @@ class GPT(Generation, nn.Module):
         covers: as many as it covers)."""
         c, limit = self.config, self.rope_cos.size(0)
         shape = (batch_size, c.n_kv_head, min(max_len or limit, limit), c.head_dim)
-        return KVCache.empty(c.n_layer, shape, self.lm_head.weight)
+        return KVCache.empty(c.n_layer, shape, self.model.embed_tokens.weight)
 
 
 def rope_tables(cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:

@@ -101,4 +101,4 @@ class GPT2(Generation, nn.Module):
         """An empty cache for `batch_size` sequences of `max_len` positions, at most the `seq_len` learned ones."""
         c = self.config
         shape = (batch_size, c.n_head, min(max_len or c.seq_len, c.seq_len), c.n_embd // c.n_head)
-        return KVCache.empty(c.n_layer, shape, self.lm_head.weight)
+        return KVCache.empty(c.n_layer, shape, self.wte.weight)

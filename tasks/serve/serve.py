@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from models.quantize import Quantize
 from tasks.core.tracking import TrackingConfig
 from tasks.serve.scheduler import Event, Job, QueueFull, Scheduler
 from tasks.serve.schema import Parsed, RequestError, parse_request
@@ -44,6 +45,8 @@ class ServeConfig(BaseModel):
     host: str = Field(default="127.0.0.1", description="Interface to listen on (0.0.0.0 exposes it).")
     port: int = Field(default=8000, description="TCP port.")
     device: str = Field(default="auto", description="auto (CUDA in bf16 when present, else CPU), cpu, cuda, cuda:N.")
+    quantize: Quantize = Field(default="none", description="int8: int8 linear weights on CPU "
+                                              "(models.quantize): faster decoding, slightly different answers.")
     api_key_env: str = Field(default="LMFORGE_API_KEY", description="Env var holding the API key; unset = no key.")
     max_request_bytes: int = Field(default=65536, ge=1024, description="Largest request body accepted (413 above).")
     max_messages: int = Field(default=64, ge=1, description="Most messages per request.")
@@ -81,7 +84,7 @@ def load_engine(cfg: ServeConfig, tracking: TrackingConfig | None = None):
     with tempfile.TemporaryDirectory(prefix="lmforge-serve-") as tmp:
         checkpoint = resolve_checkpoint(source, Path(tmp), tracking)
         return ChatEngine.from_checkpoint(checkpoint, device=cfg.device, name=cfg.model_uri.removeprefix("models:/"),
-                                          version=version)
+                                          version=version, quantize=cfg.quantize)
 
 
 def error(status: int, message: str, param: str | None = None, kind: str = "invalid_request_error",

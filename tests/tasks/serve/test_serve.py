@@ -225,3 +225,18 @@ def test_concurrent_requests_are_batched_and_answer_as_if_alone(tok, make_model)
         health = client.get("/health").json()
     assert batched == alone
     assert health["peak_batch"] >= 2 and health["completed"] == 4
+
+
+def test_quantize_int8_serves_the_checkpoint_with_int8_layers(tok, tmp_path):
+    import torch
+    from lm_fixtures import write_checkpoint
+
+    from tasks.serve.serve import load_engine
+
+    checkpoint = write_checkpoint(tmp_path, tiny_gpt(tok.vocab_size), tok)
+    engine = load_engine(ServeConfig(model_uri=str(checkpoint), device="cpu", quantize="int8"))
+    kinds = {type(m) for m in engine.model.modules()}
+    assert torch.ao.nn.quantized.dynamic.Linear in kinds
+    with TestClient(build_app(engine, ServeConfig(), api_key="")) as client:
+        reply = client.post("/v1/chat/completions", json=HI)
+    assert reply.status_code == 200 and reply.json()["usage"]["completion_tokens"] > 0
