@@ -244,9 +244,10 @@ def decode_speed(checkpoint: Path, tmp: Path, new_tokens: int, repeats: int) -> 
             return out.size(1) - ids.size(1)
         return run
 
-    decoders = {"lmforge ChatEngine, float32": ours(engine), "lmforge ChatEngine, int8 (--quantize int8)": ours(engine8),
-                "transformers generate, float32": theirs(hf), "transformers generate, int8 (same quantize_dynamic)":
-                theirs(hf8)}
+    decoders = {"lmforge ChatEngine, float32": ours(engine),
+                "lmforge ChatEngine, int8 (--quantize int8)": ours(engine8),
+                "transformers generate, float32": theirs(hf),
+                "transformers generate, int8 (the same layers quantized)": theirs(hf8)}
     best = dict.fromkeys(decoders, 0.0)
     for fn in decoders.values():
         fn()  # warm-up

@@ -358,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--system", default=None, help="system prompt (chat)")
         sub.add_argument("--device", default="auto", help="auto (CUDA in bf16 when present, else CPU), cpu, cuda")
         sub.add_argument("--quantize", choices=["none", "int8"], default="none",
-                         help="int8: int8 linear weights on CPU: faster decoding at a small measured cost (models/quantize.py)")
+                         help="int8: int8 linear weights on CPU, faster decoding at a cost (models/quantize.py)")
         if name == "serve":
             sub.add_argument("--max-batch", type=int, default=8, help="answers decoded together (continuous batching)")
             sub.add_argument("--max-queue", type=int, default=16, help="requests waiting beyond those (429 beyond)")

@@ -21,7 +21,8 @@ def test_linears_but_the_mlp_down_projections_are_int8_and_the_embedding_stays_f
     layers = dict(model.named_modules())
     assert all(isinstance(layers[name], torch.ao.nn.quantized.dynamic.Linear) for name in expected)
     assert all(type(layers[f"model.layers.{i}.mlp.down_proj"]) is torch.nn.Linear for i in range(2))
-    assert all(layers[name].weight().qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric) for name in expected)
+    per_channel = (torch.per_channel_affine, torch.per_channel_symmetric)
+    assert all(layers[name].weight().qscheme() in per_channel for name in expected)
     assert model.model.embed_tokens.weight.dtype == torch.float32
     assert torch.equal(model.model.embed_tokens.weight, table)  # untying the head copied it, never quantized it
 
