@@ -213,7 +213,7 @@ def cmd_eval(args: argparse.Namespace, state: RunState) -> int:
     import tempfile
 
     from models.checkpoint import load_model
-    from models.parallelize import resolve_device
+    from models.devices import resolve_device
     from tasks.evaluate.evaluate import EvalConfig, evaluate_model
     from tasks.registry.resolve import resolve_checkpoint
 

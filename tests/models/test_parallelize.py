@@ -1,20 +1,14 @@
-"""Device-independent parts of `models.parallelize`: the peak-FLOPS table, dtype choice on CPU, one-process helpers."""
+"""Device-independent parts of the run-time modules: the peak-FLOPS table (`models.flops`), dtype choice on CPU
+(`models.devices`), one-process helpers (`models.distributed`)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from models.parallelize import (
-    PEAK_FLOPS,
-    DistInfo,
-    mean_over_ranks,
-    min_over_ranks,
-    peak_flops,
-    peak_flops_of,
-    rank0_value,
-    resolve_dtype,
-)
+from models.devices import resolve_dtype
+from models.distributed import DistInfo, mean_over_ranks, min_over_ranks, rank0_value
+from models.flops import PEAK_FLOPS, peak_flops, peak_flops_of
 
 
 @pytest.mark.parametrize(
