@@ -11,11 +11,12 @@ import torch
 
 
 def resolve_device(name: str) -> torch.device:
-    """ "auto" = CUDA when available, else CPU; under torchrun each rank takes cuda:LOCAL_RANK."""
+    """ "auto" = CUDA when available, else CPU; under torchrun each rank takes cuda:LOCAL_RANK. The one device rule:
+    training, evaluation, the chat engine (`lmforge serve/chat --device`) and the registered pyfuncs all use it."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"train.device={name!r} but torch sees no CUDA device; use 'auto' or 'cpu'")
+        raise ValueError(f"device {name!r} was asked for but torch sees no CUDA device; use 'auto' or 'cpu'")
     if name == "cuda":  # always an index: set_device, DDP's device_ids and the RNG state calls need one
         name = f"cuda:{os.environ.get('LOCAL_RANK', torch.cuda.current_device())}"
     return torch.device(name)
