@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+import textwrap
 from pathlib import Path
 
 import yaml
@@ -43,7 +44,6 @@ SETUP_COMMANDS: list[list[str]] = [
     ["prefect", "--no-prompt", "deploy", "--all"],
     ["prefect", "concurrency-limit", "create", GPU_TAG, str(COMPOSE_SERVERS.gpu_slots)],
 ]
-
 
 PATH = Path(__file__).with_name("docker-compose.yml")
 HEADER = """\
@@ -162,8 +162,6 @@ def render() -> str:
 
 
 def _wrap(comment: str) -> list[str]:
-    import textwrap
-
     return textwrap.wrap(comment, 114) if comment else []
 
 
