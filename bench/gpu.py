@@ -4,7 +4,7 @@ and FSDP2 on all of them (bf16 autocast + torch.compile, short runs of the real 
 Runs `tasks.train.train.run_train` (1 GPU, in this process) and the train task's own torchrun launch
 (`tasks.train.launch`, DDP and FSDP) on synthetic token shards (uniform random ids: throughput does not depend on the
 text), so it needs nothing from the network. MFU = flops_per_token x tokens/s / (GPUs x peak bf16 FLOP/s), with
-flops_per_token = 6 N_matmul + 12 L H D T (PaLM appendix B, as nanoGPT) and the peak from `models.parallelize`'s
+flops_per_token = 6 N_matmul + 12 L H D T (PaLM appendix B, as nanoGPT) and the peak from `models.flops`'s
 exact-name table (a GPU missing there prints n/a). Steps up to `--skip` (compilation) are left out of the medians;
 peak memory is CUDA's max allocated per log window, the largest window's.
 

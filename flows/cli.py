@@ -13,7 +13,19 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+
+DEFAULT_PRESET = "tiny_cpu"
+
+
+@dataclass
+class RunState:
+    """What a command learns while it runs that `main` needs to explain a failure: the library log file (when the
+    console is quiet) and the stage that was running when it failed. Filled by `quiet_console`."""
+
+    log_file: Path | None = None
+    failed_stage: str | None = None
 
 
 def embedded_environment() -> None:
@@ -36,7 +48,7 @@ def embedded_environment() -> None:
 
 def add_config_arguments(parser: argparse.ArgumentParser, presets: bool = True) -> None:
     if presets:
-        parser.add_argument("--preset", default="tiny_cpu", help="named preset (flows/presets.py): tiny_cpu, gpt_124m")
+        parser.add_argument("--preset", default=DEFAULT_PRESET, help="named preset (flows/presets.py): tiny_cpu, gpt_124m")
     parser.add_argument("--config", type=Path, default=None, help="YAML file overriding the defaults, by section")
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -118,10 +130,10 @@ def prefect_run() -> Iterator[None]:
 
 
 @contextmanager
-def quiet_console(args: argparse.Namespace) -> Iterator[None]:
+def quiet_console(args: argparse.Namespace, state: RunState) -> Iterator[None]:
     """Live stage lines on the console, library logs in `$LMFORGE_HOME/logs/<command>-<time>.log` (named at the
     start and the end); `--verbose` keeps everything on the console. A failure's traceback goes to the log, and
-    the stage it happened in is remembered for the error message (see `main`)."""
+    the stage it happened in is kept in `state` for the error message (see `main`)."""
     import time
     import traceback
 
@@ -132,26 +144,26 @@ def quiet_console(args: argparse.Namespace) -> Iterator[None]:
     interval = float(os.environ.get("LMFORGE_PROGRESS_EVERY_S", "30"))
     with progress.console_session(log_file, args.verbose, interval, title=f"lmforge {args.command}") as console:
         if console.log_file:
-            args.log_file = log_file
+            state.log_file = log_file
         try:
             yield
         except Exception:
-            args.failed_stage = progress.active_stage()
-            if args.failed_stage:
-                progress.finish(args.failed_stage, "failed", ok=False)
+            state.failed_stage = progress.active_stage()
+            if state.failed_stage:
+                progress.finish(state.failed_stage, "failed", ok=False)
             traceback.print_exc()  # into the log file (or the console with --verbose)
             raise
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_run(args: argparse.Namespace, state: RunState) -> int:
     cfg = resolved_config(args)
     from flows.pipeline import pipeline
 
-    with quiet_console(args), prefect_run():
+    with quiet_console(args, state), prefect_run():
         summary = pipeline(cfg)
     print("\nlmforge pipeline finished\n" + summary.table())
-    if getattr(args, "log_file", None):
-        print(f"Library logs of this run: {args.log_file}")
+    if state.log_file:
+        print(f"Library logs of this run: {state.log_file}")
     print(
         "\nInspect it in the UIs: `.venv/bin/lmforge up` starts the Prefect UI (http://127.0.0.1:4200) and the"
         "\nMLflow UI (http://127.0.0.1:5000) on this run's stores; `.venv/bin/lmforge down` stops them."
@@ -159,30 +171,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_retrain(args: argparse.Namespace) -> int:
+def cmd_retrain(args: argparse.Namespace, state: RunState) -> int:
     from flows.retrain import RetrainConfig, retrain
 
     cfg = RetrainConfig(pipeline=resolved_config(args), from_scratch=args.from_scratch)
-    with quiet_console(args), prefect_run():
+    with quiet_console(args, state), prefect_run():
         result = retrain(cfg)
     print(result.model_dump_json(indent=2))
     return 0
 
 
-def cmd_finetune(args: argparse.Namespace) -> int:
+def cmd_finetune(args: argparse.Namespace, state: RunState) -> int:
     if args.task == "classify":
         from flows.classify import finetune_classify
         from tasks.finetune.classify import ClassifyConfig
 
         cfg = resolved_model_config(ClassifyConfig, args)
-        with quiet_console(args), prefect_run():
+        with quiet_console(args, state), prefect_run():
             version = finetune_classify(cfg)
     elif args.task == "generate":
         from tasks.finetune.gen_task import GenTaskConfig, gen_task
         from tasks.registry.resolve import base_ref
 
         cfg = resolved_model_config(GenTaskConfig, args)
-        with quiet_console(args), prefect_run():
+        with quiet_console(args, state), prefect_run():
             ref = gen_task(cfg, base_ref(args.base, tracking_config(args)))
         print(f"fine-tuned {ref.path}: {ref.metrics}")
         return 0
@@ -190,18 +202,18 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         from flows.finetune import FinetuneConfig, finetune
 
         cfg = resolved_model_config(FinetuneConfig, args)
-        with quiet_console(args), prefect_run():
+        with quiet_console(args, state), prefect_run():
             version = finetune(cfg)
     print(f"registered {version.model_uri} (alias {version.alias or 'none'})")
     return 0
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
+def cmd_eval(args: argparse.Namespace, state: RunState) -> int:
     import json
     import tempfile
 
     from models.checkpoint import load_model
-    from models.parallelize import resolve_device
+    from models.devices import resolve_device
     from tasks.evaluate.evaluate import EvalConfig, evaluate_model
     from tasks.registry.resolve import resolve_checkpoint
 
@@ -214,12 +226,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_import(args: argparse.Namespace) -> int:
+def cmd_import(args: argparse.Namespace, state: RunState) -> int:
     from flows.stages import import_flow
     from tasks.pretrained.importer import ImportConfig
 
     cfg = ImportConfig(source=args.source, revision=args.revision, document_token=args.document_token)
-    with quiet_console(args), prefect_run():
+    with quiet_console(args, state), prefect_run():
         ref = import_flow(cfg)
     checkpoint = ref.dir / ref.checkpoint
     print(f"imported {args.source}: {ref.n_params:,} parameters → {checkpoint}\n"
@@ -228,7 +240,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_export(args: argparse.Namespace) -> int:
+def cmd_export(args: argparse.Namespace, state: RunState) -> int:
     from tasks.registry.export import export_hf
 
     out = export_hf(args.model, Path(args.out), tracking=tracking_config(args))
@@ -244,7 +256,7 @@ def serve_config(args: argparse.Namespace):
                        quantize=args.quantize, **limits)
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def cmd_serve(args: argparse.Namespace, state: RunState) -> int:
     from infra.servers import ensure_port_free
     from tasks.serve.serve import serve
 
@@ -254,7 +266,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_chat(args: argparse.Namespace) -> int:
+def cmd_chat(args: argparse.Namespace, state: RunState) -> int:
     from tasks.serve.chat import chat_repl
     from tasks.serve.serve import load_engine
 
@@ -262,7 +274,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_lineage(args: argparse.Namespace) -> int:
+def cmd_lineage(args: argparse.Namespace, state: RunState) -> int:
     from tasks.registry.lineage import lineage, training_urls
 
     found = lineage(tracking_config(args), args.name, args.alias)
@@ -278,14 +290,14 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_config(args: argparse.Namespace) -> int:
+def cmd_config(args: argparse.Namespace, state: RunState) -> int:
     import yaml
 
     print(yaml.safe_dump(resolved_config(args).model_dump(mode="json"), sort_keys=False), end="")
     return 0
 
 
-def cmd_up(args: argparse.Namespace) -> int:
+def cmd_up(args: argparse.Namespace, state: RunState) -> int:
     from infra.servers import ServersConfig, up
 
     state = up(ServersConfig(
@@ -297,7 +309,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_down(args: argparse.Namespace) -> int:
+def cmd_down(args: argparse.Namespace, state: RunState) -> int:
     from infra.servers import down
 
     stopped = down()
@@ -305,7 +317,7 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve_flows(args: argparse.Namespace) -> int:
+def cmd_serve_flows(args: argparse.Namespace, state: RunState) -> int:
     from flows.deployments import serve_flows
 
     serve_flows(retrain_cron=args.retrain_cron or None)
@@ -323,6 +335,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="show library logs, warnings and tracebacks on the console")
         if config:
             add_config_arguments(sub, presets)
+        else:  # commands without config flags still resolve the default config (e.g. for the MLflow tracking URI)
+            sub.set_defaults(config=None, overrides=[])
+        if not (config and presets):
+            sub.set_defaults(preset=DEFAULT_PRESET)
         sub.set_defaults(handler=handler)
         return sub
 
@@ -385,18 +401,15 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     embedded_environment()
     args = build_parser().parse_args(argv)
-    # Commands without config flags still resolve the default config (e.g. for the MLflow tracking URI).
-    for name, default in (("preset", "tiny_cpu"), ("config", None), ("overrides", [])):
-        args.__dict__.setdefault(name, default)
+    state = RunState()
     try:
-        return args.handler(args)
+        return args.handler(args, state)
     except Exception as error:
         if args.verbose:
             raise
         from flows.errors import explain
 
-        print(explain(error, args.command, getattr(args, "failed_stage", None), getattr(args, "log_file", None)),
-              file=sys.stderr)
+        print(explain(error, args.command, state.failed_stage, state.log_file), file=sys.stderr)
         return 1
 
 

@@ -13,6 +13,7 @@ from prefect import flow
 
 from flows.config import PipelineConfig
 from flows.presets import tiny_cpu
+from infra.servers import GPU_TAG
 from tasks.collect.crawl import crawl
 from tasks.core.report import PipelineSummary, summarize, track_stage, tracked_run
 from tasks.curate.curate import curate
@@ -28,8 +29,8 @@ from tasks.train.train import train
 
 # Training is the accelerator-bound stage: the tag lets a Prefect concurrency limit (`prefect concurrency-limit
 # create gpu 1`) keep two flows from training on the same GPU at once.
-train_on_accelerator = train.with_options(tags=["gpu"])
-sft_on_accelerator = sft.with_options(tags=["gpu"])
+train_on_accelerator = train.with_options(tags=[GPU_TAG])
+sft_on_accelerator = sft.with_options(tags=[GPU_TAG])
 
 
 @flow(name="pipeline", log_prints=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from prefect import flow
 
+from infra.servers import GPU_TAG
 from tasks.collect.config import CrawlConfig
 from tasks.collect.crawl import crawl
 from tasks.core.artifacts import CheckpointRef, DocSet, EvalReport, ShardSet, TokenSet
@@ -47,7 +48,7 @@ def tokenize_flow(cfg: TokenizeConfig, shards: ShardSet) -> TokenSet:
 
 @flow(name="train")
 def train_flow(cfg: TrainConfig, tokens: TokenSet) -> CheckpointRef:
-    return train.with_options(tags=["gpu"])(cfg, tokens)
+    return train.with_options(tags=[GPU_TAG])(cfg, tokens)
 
 
 @flow(name="evaluate")

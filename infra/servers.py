@@ -27,6 +27,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.core.artifacts import lmforge_home, write_json_atomic
 
+# The Prefect tag of task runs that need the accelerator (training, SFT): the flows tag them with it and `up` (and the
+# compose set-up) limits it to `gpu_slots` concurrent runs.
+GPU_TAG = "gpu"
+
 
 class ServersConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -222,9 +226,9 @@ def up(cfg: ServersConfig) -> ServerState:
 
 
 def ensure_gpu_limit(api_url: str, slots: int) -> None:
-    """The tag concurrency limit that keeps training task runs (tagged `gpu`) off one accelerator at the same time;
-    the same as `prefect concurrency-limit create gpu 1`, and an upsert, so a restart keeps one limit."""
-    response = httpx.post(f"{api_url}/concurrency_limits/", json={"tag": "gpu", "concurrency_limit": slots},
+    """The tag concurrency limit that keeps training task runs (tagged `GPU_TAG`) off one accelerator at the same
+    time; the same as `prefect concurrency-limit create gpu 1`, and an upsert, so a restart keeps one limit."""
+    response = httpx.post(f"{api_url}/concurrency_limits/", json={"tag": GPU_TAG, "concurrency_limit": slots},
                           timeout=30)
     response.raise_for_status()
 

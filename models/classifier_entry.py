@@ -6,14 +6,14 @@ per text: the predicted `label` (as a string), its `probability` and one `prob_<
 """
 
 import mlflow
-import torch
 
 from models.classifier import as_texts, load_classifier, predict_proba
+from models.devices import resolve_device
 
 
 class LmforgeClassifier(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = str(resolve_device("auto"))
         self.model, self.tokenizer, self.meta = load_classifier(context.artifacts["classifier"], device)
 
     def predict(self, context, model_input, params=None):

@@ -61,7 +61,7 @@ class GCNN(Generation, nn.Module):
             init_tied_embedding(self.embed_tokens)  # identity blocks: see models.gpt.init_tied_embedding
         else:
             nn.init.normal_(self.lm_head.weight, std=0.02)
-        self.grad_checkpointing = False  # set by models.parallelize
+        self.grad_checkpointing = False  # set by models.parallelize.parallelize
 
     @property
     def receptive_field(self) -> int:

@@ -89,13 +89,11 @@ class ChatEngine:
         import torch
 
         from models.checkpoint import load_model
+        from models.devices import resolve_device
 
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} but torch sees no CUDA device; use --device auto or cpu")
-        model, tokenizer, sidecar = load_model(checkpoint_dir, device=device)
-        if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+        resolved = resolve_device(device)
+        model, tokenizer, sidecar = load_model(checkpoint_dir, device=str(resolved))
+        if resolved.type == "cuda" and torch.cuda.is_bf16_supported():
             model = model.to(torch.bfloat16)
         if quantize == "int8":
             from models.quantize import quantize_linear_int8

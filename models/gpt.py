@@ -231,7 +231,7 @@ class GPT(Generation, nn.Module):
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
-        self.grad_checkpointing = False  # set by models.parallelize
+        self.grad_checkpointing = False  # set by models.parallelize.parallelize
         cos, sin = rope_tables(cfg)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)

@@ -53,7 +53,7 @@ class RNNLM(Generation, nn.Module):
             self.lm_head.weight = self.embed_tokens.weight
         else:
             nn.init.normal_(self.lm_head.weight, std=0.02)
-        self.grad_checkpointing = False  # set by models.parallelize
+        self.grad_checkpointing = False  # set by models.parallelize.parallelize
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

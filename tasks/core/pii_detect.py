@@ -25,13 +25,16 @@ import functools
 import ipaddress
 import re
 from collections.abc import Callable, Iterator
+from typing import Literal, get_args
 
 # Phones have their own module; the scrubber and the curate config read these names here, with the other kinds'.
 from tasks.core.pii_phone import DEFAULT_REGIONS, check_regions, named_otherwise, phone_spans  # noqa: F401
 
 # Order matters: e-mails first (they contain digits), IBANs and cards before phones (long digit runs look like
 # phone numbers), SSNs before phones (AAA-GG-SSSS is a possible 9-digit number), IPs before phones (dotted quads).
-KINDS = ("email", "iban", "credit_card", "ssn", "ip", "phone")
+# The Literal is what the curate config validates `pii_kinds` against; KINDS is derived from it (one list).
+PIIKind = Literal["email", "iban", "credit_card", "ssn", "ip", "phone"]
+KINDS: tuple[PIIKind, ...] = get_args(PIIKind)
 # E-mail: datatrove's PIIFormatter pattern (RFC 5322 local part, dotted domain), found from each "@" outwards: the
 # pattern run from every word boundary is quadratic on long runs of local-part characters (base64 data: 100 KB took
 # 16 s); anchored, each "@" costs at most the 64 + 255 characters RFC 5321 allows around it.
@@ -128,7 +131,8 @@ def card_spans(text: str) -> Iterator[tuple[int, int]]:
 # parse as), the discard prefix, and the documentation blocks (RFC 1122, 919, 4291, 6666, 5737, 3849, 9637).
 # Scope "global": only globally routable addresses, as datatrove's PIIFormatter (`only_remove_public_ips`); it
 # misses 7.5 % of uniformly drawn IPv4 addresses (240/4 alone is 6.25 %).
-IP_SCOPES = ("host", "global")
+IPScope = Literal["host", "global"]
+IP_SCOPES: tuple[IPScope, ...] = get_args(IPScope)
 _NO_HOST = tuple(ipaddress.ip_network(block) for block in (
     "0.0.0.0/8", "127.0.0.0/8", "255.255.255.255/32", "192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24",
     "::/8", "100::/64", "2001:db8::/32", "3fff::/20",

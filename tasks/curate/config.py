@@ -26,8 +26,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
                             "new_line_ratio": 1.0},
     },
 }
-PIIKind = Literal["email", "iban", "credit_card", "ssn", "ip", "phone"]  # tasks.core.pii.KINDS (a test checks)
-IPScope = Literal["host", "global"]  # tasks.core.pii.IP_SCOPES (a test checks)
+PIIKind, IPScope = pii.PIIKind, pii.IPScope  # the field types; the detector's KINDS and IP_SCOPES derive from them
 HEURISTIC_STEPS = ("gopher_repetition", "gopher_quality", "c4_quality", "fineweb_quality")
 
 

@@ -77,7 +77,7 @@ def run_evaluate(cfg: EvalConfig, ckpt: CheckpointRef, tokens: TokenSet, out: Pa
     t0 = time.time()
     if any(out.iterdir()):  # leftovers of a killed run: evaluation is cheap to redo
         reset_dir(out)
-    from models.parallelize import resolve_device
+    from models.devices import resolve_device
 
     device = str(resolve_device(cfg.device))
     model, tokenizer, _ = load_model(ckpt.dir / ckpt.checkpoint, device=device)

@@ -21,7 +21,7 @@ import numpy as np
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
-from models.parallelize import resolve_device
+from models.devices import resolve_device
 from tasks.evaluate import downstream
 from tasks.evaluate.metrics import context_length, score_stream
 

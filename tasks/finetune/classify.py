@@ -102,7 +102,7 @@ def run_classify(cfg: ClassifyConfig, base: CheckpointRef, out: Path) -> Classif
 
     from models.checkpoint import load_model
     from models.classifier import SequenceClassifier, encode_batch, predict_proba, save_classifier
-    from models.parallelize import resolve_device
+    from models.devices import resolve_device
 
     t0 = time.time()
     reset_dir(out)  # a killed run restarts: fine-tuning a small head is cheap next to resuming exactly

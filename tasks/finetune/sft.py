@@ -174,14 +174,14 @@ def run_sft(cfg: SFTConfig, base: CheckpointRef, data: ConversationSet, out: Pat
     import torch
 
     from models import checkpoint as ckpt
-    from models import parallelize as par
+    from models import devices
     from models.lora import adapter_state, add_lora, load_adapter_state, merged_state
     from models.muon import build_optimizers
     from tasks.train.train import TrainConfig, lr_multiplier
 
     t0 = time.time()
-    device = par.resolve_device(cfg.device)
-    amp = par.autocast(device, par.resolve_dtype(cfg.dtype, device))
+    device = devices.resolve_device(cfg.device)
+    amp = devices.autocast(device, devices.resolve_dtype(cfg.dtype, device))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out.mkdir(parents=True, exist_ok=True)

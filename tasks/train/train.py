@@ -116,6 +116,7 @@ def run_train(cfg: TrainConfig, tokens: TokenSet, out: Path, tracking: Tracking 
     from tqdm import tqdm
 
     from models import checkpoint as ckpt
+    from models import dcp, devices, distributed, flops
     from models import parallelize as par
     from models.gpt import build_model
     from models.lora import adapter_state, add_lora, load_adapter_state, merged_state, trainable_params
@@ -124,10 +125,10 @@ def run_train(cfg: TrainConfig, tokens: TokenSet, out: Path, tracking: Tracking 
     from tasks.core.tokens import TokenLoader
 
     t0 = time.time()
-    device = par.resolve_device(cfg.device)
-    info = par.init_distributed(device)
-    par.setup_device(device)
-    dtype = par.resolve_dtype(cfg.dtype, device)
+    device = devices.resolve_device(cfg.device)
+    info = distributed.init_distributed(device)
+    devices.setup_device(device)
+    dtype = devices.resolve_dtype(cfg.dtype, device)
     sharded = par.is_sharded(info, cfg.distributed)
     if cfg.optimizer == "muon" and sharded:
         raise ValueError("train.optimizer=muon needs whole matrices; use train.distributed=ddp")
@@ -142,7 +143,7 @@ def run_train(cfg: TrainConfig, tokens: TokenSet, out: Path, tracking: Tracking 
     if info.is_main:
         for leftover in out.glob(".tmp-step_*"):  # half-written checkpoint of a killed run
             shutil.rmtree(leftover, ignore_errors=True)
-    par.barrier(info)
+    distributed.barrier(info)
     tokenizer_file = tokens.dir / tokens.tokenizer_file
     tokenizer = Tokenizer.load(tokenizer_file)
     mcfg = cfg.model if cfg.model.vocab_size else cfg.model.model_copy(update={"vocab_size": tokens.vocab_size})
@@ -198,7 +199,7 @@ def run_train(cfg: TrainConfig, tokens: TokenSet, out: Path, tracking: Tracking 
         if sharded:
             if not (resume / ckpt.SHARDED).is_dir():
                 raise ValueError(f"{resume} holds no sharded state: resume it with train.distributed=ddp")
-            par.load_sharded(model, optimizers, resume / ckpt.SHARDED)
+            dcp.load_sharded(model, optimizers, resume / ckpt.SHARDED)
         else:
             load_optimizer_states(optimizers, state["optimizer"], resume)
         if state.get("scaler") and scaler.is_enabled():
@@ -210,8 +211,8 @@ def run_train(cfg: TrainConfig, tokens: TokenSet, out: Path, tracking: Tracking 
         step, tokens_seen, train_seconds = state["step"], state["tokens_seen"], state["train_seconds"]
         resumed_loss = ckpt.read_sidecar(resume).get("metrics", {}).get("train_loss", float("nan"))
 
-    amp_ctx = par.autocast(device, dtype)
-    peak = par.peak_flops(device, dtype)
+    amp_ctx = devices.autocast(device, dtype)
+    peak = flops.peak_flops(device, dtype)
     flops_per_token = model.flops_per_token(T) if hasattr(model, "flops_per_token") else 6.0 * model.num_params()
     log = MetricLog(tracking, info.is_main, out / "log.jsonl")
     log.tag(world_size=info.world_size, distributed=cfg.distributed if info.world_size > 1 else "none")
@@ -229,7 +230,7 @@ def run_train(cfg: TrainConfig, tokens: TokenSet, out: Path, tracking: Tracking 
 
     def stop_if_nonfinite() -> None:
         """Raise (on every rank together) once any rank's loss turned NaN/inf, before anything is saved from it."""
-        bad = par.min_over_ranks(info, float(first_nonfinite.item()), device)
+        bad = distributed.min_over_ranks(info, float(first_nonfinite.item()), device)
         if bad != NO_STEP:
             last = ckpt.latest_checkpoint(out)
             raise FloatingPointError(
@@ -244,9 +245,9 @@ def run_train(cfg: TrainConfig, tokens: TokenSet, out: Path, tracking: Tracking 
         if info.is_main:
             shutil.rmtree(staged, ignore_errors=True)
             staged.mkdir(parents=True)
-        par.barrier(info)
+        distributed.barrier(info)
         if sharded:  # every rank writes its shards of the model and optimizer state
-            par.save_sharded(model, optimizers, staged / ckpt.SHARDED)
+            dcp.save_sharded(model, optimizers, staged / ckpt.SHARDED)
         state = {
             "step": at_step,
             "tokens_seen": tokens_seen,
@@ -273,7 +274,7 @@ def run_train(cfg: TrainConfig, tokens: TokenSet, out: Path, tracking: Tracking 
             "metrics": {"train_loss": loss_value, "val_loss": val_loss},
             **({"source": init_sidecar["source"]} if "source" in init_sidecar else {}),  # the imported base's
         }
-        model_state = par.full_model_state(model) if sharded else None  # a collective: every rank takes part
+        model_state = dcp.full_model_state(model) if sharded else None  # a collective: every rank takes part
         if cfg.lora is not None:
             model_state = merged_state(model)  # the checkpoint is a plain model; state.pt keeps the adapters
         path = None
@@ -281,7 +282,7 @@ def run_train(cfg: TrainConfig, tokens: TokenSet, out: Path, tracking: Tracking 
             path = ckpt.save_checkpoint(
                 out, at_step, model, state, sidecar, tokenizer_file, cfg.keep_last, model_state, staged
             )
-        par.barrier(info)
+        distributed.barrier(info)
         return path
 
     try:
@@ -317,17 +318,17 @@ def run_train(cfg: TrainConfig, tokens: TokenSet, out: Path, tracking: Tracking 
             window_tokens += micro_tokens * accum
             logging = step % cfg.log_every == 0 or step == cfg.max_steps
             if logging:
-                par.synchronize(device)  # the clock below then covers the GPU's work, not just its queueing
+                devices.synchronize(device)  # the clock below then covers the GPU's work, not just its queueing
             train_seconds += time.perf_counter() - t_step
             if cfg.max_seconds:  # one clock: rank 0's drives every rank's schedule and stop
-                train_seconds = par.rank0_value(info, train_seconds, device)
+                train_seconds = distributed.rank0_value(info, train_seconds, device)
             if logging:
                 stop_if_nonfinite()
-                loss_value = par.mean_over_ranks(info, (loss_sum / accum).item(), device)
+                loss_value = distributed.mean_over_ranks(info, (loss_sum / accum).item(), device)
                 tokens_per_s = window_tokens / max(time.perf_counter() - window_t, 1e-9)
                 window_t, window_tokens = time.perf_counter(), 0
                 mfu = {"train__mfu": flops_per_token * tokens_per_s / (peak * info.world_size)} if peak else {}
-                memory = par.peak_memory_gib(device)
+                memory = devices.peak_memory_gib(device)
                 peak_mem = max(peak_mem, memory or 0.0)
                 mem = {"train__peak_mem_gib": memory} if memory is not None else {"train__max_rss_gib": max_rss_gib()}
                 log.add(
@@ -357,7 +358,7 @@ def run_train(cfg: TrainConfig, tokens: TokenSet, out: Path, tracking: Tracking 
         bar.close()
         stop_if_nonfinite()
         if step > start_step and step % cfg.log_every:  # the last step was not logged: take its loss now
-            loss_value = par.mean_over_ranks(info, (loss_sum / accum).item(), device)
+            loss_value = distributed.mean_over_ranks(info, (loss_sum / accum).item(), device)
         val_loss = evaluate_loss(wrapped, val_files, B, T, cfg.eval_batches, device, amp_ctx)
     finally:
         bar.close()
@@ -398,7 +399,7 @@ def run_train(cfg: TrainConfig, tokens: TokenSet, out: Path, tracking: Tracking 
     if info.is_main:
         files = [f"{final.name}/{name}" for name in (ckpt.WEIGHTS, ckpt.STATE, ckpt.SIDECAR, ckpt.TOKENIZER)]
         ref = finish_stage(out, ref, config=cfg, stats=stats, files=files, started=t0)
-    par.barrier(info)
+    distributed.barrier(info)
     return ref if info.is_main else load_done(out, CheckpointRef)
 
 
@@ -417,7 +418,7 @@ def train(cfg: TrainConfig, tokens: TokenSet, tracking: Tracking = None) -> Chec
 
 def main() -> None:
     """`torchrun --nproc_per_node N -m tasks.train --config train.json --tokens tokens.json --out DIR`."""
-    from models.parallelize import destroy_distributed
+    from models.distributed import destroy_distributed
     from tasks.core.tracking import TrackingConfig
 
     parser = argparse.ArgumentParser(description=main.__doc__)

@@ -3,6 +3,7 @@ fix, exit status non-zero, no traceback unless `--verbose`."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -19,6 +20,13 @@ LMFORGE = str(Path(sys.executable).parent / "lmforge")
 def lmforge(home: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run([LMFORGE, *args], env=demo_env(home), capture_output=True, text=True, timeout=timeout,
                           cwd=home.parent)
+
+
+def session_server_env(home: Path) -> dict[str, str]:
+    """A user's environment with PREFECT_API_URL set to this session's server (`prefect_server`): a failing run needs
+    a Prefect API, and one shared server spares each test a server start of its own (~20 s; `lmforge run`'s own
+    start is what tests/demo_run.py runs)."""
+    return {**demo_env(home), "PREFECT_API_URL": os.environ["PREFECT_API_URL"]}
 
 
 def one_paragraph(done: subprocess.CompletedProcess) -> str:
@@ -75,9 +83,11 @@ def test_port_taken_names_the_port_and_the_flag(tmp_path: Path, taken_port: int)
 
 
 @pytest.mark.slow
-def test_missing_demo_corpus_explains_apt_and_the_alternative(tmp_path: Path):
+def test_missing_demo_corpus_explains_apt_and_the_alternative(prefect_server, tmp_path: Path):
     """Where apt-get is missing, `make corpus` installs nothing and the demo's directories do not exist."""
-    done = lmforge(tmp_path / "home", "run", *budget("crawl.local_site.roots={python: /nonexistent/python3.11/html}"))
+    home = tmp_path / "home"
+    done = subprocess.run([LMFORGE, "run", *budget("crawl.local_site.roots={python: /nonexistent/python3.11/html}")],
+                          env=session_server_env(home), capture_output=True, text=True, timeout=600, cwd=tmp_path)
     message = one_paragraph(done)
     assert "in stage crawl" in message and "/nonexistent/python3.11/html is not a directory" in message
     assert "make corpus" in message and "apt-get" in message and "crawl.local_site.roots={site:" in message
@@ -96,7 +106,7 @@ def can_mount_tmpfs(tmp_path: Path) -> bool:
 
 
 @pytest.mark.slow
-def test_disk_full_during_a_stage_names_the_stage_and_the_fix(tmp_path: Path):
+def test_disk_full_during_a_stage_names_the_stage_and_the_fix(prefect_server, tmp_path: Path):
     """A real full filesystem: the stage directories on an 8 KiB tmpfs (in a user namespace), the rest on disk."""
     if not can_mount_tmpfs(tmp_path):
         pytest.skip("needs unshare with user namespaces to mount a small tmpfs")
@@ -107,7 +117,7 @@ def test_disk_full_during_a_stage_names_the_stage_and_the_fix(tmp_path: Path):
     done = subprocess.run(
         ["unshare", "--user", "--map-root-user", "--mount", "bash", "-c",
          f"mount -t tmpfs -o size=8k tmpfs {home / 'runs'} && exec {command}"],
-        env=demo_env(home), capture_output=True, text=True, timeout=600, cwd=tmp_path)
+        env=session_server_env(home), capture_output=True, text=True, timeout=600, cwd=tmp_path)
     message = one_paragraph(done)
     assert "the disk is full in stage crawl" in message, message
     assert "LMFORGE_HOME" in message and "resumes" in message and "df -h" in message

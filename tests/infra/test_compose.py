@@ -1,13 +1,13 @@
 """The production compose file cannot run here (no Docker engine); check that it says exactly what the tested set-up
-runs: the servers', set-up's and workers' commands, environment and ports come from infra/compose.py, built by the
-functions `lmforge up` uses and tests/flows/test_production.py runs against Postgres-backed servers."""
+runs: infra/compose.py generates the whole file, its servers', set-up's and workers' commands, environment and ports
+built by the functions `lmforge up` uses and tests/flows/test_production.py runs against Postgres-backed servers."""
 
 from pathlib import Path
 
-import pytest
 import yaml
 
-from infra.compose import COMPOSE_SERVERS, SETUP_COMMANDS, expected_services
+from infra.compose import COMPOSE_SERVERS, SETUP_COMMANDS, document, render
+from infra.servers import GPU_TAG, ServersConfig, worker_command, worker_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -16,11 +16,20 @@ def compose() -> dict:
     return yaml.safe_load((ROOT / "infra" / "docker-compose.yml").read_text())
 
 
-@pytest.mark.parametrize("service", sorted(expected_services()))
-def test_service_says_what_the_tested_set_up_runs(service: str):
-    declared = compose()["services"][service]
-    for key, expected in expected_services()[service].items():
-        assert declared.get(key) == expected, f"docker-compose.yml: services.{service}.{key} drifted from infra/compose.py"
+def test_checked_in_file_is_what_compose_py_renders():
+    assert (ROOT / "infra" / "docker-compose.yml").read_text() == render(), (
+        "infra/docker-compose.yml drifted from infra/compose.py: run `.venv/bin/python -m infra.compose`")
+    assert yaml.safe_load(render()) == document()  # the text says what the data says
+
+
+def test_services_run_what_lmforge_up_runs():
+    services, cfg = compose()["services"], COMPOSE_SERVERS
+    env = worker_env(f"http://prefect-server:{cfg.prefect_port}", f"http://mlflow:{cfg.mlflow_port}", "/data/lmforge",
+                     "/app")
+    assert services["worker"]["command"] == worker_command("lmforge-local") and services["worker"]["environment"] == env
+    assert services["prefect-server"]["ports"] == [f"{ServersConfig().prefect_port}:{cfg.prefect_port}"]
+    assert ["prefect", "concurrency-limit", "create", GPU_TAG, "1"] in SETUP_COMMANDS
+    assert services["prefect-setup"]["command"][2].endswith(f"concurrency-limit create {GPU_TAG} 1")
 
 
 def test_stores_are_the_postgres_databases_the_init_script_creates():
@@ -47,3 +56,9 @@ def test_every_dependency_names_a_defined_service():
             assert dependency in services, f"{name} depends on undefined service {dependency}"
     for volume in ("postgres-data", "minio-data", "lmforge-data"):
         assert volume in compose()["volumes"]
+
+
+def test_the_limited_tag_is_the_one_training_runs_carry():
+    from flows.pipeline import sft_on_accelerator, train_on_accelerator
+
+    assert train_on_accelerator.tags == sft_on_accelerator.tags == {GPU_TAG}

@@ -1,20 +1,14 @@
-"""Device-independent parts of `models.parallelize`: the peak-FLOPS table, dtype choice on CPU, one-process helpers."""
+"""Device-independent parts of the run-time modules: the peak-FLOPS table (`models.flops`), dtype choice on CPU
+(`models.devices`), one-process helpers (`models.distributed`)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from models.parallelize import (
-    PEAK_FLOPS,
-    DistInfo,
-    mean_over_ranks,
-    min_over_ranks,
-    peak_flops,
-    peak_flops_of,
-    rank0_value,
-    resolve_dtype,
-)
+from models.devices import resolve_dtype
+from models.distributed import DistInfo, mean_over_ranks, min_over_ranks, rank0_value
+from models.flops import PEAK_FLOPS, peak_flops, peak_flops_of
 
 
 @pytest.mark.parametrize(
@@ -53,3 +47,15 @@ def test_dtypes_on_cpu_and_one_process_agreement():
     assert resolve_dtype("auto", cpu) == torch.float32 and resolve_dtype("float16", cpu) == torch.float16
     assert rank0_value(DistInfo(), 1.5, cpu) == 1.5 and min_over_ranks(DistInfo(), 3.0, cpu) == 3.0
     assert mean_over_ranks(DistInfo(), 2.5, cpu) == 2.5
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the rule on a machine without CUDA")
+def test_one_device_rule_for_training_and_the_chat_engine(tmp_path):
+    from models.devices import resolve_device
+    from models.generate import ChatEngine
+
+    assert resolve_device("auto") == torch.device("cpu") and resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError):
+        resolve_device("cuda")
+    with pytest.raises(ValueError):  # the same rule, before any file is read
+        ChatEngine.from_checkpoint(tmp_path / "missing", device="cuda")

@@ -102,12 +102,18 @@ def test_ddp_time_budget_one_clock_same_lr_and_last_step_on_every_rank(tokens, t
     assert json.loads(ranks[0][-1])[1] < cfg.max_seconds <= manifest["stats"]["train_seconds"]
 
 
+@pytest.fixture(scope="module")
+def one_process(tokens, tmp_path_factory):
+    """The reference of the accumulation tests, trained once: one process, 2 micro-batches of 4 rows per step."""
+    one = small(max_steps=3, batch_size=4, tokens_per_step=256, warmup_steps=0)
+    return one, run_train(one, tokens, tmp_path_factory.mktemp("one"))
+
+
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])  # compile wraps DDP / the FSDP model
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
-def test_two_ranks_with_accumulation_equal_one_process(tokens, tmp_path, strategy, compiled):
-    # one process: 2 micro-batches of 4 rows per step; two ranks: 2 micro-batches of 2 rows each: the same tokens
-    one = small(max_steps=3, batch_size=4, tokens_per_step=256, warmup_steps=0)
-    single = run_train(one, tokens, tmp_path / "one")
+def test_two_ranks_with_accumulation_equal_one_process(tokens, one_process, tmp_path, strategy, compiled):
+    # two ranks: 2 micro-batches of 2 rows each: the same tokens as the one-process reference's 4-row micro-batches
+    one, single = one_process
     two = one.model_copy(update={"batch_size": 2, "distributed": strategy, "compile": compiled})
     manifest = torchrun(two, tokens, tmp_path / "two")
     assert manifest["stats"]["world_size"] == 2 and manifest["stats"]["grad_accum"] == 2
