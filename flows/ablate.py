@@ -21,7 +21,7 @@ from tasks.ablate.results import AblationSummary, log_arm, write_ablation
 from tasks.collect.crawl import crawl
 from tasks.collect.mixture import mix
 from tasks.core.artifacts import ShardSet
-from tasks.core.report import tracked_run
+from tasks.core.report import stage_done, tracked_run
 from tasks.curate.curate import curate
 from tasks.evaluate.evaluate import evaluate
 from tasks.pretrained.importer import import_base
@@ -68,12 +68,18 @@ class AblationConfig(BaseModel):
         return seeds
 
 
-def data_stages(cfg: PipelineConfig) -> ShardSet:
+def data_stages(cfg: PipelineConfig, label: str) -> ShardSet:
     """crawl (→ mix) → curate → shard of one config; each a cached stage."""
     docs = crawl(cfg.crawl)
+    stage_done("crawl", docs, label)
     if cfg.mixture.datasets:
         docs = mix(cfg.mixture, docs)
-    return shard(cfg.shard, curate(cfg.curate, docs))
+        stage_done("mix", docs, label)
+    curated = curate(cfg.curate, docs)
+    stage_done("curate", curated, label)
+    shards = shard(cfg.shard, curated)
+    stage_done("shard", shards, label)
+    return shards
 
 
 @flow(name="ablate", log_prints=True)
@@ -83,24 +89,28 @@ def ablate(cfg: AblationConfig = AblationConfig()) -> AblationSummary:
     # samples and safety probes are not compared across arms: scoring them per arm would only cost time
     eval_cfg = base.evaluate.model_copy(update={"prompts": [], "safety_prompts": []})
     with tracked_run(base.tracking, f"{base.name}-ablate", cfg.model_dump(mode="json")) as parent:
-        base_shards = data_stages(base)
+        base_shards = data_stages(base, "base")
         tokenize_cfg, init_from = base.tokenize, None
         if base.base is not None:
             imported = import_base(base.base)
             tokenize_cfg = tokenize_cfg.model_copy(update={"tokenizer_file": imported.tokenizer_file})
             init_from = str(imported.dir / imported.checkpoint)
         heldout = tokenize(tokenize_cfg, base_shards)  # the held-out set; trains the one BPE when there is no base
+        stage_done("tokenize", heldout, "base")
         shared = tokenize_cfg.model_copy(update={"tokenizer_file": tokenize_cfg.tokenizer_file
                                                  or str(heldout.dir / heldout.tokenizer_file)})
         arms = []
         for recipe in cfg.recipes:
-            shards = data_stages(recipes[recipe.name])
+            shards = data_stages(recipes[recipe.name], recipe.name)
             same_data = shards.manifest_sha256 == base_shards.manifest_sha256
             tokens = heldout if same_data else tokenize(shared, shards)
+            stage_done("tokenize", tokens, recipe.name)
             for seed in cfg.seeds:
                 train_cfg = proxy_train_config(base.train, cfg.token_budget, seed, init_from)
                 checkpoint = train.with_options(tags=["gpu"])(train_cfg, tokens)
+                stage_done("train", checkpoint, f"{recipe.name}/seed={seed}")
                 report = evaluate(eval_cfg, checkpoint, heldout)
+                stage_done("evaluate", report, f"{recipe.name}/seed={seed}")
                 arms.append(log_arm(base.tracking, parent, recipe, seed, shards, tokens, checkpoint, report))
         summary = write_ablation(base.tracking, parent, base.name, cfg.recipes, arms, cfg.metric, cfg.maximize,
                                  cfg.alpha)

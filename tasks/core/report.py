@@ -140,6 +140,13 @@ def track_stage(cfg: TrackingConfig, run_id: str, stage: str, ref: StageRef) -> 
         )
 
 
+def stage_done(stage: str, ref: StageRef, label: str) -> None:
+    """End `stage`'s console line with its result, tagged `label` (a flow that runs a stage once per recipe or arm,
+    logging to MLflow itself); a stage read from the cache gets its line too."""
+    progress.update(stage, note=label)  # a fresh line when this stage's last one has already finished
+    progress.finish(stage, f"[{label}] {stage_result(stage, ref)}")
+
+
 # Where the MLflow UI of a local store is served: `lmforge up` starts it on this address by default.
 LOCAL_MLFLOW_UI = "http://127.0.0.1:5000"
 FIGURES = {"training_curve.png": "Training curve", "data_funnel.png": "Data funnel"}
