@@ -12,7 +12,7 @@ trained on the base data's train split, or the imported base model's.
 from __future__ import annotations
 
 from prefect import flow
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from flows.config import PipelineConfig, recipe_config
 from flows.presets import tiny_cpu
@@ -60,6 +60,12 @@ class AblationConfig(BaseModel):
             raise ValueError(f"recipes: give at least one, with unique names; got {names}")
         return recipes
 
+    @model_validator(mode="after")
+    def _recipes_apply(self) -> AblationConfig:
+        for recipe in self.recipes:  # a recipe that overrides the yardstick or names no field fails here, up front
+            recipe_config(self.base, recipe)
+        return self
+
     @field_validator("seeds")
     @classmethod
     def _seeds(cls, seeds: list[int]) -> list[int]:
@@ -85,7 +91,7 @@ def data_stages(cfg: PipelineConfig, label: str) -> ShardSet:
 @flow(name="ablate", log_prints=True)
 def ablate(cfg: AblationConfig = AblationConfig()) -> AblationSummary:
     base = cfg.base
-    recipes = {r.name: recipe_config(base, r) for r in cfg.recipes}  # every recipe valid before anything runs
+    recipes = {r.name: recipe_config(base, r) for r in cfg.recipes}
     # samples and safety probes are not compared across arms: scoring them per arm would only cost time
     eval_cfg = base.evaluate.model_copy(update={"prompts": [], "safety_prompts": []})
     with tracked_run(base.tracking, f"{base.name}-ablate", cfg.model_dump(mode="json")) as parent:

@@ -88,6 +88,8 @@ def test_recipes_may_change_only_the_data():
     assert recipe_config(mixed, Recipe(name="w", weights={"wiki": 0.25})).mixture.datasets[0].weight == 0.25
     with pytest.raises(ValueError, match="unique names"):
         AblationConfig(recipes=[Recipe(name="a"), Recipe(name="a")])
+    with pytest.raises(ValueError, match=r"recipe 'bigger' overrides \['train'\]"):  # the config, before any run
+        AblationConfig(recipes=[Recipe(name="bigger", overrides={"train": {"lr": 0.1}})])
 
 
 def test_verdict_is_an_exact_permutation_test():
