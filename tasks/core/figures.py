@@ -108,7 +108,7 @@ def ablation_chart(recipes: list[tuple[str, list[float]]], metric: str, png: Pat
     ax.set_xlim(low - pad, high + pad)  # the differences, not the distance from zero, are what matter
     ax.set_xlabel(metric)
     ax.grid(alpha=0.3, axis="x")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     ax.set_title(f"Ablation: {metric} per recipe")
     fig.tight_layout()
     fig.savefig(png)

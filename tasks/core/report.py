@@ -86,6 +86,8 @@ def stage_result(stage: str, ref: StageRef) -> str:
     if stage == "curate":
         return (f"{stats.get('docs_in', 0):,.0f} → {stats.get('docs_out', 0):,.0f} documents, "
                 f"{stats.get('tokens_out', 0):,.0f} words kept")
+    if isinstance(ref, DocSet) and ref.sources:  # the mix stage: what each source contributed
+        return f"{ref.n_docs} documents: " + " + ".join(f"{s.documents} {s.name}" for s in ref.sources)
     if isinstance(ref, ShardSet):
         return f"{len(ref.files)} Parquet shards, {ref.n_docs} documents, {ref.n_bytes / 1e6:.1f} MB"
     if isinstance(ref, TokenSet):
