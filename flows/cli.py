@@ -171,6 +171,44 @@ def cmd_run(args: argparse.Namespace, state: RunState) -> int:
     return 0
 
 
+def ablation_config(args: argparse.Namespace):
+    """The base pipeline config (preset, --config, --set) plus the ablation plan (--recipes file, then flags)."""
+    import yaml
+
+    from flows.ablate import AblationConfig
+
+    plan: dict = {}
+    try:
+        if args.recipes is not None:
+            if not args.recipes.is_file():
+                raise FileNotFoundError(f"recipes file {args.recipes} does not exist")
+            with open(args.recipes, encoding="utf-8") as stream:
+                loaded = yaml.safe_load(stream) or {}
+            # a list of recipes, or a mapping with `recipes` and any other AblationConfig field but `base`
+            plan = {"recipes": loaded} if isinstance(loaded, list) else dict(loaded)
+            if "base" in plan:
+                raise ValueError(f"{args.recipes}: the base config comes from --preset/--config/--set, not the "
+                                 "recipes file")
+        for key in ("seeds", "token_budget", "metric"):
+            if getattr(args, key) is not None:
+                plan[key] = getattr(args, key)
+        return AblationConfig.model_validate({"base": resolved_config(args), **plan})
+    except (ValueError, FileNotFoundError, yaml.YAMLError) as error:
+        raise config_error(error, AblationConfig) from None
+
+
+def cmd_ablate(args: argparse.Namespace, state: RunState) -> int:
+    cfg = ablation_config(args)
+    from flows.ablate import ablate
+
+    with quiet_console(args, state), prefect_run():
+        summary = ablate(cfg)
+    print(f"\nlmforge ablation finished: {len(cfg.recipes)} recipes × {len(cfg.seeds)} seeds, "
+          f"{cfg.token_budget:,} tokens each\n\n{summary.table}")
+    print(f"Table, chart and per-arm results: {summary.out_dir}; MLflow parent run {summary.parent_run_id}")
+    return 0
+
+
 def cmd_retrain(args: argparse.Namespace, state: RunState) -> int:
     from flows.retrain import RetrainConfig, retrain
 
@@ -346,6 +384,13 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--model", default="models:/lmforge@champion", help="models:/name@alias or checkpoint dir")
 
     command("run", cmd_run, "run the whole pipeline (crawl → … → register) as a Prefect flow")
+    ablation = command("ablate", cmd_ablate, "compare data recipes: recipes × seeds of small proxy models")
+    ablation.add_argument("--recipes", type=Path, default=None, help="YAML: a list of recipes ({name, description, "
+                          "overrides, weights}) or a mapping with `recipes:` and seeds/token_budget/metric/alpha")
+    ablation.add_argument("--seeds", type=lambda v: [int(x) for x in v.split(",")], default=None,
+                          help="comma-separated training seeds, e.g. 0,1,2")
+    ablation.add_argument("--token-budget", type=int, default=None, help="tokens each proxy trains on")
+    ablation.add_argument("--metric", default=None, help="ranking metric (default val_bpb)")
     retrain = command("retrain", cmd_retrain, "retrain now: new pages since the last crawl, continue the champion")
     retrain.add_argument("--from-scratch", action="store_true", help="train a new model instead of continuing")
     finetune = command("finetune", cmd_finetune, "fine-tune a registered model (chat SFT or a classifier)", presets=False)

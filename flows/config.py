@@ -14,7 +14,9 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from tasks.ablate.plan import Recipe, check_data_only, with_weights
 from tasks.collect.config import CrawlConfig
+from tasks.collect.mixture import MixtureConfig
 from tasks.core.tracking import TrackingConfig
 from tasks.curate.config import CurateConfig
 from tasks.evaluate.evaluate import EvalConfig
@@ -39,6 +41,8 @@ class PipelineConfig(BaseModel):
         "tokenizer encodes the corpus, train continues its pretraining. None = train from scratch.",
     )
     crawl: CrawlConfig = Field(default_factory=CrawlConfig, description="Collect: seeds, scope, politeness.")
+    mixture: MixtureConfig = Field(default_factory=MixtureConfig, description="Collect: local datasets (Parquet/"
+                                   "JSONL) mixed into the crawl at weights; none by default.")
     curate: CurateConfig = Field(default_factory=CurateConfig, description="Curate: filters and dedup.")
     shard: ShardConfig = Field(default_factory=ShardConfig, description="Shard: Parquet output.")
     tokenize: TokenizeConfig = Field(default_factory=TokenizeConfig, description="Tokenize: BPE and token shards.")
@@ -110,3 +114,16 @@ def apply_sources(
     for override in overrides:
         data = merge_into(model_type, data, parse_override(override))
     return model_type.model_validate(data)
+
+
+def recipe_config(base: PipelineConfig, recipe: Recipe) -> PipelineConfig:
+    """`base` with an ablation recipe's data overrides and mixture weights applied; errors name the recipe."""
+    from pydantic import ValidationError
+
+    data = merge_into(PipelineConfig, base.model_dump(mode="json"), check_data_only(recipe))
+    if recipe.weights:
+        data["mixture"] = with_weights(data["mixture"], recipe)
+    try:
+        return PipelineConfig.model_validate({**data, "name": f"{base.name}/{recipe.name}"})
+    except ValidationError as error:
+        raise ValueError(f"recipe {recipe.name!r}: {error}") from None

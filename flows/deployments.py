@@ -13,6 +13,7 @@ from flows.stages import (
     curate_flow,
     evaluate_flow,
     import_flow,
+    mix_flow,
     shard_flow,
     tokenize_flow,
     train_flow,
@@ -23,6 +24,7 @@ RETRAIN_CRON = "0 3 * * 1"  # weekly, Monday 03:00 UTC
 
 def build_deployments(retrain_cron: str | None = RETRAIN_CRON) -> list:
     """Every deployment with its typed parameters; Prefect derives the UI form from the pydantic configs."""
+    from flows.ablate import ablate
     from flows.finetune import finetune
     from flows.quality import train_quality
     from flows.retrain import retrain
@@ -49,8 +51,12 @@ def build_deployments(retrain_cron: str | None = RETRAIN_CRON) -> list:
             name="sweep", tags=["lmforge"],
             description="Hyperparameter search (grid or random) on a short budget; best values as a config override.",
         ),
+        ablate.to_deployment(
+            name="ablate", tags=["lmforge"],
+            description="Data ablation: recipes × seeds of small proxies on one held-out set; table, chart, verdict.",
+        ),
     ]
-    for stage_flow in (crawl_flow, curate_flow, shard_flow, import_flow, tokenize_flow, train_flow, evaluate_flow):
+    for stage_flow in (crawl_flow, mix_flow, curate_flow, shard_flow, import_flow, tokenize_flow, train_flow, evaluate_flow):
         deployments.append(stage_flow.to_deployment(name=stage_flow.name, tags=["lmforge", "stage"]))
     return deployments
 

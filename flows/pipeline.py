@@ -1,4 +1,4 @@
-"""The whole DAG: crawl → curate → shard → tokenize → train → evaluate → register, as one Prefect flow.
+"""The whole DAG: crawl (→ mix) → curate → shard → tokenize → train → evaluate → register, as one Prefect flow.
 
 Composition only: each stage is a task from `tasks/`, handed the previous stage's ref. Finished stages are skipped
 on a rerun (their directory already holds a manifest), so a failed run picks up where it stopped. With `cfg.base`
@@ -15,6 +15,7 @@ from flows.config import PipelineConfig
 from flows.presets import tiny_cpu
 from infra.servers import GPU_TAG
 from tasks.collect.crawl import crawl
+from tasks.collect.mixture import mix
 from tasks.core.report import PipelineSummary, summarize, track_stage, tracked_run
 from tasks.curate.curate import curate
 from tasks.evaluate.evaluate import evaluate
@@ -38,7 +39,11 @@ def pipeline(cfg: PipelineConfig = tiny_cpu()) -> PipelineSummary:
     with tracked_run(cfg.tracking, cfg.name, cfg.model_dump(mode="json")) as run_id:
         docs = crawl(cfg.crawl)
         track_stage(cfg.tracking, run_id, "crawl", docs)
-        curated = curate(cfg.curate, docs)
+        mixed = docs
+        if cfg.mixture.datasets:
+            mixed = mix(cfg.mixture, docs)
+            track_stage(cfg.tracking, run_id, "mix", mixed)
+        curated = curate(cfg.curate, mixed)
         track_stage(cfg.tracking, run_id, "curate", curated)
         shards = shard(cfg.shard, curated)
         track_stage(cfg.tracking, run_id, "shard", shards)

@@ -11,6 +11,7 @@ from prefect import flow
 from infra.servers import GPU_TAG
 from tasks.collect.config import CrawlConfig
 from tasks.collect.crawl import crawl
+from tasks.collect.mixture import MixtureConfig, mix
 from tasks.core.artifacts import CheckpointRef, DocSet, EvalReport, ShardSet, TokenSet
 from tasks.curate.config import CurateConfig
 from tasks.curate.curate import curate
@@ -24,6 +25,11 @@ from tasks.train.train import TrainConfig, train
 @flow(name="crawl")
 def crawl_flow(cfg: CrawlConfig) -> DocSet:
     return crawl(cfg)
+
+
+@flow(name="mix")
+def mix_flow(cfg: MixtureConfig, docs: DocSet) -> DocSet:
+    return mix(cfg, docs)
 
 
 @flow(name="curate")

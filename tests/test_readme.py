@@ -74,6 +74,8 @@ def makefile_recipe(target: str) -> list[str]:
 
 def write_user_files(demo: DemoRun) -> None:
     cwd = demo.cwd
+    (cwd / "recipes.yaml").write_text("recipes:\n  - name: baseline\n  - name: no-dedup\n"
+                                      "    overrides: {curate: {exact_dedup: false, minhash: false}}\n")
     (cwd / "my.yaml").write_text(f"crawl:\n  local_site:\n    roots: {{site: '{demo.site}'}}\n")
     (cwd / "notes.txt").write_text("The quiet river carries the golden lantern near the old bridge.\n")
     hellaswag = [("The quiet river", 0, ["carries the golden lantern.", "is a fox.", "reads JSON.", "Debian."])]
@@ -171,6 +173,15 @@ def run_pipeline(demo: DemoRun, command: str) -> None:
     assert "lmforge pipeline finished" in done.stdout
     if "base.source" in command:  # adapted from the base: before → after, the base registered, answers printed
         assert "base model" in done.stdout and "val_bpb base → adapted" in done.stdout and "\nQ: " in done.stdout
+
+
+def run_ablate(demo: DemoRun, command: str) -> None:
+    """2 recipes × 2 seeds of the demo's tiny model on the tiny site, a few training steps each."""
+    command = re.sub(r"--token-budget \S+", "--token-budget 2048", re.sub(r"--seeds \S+", "--seeds 0,1", command))
+    budget = [*demo_budget(), f"crawl.local_site.roots={{site: {demo.site}}}", "evaluate.max_val_tokens=4000"]
+    done = ok(demo, f"{command} {demo.budget(budget)}")
+    assert "lmforge ablation finished: 2 recipes × 2 seeds" in done.stdout and "Verdict:" in done.stdout, done.stdout
+    assert "| baseline | 2 |" in done.stdout and "| no-dedup | 2 |" in done.stdout, done.stdout
 
 
 def demo_budget() -> list[str]:
@@ -336,6 +347,7 @@ HANDLERS: dict[str, Callable[[DemoRun, str], None]] = {
     "lmforge down": run_down,
     "lmforge run": run_pipeline,
     "lmforge config": run_config,
+    "lmforge ablate": run_ablate,
     "lmforge import": run_import,
     "lmforge eval": run_eval,
     "lmforge finetune": run_finetune,

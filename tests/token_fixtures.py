@@ -44,6 +44,7 @@ def write_shards(root: Path, docs_per_shard: list[list[str]]) -> ShardSet:
             "token_count": [len(d.split()) for d in docs],
             "source_warc": [None] * len(docs),
             "source_record_id": [None] * len(docs),
+            "source": ["crawl"] * len(docs),
         }
         name = f"shard_{index:05d}.parquet"
         pq.write_table(pa.Table.from_pydict(rows, schema=SHARD_SCHEMA), root / name, compression="zstd")

@@ -194,7 +194,7 @@ def doc_row(page: PageExtract, *, url: str, domain: str, fetch_time: str, http_s
     return {"id": doc_id(url), "text": page.text, "url": url, "domain": domain, "title": page.title,
             "author": page.author, "date": page.date, "fetch_time": fetch_time, "http_status": http_status,
             "content_hash": content_hash, "language_hint": page.language_hint, "warc_file": warc_file,
-            "warc_record_id": warc_record_id}
+            "warc_record_id": warc_record_id, "source": "crawl"}
 
 
 def write_docs(rows: list[dict[str, Any]], path: Path) -> None:

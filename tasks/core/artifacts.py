@@ -45,11 +45,32 @@ class StageRef(BaseModel):
         return json.loads((self.dir / MANIFEST).read_text())
 
 
+class SourceFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str
+    sha256: str
+
+
+class SourceRecord(BaseModel):
+    """One source of a document mixture (the crawl, or a named local dataset): the lineage of its documents."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(description="The value of the documents' `source` column.")
+    kind: str = Field(description="crawl, parquet or jsonl.")
+    weight: float | None = Field(description="Bytes per byte of crawled text (None: every row; the crawl: 1).")
+    documents: int
+    bytes: int = Field(description="UTF-8 bytes of text taken.")
+    license: str = "unknown"
+    files: list[SourceFile] = Field(default_factory=list, description="Files read, with their sha256.")
+
+
 class DocSet(StageRef):
     """Documents as Parquet files (crawl output: `tasks.core.schema.DOC_SCHEMA`)."""
 
     files: list[str] = Field(description="Parquet files, relative to `path`.")
     n_docs: int
+    sources: list[SourceRecord] = Field(default_factory=list, description="The mixture's sources (mix stage and "
+                                        "after); [] = the crawl alone.")
 
 
 class ShardSet(StageRef):
@@ -58,6 +79,7 @@ class ShardSet(StageRef):
     files: list[str] = Field(description="Parquet shards, relative to `path`.")
     n_docs: int
     n_bytes: int = Field(description="UTF-8 bytes of text over all shards.")
+    sources: list[SourceRecord] = Field(default_factory=list, description="The mixture's sources; [] = the crawl.")
 
 
 class TokenSet(StageRef):

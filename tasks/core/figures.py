@@ -1,8 +1,9 @@
-"""The pictures a pipeline run logs to MLflow: the training curve and the curation funnel, as PNG files.
+"""The pictures runs log to MLflow: the training curve, the curation funnel and an ablation's chart, as PNG files.
 
 `training_curve(log_jsonl, tokens_per_step, png)` plots train and val loss against tokens seen, with the learning
 rate on a second axis, from the trainer's `log.jsonl`; `data_funnel(curate_stats, png)` plots documents and tokens
-kept after each curation step, with each step's largest drop reasons written beside its bars. matplotlib is
+kept after each curation step, with each step's largest drop reasons written beside its bars; `ablation_chart`
+plots an ablation's per-recipe mean and seed values. matplotlib is
 imported inside the functions (heavy) and runs headless (Agg).
 """
 
@@ -82,6 +83,33 @@ def data_funnel(stats: dict[str, Any], png: Path) -> Path:
         docs_ax.text(kept, y, label, va="center", fontsize=8)
     docs_ax.set_xlim(0, max(docs or [1]) * 1.9)  # room for the labels
     fig.suptitle("Data funnel: curation steps in order")
+    fig.tight_layout()
+    fig.savefig(png)
+    plt.close(fig)
+    return png
+
+
+def ablation_chart(recipes: list[tuple[str, list[float]]], metric: str, png: Path) -> Path:
+    """Per recipe (best first, on top): the mean of `metric` over seeds as a bar with ± one standard deviation, and
+    every seed's value as a dot, so the spread the verdict weighs is visible."""
+    import statistics
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 0.6 * len(recipes) + 1.6), dpi=110)
+    names = [name for name, _ in recipes][::-1]
+    values = [vals for _, vals in recipes][::-1]
+    means = [statistics.fmean(v) for v in values]
+    stds = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in values]
+    ax.barh(names, means, xerr=stds, color="tab:blue", alpha=0.5, capsize=4, label="mean ± std over seeds")
+    for y, vals in enumerate(values):
+        ax.plot(vals, [y] * len(vals), "o", color="tab:orange", label="one seed" if y == 0 else None)
+    low, high = min(min(v) for v in values), max(max(v) for v in values)
+    pad = (high - low) * 0.5 or abs(high) * 0.05 or 1.0
+    ax.set_xlim(low - pad, high + pad)  # the differences, not the distance from zero, are what matter
+    ax.set_xlabel(metric)
+    ax.grid(alpha=0.3, axis="x")
+    ax.legend(loc="best", fontsize=8)
+    ax.set_title(f"Ablation: {metric} per recipe")
     fig.tight_layout()
     fig.savefig(png)
     plt.close(fig)

@@ -86,6 +86,8 @@ def stage_result(stage: str, ref: StageRef) -> str:
     if stage == "curate":
         return (f"{stats.get('docs_in', 0):,.0f} → {stats.get('docs_out', 0):,.0f} documents, "
                 f"{stats.get('tokens_out', 0):,.0f} words kept")
+    if isinstance(ref, DocSet) and ref.sources:  # the mix stage: what each source contributed
+        return f"{ref.n_docs} documents: " + " + ".join(f"{s.documents} {s.name}" for s in ref.sources)
     if isinstance(ref, ShardSet):
         return f"{len(ref.files)} Parquet shards, {ref.n_docs} documents, {ref.n_bytes / 1e6:.1f} MB"
     if isinstance(ref, TokenSet):
@@ -138,6 +140,13 @@ def track_stage(cfg: TrackingConfig, run_id: str, stage: str, ref: StageRef) -> 
         create_table_artifact(
             key=f"stage-{stage}", table=rows, description=f"{stage}: statistics of {ref.path} ({manifest.get('seconds')} s)"
         )
+
+
+def stage_done(stage: str, ref: StageRef, label: str) -> None:
+    """End `stage`'s console line with its result, tagged `label` (a flow that runs a stage once per recipe or arm,
+    logging to MLflow itself); a stage read from the cache gets its line too."""
+    progress.update(stage, note=label)  # a fresh line when this stage's last one has already finished
+    progress.finish(stage, f"[{label}] {stage_result(stage, ref)}")
 
 
 # Where the MLflow UI of a local store is served: `lmforge up` starts it on this address by default.

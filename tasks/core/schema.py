@@ -23,7 +23,8 @@ DOC_SCHEMA = pa.schema(
         pa.field("content_hash", pa.string(), nullable=False),  # sha256 of the raw HTTP body
         pa.field("language_hint", pa.string()),  # <html lang> or Content-Language, unverified
         pa.field("warc_file", pa.string()),  # WARC file holding the raw response
-        pa.field("warc_record_id", pa.string()),
+        pa.field("warc_record_id", pa.string()),  # a local dataset's document: `<file>#<row id>`
+        pa.field("source", pa.string()),  # "crawl" or a local dataset's name (tasks.collect.mixture); null = crawl
     ]
 )
 
@@ -41,6 +42,7 @@ SHARD_SCHEMA = pa.schema(
         pa.field("minhash_cluster_size", pa.int32(), nullable=False),  # near-duplicates removed for this doc + 1
         pa.field("token_count", pa.int32(), nullable=False),  # whitespace words (tokenizer-independent)
         pa.field("source_warc", pa.string()),
-        pa.field("source_record_id", pa.string()),
+        pa.field("source_record_id", pa.string()),  # a local dataset's document: `<file>#<row id>`
+        pa.field("source", pa.string(), nullable=False),  # "crawl" or the local dataset's name (mixture provenance)
     ]
 )

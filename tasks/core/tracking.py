@@ -88,6 +88,29 @@ def open_run(cfg: TrackingConfig, run_name: str, params: dict[str, Any], tags: d
     return run.info.run_id
 
 
+def log_child_run(
+    cfg: TrackingConfig, parent_run_id: str, run_name: str, params: dict[str, str], metrics: dict[str, float],
+    tags: dict[str, str],
+) -> str:
+    """One finished MLflow child run of `parent_run_id` (a sweep trial, an ablation arm); non-finite metrics are left
+    out (MLflow stores them, but they break its charts). Returns the child's run id."""
+    import math
+
+    from mlflow.entities import Metric, Param, RunTag
+
+    mlflow_client = client(cfg)
+    parent = mlflow_client.get_run(parent_run_id)
+    run = mlflow_client.create_run(parent.info.experiment_id, run_name=run_name,
+                                   tags={"mlflow.parentRunId": parent_run_id, **tags})
+    items = [Param(key, value[:6000]) for key, value in params.items()]
+    finite = [Metric(key, float(value), 0, 0) for key, value in metrics.items() if math.isfinite(float(value))]
+    for start in range(0, max(len(items), len(finite)), 100):  # MLflow caps a batch at 100 params
+        mlflow_client.log_batch(run.info.run_id, params=items[start : start + 100], metrics=finite[start : start + 100])
+    mlflow_client.log_batch(run.info.run_id, tags=[RunTag("lmforge.run_name", run_name)])
+    mlflow_client.set_terminated(run.info.run_id)
+    return run.info.run_id
+
+
 def numeric_stats(stats: dict[str, Any], prefix: str = "") -> dict[str, float]:
     """The numbers in a (nested) stats dict, keyed `a/b/c`, as MLflow metrics."""
     out: dict[str, float] = {}

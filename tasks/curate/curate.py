@@ -68,7 +68,7 @@ def run_curate(cfg: CurateConfig, docs: DocSet, out: Path) -> DocSet:
     n_in = split_input(docs, cfg.tasks, out / "work" / "input")
     stats = build_and_run(cfg, out, n_in, index_root=Path(cfg.dedup_index_dir or lmforge_home() / "dedup-index"))
     files = sorted(p.relative_to(out).as_posix() for p in (out / "docs").glob("*.parquet"))
-    ref = DocSet(path=str(out), files=files, n_docs=int(stats["docs_out"]))
+    ref = DocSet(path=str(out), files=files, n_docs=int(stats["docs_out"]), sources=docs.sources)
     return finish_stage(out, ref, config=cfg, stats=stats, files=files, started=t0)
 
 

@@ -256,4 +256,5 @@ def shard_row_adapter(self, doc: Document) -> dict:
         "token_count": len(doc.text.split()),
         "source_warc": meta.get("warc_file"),
         "source_record_id": meta.get("warc_record_id"),
+        "source": str(meta.get("source") or "crawl"),  # documents crawled before mixtures existed have none
     }

@@ -51,6 +51,15 @@ def write_dataset_card(path: Path, cfg: Any, docs: DocSet, stats: dict[str, Any]
     licence_rows = [[d, n, cfg.license_notes.get(d, "unknown")] for d, n in sorted(domains.items(), key=_by_count)]
     lang_rows = [[lang, n] for lang, n in sorted(stats["languages"].items(), key=_by_count)]
     config = curate.get("config") or {}
+    mixture = []
+    if docs.sources:  # a mixture: each source's share and the files (with sha256) its documents came from
+        kept = stats.get("sources", {})
+        mixture.append(_table(
+            ["source", "kind", "weight", "documents mixed in", "documents after curation", "licence"],
+            [[s.name, s.kind, "all" if s.weight is None else s.weight, s.documents, kept.get(s.name, 0), s.license]
+             for s in docs.sources]))
+        mixture.append("\n".join(f"- `{s.name}`: `{f.path}` sha256 `{f.sha256}`" for s in docs.sources
+                                 for f in s.files if s.kind != "crawl"))
     parts = [
         f"# {cfg.card_title}",
         f"{stats['n_docs']} documents, {stats['n_tokens']} whitespace tokens, {stats['n_bytes']} UTF-8 bytes of text "
@@ -58,6 +67,7 @@ def write_dataset_card(path: Path, cfg: Any, docs: DocSet, stats: dict[str, Any]
         "## Sources",
         f"Crawled between {date_range[0] or '?'} and {date_range[1] or '?'} (fetch times, UTC).",
         _table(["domain", "documents", "licence (as known)"], licence_rows),
+        *mixture,
         "## Curation",
         f"Documents in: {int(cstats.get('docs_in', 0))}; out: {int(cstats.get('docs_out', stats['n_docs']))}. "
         f"Languages kept: {config.get('languages') or 'all'} (threshold {config.get('language_threshold', '?')}); "

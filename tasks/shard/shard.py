@@ -68,6 +68,7 @@ def run_shard(cfg: ShardConfig, docs: DocSet, out: Path) -> ShardSet:
     pending_bytes = n_bytes = n_tokens = 0
     languages: Counter[str] = Counter()
     domains: Counter[str] = Counter()
+    sources: Counter[str] = Counter()
     dates: list[str] = []
 
     def flush() -> None:
@@ -90,6 +91,7 @@ def run_shard(cfg: ShardConfig, docs: DocSet, out: Path) -> ShardSet:
         n_tokens += int(pc.sum(table["token_count"]).as_py() or 0)
         languages.update(table["language"].to_pylist())
         domains.update(table["domain"].to_pylist())
+        sources.update(table["source"].to_pylist())
         dates += [d for d in table["crawl_date"].to_pylist() if d]
         start = 0
         for i, size in enumerate(text_bytes):  # cut rows so each shard closes at the first row past the target
@@ -104,10 +106,11 @@ def run_shard(cfg: ShardConfig, docs: DocSet, out: Path) -> ShardSet:
 
     n_docs = sum(rows_per_file)
     stats = {"n_shards": len(files), "n_docs": n_docs, "n_bytes": n_bytes, "n_tokens": n_tokens,
-             "languages": dict(languages), "rows_per_shard": {f"{i:05d}": n for i, n in enumerate(rows_per_file)}}
+             "languages": dict(languages),
+             "sources": dict(sorted(sources.items())), "rows_per_shard": {f"{i:05d}": n for i, n in enumerate(rows_per_file)}}
     write_dataset_card(out / "DATASET_CARD.md", cfg, docs, stats, domains,
                        (min(dates), max(dates)) if dates else ("", ""))
-    ref = ShardSet(path=str(out), files=files, n_docs=n_docs, n_bytes=n_bytes)
+    ref = ShardSet(path=str(out), files=files, n_docs=n_docs, n_bytes=n_bytes, sources=docs.sources)
     return finish_stage(out, ref, config=cfg, stats=stats, files=[*files, "DATASET_CARD.md"], started=t0)
 
 

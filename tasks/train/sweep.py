@@ -19,7 +19,7 @@ from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.core.artifacts import CheckpointRef, EvalReport, lmforge_home
-from tasks.core.tracking import TrackingConfig, client
+from tasks.core.tracking import TrackingConfig
 from tasks.train.train import TrainConfig
 
 
@@ -81,25 +81,16 @@ def log_trial(
     metric: str,
 ) -> TrialResult:
     """One MLflow child run per trial: its params, its eval metrics, a link to the checkpoint."""
-    from mlflow.entities import Metric, Param, RunTag
+    from tasks.core.tracking import log_child_run
 
-    mlflow_client = client(tracking)
-    parent = mlflow_client.get_run(parent_run_id)
-    name = ",".join(f"{k}={v}" for k, v in sorted(params.items()))
-    run = mlflow_client.create_run(
-        parent.info.experiment_id, run_name=name,
-        tags={"mlflow.parentRunId": parent_run_id, "lmforge.checkpoint": checkpoint.path},
+    run_id = log_child_run(
+        tracking, parent_run_id, ",".join(f"{k}={v}" for k, v in sorted(params.items())),
+        params={f"train.{k}": str(v) for k, v in params.items()},
+        metrics={**report.metrics, "train_seconds": checkpoint.train_seconds, "steps": checkpoint.step},
+        tags={"lmforge.checkpoint": checkpoint.path, "lmforge.sweep_metric": metric},
     )
-    mlflow_client.log_batch(
-        run.info.run_id,
-        params=[Param(f"train.{k}", str(v)) for k, v in params.items()],
-        metrics=[Metric(k, float(v), 0, 0) for k, v in report.metrics.items() if math.isfinite(float(v))]
-        + [Metric("train_seconds", checkpoint.train_seconds, 0, 0), Metric("steps", checkpoint.step, 0, 0)],
-        tags=[RunTag("lmforge.sweep_metric", metric)],
-    )
-    mlflow_client.set_terminated(run.info.run_id)
     value = float(report.metrics.get(metric, math.inf))
-    return TrialResult(params=params, metric=value, run_id=run.info.run_id, checkpoint=checkpoint.path)
+    return TrialResult(params=params, metric=value, run_id=run_id, checkpoint=checkpoint.path)
 
 
 def best_trial(results: list[TrialResult]) -> TrialResult:

@@ -26,7 +26,8 @@ def write_curated(root: Path):
     texts = [SECTION.format(name=f"fmt{i}") for i in range(6)] + [f"Page {i}. {FILLER}" for i in range(40)]
     rows = [{"id": f"doc-{i}", "text": t, "url": f"http://127.0.0.1/{i}", "domain": "127.0.0.1",
              "crawl_date": "2024-01-01T00:00:00Z", "language": "en", "language_score": 0.99, "quality_score": None,
-             "minhash_cluster_size": 1, "token_count": len(t.split()), "source_warc": None, "source_record_id": None}
+             "minhash_cluster_size": 1, "token_count": len(t.split()), "source_warc": None, "source_record_id": None,
+             "source": "crawl"}
             for i, t in enumerate(texts)]
     root.mkdir(parents=True)
     pq.write_table(pa.Table.from_pylist(rows, schema=SHARD_SCHEMA), root / "shard_00000.parquet")

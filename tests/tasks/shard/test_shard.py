@@ -21,7 +21,7 @@ def curated_docset(out, n=12, language="en") -> DocSet:
             "id": f"doc{i}", "text": text, "url": f"http://site{i % 2}.test/{i}", "domain": f"site{i % 2}.test",
             "crawl_date": f"2024-05-0{1 + i % 3}T12:00:00Z", "language": language, "language_score": 0.9,
             "quality_score": None, "minhash_cluster_size": 1, "token_count": len(text.split()),
-            "source_warc": None, "source_record_id": None,
+            "source_warc": None, "source_record_id": None, "source": "crawl",
         })
     (out / "docs").mkdir(parents=True)
     files = []
