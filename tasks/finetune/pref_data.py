@@ -60,6 +60,10 @@ class PreferenceDataConfig(BaseModel):
     spin_max_tokens: int = Field(default=96, ge=1, description="Longest sampled (rejected) answer, in tokens.")
     spin_temperature: float = Field(default=0.8, ge=0, description="Sampling temperature of the rejected answers.")
     max_pairs: int = Field(default=0, ge=0, description="Keep at most this many pairs from the files (0 = all).")
+    skip_bad_lines: bool = Field(
+        default=False, description="Leave out (and count) malformed rows instead of failing; HH-RLHF has a few "
+        "dialogues with merged turns. A line that is not JSON still fails.",
+    )
     val_fraction: float = Field(default=0.1, ge=0, lt=1, description="Share of prompts held out (never trained on).")
     seed: int = Field(default=0, description="Seed of the split and the sampling.")
 
@@ -110,8 +114,9 @@ def normalise_pair(record: dict[str, Any]) -> dict[str, Any]:
             "rejected": answer_of(rejected[shared:], "rejected")}
 
 
-def read_pairs(path: Path | str) -> list[dict[str, Any]]:
-    """Every pair of a preference file; a bad row raises naming `file:line` (or `file row N` for Parquet)."""
+def read_pairs(path: Path | str, skipped: list[str] | None = None) -> list[dict[str, Any]]:
+    """Every pair of a preference file; a bad row raises naming `file:line` (or `file row N` for Parquet), or, when
+    `skipped` is a list, is left out and its `file:line: reason` appended there."""
     path = Path(path)
     rows = read_records(path, "preference file")
     lines = ([n for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if line.strip()]
@@ -122,7 +127,9 @@ def read_pairs(path: Path | str) -> list[dict[str, Any]]:
             pairs.append(normalise_pair(record))
         except ValueError as err:
             where = f"{path}:{lines[i]}" if lines is not None else f"{path} row {i}"
-            raise ValueError(f"{where}: {err}") from None
+            if skipped is None:
+                raise ValueError(f"{where}: {err}") from None
+            skipped.append(f"{where}: {err}")
     return pairs
 
 
@@ -157,7 +164,11 @@ def run_preference_data(cfg: PreferenceDataConfig, base: CheckpointRef | None, c
     sources: list[tuple[str, list[dict[str, Any]]]] = []
     stats: dict[str, Any] = {"sources": {}}
     for name in cfg.files:
-        pairs = read_pairs(name)
+        skipped: list[str] = []
+        pairs = read_pairs(name, skipped if cfg.skip_bad_lines else None)
+        if skipped:
+            stats[f"skipped_bad_lines:{Path(name).name}"] = len(skipped)
+            stats["skipped_examples"] = skipped[:5]
         sources.append((f"file:{Path(name).name}", pairs[: cfg.max_pairs] if cfg.max_pairs else pairs))
     if cfg.spin:
         if base is None or conversations is None:
