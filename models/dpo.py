@@ -47,15 +47,18 @@ def dpo_loss(
 
 
 def completion_kl(
-    model: torch.nn.Module, reference: torch.nn.Module, ids: torch.Tensor, completion: torch.Tensor
+    log_p: torch.Tensor, log_q: torch.Tensor, completion: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sum over completion positions of KL(pi(.|prefix) || pi_ref(.|prefix)), number of those positions), each (N,).
+    """(sum over completion positions of KL(p || q), number of those positions), each (N,), from the next-token
+    log-distributions (N, T-1, V) of the policy (`log_p`) and the reference (`log_q`) on the same sequences (N, T).
 
-    The KL is exact over the vocabulary at each position, on the given (held-out) sequences as prefixes: how far the
-    policy's next-token distribution moved from the reference where it answers."""
-    with torch.no_grad():
-        log_p = torch.log_softmax(model(ids[:, :-1])[0], dim=-1)  # (N, T-1, V)
-        log_q = torch.log_softmax(reference(ids[:, :-1])[0], dim=-1)
-        kl = (log_p.exp() * (log_p - log_q)).sum(dim=-1)  # (N, T-1)
+    The KL is exact over the vocabulary at each position, with the given (held-out) sequences as prefixes: how far
+    the policy's next-token distribution moved from the reference's where it answers."""
+    kl = (log_p.exp() * (log_p - log_q)).sum(dim=-1)  # (N, T-1)
     mask = completion[:, 1:].to(kl.dtype)
     return (kl * mask).sum(dim=-1), mask.sum(dim=-1)
+
+
+def token_logprobs(log_probs: torch.Tensor, ids: torch.Tensor, completion: torch.Tensor) -> torch.Tensor:
+    """Sum of log p over the completion tokens, from next-token log-distributions (N, T-1, V): -> (N,)."""
+    return (log_probs.gather(-1, ids[:, 1:, None])[..., 0] * completion[:, 1:]).sum(dim=-1)

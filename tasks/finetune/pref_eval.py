@@ -25,40 +25,46 @@ from prefect import task
 
 from tasks.core.artifacts import CheckpointRef, EvalReport, finish_stage, load_done, reset_dir, stage_dir
 from tasks.evaluate.config import VAL_DOCS, EvalConfig
-from tasks.finetune.dpo import DPOConfig, encode_pair, pair_batch, pair_logps
+from tasks.finetune.dpo import DPOConfig, encode_pair, pair_batch
 from tasks.finetune.pref_data import PreferenceSet, load_pairs
 from tasks.finetune.sft_data import VAL
 
 
 def preference_metrics(model, reference, tokenizer, pairs: list[dict[str, Any]], beta: float, max_len: int,
                        max_prompt_len: int, batch_size: int = 4, device: str = "cpu") -> dict[str, float]:
-    """The `pref_*` metrics (module doc) of `model` against `reference` on `pairs` (both in eval mode)."""
+    """The `pref_*` metrics (module doc) of `model` against `reference` on `pairs` (both in eval mode). One forward
+    of each model per batch gives both the log-probs and the KL; `reference is model` costs one forward."""
     import torch
 
-    from models.dpo import completion_kl
+    from models.dpo import completion_kl, token_logprobs
 
+    if not pairs:
+        return {}
     max_len = min(max_len, model.config.seq_len)
     encoded = [encode_pair(tokenizer, p, max_len, min(max_prompt_len, max_len - 1)) for p in pairs]
-    chosen, rejected = pair_logps(model, encoded, tokenizer.pad_id, batch_size, device)
-    if reference is model:
-        ref_chosen, ref_rejected = chosen, rejected
-    else:
-        ref_chosen, ref_rejected = pair_logps(reference, encoded, tokenizer.pad_id, batch_size, device)
-    margin = beta * ((chosen - ref_chosen) - (rejected - ref_rejected))  # (N,)
+    logps: dict[str, list] = {"chosen": [], "rejected": [], "ref_chosen": [], "ref_rejected": []}
     kl_sum, kl_tokens = 0.0, 0.0
-    if reference is not model:
+    with torch.no_grad():
         for i in range(0, len(encoded), batch_size):
-            ids, completion = pair_batch(encoded[i : i + batch_size], tokenizer.pad_id)
-            total, count = completion_kl(model, reference, ids.to(device), completion.to(device))
-            kl_sum, kl_tokens = kl_sum + float(total.sum()), kl_tokens + float(count.sum())
-    wins = (margin > 0).float() + 0.5 * (margin == 0).float()
+            ids, completion = (t.to(device) for t in pair_batch(encoded[i : i + batch_size], tokenizer.pad_id))
+            log_p = torch.log_softmax(model(ids[:, :-1])[0], dim=-1)  # (2B, T-1, V)
+            log_q = log_p if reference is model else torch.log_softmax(reference(ids[:, :-1])[0], dim=-1)
+            for prefix, log_probs in (("", log_p), ("ref_", log_q)):
+                c, r = token_logprobs(log_probs, ids, completion).chunk(2)
+                logps[f"{prefix}chosen"].append(c)
+                logps[f"{prefix}rejected"].append(r)
+            if reference is not model:
+                total, count = completion_kl(log_p, log_q, completion)
+                kl_sum, kl_tokens = kl_sum + float(total.sum()), kl_tokens + float(count.sum())
+    chosen, rejected, ref_chosen, ref_rejected = (torch.cat(v) for v in logps.values())
+    margin = beta * ((chosen - ref_chosen) - (rejected - ref_rejected))  # (N,)
     return {
-        "pref_reward_acc": float(wins.mean()),
+        "pref_reward_acc": float(((margin > 0).float() + 0.5 * (margin == 0).float()).mean()),
         "pref_logp_acc": float(((chosen > rejected).float() + 0.5 * (chosen == rejected).float()).mean()),
         "pref_margin": float(margin.mean()),
         "pref_kl": kl_sum / kl_tokens if kl_tokens else 0.0,
         "pref_pairs": float(len(pairs)),
-    } if len(pairs) else {}
+    }
 
 
 def run_preference_eval(cfg: DPOConfig, model_ref: CheckpointRef, reference_ref: CheckpointRef, data: PreferenceSet,
