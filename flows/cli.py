@@ -275,6 +275,8 @@ def cmd_lineage(args: argparse.Namespace) -> int:
         print(f"no version of {args.name} holds alias {args.alias}", file=sys.stderr)
         return 1
     print(f"{args.name}@{args.alias} = version {found.version}, MLflow run {found.run_id}")
+    if found.parent:
+        print(f"  {'parent':<10} {found.parent}")
     for stage in ("crawl", "tokens", "checkpoint"):
         ref = getattr(found, stage)
         print(f"  {stage:<10} {ref.path if ref else '(not on disk)'}")

@@ -18,7 +18,7 @@ teaching); it teaches imitation of the SFT data, not what people prefer; and a d
 the crawled prose it was cut from. Pairs whose sample equals the reference are dropped.
 
 A hash of the prompt sends a pair to `val.jsonl`, so the held-out pairs are never trained on, and pairs of one
-prompt stay on one side.
+prompt stay on one side; when the fraction picks no prompt, the one with the lowest hash is held out.
 """
 
 from __future__ import annotations
@@ -175,12 +175,16 @@ def run_preference_data(cfg: PreferenceDataConfig, base: CheckpointRef | None, c
             raise ValueError("preference spin=True needs the starting model and SFT conversations to build pairs from")
         found = load_conversations(conversations) + load_conversations(conversations, VAL)
         sources.append(("spin", spin_pairs(base.dir / base.checkpoint, found, cfg, stats)))
+    hashed = [(unit_hash(cfg.seed, json.dumps(pair["prompt"], sort_keys=True), "val"), source, pair)
+              for source, pairs in sources for pair in pairs]
+    # at least one held-out prompt (the gate compares on it): the lowest hash when the fraction picks none
+    threshold = cfg.val_fraction
+    if cfg.val_fraction > 0 and hashed and all(h >= threshold for h, _, _ in hashed) and len({h for h, _, _ in hashed}) > 1:
+        threshold = min(h for h, _, _ in hashed) + 1e-12
     split: dict[str, list[str]] = {TRAIN: [], VAL: []}
-    for source, pairs in sources:
-        for pair in pairs:
-            name = VAL if unit_hash(cfg.seed, json.dumps(pair["prompt"], sort_keys=True), "val") < cfg.val_fraction else TRAIN
-            split[name].append(json.dumps({**pair, "source": source}, ensure_ascii=False))
-        stats["sources"][source] = len(pairs)
+    for h, source, pair in hashed:
+        split[VAL if h < threshold else TRAIN].append(json.dumps({**pair, "source": source}, ensure_ascii=False))
+    stats["sources"] = {source: len(pairs) for source, pairs in sources}
     if not split[TRAIN]:
         raise ValueError("no preference pairs to train on: add preference files (HH-RLHF or TRL format) or set spin=true")
     for name, lines in split.items():

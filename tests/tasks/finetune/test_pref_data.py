@@ -81,3 +81,13 @@ def test_label_free_pairs_hold_the_reference_answer_against_the_models_sample(tm
     # the split is by prompt: the same config splits the same way, and no prompt is on both sides
     train_prompts = {json.dumps(p["prompt"]) for p in load_pairs(ref)}
     assert not train_prompts & {json.dumps(p["prompt"]) for p in load_pairs(ref, VAL)}
+
+
+def test_a_small_file_still_holds_out_one_prompt(tmp_path: Path):
+    rows = [{**TRL, "prompt": f"Question {i}?"} for i in range(4)]
+    cfg = PreferenceDataConfig(files=[str(write_jsonl(tmp_path / "p.jsonl", rows))], spin=False, val_fraction=0.01)
+    (tmp_path / "out").mkdir()
+    ref = run_preference_data(cfg, None, None, tmp_path / "out")
+    assert (ref.n_train, ref.n_val) == (3, 1)
+    with pytest.raises(ValueError, match="spin=True needs"):
+        run_preference_data(cfg.model_copy(update={"spin": True}), None, None, tmp_path / "out")
