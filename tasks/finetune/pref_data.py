@@ -179,14 +179,16 @@ def run_preference_data(cfg: PreferenceDataConfig, base: CheckpointRef | None, c
               for source, pairs in sources for pair in pairs]
     # at least one held-out prompt (the gate compares on it): the lowest hash when the fraction picks none
     threshold = cfg.val_fraction
-    if cfg.val_fraction > 0 and hashed and all(h >= threshold for h, _, _ in hashed) and len({h for h, _, _ in hashed}) > 1:
-        threshold = min(h for h, _, _ in hashed) + 1e-12
+    hashes = {h for h, _, _ in hashed}
+    if cfg.val_fraction > 0 and len(hashes) > 1 and min(hashes) >= threshold:
+        threshold = min(hashes) + 1e-12
     split: dict[str, list[str]] = {TRAIN: [], VAL: []}
     for h, source, pair in hashed:
         split[VAL if h < threshold else TRAIN].append(json.dumps({**pair, "source": source}, ensure_ascii=False))
     stats["sources"] = {source: len(pairs) for source, pairs in sources}
     if not split[TRAIN]:
-        raise ValueError("no preference pairs to train on: add preference files (HH-RLHF or TRL format) or set spin=true")
+        raise ValueError("no preference pairs to train on: add preference files (HH-RLHF or TRL format) or set "
+                         "spin=true")
     for name, lines in split.items():
         (out / name).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     stats |= {"train": len(split[TRAIN]), "val": len(split[VAL])}

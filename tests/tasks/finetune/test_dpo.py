@@ -48,7 +48,7 @@ def test_the_completion_is_what_follows_the_prompt(setup):
     full = encode_chat(tokenizer, [*val[0]["prompt"], {"role": "assistant", "content": val[0]["chosen"]}], False)[0]
     assert prompt + chosen == full and tokenizer.decode(chosen) == val[0]["chosen"] + "<|end|>"
     assert rejected[-1] == tokenizer.chat_template.end_of_turn_id
-    short_prompt, short_chosen, _ = encode_pair(tokenizer, val[0], 12, 4)  # the prompt's end and the answer's start stay
+    short_prompt, short_chosen, _ = encode_pair(tokenizer, val[0], 12, 4)  # the prompt's end, the answer's start
     assert short_prompt == prompt[-4:] and short_chosen == chosen[:8]
 
 
