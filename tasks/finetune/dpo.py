@@ -40,6 +40,7 @@ class DPOConfig(BaseModel):
     weight_decay: float = Field(default=0.0, ge=0, description="Decoupled weight decay on matrices.")
     grad_clip: float = Field(default=1.0, ge=0, description="Clip the global gradient norm (0 = off).")
     device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(default="auto", description="Autocast dtype.")
     seed: int = Field(default=1337, description="Seed of the pair order.")
     threads: int = Field(default=0, ge=0, description="torch CPU threads; 0 = torch's default.")
     lora: LoraConfig | None = Field(
@@ -115,6 +116,7 @@ def run_dpo(cfg: DPOConfig, base: CheckpointRef, data: PreferenceSet, out: Path)
 
     t0 = time.time()
     device = par.resolve_device(cfg.device)
+    amp = par.autocast(device, par.resolve_dtype(cfg.dtype, device))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out.mkdir(parents=True, exist_ok=True)
@@ -127,7 +129,8 @@ def run_dpo(cfg: DPOConfig, base: CheckpointRef, data: PreferenceSet, out: Path)
     max_len = min(cfg.max_len, model.config.seq_len)
     encoded = [encode_pair(tokenizer, p, max_len, min(cfg.max_prompt_len, max_len - 1)) for p in load_pairs(data)]
     model.eval()  # the reference: the starting model, before any step (dropout off)
-    ref_chosen, ref_rejected = pair_logps(model, encoded, tokenizer.pad_id, cfg.batch_size, device)
+    with amp:
+        ref_chosen, ref_rejected = pair_logps(model, encoded, tokenizer.pad_id, cfg.batch_size, device)
     model.train()
     optimizers = build_optimizers(model, "adamw", cfg.lr, cfg.weight_decay, (0.9, 0.95), cfg.lr,
                                   device.type == "cuda")
@@ -144,7 +147,9 @@ def run_dpo(cfg: DPOConfig, base: CheckpointRef, data: PreferenceSet, out: Path)
         while len(order) < cfg.batch_size:  # a fresh seeded permutation per epoch
             order += torch.randperm(len(encoded), generator=generator).tolist()
         rows, order = order[: cfg.batch_size], order[cfg.batch_size :]
-        chosen, rejected = pair_logps(model, [encoded[i] for i in rows], tokenizer.pad_id, len(rows), device, grad=True)
+        with amp:
+            chosen, rejected = pair_logps(model, [encoded[i] for i in rows], tokenizer.pad_id, len(rows), device,
+                                          grad=True)
         out_loss = dpo_loss(chosen, rejected, ref_chosen[rows], ref_rejected[rows], cfg.beta)
         out_loss.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))

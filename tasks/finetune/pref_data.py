@@ -147,8 +147,12 @@ def spin_pairs(checkpoint_dir: Path, conversations: list[list[dict[str, str]]], 
         if last == 0 or messages[last - 1]["role"] != "user":
             continue
         prompt, reference = messages[:last], messages[last]["content"].strip()
-        sample, _, _, _ = engine.complete(prompt, max_tokens=cfg.spin_max_tokens, temperature=cfg.spin_temperature,
-                                          seed=cfg.seed + n)
+        try:
+            sample, _, _, _ = engine.complete(prompt, max_tokens=cfg.spin_max_tokens,
+                                              temperature=cfg.spin_temperature, seed=cfg.seed + n)
+        except ValueError:  # the prompt's fixed part (system message) leaves no room in the model's context
+            stats["spin_dropped_prompt_too_long"] = stats.get("spin_dropped_prompt_too_long", 0) + 1
+            continue
         if sample.strip() == reference:
             stats["spin_dropped_same_answer"] = stats.get("spin_dropped_same_answer", 0) + 1
             continue
