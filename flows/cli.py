@@ -236,6 +236,12 @@ def cmd_finetune(args: argparse.Namespace, state: RunState) -> int:
             ref = gen_task(cfg, base_ref(args.base, tracking_config(args)))
         print(f"fine-tuned {ref.path}: {ref.metrics}")
         return 0
+    elif args.task == "dpo":
+        from flows.dpo import DPOFinetuneConfig, finetune_dpo
+
+        cfg = resolved_model_config(DPOFinetuneConfig, args)
+        with quiet_console(args, state), prefect_run():
+            version = finetune_dpo(cfg)
     else:
         from flows.finetune import FinetuneConfig, finetune
 
@@ -320,6 +326,8 @@ def cmd_lineage(args: argparse.Namespace, state: RunState) -> int:
         print(f"no version of {args.name} holds alias {args.alias}", file=sys.stderr)
         return 1
     print(f"{args.name}@{args.alias} = version {found.version}, MLflow run {found.run_id}")
+    if found.parent:
+        print(f"  {'parent':<10} {found.parent}")
     for stage in ("crawl", "tokens", "checkpoint"):
         ref = getattr(found, stage)
         print(f"  {stage:<10} {ref.path if ref else '(not on disk)'}")
@@ -393,9 +401,11 @@ def build_parser() -> argparse.ArgumentParser:
     ablation.add_argument("--metric", default=None, help="ranking metric (default val_bpb)")
     retrain = command("retrain", cmd_retrain, "retrain now: new pages since the last crawl, continue the champion")
     retrain.add_argument("--from-scratch", action="store_true", help="train a new model instead of continuing")
-    finetune = command("finetune", cmd_finetune, "fine-tune a registered model (chat SFT or a classifier)", presets=False)
-    finetune.add_argument("--task", choices=["chat", "classify", "generate"], default="chat",
-                          help="chat SFT, a classifier ({text, label}), or a generative task ({input, output} pairs)")
+    finetune = command("finetune", cmd_finetune, "fine-tune a registered model (chat SFT, DPO or a classifier)",
+                       presets=False)
+    finetune.add_argument("--task", choices=["chat", "dpo", "classify", "generate"], default="chat",
+                          help="chat SFT, DPO preference tuning of a chat model, a classifier ({text, label}), or a "
+                          "generative task ({input, output} pairs)")
     finetune.add_argument("--base", default="models:/lmforge@champion", help="base model (--task generate)")
     evaluate = command("eval", cmd_eval, "evaluate a model (--set text_files=[…], hellaswag_file=…)", presets=False)
     model_argument(evaluate)

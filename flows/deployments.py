@@ -25,6 +25,7 @@ RETRAIN_CRON = "0 3 * * 1"  # weekly, Monday 03:00 UTC
 def build_deployments(retrain_cron: str | None = RETRAIN_CRON) -> list:
     """Every deployment with its typed parameters; Prefect derives the UI form from the pydantic configs."""
     from flows.ablate import ablate
+    from flows.dpo import finetune_dpo
     from flows.finetune import finetune
     from flows.quality import train_quality
     from flows.retrain import retrain
@@ -42,6 +43,10 @@ def build_deployments(retrain_cron: str | None = RETRAIN_CRON) -> list:
         finetune.to_deployment(
             name="finetune", tags=["lmforge"],
             description="Chat SFT of a registered base model; registers the result as lmforge-chat.",
+        ),
+        finetune_dpo.to_deployment(
+            name="finetune-dpo", tags=["lmforge"],
+            description="DPO preference tuning of a chat model; gated and registered as lmforge-dpo with lineage.",
         ),
         train_quality.to_deployment(
             name="quality-classifier", tags=["lmforge"],

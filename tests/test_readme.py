@@ -209,6 +209,8 @@ FINETUNE_BUDGET = {
     "lmforge finetune": ["sft.max_steps=3"],
     "lmforge finetune --task classify": ["epochs=1"],
     "lmforge finetune --task generate": ["sft.max_steps=3", "max_new_tokens=4"],
+    "lmforge finetune --task dpo": ["dpo.max_steps=2", "dpo.max_len=128", "data.max_spin_pairs=6",
+                                    "data.spin_max_tokens=8", "conversations.max_derived=6", "evaluate.prompts=[]"],
 }
 
 
@@ -353,6 +355,7 @@ HANDLERS: dict[str, Callable[[DemoRun, str], None]] = {
     "lmforge finetune": run_finetune,
     "lmforge finetune --task classify": run_finetune,
     "lmforge finetune --task generate": run_finetune,
+    "lmforge finetune --task dpo": run_finetune,
     "lmforge serve": run_serve,
     "lmforge chat": run_chat,
     "lmforge export": run_export,

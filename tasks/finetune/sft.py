@@ -59,6 +59,7 @@ class SFTBase(BaseModel):
     """The checkpoint fine-tuning starts from, with the stage outputs it came from where they are known."""
 
     source: str = Field(description="What the user named: models:/name@alias or a directory.")
+    model_uri: str | None = Field(default=None, description="models:/name/version the alias resolved to, if any.")
     checkpoint: CheckpointRef
     tokens: TokenSet | None = Field(default=None, description="Token data of the base (its val split is the eval set).")
     shards: ShardSet | None = Field(default=None, description="Curated shards the base was trained from.")
@@ -102,18 +103,19 @@ def resolve_base(source: str, tracking: TrackingConfig, tokens_dir: str | None =
         shards_dir = stage_path(client(tracking).get_run(found.run_id).data.tags, "shard")
         shards = load_done(shards_dir, ShardSet) if shards_dir is not None and shards_dir.exists() else None
         checkpoint, tokens = found.checkpoint, found.tokens
+        model_uri = f"models:/{name}/{found.version}"
     else:
         path = Path(source)
         if not path.is_dir():
             raise FileNotFoundError(f"finetune base {source}: not a directory and not a models:/name@alias URI")
-        checkpoint, shards = checkpoint_from_dir(path), None
+        checkpoint, shards, model_uri = checkpoint_from_dir(path), None, None
         data_dir = ckpt.read_sidecar(checkpoint.dir / checkpoint.checkpoint).get("data", {}).get("path")
         tokens = load_done(Path(data_dir), TokenSet) if data_dir and Path(data_dir).is_dir() else None
     if tokens_dir:
         tokens = load_done(Path(tokens_dir), TokenSet)
         if tokens is None:
             raise FileNotFoundError(f"finetune tokens_dir {tokens_dir} holds no finished tokenize stage (manifest.json)")
-    return SFTBase(source=source, checkpoint=checkpoint, tokens=tokens, shards=shards)
+    return SFTBase(source=source, model_uri=model_uri, checkpoint=checkpoint, tokens=tokens, shards=shards)
 
 
 def pack(tokenizer, conversations: list[list[dict[str, str]]], seq_len: int):

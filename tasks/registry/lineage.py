@@ -17,12 +17,16 @@ from tasks.core.artifacts import CheckpointRef, DocSet, TokenSet, load_done
 from tasks.core.tracking import TrackingConfig, client
 
 
+PARENT_TAG = "lmforge.parent"  # run tag: the model a fine-tune started from (models:/name/version or a directory)
+
+
 class Lineage(BaseModel):
     """A model version and the stage outputs it came from (None where the output is no longer on disk)."""
 
     model_name: str
     version: str
     run_id: str
+    parent: str | None = None  # the model it was fine-tuned from (models:/name/version or a checkpoint directory)
     crawl: DocSet | None
     tokens: TokenSet | None
     checkpoint: CheckpointRef | None
@@ -54,10 +58,11 @@ def lineage(tracking: TrackingConfig, model_name: str, alias: str) -> Lineage | 
         model_name=model_name,
         version=str(version.version),
         run_id=version.run_id,
+        parent=tags.get(PARENT_TAG),
         crawl=done("crawl", DocSet),
         tokens=done("tokenize", TokenSet),
-        # A chat model's weights come from its SFT stage; a base model's from training.
-        checkpoint=done("sft", CheckpointRef) or done("train", CheckpointRef),
+        # A preference-tuned model's weights come from its DPO stage, a chat model's from SFT, a base's from training.
+        checkpoint=done("dpo", CheckpointRef) or done("sft", CheckpointRef) or done("train", CheckpointRef),
     )
 
 
@@ -71,6 +76,12 @@ def training_urls(found: Lineage) -> list[str]:
     for name in found.crawl.files:
         urls.extend(pq.read_table(found.crawl.dir / name, columns=["url"]).column("url").to_pylist())
     return urls
+
+
+@task(name="record-parent", retries=2, retry_delay_seconds=2)
+def record_parent(tracking: TrackingConfig, run_id: str, parent: str) -> None:
+    """Tag the fine-tuning run with the model it started from, so its versions lead back to that version."""
+    client(tracking).set_tag(run_id, PARENT_TAG, parent)
 
 
 @task(name="champion-lineage", retries=2, retry_delay_seconds=2)
