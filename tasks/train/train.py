@@ -46,6 +46,20 @@ class TrainConfig(BaseModel):
     )
     lr: float = Field(default=3e-3, gt=0, description="Peak AdamW learning rate.")
     muon_lr: float = Field(default=0.02, gt=0, description="Peak Muon learning rate (optimizer=muon).")
+    embed_lr: float = Field(
+        default=0.0, ge=0, description="Peak AdamW lr of an untied input embedding; 0 = lr (nanochat: 0.3 at width "
+        "768, scaled by (768 / n_embd)^0.5).",
+    )
+    head_lr: float = Field(
+        default=0.0, ge=0, description="Peak AdamW lr of an untied output head; 0 = lr (nanochat: 0.008 at width 768, "
+        "scaled like embed_lr).",
+    )
+    muon_momentum_warmup: int = Field(
+        default=0, ge=0, description="Steps over which Muon's momentum rises from 0.85 to 0.95; 0 = 0.95 throughout."
+    )
+    cautious_weight_decay: bool = Field(
+        default=False, description="Muon decays only weights its update shrinks too (nanochat's cautious decay)."
+    )
     betas: tuple[float, float] = Field(default=(0.9, 0.95), description="AdamW betas.")
     weight_decay: float = Field(default=0.1, ge=0, description="Decoupled weight decay on matrices.")
     warmup_steps: int = Field(default=30, ge=0, description="Linear warmup steps.")
@@ -119,7 +133,7 @@ def run_train(cfg: TrainConfig, tokens: TokenSet, out: Path, tracking: Tracking 
     from models import parallelize as par
     from models.gpt import build_model
     from models.lora import adapter_state, add_lora, load_adapter_state, merged_state, trainable_params
-    from models.muon import build_optimizers
+    from models.muon import build_optimizers, muon_momentum
     from models.tokenizer import Tokenizer
     from tasks.core.tokens import TokenLoader
 
@@ -181,7 +195,8 @@ def run_train(cfg: TrainConfig, tokens: TokenSet, out: Path, tracking: Tracking 
         dtype=dtype,
     )
     optimizers = build_optimizers(
-        model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.betas, cfg.muon_lr, device.type == "cuda"
+        model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.betas, cfg.muon_lr, device.type == "cuda",
+        cfg.embed_lr, cfg.head_lr, cfg.cautious_weight_decay,
     )
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)  # fp16 gradients underflow without
 
@@ -291,6 +306,8 @@ def run_train(cfg: TrainConfig, tokens: TokenSet, out: Path, tracking: Tracking 
             for opt in optimizers:
                 for group in opt.param_groups:
                     group["lr"] = group["base_lr"] * mult
+                    if "momentum" in group:  # Muon's
+                        group["momentum"] = muon_momentum(step, cfg.muon_momentum_warmup)
             loss_sum = torch.zeros((), device=device)
             for micro in range(accum):
                 x, y = loader.split_window(loader.next_window().to(device, non_blocking=True))  # one copy per batch
