@@ -10,7 +10,10 @@ follows the preset's (layers, width, heads, kv heads, context, batch) with full-
 "L"`). lmforge runs its real trainer (`run_train`) with the preset's train section plus each variant's overrides.
 
 Every contender is its own process with one torch thread, all started together, so the machine's load (a shared
-2-core box) hits them alike; each stops when its own training clock (evaluation excluded) reaches the budget. Both
+2-core box) hits them alike; each stops when its own training clock (evaluation excluded) reaches the budget. The
+clock is, by default, the process's CPU time (`--clock cpu`: one thread's CPU seconds are what it would get from a
+core of its own, so other jobs on a shared machine do not eat into the budget); `--clock wall` is elapsed time, as
+the trainer itself measures it. Both
 are scored by the same function on the whole val split: mean cross-entropy over every val token
 (`tasks.train.helpers.evaluate_loss`, batches of the training batch size) as bits per byte of the val text.
 
@@ -47,7 +50,8 @@ def preset_train(preset: str, overrides: list[str]):
     from flows.presets import load_config
 
     cfg = load_config(preset, None, [f"train.{o}" for o in overrides])
-    return cfg.train.model_copy(update={"model": cfg.train.model.model_copy(update={"vocab_size": cfg.tokenize.vocab_size})})
+    model = cfg.train.model.model_copy(update={"vocab_size": cfg.tokenize.vocab_size})
+    return cfg.train.model_copy(update={"model": model})
 
 
 def tokens_for(preset: str):
@@ -154,6 +158,7 @@ def run_nanochat(preset: str, budget: float, eval_points: int, out: Path, steps:
     import torch
 
     sys.path.insert(0, str(NANOCHAT))
+    from tasks.core.bpb import bits_per_byte
     from tasks.core.tokens import TokenLoader
     from tasks.train.helpers import evaluate_loss
 
@@ -175,7 +180,7 @@ def run_nanochat(preset: str, budget: float, eval_points: int, out: Path, steps:
 
     def evaluate() -> float:
         loss = evaluate_loss(scored, val_files, B, T, 10**6, "cpu", contextlib.nullcontext())
-        return loss / math.log(2) * tokens.n_val_tokens / tokens.val_bytes  # as run_train's val/bpb
+        return bits_per_byte(loss * tokens.n_val_tokens, tokens.val_bytes)  # as run_train's val/bpb
 
     step, seconds, points, next_eval = 0, 0.0, [], budget / eval_points
     while (step < steps) if steps else (seconds < budget):
@@ -220,8 +225,9 @@ def bpb_at(points: list, seconds: float) -> float | None:
     return before[-1] if before else None
 
 
-def report(results: dict[str, dict], budget: float) -> None:
-    print(f"\n## Side by side: {budget:.0f} s of training each, one thread per run, all runs concurrent\n")
+def report(results: dict[str, dict], budget: float, clock: str) -> None:
+    print(f"\n## Side by side: {budget:.0f} s of training each ({clock} clock), one thread per run, all runs "
+          "concurrent\n")
     print("| run | steps | tokens/s | final val bpb |")
     print("| --- | ---: | ---: | ---: |")
     for name, r in results.items():
@@ -264,11 +270,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=0,
                         help="screening: every run trains this many steps (schedules by steps, one evaluation at the "
                         "end) instead of --budget seconds, so its bpb does not depend on the machine's load")
+    parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu",
+                        help="training seconds: this process's CPU time (default; immune to a shared machine's load) "
+                        "or elapsed time")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:  # one contender, in its own process
         os.environ.setdefault("OMP_NUM_THREADS", "1")
+        if args.clock == "cpu":  # every clock of this process (the trainer's and ours) reads its CPU time
+            time.perf_counter = time.process_time
         if args.worker == "nanochat":
             result = run_nanochat(args.preset, args.budget, args.eval_points, args.out, args.steps)
         else:
@@ -292,9 +303,10 @@ def main() -> None:
         out = tmp / f"run{i}.json"
         cmd = [sys.executable, __file__, "--worker", "nanochat" if name == "nanochat" else "lmforge",
                "--preset", args.preset, "--budget", str(args.budget), "--eval-points", str(args.eval_points),
-               "--steps", str(args.steps),
+               "--steps", str(args.steps), "--clock", args.clock,
                "--out", str(out), *extra]
-        procs[name] = (subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / f"run{i}.err", "w")), out)
+        err = open(tmp / f"run{i}.err", "w")  # noqa: SIM115 - the child writes it until it exits
+        procs[name] = (subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err), out)
     results = {}
     for name, (proc, out) in procs.items():
         if proc.wait() != 0:
@@ -307,7 +319,7 @@ def main() -> None:
             s, _, b = r["points"][-1]
             print(f"| {name} | {b:.3f} | {r['tokens_per_s']:,.0f} | {s:.0f} |")
     else:
-        report(results, args.budget)
+        report(results, args.budget, args.clock)
     (tmp / "results.json").write_text(json.dumps(results))
     print(f"\nraw results: {tmp / 'results.json'}")
 
