@@ -66,7 +66,8 @@ def test_tokenizer_and_chat_template_match(tokenizer, tmp_path: Path):
 def test_export_refuses_what_transformers_cannot_compute(tokenizer, tmp_path: Path, option: dict):
     from models.gpt import ModelConfig, build_model
 
-    cfg = ModelConfig(n_layer=1, n_embd=32, n_head=2, n_kv_head=2, seq_len=16, vocab_size=tokenizer.vocab_size, **option)
+    cfg = ModelConfig(n_layer=1, n_embd=32, n_head=2, n_kv_head=2, seq_len=16, vocab_size=tokenizer.vocab_size,
+                      **option)
     step_dir = write_checkpoint(tmp_path / "ckpt", build_model(cfg), tokenizer)
     with pytest.raises(ValueError, match="no ReLU\\^2 MLP, logit soft-capping or embedding norm"):
         export_hf(str(step_dir), tmp_path / "hf")
