@@ -64,7 +64,9 @@ def tokens_for(preset: str):
 # ---------------------------------------------------------------- workers (one process per contender)
 
 
-def run_lmforge(preset: str, overrides: list[str], budget: float, eval_points: int, out: Path, steps: int = 0) -> dict:
+def run_lmforge(
+    preset: str, overrides: list[str], budget: float, eval_points: int, out: Path, steps: int = 0, device: str = "cpu"
+) -> dict:
     """lmforge's real trainer at the preset with overrides; its log.jsonl gives the curve. `steps` > 0: a run of
     that many steps (schedule by steps, one evaluation at the end) instead of a time budget."""
     from tasks.train.train import TrainConfig, run_train
@@ -82,8 +84,8 @@ def run_lmforge(preset: str, overrides: list[str], budget: float, eval_points: i
             "eval_batches": 10**6,  # the whole val split
             "checkpoint_every": 0,
             "progress": False,
-            "threads": 1,
-            "device": "cpu",
+            "threads": 1 if device == "cpu" else 0,
+            "device": device,
         }
     )
     run_dir = out.parent / (out.stem + "-run")
@@ -116,7 +118,7 @@ def nanochat_momentum(step: int, progress: float) -> float:
     return 0.97
 
 
-def build_nanochat(train, vocab_size: int):
+def build_nanochat(train, vocab_size: int, device: str = "cpu"):
     import torch
 
     from nanochat.gpt import GPT, GPTConfig
@@ -128,7 +130,7 @@ def build_nanochat(train, vocab_size: int):
     )
     with torch.device("meta"):
         model = GPT(config)
-    model.to_empty(device="cpu")
+    model.to_empty(device=device)
     model.init_weights()
     optimizer = model.setup_optimizer(unembedding_lr=0.008, embedding_lr=0.3, matrix_lr=0.02, weight_decay=0.28,
                                       scalar_lr=0.5)
@@ -152,7 +154,9 @@ class NanochatScored:
         return Wrapped(model)
 
 
-def run_nanochat(preset: str, budget: float, eval_points: int, out: Path, steps: int = 0) -> dict:
+def run_nanochat(
+    preset: str, budget: float, eval_points: int, out: Path, steps: int = 0, device: str = "cpu"
+) -> dict:
     import contextlib
 
     import torch
@@ -162,24 +166,27 @@ def run_nanochat(preset: str, budget: float, eval_points: int, out: Path, steps:
     from tasks.core.tokens import TokenLoader
     from tasks.train.helpers import evaluate_loss
 
-    torch.set_num_threads(1)
+    if device == "cpu":
+        torch.set_num_threads(1)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     tokens = tokens_for(preset)
     train = preset_train(preset, [])
     B, T = train.batch_size, train.model.seq_len
     # compile nanochat's fused optimizer kernels on a throwaway copy first, so compilation is not training time
     torch.manual_seed(0)
-    warm, warm_opt = build_nanochat(train, tokens.vocab_size)
-    warm(torch.randint(0, tokens.vocab_size, (B, T)), torch.randint(0, tokens.vocab_size, (B, T))).backward()
+    warm, warm_opt = build_nanochat(train, tokens.vocab_size, device)
+    ids = torch.randint(0, tokens.vocab_size, (2, B, T), device=device)
+    warm(ids[0], ids[1]).backward()
     warm_opt.step()
     del warm, warm_opt
     torch.manual_seed(train.seed)
-    model, optimizer = build_nanochat(train, tokens.vocab_size)
+    model, optimizer = build_nanochat(train, tokens.vocab_size, device)
     scored = NanochatScored(model)
     loader = TokenLoader([tokens.dir / f for f in tokens.train_files], B, T)
     val_files = [tokens.dir / f for f in tokens.val_files]
 
     def evaluate() -> float:
-        loss = evaluate_loss(scored, val_files, B, T, 10**6, "cpu", contextlib.nullcontext())
+        loss = evaluate_loss(scored, val_files, B, T, 10**6, device, contextlib.nullcontext())
         return bits_per_byte(loss * tokens.n_val_tokens, tokens.val_bytes)  # as run_train's val/bpb
 
     step, seconds, points, next_eval = 0, 0.0, [], budget / eval_points
@@ -193,10 +200,11 @@ def run_nanochat(preset: str, budget: float, eval_points: int, out: Path, steps:
                 group["momentum"] = momentum
                 group["weight_decay"] = 0.28 * 0.5 * (1 + math.cos(math.pi * progress))
         x, y = loader.next_batch()
-        model(x, y).backward()
+        model(x.to(device), y.to(device)).backward()
         optimizer.step()
         model.zero_grad(set_to_none=True)
         step += 1
+        sync()  # the clock covers the GPU's work, not its queueing
         seconds += time.perf_counter() - t0
         if (step == steps) if steps else (seconds >= next_eval or seconds >= budget):
             points.append((seconds, step * B * T, evaluate()))
@@ -273,6 +281,8 @@ def main() -> None:
     parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu",
                         help="training seconds: this process's CPU time (default; immune to a shared machine's load) "
                         "or elapsed time")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu, or cuda: the runs then take turns on the GPU (one at a time) with --clock wall")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -281,10 +291,12 @@ def main() -> None:
         if args.clock == "cpu":  # every clock of this process (the trainer's and ours) reads its CPU time
             time.perf_counter = time.process_time
         if args.worker == "nanochat":
-            result = run_nanochat(args.preset, args.budget, args.eval_points, args.out, args.steps)
+            result = run_nanochat(args.preset, args.budget, args.eval_points, args.out, args.steps, args.device)
         else:
             overrides = [o for o in args.variant[0].split(":", 1)[1].split(";") if o] if args.variant else []
-            result = run_lmforge(args.preset, overrides, args.budget, args.eval_points, args.out, args.steps)
+            result = run_lmforge(
+                args.preset, overrides, args.budget, args.eval_points, args.out, args.steps, args.device
+            )
         args.out.write_text(json.dumps(result))
         return
     if not args.no_nanochat and not (NANOCHAT / "nanochat" / "gpt.py").exists():
@@ -296,6 +308,8 @@ def main() -> None:
     runs = {v.split(":", 1)[0]: ["--variant", v] for v in variants}
     if not args.no_nanochat:
         runs["nanochat"] = []
+    if args.device != "cpu" and args.clock == "cpu":
+        raise SystemExit("--device cuda needs --clock wall (a process's CPU time does not count GPU work)")
     tmp = Path(tempfile.mkdtemp(prefix="lmforge-vs-nanochat-"))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     procs = {}
@@ -303,10 +317,12 @@ def main() -> None:
         out = tmp / f"run{i}.json"
         cmd = [sys.executable, __file__, "--worker", "nanochat" if name == "nanochat" else "lmforge",
                "--preset", args.preset, "--budget", str(args.budget), "--eval-points", str(args.eval_points),
-               "--steps", str(args.steps), "--clock", args.clock,
+               "--steps", str(args.steps), "--clock", args.clock, "--device", args.device,
                "--out", str(out), *extra]
         err = open(tmp / f"run{i}.err", "w")  # noqa: SIM115 - the child writes it until it exits
         procs[name] = (subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err), out)
+        if args.device != "cpu":  # one GPU: the runs take turns
+            procs[name][0].wait()
     results = {}
     for name, (proc, out) in procs.items():
         if proc.wait() != 0:
