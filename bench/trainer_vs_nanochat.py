@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-NANOCHAT = ROOT.parent / "shared" / "anchors" / "nanochat"
+NANOCHAT = Path(os.environ.get("NANOCHAT_DIR", ROOT.parent / "shared" / "anchors" / "nanochat"))  # ../shared/...
 sys.path.insert(0, str(ROOT))  # run as a script: bench/ is on the path, the project root is not
 
 
@@ -73,8 +73,9 @@ def run_lmforge(
 
     tokens = tokens_for(preset)
     train = preset_train(preset, overrides)
-    # run_train evaluates every N steps: N for about `eval_points` evaluations at ~8 steps/s (tiny_cpu, one thread)
-    steps_guess = int(budget * 8)
+    # run_train evaluates every N steps: N for about `eval_points` evaluations at a rough rate (tiny_cpu on one
+    # thread: ~1.5 steps per second; gpt_124m on an H100: ~10)
+    steps_guess = int(budget * (1.5 if device == "cpu" else 10))
     cfg = TrainConfig.model_validate(
         {
             **train.model_dump(),
