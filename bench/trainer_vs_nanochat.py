@@ -29,7 +29,7 @@ Measured 2026-12-06 on the shared 2-core dev box (CPU clock, 240 s each, 4 evalu
 | run | steps | tokens/s | val bpb at ~60 / 120 / 180 / 240 s | lmforge / nanochat time to a shared bpb |
 | --- | ---: | ---: | --- | ---: |
 | lmforge tiny_cpu (this recipe) | 350 | 2,984 | 2.954 / 2.819 / 2.654 / 2.441 | 1.43 (nanochat: 2.441 at 168 s) |
-| run | steps | tokens/s | val bpb at ~60 / 120 / 180 / 240 s | time ratio to a shared bpb |
+| lmforge tiny_cpu before (AdamW, tied) | 427 | 3,637 | 3.126 / 3.009 / 2.937 / 2.801 | 2.65 (nanochat: 2.801 at 91 s) |
 | nanochat | 290 | 2,472 | 2.942 / 2.666 / 2.385 / 2.216 | - |
 
 The gap left is nanochat's architecture and Muon variant (value embeddings, x0/residual scalars, smear, backout,
