@@ -9,6 +9,13 @@ exact-name table (a GPU missing there prints n/a). Steps up to `--skip` (compila
 peak memory is CUDA's max allocated per log window, the largest window's.
 
     .venv/bin/python bench/gpu.py [--steps 60] [--batch-size 32] [--no-compile] [--only 1gpu|ddp|fsdp]
+    .venv/bin/python bench/gpu.py --vs-nanochat 300
+
+`--vs-nanochat SECONDS` runs instead `bench/trainer_vs_nanochat.py` on the GPU at nanochat's d12 settings (the
+`gpt_124m` preset: 12 x 768, context 1024, its recipe; nanochat's GPT and MuonAdamW at the same shape, bf16): each
+trains SECONDS of wall-clock time in turn on the demo corpus' tokens (a 50304-token BPE of the python3.11 docs) and
+the script prints both curves and lmforge's time-to-quality ratio. One micro-batch (32 x 1024 tokens) per step for
+both: the demo corpus holds a few million tokens, a handful of the preset's 0.5 M-token steps.
 """
 
 from __future__ import annotations
@@ -80,9 +87,20 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--only", choices=["1gpu", "ddp", "fsdp"], help="run one configuration only")
     parser.add_argument("--out", type=Path, default=Path(tempfile.mkdtemp(prefix="lmforge-gpu-")))
+    parser.add_argument("--vs-nanochat", type=float, metavar="SECONDS",
+                        help="compare with nanochat at d12 for SECONDS of training each (bench/trainer_vs_nanochat.py)")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("bench/gpu.py needs a CUDA device")
+    if args.vs_nanochat:
+        import subprocess
+        import sys
+
+        script = Path(__file__).with_name("trainer_vs_nanochat.py")
+        raise SystemExit(subprocess.call([
+            sys.executable, str(script), "--preset", "gpt_124m", "--device", "cuda", "--clock", "wall",
+            "--budget", str(args.vs_nanochat), "--variant", "lmforge gpt_124m:tokens_per_step=0",
+        ]))
     n_gpus = torch.cuda.device_count()
     model = gpt_124m_model()
     n_tokens = args.batch_size * model.seq_len * n_gpus * (args.steps + 2) + 1

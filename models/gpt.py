@@ -44,6 +44,17 @@ class ModelConfig(BaseModel):
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout on attention and residual branches.")
     rope_theta: float = Field(default=10000.0, gt=0, description="RoPE base frequency.")
     norm_eps: float = Field(default=1e-6, gt=0, description="RMSNorm epsilon.")
+    # Options HF Llama/Qwen lack (nanochat's recipe): a model using any of them trains, evaluates and serves here but
+    # does not export to transformers (tasks.registry.export refuses it); imported models keep them off.
+    mlp: Literal["swiglu", "relu2"] = Field(
+        default="swiglu", description="MLP: SwiGLU (Llama), or ReLU^2 with one up projection (not exportable)."
+    )
+    logit_softcap: float = Field(
+        default=0.0, ge=0, description="Squash logits to (-c, c) with c tanh(z / c); 0 = off (not exportable)."
+    )
+    embed_norm: bool = Field(
+        default=False, description="RMS-normalise the token embeddings before the first block (not exportable)."
+    )
 
     @model_validator(mode="after")
     def _check_shapes(self) -> ModelConfig:
@@ -61,7 +72,15 @@ class ModelConfig(BaseModel):
 
     @property
     def hidden_dim(self) -> int:
-        return self.intermediate_size or 64 * math.ceil(8 * self.n_embd / 3 / 64)
+        if self.intermediate_size:
+            return self.intermediate_size
+        # the same parameter count either way: SwiGLU's three matrices at 8/3 d, ReLU^2's two at 4 d
+        return 4 * self.n_embd if self.mlp == "relu2" else 64 * math.ceil(8 * self.n_embd / 3 / 64)
+
+    @property
+    def hf_compatible(self) -> bool:
+        """Whether transformers' Llama/Qwen classes compute what this model computes (see the options above)."""
+        return self.mlp == "swiglu" and not self.logit_softcap and not self.embed_norm
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:
@@ -185,13 +204,19 @@ def slot_attention(
 
 
 class MLP(nn.Module):
+    """SwiGLU (Llama's), or ReLU^2 (nanochat's, `mlp="relu2"`): down(relu(up(x))^2), no gate."""
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.gate_proj = nn.Linear(cfg.n_embd, cfg.hidden_dim, bias=False)
+        self.relu2 = cfg.mlp == "relu2"
+        if not self.relu2:
+            self.gate_proj = nn.Linear(cfg.n_embd, cfg.hidden_dim, bias=False)
         self.up_proj = nn.Linear(cfg.n_embd, cfg.hidden_dim, bias=False)
         self.down_proj = nn.Linear(cfg.hidden_dim, cfg.n_embd, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.relu2:
+            return self.down_proj(F.relu(self.up_proj(x)).square())
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
@@ -276,6 +301,8 @@ class GPT(Generation, nn.Module):
         if start + T > self.rope_cos.size(0):
             raise ValueError(f"sequence of {start + T} tokens exceeds the RoPE table ({self.rope_cos.size(0)})")
         x = self.model.embed_tokens(idx)  # (B, T, C)
+        if self.config.embed_norm:
+            x = F.rms_norm(x, (x.size(-1),), eps=self.config.norm_eps)
         for i, block in enumerate(self.model.layers):
             if self.grad_checkpointing and self.training:
                 x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, use_reentrant=False)
@@ -283,7 +310,8 @@ class GPT(Generation, nn.Module):
                 x = block(x, cos, sin, cache, i)
         if cache is not None:
             cache.advance(T)
-        return head_and_loss(self.model.norm(x), self.lm_head, targets)  # logits (B, T, V) only without targets
+        # logits (B, T, V) only without targets
+        return head_and_loss(self.model.norm(x), self.lm_head, targets, self.config.logit_softcap)
 
     def new_cache(self, batch_size: int, max_len: int | None) -> KVCache:
         """An empty cache for `batch_size` sequences of `max_len` positions (None, or more than the RoPE table

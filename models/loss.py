@@ -5,7 +5,9 @@ batch never exist (at the `gpt_124m` preset they would be 6.6 GB).
 does: for each chunk of rows it computes the logits, the loss, and already the gradients of the hidden states and
 the head weight (softmax minus one-hot, then two matmuls), and drops the logits. Backward only scales the stored
 gradients, so the work is the same three matmuls an unfused head costs and peak memory is one chunk's logits.
-Without autograd (evaluation) only the loss is computed.
+Without autograd (evaluation) only the loss is computed. An optional soft cap squashes the logits to
+(-cap, cap) with `cap * tanh(logits / cap)` (Gemma 2, nanochat) before the softmax; its derivative scales the
+gradient of the logits by 1 - tanh^2.
 """
 
 from __future__ import annotations
@@ -22,10 +24,13 @@ def chunk_rows(vocab_size: int) -> int:
 
 
 class ChunkedLinearCrossEntropy(torch.autograd.Function):
-    """mean cross-entropy of `hidden @ weight.T` (N, V) against targets (N,), ignoring targets of -1."""
+    """mean cross-entropy of `hidden @ weight.T` (N, V), soft-capped at `softcap` when > 0, against targets (N,),
+    ignoring targets of -1."""
 
     @staticmethod
-    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, rows: int) -> torch.Tensor:
+    def forward(
+        ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, rows: int, softcap: float = 0.0
+    ) -> torch.Tensor:
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         valid = targets != -1
         count = valid.sum()
@@ -37,6 +42,10 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
             h = hidden[start : start + rows].to(weight.dtype)  # (n, C); FSDP's bf16 params may meet fp32 states
             y, keep = targets[start : start + rows], valid[start : start + rows]
             logits = F.linear(h, weight).to(loss.dtype)  # (n, V); under autocast the matmul runs in 16 bits
+            squash = None
+            if softcap > 0:
+                squash = torch.tanh(logits / softcap)
+                logits = squash * softcap
             kept = keep.to(loss.dtype)
             lse = torch.logsumexp(logits, dim=-1)
             target_logit = logits.gather(1, y.clamp(min=0)[:, None])[:, 0]
@@ -44,7 +53,10 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
             if need_h or need_w:
                 probs = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
                 probs.scatter_add_(1, y.clamp(min=0)[:, None], -kept[:, None])  # minus the one-hot target
-                grad_logits = probs.mul_((kept * scale)[:, None]).to(weight.dtype)  # (n, V): d loss/d logits
+                grad_logits = probs.mul_((kept * scale)[:, None])  # (n, V): d loss/d logits
+                if squash is not None:  # through the cap: d(cap tanh(z / cap))/dz = 1 - tanh^2
+                    grad_logits = grad_logits.mul_(1 - squash.square_())
+                grad_logits = grad_logits.to(weight.dtype)
                 if need_h:
                     grad_h[start : start + rows] = grad_logits @ weight  # (n, C)
                 if need_w:
@@ -60,17 +72,19 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
         grad_w = saved.pop(0) * grad_loss if ctx.has[1] else None
         if grad_w is not None:
             grad_w = grad_w.to(ctx.weight_dtype)
-        return grad_h, grad_w, None, None
+        return grad_h, grad_w, None, None, None
 
 
 def head_and_loss(
-    hidden: torch.Tensor, head: nn.Linear, targets: torch.Tensor | None
+    hidden: torch.Tensor, head: nn.Linear, targets: torch.Tensor | None, softcap: float = 0.0
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """hidden (B, T, C) -> (logits (B, T, V) in fp32, None) without targets; (None, mean loss) with targets (B, T),
-    where -1 marks positions not scored. With targets the logits are never built whole (see the module docstring)."""
+    where -1 marks positions not scored. With targets the logits are never built whole (see the module docstring).
+    softcap > 0 squashes the logits to (-softcap, softcap) in both cases."""
     if targets is None:
-        return head(hidden).float(), None
+        logits = head(hidden).float()
+        return (softcap * torch.tanh(logits / softcap) if softcap > 0 else logits), None
     weight = head.weight
     flat = hidden.reshape(-1, hidden.size(-1))  # (B*T, C)
-    loss = ChunkedLinearCrossEntropy.apply(flat, weight, targets.reshape(-1), chunk_rows(weight.size(0)))
+    loss = ChunkedLinearCrossEntropy.apply(flat, weight, targets.reshape(-1), chunk_rows(weight.size(0)), softcap)
     return None, loss

@@ -13,6 +13,7 @@ import numpy as np
 
 from tasks.core import progress
 from tasks.core.artifacts import TokenSet
+from tasks.core.bpb import bits_per_byte
 from tasks.evaluate.config import EvalConfig
 
 
@@ -59,7 +60,7 @@ def nll_metrics(nats: float, tokens: int, n_bytes: int, prefix: str) -> dict[str
     return {
         f"{prefix}_loss": loss,
         f"{prefix}_ppl": math.exp(min(loss, 50.0)),
-        f"{prefix}_bpb": nats / (math.log(2) * max(1, n_bytes)),
+        f"{prefix}_bpb": bits_per_byte(nats, max(1, n_bytes)),
         f"{prefix}_tokens": float(tokens),
         f"{prefix}_bytes": float(n_bytes),
     }

@@ -32,9 +32,12 @@ def test_forward_shapes_and_loss():
     assert torch.allclose(loss, expected, atol=1e-6)
 
 
-@pytest.mark.parametrize("qk_norm", [False, True])
-def test_future_token_cannot_change_past_logits(qk_norm):
-    model = make(qk_norm=qk_norm)
+NANOCHAT_OPTIONS = {"mlp": "relu2", "logit_softcap": 15.0, "embed_norm": True}  # the options HF Llama lacks
+
+
+@pytest.mark.parametrize("options", [{"qk_norm": False}, {"qk_norm": True}, NANOCHAT_OPTIONS])
+def test_future_token_cannot_change_past_logits(options):
+    model = make(**options)
     idx = torch.randint(0, 97, (2, 20))
     changed = idx.clone()
     changed[:, 12] = (changed[:, 12] + 1) % 97
@@ -44,8 +47,9 @@ def test_future_token_cannot_change_past_logits(qk_norm):
     assert (a[:, 12:] - b[:, 12:]).abs().max() > 1e-4  # and the change is visible from position 12 on
 
 
-def test_kv_cache_generation_matches_full_recompute():
-    model = make()
+@pytest.mark.parametrize("options", [{}, NANOCHAT_OPTIONS])
+def test_kv_cache_generation_matches_full_recompute(options):
+    model = make(**options)
     prompt = torch.randint(0, 97, (2, 5))
     fast = model.generate(prompt, 40, temperature=0)  # 45 tokens: runs past seq_len, within the RoPE table
     slow = prompt
@@ -91,6 +95,17 @@ def test_parameter_names_follow_hf_llama_and_tying():
     assert not any("bias" in n for n in names)
     fresh = build_model(ModelConfig(n_layer=2, n_embd=64, n_head=4, n_kv_head=2, vocab_size=97))
     assert fresh.model.layers[0].mlp.down_proj.weight.abs().sum() == 0  # zero-init output projections
+
+
+def test_nanochat_options_shape_the_model_and_cap_the_logits():
+    model = make(**NANOCHAT_OPTIONS)
+    mlp = model.model.layers[0].mlp
+    assert not hasattr(mlp, "gate_proj") and mlp.up_proj.weight.shape == (4 * 64, 64)  # ReLU^2 at 4 d, no gate
+    assert not model.config.hf_compatible and make().config.hf_compatible
+    with torch.no_grad():
+        model.lm_head.weight.mul_(1000)
+    logits, _ = model(torch.randint(0, 97, (1, 8)))
+    assert logits.abs().max() <= 15.0
 
 
 def test_bad_config_is_rejected_with_a_clear_message():

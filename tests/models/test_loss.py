@@ -25,6 +25,23 @@ def test_chunked_cross_entropy_equals_plain_values_and_gradients(rows):
     assert all(torch.allclose(a, b, rtol=1e-10, atol=1e-14) for a, b in zip(chunked_grads, grads))
 
 
+def test_soft_capped_logits_match_plain_values_and_gradients():
+    torch.manual_seed(2)
+    hidden = torch.randn(40, 12, dtype=torch.float64, requires_grad=True)
+    weight = (4 * torch.randn(30, 12, dtype=torch.float64)).requires_grad_()  # logits well past the cap
+    targets = torch.randint(0, 30, (40,))
+    capped = 5.0 * torch.tanh(F.linear(hidden, weight) / 5.0)
+    plain = F.cross_entropy(capped, targets)
+    grads = torch.autograd.grad(plain, (hidden, weight))
+    chunked = ChunkedLinearCrossEntropy.apply(hidden, weight, targets, 7, 5.0)
+    assert torch.allclose(chunked, plain, rtol=1e-12, atol=0)
+    chunked_grads = torch.autograd.grad(chunked, (hidden, weight))
+    assert all(torch.allclose(a, b, rtol=1e-10, atol=1e-14) for a, b in zip(chunked_grads, grads))
+    head = nn.Linear(12, 30, bias=False).double()
+    logits, _ = head_and_loss(hidden.detach()[None], head, None, softcap=5.0)
+    assert logits.abs().max() < 5.0
+
+
 def test_the_model_interface_and_float32_with_a_tied_head():
     torch.manual_seed(1)
     head = nn.Linear(16, 40, bias=False)
