@@ -78,13 +78,15 @@ def with_weights(mixture: dict[str, Any], recipe: Recipe) -> dict[str, Any]:
 
 def proxy_train_config(train: TrainConfig, token_budget: int, seed: int, init_from: str | None) -> TrainConfig:
     """`train` stopped at a fixed number of tokens (not seconds: a time budget depends on the machine and would give
-    a faster recipe more tokens), with this arm's seed, from scratch or from `init_from` (an imported base).
+    a faster recipe more tokens), with this arm's seed, from scratch or from `init_from` (an imported base). The
+    windows are read in an order drawn from the seed: a proxy trains on far less than an epoch, and read in sequence
+    it would see the same first documents whatever the recipe, and every seed the same data.
 
     One process per arm (like sweep trials): a proxy is small, and arms on one GPU each keep the budget exact."""
     seq_len = train.seq_len or train.model.seq_len
     per_step = train.tokens_per_step or train.batch_size * seq_len
     return train.model_copy(update={
-        "max_steps": max(1, math.ceil(token_budget / per_step)), "max_seconds": None, "seed": seed,
+        "max_steps": max(1, math.ceil(token_budget / per_step)), "max_seconds": None, "seed": seed, "shuffle": True,
         "init_from": init_from if init_from is not None else train.init_from,
         "checkpoint_every": 0, "nproc_per_node": 1,
     })

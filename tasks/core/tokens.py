@@ -77,11 +77,12 @@ def read_bin(path: Path | str, mmap: bool = True) -> np.ndarray:
 
 
 class TokenLoader:
-    """Sequential (B, T) batches over token shards, split across DDP ranks, with a resumable position.
+    """(B, T) batches over token shards, split across DDP ranks, with a resumable position.
 
     Each call to `next_batch` consumes one global window of `B*T*world_size` tokens; rank `r` takes the slice starting
     at `r*B*T` (+1 token for the shifted targets). A shard too short for the next window is skipped and the walk wraps
-    to the first shard at the end (one more epoch).
+    to the first shard at the end (one more epoch). With `shuffle_seed` the same windows are visited in a random order
+    drawn anew each epoch from (seed, epoch), so a run that stops early still sees a sample of the whole data set.
     """
 
     def __init__(
@@ -92,6 +93,7 @@ class TokenLoader:
         rank: int = 0,
         world_size: int = 1,
         pin_memory: bool = False,
+        shuffle_seed: int | None = None,
     ):
         self.files = [Path(f) for f in files]
         self.pin_memory = pin_memory  # page-locked windows: one asynchronous host-to-GPU copy per micro-batch
@@ -107,12 +109,26 @@ class TokenLoader:
         self.shard, self.pos, self.epoch = 0, 0, 0
         self._tokens: np.ndarray | None = None
         self._loaded = -1
+        self.shuffle_seed, self.index = shuffle_seed, 0
+        stride = batch_size * seq_len * world_size
+        self.starts = [(s, p) for s, n in enumerate(lengths) for p in range(0, n - self.window + 1, stride)]
+        self._order: np.ndarray | None = None
 
     def state_dict(self) -> dict[str, int]:
-        return {"shard": self.shard, "pos": self.pos, "epoch": self.epoch}
+        return {"shard": self.shard, "pos": self.pos, "epoch": self.epoch, "index": self.index}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.shard, self.pos, self.epoch = int(state["shard"]), int(state["pos"]), int(state["epoch"])
+        self.index, self._order = int(state.get("index", 0)), None
+
+    def _next_shuffled(self) -> None:
+        """Point `shard`/`pos` at the next window of this epoch's permutation."""
+        if self.index == len(self.starts):
+            self.index, self.epoch, self._order = 0, self.epoch + 1, None
+        if self._order is None:
+            self._order = np.random.default_rng([self.shuffle_seed, self.epoch]).permutation(len(self.starts))
+        self.shard, self.pos = self.starts[self._order[self.index]]
+        self.index += 1
 
     def _advance_to_fitting_shard(self) -> None:
         while self.pos + self.window > self.lengths[self.shard]:
@@ -125,7 +141,10 @@ class TokenLoader:
         split it with `split_window`."""
         import torch
 
-        self._advance_to_fitting_shard()
+        if self.shuffle_seed is None:
+            self._advance_to_fitting_shard()
+        else:
+            self._next_shuffled()
         if self._loaded != self.shard:
             self._tokens, self._loaded = read_bin(self.files[self.shard]), self.shard
         start = self.pos + self.rank * self.B * self.T

@@ -71,6 +71,9 @@ class TrainConfig(BaseModel):
     eval_batches: int = Field(default=20, ge=1, description="Val batches per evaluation.")
     log_every: int = Field(default=10, ge=1, description="Log train metrics every N steps.")
     seed: int = Field(default=1337, description="Seed of init, dropout and sampling.")
+    shuffle: bool = Field(default=False, description="Visit the training windows in an order drawn from `seed` "
+                          "(anew each epoch) instead of in sequence: a run shorter than an epoch then samples the "
+                          "whole data set, and the seed varies the data as well as the init (data ablations use it).")
     threads: int = Field(default=0, ge=0, description="torch CPU threads; 0 = torch's default.")
     init_from: str | None = Field(
         default=None,

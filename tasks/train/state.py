@@ -103,7 +103,7 @@ class TrainRun:
         self.accum = max(1, round(cfg.tokens_per_step / self.micro_tokens)) if cfg.tokens_per_step else 1
         self.loader = TokenLoader(
             [tokens.dir / f for f in tokens.train_files], self.B, self.T, info.rank, info.world_size,
-            device.type == "cuda",
+            device.type == "cuda", shuffle_seed=cfg.seed if cfg.shuffle else None,
         )
         self.val_files = [tokens.dir / f for f in tokens.val_files]
         self.step, self.tokens_seen, self.train_seconds, self.loss_value = 0, 0, 0.0, float("nan")

@@ -47,6 +47,28 @@ def test_loader_windows_resume_and_ranks(tmp_path):
         TokenLoader(files, batch_size=64, seq_len=4)
 
 
+def test_shuffled_loader_visits_every_window_once_an_epoch_in_a_seeded_order_and_resumes(tmp_path):
+    write_bin(tmp_path / "s0.bin", np.arange(100))
+    write_bin(tmp_path / "s1.bin", np.arange(1000, 1030))
+    files = [tmp_path / "s0.bin", tmp_path / "s1.bin"]
+    sequential = TokenLoader(files, batch_size=2, seq_len=4)
+    windows = [sequential.next_batch()[0][0, 0].item() for _ in range(len(sequential.starts))]
+    loader = TokenLoader(files, batch_size=2, seq_len=4, shuffle_seed=7)
+    epoch = [loader.next_batch()[0][0, 0].item() for _ in range(len(loader.starts))]
+    assert sorted(epoch) == sorted(windows) and epoch != windows  # every window once, not in file order
+    same, other = TokenLoader(files, 2, 4, shuffle_seed=7), TokenLoader(files, 2, 4, shuffle_seed=8)
+    assert [same.next_batch()[0][0, 0].item() for _ in epoch] == epoch
+    assert [other.next_batch()[0][0, 0].item() for _ in epoch] != epoch
+    state = loader.state_dict()  # at the epoch's end: the next window opens a newly drawn epoch
+    expected = [loader.next_batch()[0].tolist() for _ in range(5)]
+    again = TokenLoader(files, 2, 4, shuffle_seed=7)
+    again.load_state_dict(state)
+    assert [again.next_batch()[0].tolist() for _ in range(5)] == expected and again.epoch == 1
+    # ranks take their slices of the same shuffled global window
+    r0, r1 = (TokenLoader(files, 1, 4, rank=r, world_size=2, shuffle_seed=7).next_batch()[0] for r in (0, 1))
+    assert torch_cat(r0, r1) == TokenLoader(files, 2, 4, shuffle_seed=7).next_batch()[0].tolist()
+
+
 def torch_cat(a, b):
     return a.tolist() + b.tolist()
 

@@ -51,7 +51,7 @@ def test_trains_and_writes_a_self_contained_checkpoint(tokens, tmp_path):
     assert Path(ref.tokenizer_file).is_file() and ref.tokenizer_file.startswith(str(ckpt))
     assert "lm_head.weight" not in weights(ckpt)  # tied: stored once, as model.embed_tokens.weight
     state = torch.load(ckpt / "state.pt", weights_only=True)  # no pickled code needed
-    assert state["step"] == 30 and set(state["loader"]) == {"shard", "pos", "epoch"}
+    assert state["step"] == 30 and set(state["loader"]) == {"shard", "pos", "epoch", "index"}
     model, tok, side = load_model(ckpt)
     assert not model.training and side["step"] == 30 and tok.vocab_size == tokens.vocab_size
     x = torch.tensor([tok.encode("The river carries")])
