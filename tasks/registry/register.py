@@ -159,14 +159,16 @@ def base_decision(cfg: RegisterConfig, new: dict[str, float], base: dict[str, fl
     (catastrophic forgetting)."""
     metric = cfg.gate_metric
     if metric in new and metric in base and improvement(metric, new[metric], base[metric]) <= 0:
-        return False, f"{metric} {new[metric]:.4f} vs base {base[metric]:.4f}: adapting did not improve the domain"
+        return False, f"{metric} {new[metric]:.4f} vs base {base[metric]:.4f}: adapting did not improve on its base"
+    # general_metrics guard what the start could already do: general text for continued pretraining, domain bpb for
+    # preference tuning (the DPO flow), so the refusal names the metric rather than assuming which one it guards
     for general in cfg.general_metrics:
         if general in new and general in base and improvement(general, new[general], base[general]) < -cfg.general_tolerance:
             return False, (f"{general} rose from base {base[general]:.4f} to {new[general]:.4f}, more than "
-                           f"general_tolerance {cfg.general_tolerance}: the adapted model forgot general text")
+                           f"general_tolerance {cfg.general_tolerance}: the adapted model forgot what its base knew")
     kept = ", ".join(f"{g} {base[g]:.4f} → {new[g]:.4f}" for g in cfg.general_metrics if g in new and g in base)
     return True, f"beats its base on {metric} ({base.get(metric, float('nan')):.4f} → {new.get(metric, float('nan')):.4f})" + (
-        f", general text within {cfg.general_tolerance} ({kept})" if kept else "")
+        f", guarded metrics within {cfg.general_tolerance} ({kept})" if kept else "")
 
 
 def read_eval_sets(report: EvalReport) -> dict[str, str]:
