@@ -42,19 +42,22 @@ def demo_tokens(vocab_size: int = 4096):
         pages = sorted(DOCS.rglob("*.html"))
         if not pages:
             raise SystemExit(f"no HTML under {DOCS}: apt-get install python3.11-doc (or run `make setup`)")
-        texts = [t for t in (trafilatura.extract(p.read_text(errors="replace")) for p in pages) if t and len(t) > 200]
+        kept = [(p, t) for p, t in ((p, trafilatura.extract(p.read_text(errors="replace"))) for p in pages)
+                if t and len(t) > 200]
+        pages, texts = [p for p, _ in kept], [t for _, t in kept]
         n = len(texts)
         cols = {name: [None] * n for name in SHARD_SCHEMA.names}
         cols.update(
             id=[str(i) for i in range(n)],
             text=texts,
-            url=[str(p) for p in pages[:n]],
+            url=[str(p) for p in pages],
             domain=["docs"] * n,
             crawl_date=["2024-01-01T00:00:00Z"] * n,
             language=["en"] * n,
             language_score=[1.0] * n,
             minhash_cluster_size=[1] * n,
             token_count=[len(t.split()) for t in texts],
+            source=["crawl"] * n,
         )
         shard.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.Table.from_pydict(cols, schema=SHARD_SCHEMA), shard)

@@ -23,6 +23,9 @@ from models.decoding import Decoding, KVCacheDecoder, decode, decoder_for
 from models.kv_cache import KVCache
 from models.loss import head_and_loss
 
+# The options HF Llama/Qwen lack, each with its value when off (`ModelConfig.hf_compatible`).
+HF_INCOMPATIBLE = {"mlp": "swiglu", "logit_softcap": 0.0, "embed_norm": False, "value_embeds": False,
+                   "residual_scalars": False}
 # arch -> "module:Class"; every class takes a ModelConfig and has forward(idx, targets), generate(...), num_params()
 ARCHS = {"gpt": "models.gpt:GPT", "gpt2": "models.gpt2:GPT2", "rnn": "models.rnn:RNNLM", "gcnn": "models.gcnn:GCNN"}
 
@@ -55,6 +58,18 @@ class ModelConfig(BaseModel):
     embed_norm: bool = Field(
         default=False, description="RMS-normalise the token embeddings before the first block (not exportable)."
     )
+    value_embeds: bool = Field(
+        default=False, description="ResFormer value embeddings on every other layer and the last: a per-token vector "
+        "added, through a learned per-head gate, to the layer's values (not exportable).",
+    )
+    residual_scalars: bool = Field(
+        default=False, description="Before each block, scale the residual stream by a learned per-layer scalar and add "
+        "the embedding back in by another (nanochat's resid / x0 lambdas; not exportable).",
+    )
+    mlp_init_scale: float = Field(
+        default=1.0, gt=0, description="Init std of the MLP's input matrices relative to 1/sqrt(n_embd) (nanochat: "
+        "0.4); an init choice only, so exportable.",
+    )
 
     @model_validator(mode="after")
     def _check_shapes(self) -> ModelConfig:
@@ -80,7 +95,12 @@ class ModelConfig(BaseModel):
     @property
     def hf_compatible(self) -> bool:
         """Whether transformers' Llama/Qwen classes compute what this model computes (see the options above)."""
-        return self.mlp == "swiglu" and not self.logit_softcap and not self.embed_norm
+        return not self.incompatible_options
+
+    @property
+    def incompatible_options(self) -> dict[str, object]:
+        """The options set here that HF Llama/Qwen cannot compute, by name, with their values."""
+        return {name: getattr(self, name) for name, off in HF_INCOMPATIBLE.items() if getattr(self, name) != off}
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:
@@ -134,8 +154,16 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
+VE_GATE_CHANNELS = 12  # the value-embedding gate reads the first channels of the block's input (nanochat)
+
+
+def has_value_embed(layer: int, n_layer: int) -> bool:
+    """Value embeddings sit on every other layer, the last included (nanochat's placement)."""
+    return layer % 2 == (n_layer - 1) % 2
+
+
 class Attention(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, layer: int = 0):
         super().__init__()
         self.n_head, self.n_kv_head, self.head_dim, self.dropout = cfg.n_head, cfg.n_kv_head, cfg.head_dim, cfg.dropout
         self.q_proj = nn.Linear(cfg.n_embd, cfg.n_head * cfg.head_dim, bias=cfg.attn_bias)
@@ -146,14 +174,26 @@ class Attention(nn.Module):
             self.q_norm = RMSNorm(cfg.head_dim, cfg.norm_eps)
             self.k_norm = RMSNorm(cfg.head_dim, cfg.norm_eps)
         self.qk_norm = cfg.qk_norm
+        if cfg.value_embeds and has_value_embed(layer, cfg.n_layer):
+            self.ve_gate = nn.Linear(VE_GATE_CHANNELS, cfg.n_kv_head, bias=False)
 
     def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None, layer: int = 0
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        cache: KVCache | None = None,
+        layer: int = 0,
+        ve: torch.Tensor | None = None,
     ) -> torch.Tensor:
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_head, self.head_dim)
         k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim)
-        v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
+        v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_dim)
+        if ve is not None:  # value residual: each head mixes in the token's value embedding through a gate in (0, 3)
+            gate = 3 * torch.sigmoid(self.ve_gate(x[..., :VE_GATE_CHANNELS]))  # (B, T, Hkv)
+            v = v + gate.unsqueeze(-1) * ve.view(B, T, self.n_kv_head, self.head_dim)
+        v = v.transpose(1, 2)  # (B, Hkv, T, D)
         if self.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, H, T, D)
@@ -221,29 +261,44 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, layer: int = 0):
         super().__init__()
         self.input_layernorm = RMSNorm(cfg.n_embd, cfg.norm_eps)
-        self.self_attn = Attention(cfg)
+        self.self_attn = Attention(cfg, layer)
         self.post_attention_layernorm = RMSNorm(cfg.n_embd, cfg.norm_eps)
         self.mlp = MLP(cfg)
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None, layer: int = 0
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        cache: KVCache | None = None,
+        layer: int = 0,
+        ve: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        x = x + self.drop(self.self_attn(self.input_layernorm(x), cos, sin, cache, layer))
+        x = x + self.drop(self.self_attn(self.input_layernorm(x), cos, sin, cache, layer, ve))
         return x + self.drop(self.mlp(self.post_attention_layernorm(x)))
 
 
 class Decoder(nn.Module):
-    """HF's `model.` prefix: embeddings, blocks and final norm."""
+    """HF's `model.` prefix: embeddings, blocks and final norm (and the options HF lacks: value embeddings, keyed
+    by layer, and the per-layer residual and x0 scalars)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.n_embd)
-        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
         self.norm = RMSNorm(cfg.n_embd, cfg.norm_eps)
+        if cfg.value_embeds:
+            kv_dim = cfg.n_kv_head * cfg.head_dim
+            self.value_embeds = nn.ModuleDict(
+                {str(i): nn.Embedding(cfg.vocab_size, kv_dim) for i in range(cfg.n_layer) if has_value_embed(i, cfg.n_layer)}
+            )
+        if cfg.residual_scalars:
+            self.resid_lambdas = nn.Parameter(torch.ones(cfg.n_layer))
+            self.x0_lambdas = nn.Parameter(torch.zeros(cfg.n_layer))
 
 
 class GPT(Generation, nn.Module):
@@ -266,6 +321,27 @@ class GPT(Generation, nn.Module):
             nn.init.zeros_(block.mlp.down_proj.weight)
         if cfg.tie_embeddings:  # after apply(), whose Linear init also reached the shared weight as lm_head
             init_tied_embedding(self.model.embed_tokens)
+        self._init_nanochat_options()
+
+    @torch.no_grad()
+    def _init_nanochat_options(self) -> None:
+        """nanochat's init of its extras: smaller MLP input matrices, value embeddings drawn like the value
+        projection, gates slightly open, a residual scale falling from 1.15 to 1.05 and an x0 share from 0.2 to 0.05
+        with depth (early layers keep more of the embedding)."""
+        cfg = self.config
+        for block in self.model.layers:
+            for name in ("gate_proj", "up_proj"):
+                if hasattr(block.mlp, name):
+                    getattr(block.mlp, name).weight.mul_(cfg.mlp_init_scale)
+            if hasattr(block.self_attn, "ve_gate"):
+                nn.init.uniform_(block.self_attn.ve_gate.weight, 0.0, 0.02)
+        if cfg.value_embeds:
+            for ve in self.model.value_embeds.values():
+                nn.init.normal_(ve.weight, std=cfg.n_embd**-0.5)
+        if cfg.residual_scalars:
+            depth = torch.arange(cfg.n_layer, dtype=torch.float32) / max(cfg.n_layer - 1, 1)
+            self.model.resid_lambdas.copy_(1.15 - 0.10 * depth)
+            self.model.x0_lambdas.copy_(0.20 - 0.15 * depth)
 
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, nn.Linear):
@@ -283,7 +359,9 @@ class GPT(Generation, nn.Module):
     def flops_per_token(self, seq_len: int | None = None) -> float:
         """Training FLOPs per token: 6 x matmul params + 12 L H D T for attention (PaLM appendix B, as nanoGPT)."""
         c, T = self.config, seq_len or self.config.seq_len
-        matmul_params = self.num_params() - (0 if c.tie_embeddings else self.model.embed_tokens.weight.numel())
+        lookups = [] if c.tie_embeddings else [self.model.embed_tokens]  # table look-ups, not matmuls
+        lookups += list(self.model.value_embeds.values()) if c.value_embeds else []
+        matmul_params = self.num_params() - sum(e.weight.numel() for e in lookups)
         return 6 * matmul_params + 12 * c.n_layer * c.n_head * c.head_dim * T
 
     def forward(
@@ -303,11 +381,15 @@ class GPT(Generation, nn.Module):
         x = self.model.embed_tokens(idx)  # (B, T, C)
         if self.config.embed_norm:
             x = F.rms_norm(x, (x.size(-1),), eps=self.config.norm_eps)
-        for i, block in enumerate(self.model.layers):
+        x0, decoder = x, self.model
+        for i, block in enumerate(decoder.layers):
+            if self.config.residual_scalars:
+                x = decoder.resid_lambdas[i] * x + decoder.x0_lambdas[i] * x0
+            ve = decoder.value_embeds[str(i)](idx) if self.config.value_embeds and str(i) in decoder.value_embeds else None
             if self.grad_checkpointing and self.training:
-                x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, use_reentrant=False)
+                x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, None, i, ve, use_reentrant=False)
             else:
-                x = block(x, cos, sin, cache, i)
+                x = block(x, cos, sin, cache, i, ve)
         if cache is not None:
             cache.advance(T)
         # logits (B, T, V) only without targets

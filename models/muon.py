@@ -27,13 +27,60 @@ def zeropower_via_newtonschulz5(G: torch.Tensor, steps: int = 5) -> torch.Tensor
     return X.to(G.dtype)
 
 
+# Polar Express (Amsel et al. 2025, arXiv:2505.16932): per-iteration coefficients for 5 steps (safety 2e-2, cushion
+# 2), as nanochat uses them; they converge to U V^T where the fixed quintic above stops at singular values in ~[0.7, 1.2]
+POLAR_EXPRESS = [
+    (8.156554524902461, -22.48329292557795, 15.878769915207462),
+    (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+    (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+    (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+    (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
+]
+
+
+def polar_express(G: torch.Tensor, steps: int = 5) -> torch.Tensor:
+    """U V^T of G by Polar Express, after MuonEq's row equilibration (every row rescaled to the mean row norm, so the
+    spectrum is better conditioned) and with Muon+'s final Frobenius norm sqrt(min(m, n)) (nanochat's `optim.py`)."""
+    X = G.bfloat16() if G.is_cuda else G.float()
+    target = X.float().norm(dim=(-2, -1), keepdim=True) / X.size(-2) ** 0.5
+    X = X * (target / X.float().norm(dim=-1, keepdim=True).clamp_min(1e-6)).to(X.dtype)
+    transposed = G.size(-2) > G.size(-1)
+    if transposed:
+        X = X.mT
+    X = X / (X.norm(dim=(-2, -1), keepdim=True) * 1.01 + 1e-6)
+    for a, b, c in POLAR_EXPRESS[:steps]:
+        A = X @ X.mT
+        X = a * X + (b * A + c * A @ A) @ X
+    if transposed:
+        X = X.mT
+    X = X.to(G.dtype)
+    return X * (min(G.size(-2), G.size(-1)) ** 0.5 / X.float().norm(dim=(-2, -1), keepdim=True).clamp_min(1e-6))
+
+
+def normuon_scale(update: torch.Tensor, second_moment: torch.Tensor, beta2: float) -> torch.Tensor:
+    """NorMuon (arXiv:2510.05491): give every neuron (row of a wide matrix, column of a tall one) an update of the
+    same running RMS, keeping the matrix's total norm; `second_moment` (the per-neuron running mean square) is updated
+    in place."""
+    dim = -1 if update.size(-2) >= update.size(-1) else -2
+    mean_sq = update.float().square().mean(dim=dim, keepdim=True)
+    norm = (mean_sq.sum() * update.size(dim)).sqrt()
+    second_moment.lerp_(mean_sq, 1 - beta2)
+    step = second_moment.clamp_min(1e-10).rsqrt()
+    new_norm = ((mean_sq * update.size(dim)) * step.square()).sum().sqrt()
+    return update * (step * (norm / new_norm.clamp_min(1e-10))).to(update.dtype)
+
+
 class Muon(torch.optim.Optimizer):
     """`cautious`: decay only the entries the update moves the same way as decay does (sign(update) = sign(p)), as
-    nanochat: the decay then never pushes a weight against what the gradient asks of it."""
+    nanochat: the decay then never pushes a weight against what the gradient asks of it. `variant="normuon"` is
+    nanochat's step: Polar Express with row equilibration and norm snapping, then NorMuon's per-neuron scaling."""
 
     def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, weight_decay: float = 0.0, ns_steps: int = 5,
-                 cautious: bool = False):
-        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, ns_steps=ns_steps, cautious=cautious)
+                 cautious: bool = False, variant: str = "muon", beta2: float = 0.9):
+        if variant not in ("muon", "normuon"):
+            raise ValueError(f"Muon variant {variant!r}: expected 'muon' or 'normuon'")
+        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, ns_steps=ns_steps, cautious=cautious,
+                        variant=variant, beta2=beta2)
         super().__init__(params, defaults)
 
     @torch.no_grad()
@@ -48,7 +95,15 @@ class Muon(torch.optim.Optimizer):
                 buf = state["momentum_buffer"]
                 buf.lerp_(p.grad, 1 - group["momentum"])
                 update = p.grad.lerp(buf, group["momentum"])  # Nesterov
-                update = zeropower_via_newtonschulz5(update, group["ns_steps"])
+                if group.get("variant", "muon") == "normuon":  # checkpoints of older runs lack the key
+                    if "second_moment" not in state:
+                        wide = p.size(-2) < p.size(-1)
+                        state["second_moment"] = p.new_zeros((1, p.size(-1)) if wide else (p.size(-2), 1),
+                                                             dtype=torch.float32)
+                    update = polar_express(update, group["ns_steps"])
+                    update = normuon_scale(update, state["second_moment"], group["beta2"])
+                else:
+                    update = zeropower_via_newtonschulz5(update, group["ns_steps"])
                 if group.get("cautious"):  # checkpoints of older runs lack the key
                     p.sub_(p * (update * p > 0) * (group["lr"] * group["weight_decay"]))
                 else:
@@ -81,6 +136,26 @@ def embedding_and_head(model: nn.Module) -> tuple[nn.Parameter | None, nn.Parame
     return embed, head
 
 
+def own_rates(
+    model: nn.Module, lr: float, embed_lr: float, head_lr: float, scalar_lr: float, table_decay: float
+) -> dict[int, tuple[float, float]]:
+    """id(param) -> (lr, weight decay) for the parameters of a GPT that want their own AdamW settings (nanochat's):
+    the untied embedding (embed_lr) and head (head_lr), the value embeddings (half embed_lr), all three decayed by
+    `table_decay`; the x0 scalars at scalar_lr and the residual scalars at 1/100 of it, undecayed. A rate of 0 = lr."""
+    embed, head = embedding_and_head(model)
+    decoder = getattr(model, "model", None)
+    rates: dict[int, tuple[float, float]] = {}
+    if embed is not None:
+        rates[id(embed)] = (embed_lr or lr, table_decay)
+        rates[id(head)] = (head_lr or lr, table_decay)
+    for table in getattr(decoder, "value_embeds", {}).values() if decoder is not None else ():
+        rates[id(table.weight)] = (0.5 * embed_lr or lr, table_decay)
+    if decoder is not None and hasattr(decoder, "x0_lambdas"):
+        rates[id(decoder.x0_lambdas)] = (scalar_lr or lr, 0.0)
+        rates[id(decoder.resid_lambdas)] = (0.01 * scalar_lr or lr, 0.0)
+    return rates
+
+
 def build_optimizers(
     model: nn.Module,
     kind: str,
@@ -92,29 +167,31 @@ def build_optimizers(
     embed_lr: float = 0.0,
     head_lr: float = 0.0,
     cautious: bool = False,
+    embed_weight_decay: float | None = None,
+    scalar_lr: float = 0.0,
+    muon_variant: str = "muon",
 ) -> list[torch.optim.Optimizer]:
     """AdamW over everything (decay on matrices only), or Muon for block matrices + AdamW for the rest.
 
-    An untied GPT embedding and head get their own AdamW lrs when `embed_lr` / `head_lr` are set (nanochat: a lookup
-    table whose rows see few gradients wants a far larger lr than the head, whose every row moves each step).
-    Every param group records `base_lr`; the trainer multiplies it by the schedule each step.
+    Untied embedding tables, the head and the per-layer scalars get their own AdamW lrs and decay (`own_rates`;
+    nanochat: a lookup table whose rows see few gradients wants a far larger lr than the head, whose every row moves
+    each step, and next to no decay). Every param group records `base_lr`; the trainer multiplies it by the schedule.
     """
     blocks, other, vectors = split_params(model)
-    embed, head = embedding_and_head(model)
-    own = {id(p): rate for p, rate in ((embed, embed_lr), (head, head_lr)) if p is not None and rate > 0}
+    table_decay = weight_decay if embed_weight_decay is None else embed_weight_decay
+    own = own_rates(model, lr, embed_lr, head_lr, scalar_lr, table_decay)
     shared = [p for p in other if id(p) not in own]
     adam_groups = [
         {"params": shared if kind == "muon" else blocks + shared, "weight_decay": weight_decay, "base_lr": lr},
-        *({"params": [p], "weight_decay": weight_decay, "base_lr": own[id(p)], "lr": own[id(p)]}
-          for p in other if id(p) in own),
-        {"params": vectors, "weight_decay": 0.0, "base_lr": lr},
+        *({"params": [p], "weight_decay": own[id(p)][1], "base_lr": own[id(p)][0], "lr": own[id(p)][0]}
+          for p in other + vectors if id(p) in own),
+        {"params": [p for p in vectors if id(p) not in own], "weight_decay": 0.0, "base_lr": lr},
     ]
     adam_groups = [g for g in adam_groups if g["params"]]
     optimizers: list[torch.optim.Optimizer] = [torch.optim.AdamW(adam_groups, lr=lr, betas=betas, fused=fused or None)]
     if kind == "muon" and blocks:
-        optimizers.append(
-            Muon([{"params": blocks, "base_lr": muon_lr}], lr=muon_lr, weight_decay=weight_decay, cautious=cautious)
-        )
+        optimizers.append(Muon([{"params": blocks, "base_lr": muon_lr}], lr=muon_lr, weight_decay=weight_decay,
+                               cautious=cautious, variant=muon_variant))
     return optimizers
 
 

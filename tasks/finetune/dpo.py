@@ -25,6 +25,7 @@ from models.lora import LoraConfig
 from tasks.core import progress
 from tasks.core.artifacts import CheckpointRef, finish_stage, load_done, stage_dir
 from tasks.finetune.pref_data import PreferenceSet, load_pairs
+from tasks.finetune.start import start_from
 
 
 class DPOConfig(BaseModel):
@@ -108,21 +109,15 @@ def run_dpo(cfg: DPOConfig, base: CheckpointRef, data: PreferenceSet, out: Path)
     import torch
 
     from models import checkpoint as ckpt
-    from models import devices
     from models.dpo import dpo_loss
     from models.lora import add_lora, merged_state
     from models.muon import build_optimizers
     from tasks.train.train import TrainConfig, lr_multiplier
 
     t0 = time.time()
-    device = devices.resolve_device(cfg.device)
-    amp = devices.autocast(device, devices.resolve_dtype(cfg.dtype, device))
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    out.mkdir(parents=True, exist_ok=True)
+    start = start_from(cfg, base, out)
     base_dir = base.dir / base.checkpoint
-    model, tokenizer, base_sidecar = ckpt.load_model(base_dir, device="cpu")
-    n_params = model.num_params()
+    device, amp, model, tokenizer, n_params = start.device, start.amp, start.model, start.tokenizer, start.n_params
     if cfg.lora is not None:
         add_lora(model, cfg.lora)
     model.to(device)
@@ -165,7 +160,7 @@ def run_dpo(cfg: DPOConfig, base: CheckpointRef, data: PreferenceSet, out: Path)
         progress.update("dpo", done=step, total=cfg.max_steps, unit="steps", note=f"loss {history['train_loss']:.3f}",
                         eta_s=(cfg.max_steps - step) * train_seconds / step)
     sidecar = {
-        **{k: base_sidecar[k] for k in ("model", "arch", "tokenizer", "data", "source") if k in base_sidecar},
+        **start.inherited(),
         "dpo": cfg.model_dump(mode="json"),
         "preference_data": {"manifest_sha256": data.manifest_sha256, "path": data.path},
         "base_checkpoint": {"path": str(base_dir), "manifest_sha256": base.manifest_sha256},

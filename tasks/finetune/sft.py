@@ -29,6 +29,7 @@ from tasks.core import progress
 from tasks.core.artifacts import CheckpointRef, ShardSet, TokenSet, file_sha256, finish_stage, load_done, stage_dir
 from tasks.core.tracking import TrackingConfig
 from tasks.finetune.sft_data import VAL, ConversationSet, load_conversations
+from tasks.finetune.start import start_from
 
 
 class SFTConfig(BaseModel):
@@ -176,23 +177,17 @@ def run_sft(cfg: SFTConfig, base: CheckpointRef, data: ConversationSet, out: Pat
     import torch
 
     from models import checkpoint as ckpt
-    from models import devices
     from models.lora import adapter_state, add_lora, load_adapter_state, merged_state
     from models.muon import build_optimizers
     from tasks.train.train import TrainConfig, lr_multiplier
 
     t0 = time.time()
-    device = devices.resolve_device(cfg.device)
-    amp = devices.autocast(device, devices.resolve_dtype(cfg.dtype, device))
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    out.mkdir(parents=True, exist_ok=True)
+    start = start_from(cfg, base, out)
+    base_dir = base.dir / base.checkpoint
+    device, amp, model, tokenizer, n_params = start.device, start.amp, start.model, start.tokenizer, start.n_params
     for leftover in out.glob(".tmp-step_*"):  # half-written checkpoint of a killed run
         shutil.rmtree(leftover, ignore_errors=True)
-    base_dir = base.dir / base.checkpoint
-    model, tokenizer, base_sidecar = ckpt.load_model(base_dir, device="cpu")
     resume = ckpt.latest_checkpoint(out)  # a killed run continues from its last checkpoint
-    n_params = model.num_params()
     if cfg.lora is not None:  # a resumed LoRA run is the base plus its saved adapters
         add_lora(model, cfg.lora)
         if resume is not None:
@@ -229,7 +224,7 @@ def run_sft(cfg: SFTConfig, base: CheckpointRef, data: ConversationSet, out: Pat
 
     def save(at_step: int) -> Path:
         sidecar = {
-            **{k: base_sidecar[k] for k in ("model", "arch", "tokenizer", "data", "source") if k in base_sidecar},
+            **start.inherited(),
             "sft": cfg.model_dump(mode="json"),
             "sft_data": {"manifest_sha256": data.manifest_sha256, "path": data.path},
             "base_checkpoint": {"path": str(base_dir), "manifest_sha256": base.manifest_sha256},

@@ -41,10 +41,13 @@ def hf_config(model: dict[str, Any], tokenizer) -> dict[str, Any]:
     if cfg.qk_norm and cfg.attn_bias:
         raise ValueError("export: QK-norm with q/k/v biases has no transformers counterpart (Qwen3 or Qwen2, not both)")
     if not cfg.hf_compatible:
+        from models.gpt import HF_INCOMPATIBLE
+
+        options = ", ".join(f"model.{k}={v!r}" for k, v in cfg.incompatible_options.items())
+        fix = ", ".join(f"{k}={HF_INCOMPATIBLE[k]!r}" for k in cfg.incompatible_options)
         raise ValueError(
-            f"export: model.mlp={cfg.mlp!r}, logit_softcap={cfg.logit_softcap}, embed_norm={cfg.embed_norm}: "
-            "transformers' Llama/Qwen classes have no ReLU^2 MLP, logit soft-capping or embedding norm; train with "
-            "mlp=swiglu, logit_softcap=0, embed_norm=false to export (README, Training recipe)"
+            f"export: {options}: transformers' Llama/Qwen classes cannot compute these options; train with {fix} to "
+            "export (README, Training recipe)"
         )
     family = "qwen3" if cfg.qk_norm else "qwen2" if cfg.attn_bias else "llama"
     qwen = family != "llama"

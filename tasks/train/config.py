@@ -42,8 +42,20 @@ class TrainConfig(BaseModel):
     cautious_weight_decay: bool = Field(
         default=False, description="Muon decays only weights its update shrinks too (nanochat's cautious decay)."
     )
+    muon_variant: Literal["muon", "normuon"] = Field(
+        default="muon", description="Muon's orthogonalisation: the quintic Newton-Schulz, or nanochat's Polar Express "
+        "with NorMuon's per-neuron step sizes.",
+    )
+    scalar_lr: float = Field(
+        default=0.0, ge=0, description="AdamW lr of the x0 scalars (model.residual_scalars; the residual scalars get "
+        "1/100 of it); 0 = lr (nanochat: 0.5).",
+    )
     betas: tuple[float, float] = Field(default=(0.9, 0.95), description="AdamW betas.")
     weight_decay: float = Field(default=0.1, ge=0, description="Decoupled weight decay on matrices.")
+    embed_weight_decay: float | None = Field(
+        default=None, ge=0, description="Weight decay of an untied embedding, head and value embeddings, which have "
+        "their own lrs; None = weight_decay (nanochat: 0.001-0.01).",
+    )
     warmup_steps: int = Field(default=30, ge=0, description="Linear warmup steps.")
     schedule: Literal["cosine", "wsd", "constant"] = Field(
         default="cosine", description="Decay after warmup: cosine, warmup-stable-decay, or none."

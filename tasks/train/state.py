@@ -94,7 +94,8 @@ class TrainRun:
         )
         self.optimizers = build_optimizers(
             model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.betas, cfg.muon_lr, device.type == "cuda",
-            cfg.embed_lr, cfg.head_lr, cfg.cautious_weight_decay,
+            cfg.embed_lr, cfg.head_lr, cfg.cautious_weight_decay, cfg.embed_weight_decay, cfg.scalar_lr,
+            cfg.muon_variant,
         )
         self.scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)  # fp16 gradients underflow
 

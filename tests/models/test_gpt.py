@@ -32,7 +32,9 @@ def test_forward_shapes_and_loss():
     assert torch.allclose(loss, expected, atol=1e-6)
 
 
-NANOCHAT_OPTIONS = {"mlp": "relu2", "logit_softcap": 15.0, "embed_norm": True}  # the options HF Llama lacks
+# the options HF Llama lacks
+NANOCHAT_OPTIONS = {"mlp": "relu2", "logit_softcap": 15.0, "embed_norm": True, "value_embeds": True,
+                    "residual_scalars": True}
 
 
 @pytest.mark.parametrize("options", [{"qk_norm": False}, {"qk_norm": True}, NANOCHAT_OPTIONS])

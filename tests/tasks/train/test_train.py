@@ -112,7 +112,11 @@ run_train(TrainConfig.model_validate_json({cfg!r}), TokenSet.model_validate_json
 @pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])
 def test_sigkill_and_resume_is_bit_identical(tokens, tmp_path, optimizer):
-    cfg = small(max_steps=12, checkpoint_every=4, optimizer=optimizer, model=TINY.model_copy(update={"dropout": 0.1}))
+    # the Muon run carries nanochat's whole recipe: NorMuon's second moments and the extras' own param groups resume too
+    extras = {"value_embeds": True, "residual_scalars": True, "tie_embeddings": False} if optimizer == "muon" else {}
+    recipe = {"muon_variant": "normuon", "scalar_lr": 0.5, "embed_lr": 0.05} if optimizer == "muon" else {}
+    cfg = small(max_steps=12, checkpoint_every=4, optimizer=optimizer, **recipe,
+                model=TINY.model_copy(update={"dropout": 0.1, **extras}))
     reference = run_train(cfg, tokens, tmp_path / "straight")
     out = tmp_path / "killed"
     script = SLOW_RUN.format(
