@@ -31,8 +31,10 @@ postgres:
 demo: setup
 	$(BIN)/lmforge run --preset smol_cpu
 
+# Two pytest-xdist workers, one per core (tests/conftest.py says how modules are grouped on them).
+TEST_WORKERS ?= 2
 test: setup browser postgres
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"

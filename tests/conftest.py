@@ -1,6 +1,11 @@
 """Test-session set-up: an isolated LMFORGE_HOME and PREFECT_HOME, and one real Prefect server per session.
 
 Environment variables are set at import time, before any test module imports Prefect (it reads settings then).
+
+`make test` runs the suite on two pytest-xdist workers (`-n 2 --dist loadgroup`): `pytest_collection_modifyitems`
+keeps every module on one worker (its module fixtures are built once) and sends all the modules that use one costly
+session fixture (`demo_run`, `smollm2_gguf`) to the same worker, so each is built once per run; those groups go
+first, so the longest chain starts at once. A worker runs torch on one thread: two workers share the two cores.
 """
 
 from __future__ import annotations
@@ -18,6 +23,26 @@ os.environ["PREFECT_HOME"] = str(SESSION_HOME / "prefect")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.pop("MLFLOW_TRACKING_URI", None)  # tests use their own SQLite stores, never a user's server
+if os.environ.get("PYTEST_XDIST_WORKER"):  # set before torch is imported, inherited by every process a test starts
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# session fixtures too costly to build on every worker: the modules using one run together, before the rest
+SHARED_SESSION_FIXTURES = ("demo_run", "smollm2_gguf")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    by_module: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        by_module.setdefault(item.nodeid.split("::")[0], []).append(item)
+    group_of = {}
+    for module, module_items in by_module.items():
+        used = {name for item in module_items for name in getattr(item, "fixturenames", ())}
+        group_of[module] = next((name for name in SHARED_SESSION_FIXTURES if name in used), module)
+    for module, module_items in by_module.items():
+        for item in module_items:
+            item.add_marker(pytest.mark.xdist_group(group_of[module]))
+    rank = {name: i for i, name in enumerate(SHARED_SESSION_FIXTURES)}
+    items.sort(key=lambda item: rank.get(group_of[item.nodeid.split("::")[0]], len(rank)))  # stable: order kept
 
 
 @pytest.fixture(scope="session")
