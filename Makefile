@@ -31,10 +31,11 @@ postgres:
 demo: setup
 	$(BIN)/lmforge run --preset smol_cpu
 
-# Two pytest-xdist workers, one per core (tests/conftest.py says how modules are grouped on them).
-TEST_WORKERS ?= 2
+# pytest-xdist workers (tests/conftest.py says how modules are grouped on them): one more than the 2 cores, as many
+# tests spend their time waiting on servers and subprocesses.
+TEST_WORKERS ?= 3
 test: setup browser postgres
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"

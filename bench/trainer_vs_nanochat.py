@@ -24,16 +24,34 @@ Prints each run's curve (val bpb against training seconds and against tokens), i
 ratio: at the quality both reach (the worse of the two final bpbs), lmforge's training seconds over nanochat's, from
 the curves interpolated linearly (<= 1.0: lmforge is at least as fast to that quality).
 
-Measured 2026-12-06 on the shared 2-core dev box (CPU clock, 240 s each, 4 evaluations, all three concurrent):
+Measured 2026-12-06 on the 2-core dev box (CPU clock, 240 s each, 6 evaluations). Ablation, each change alone on
+the preset as it stood before (`base`: Muon, untied, QK-norm, wsd, momentum ramp, cautious decay), ten runs
+concurrent (`--variant 'NAME:key=value;...'`):
 
-| run | steps | tokens/s | val bpb at ~60 / 120 / 180 / 240 s | lmforge / nanochat time to a shared bpb |
-| --- | ---: | ---: | --- | ---: |
-| lmforge tiny_cpu (this recipe) | 350 | 2,984 | 2.954 / 2.819 / 2.654 / 2.441 | 1.43 (nanochat: 2.441 at 168 s) |
-| lmforge tiny_cpu before (AdamW, tied) | 427 | 3,637 | 3.126 / 3.009 / 2.937 / 2.801 | 2.65 (nanochat: 2.801 at 91 s) |
-| nanochat | 290 | 2,472 | 2.942 / 2.666 / 2.385 / 2.216 | - |
+| run | steps | tokens/s | val bpb at 120 s | at 240 s | time / nanochat's |
+| --- | ---: | ---: | ---: | ---: | ---: |
+| base | 337 | 2,868 | 2.869 | 2.444 | 1.36 |
+| embed_weight_decay=0.001 (was 0.1) | 335 | 2,854 | 2.745 | 2.235 | 1.00 |
+| muon_variant=normuon | 332 | 2,827 | 2.861 | 2.437 | 1.35 |
+| model.mlp_init_scale=0.4 | 337 | 2,872 | 2.835 | 2.439 | 1.35 |
+| model.value_embeds (not exportable) | 333 | 2,840 | 2.863 | 2.403 | 1.30 |
+| model.residual_scalars, scalar_lr=0.5 (not exportable) | 334 | 2,850 | 2.900 | 2.403 | 1.30 |
+| model.rope_theta=100000 | 336 | 2,862 | 2.863 | 2.448 | 1.37 |
+| grad_clip=0 | 334 | 2,844 | 2.856 | 2.385 | 1.28 |
+| all of the above | 326 | 2,778 | 2.748 | 2.225 | 0.98 |
+| nanochat | 272 | 2,314 | 2.679 | 2.233 | - |
 
-The gap left is nanochat's architecture and Muon variant (value embeddings, x0/residual scalars, smear, backout,
-ReLU^2, soft-cap, Polar Express, NorMuon), not measured one by one yet.
+Combinations, four runs concurrent:
+
+| run | steps | tokens/s | val bpb at 120 s | at 240 s | time / nanochat's |
+| --- | ---: | ---: | ---: | ---: | ---: |
+| decay 0.001 + no clip + NorMuon + MLP init 0.4 (the presets' recipe now) | 340 | 2,899 | 2.731 | 2.195 | 0.95 |
+| decay 0.001 + no clip | 341 | 2,904 | 2.746 | 2.229 | 1.01 |
+| the recipe + value embeddings + residual scalars | 329 | 2,807 | 2.752 | 2.213 | 0.98 |
+| nanochat | 279 | 2,379 | 2.689 | 2.224 | - |
+
+nanochat is ahead early (60 s: 3.20 against 3.63) and lmforge from ~150 s on (180 s: 2.37 against 2.54). Repeated
+nanochat runs differ by ~0.01-0.02 bpb (2.216, 2.233, 2.224), so ratios within ~0.03 of each other are a tie.
 
     .venv/bin/python bench/trainer_vs_nanochat.py [--budget 240] [--preset tiny_cpu]
         [--variant 'adamw:optimizer=adamw' --variant 'muon:optimizer=muon;muon_lr=0.02'] [--no-nanochat]

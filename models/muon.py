@@ -63,10 +63,10 @@ def normuon_scale(update: torch.Tensor, second_moment: torch.Tensor, beta2: floa
     in place."""
     dim = -1 if update.size(-2) >= update.size(-1) else -2
     mean_sq = update.float().square().mean(dim=dim, keepdim=True)
-    norm = (mean_sq.sum() * update.size(dim)).sqrt()
+    norm = (mean_sq.sum(dim=(-2, -1), keepdim=True) * update.size(dim)).sqrt()  # per matrix of a stacked (3-D) one
     second_moment.lerp_(mean_sq, 1 - beta2)
     step = second_moment.clamp_min(1e-10).rsqrt()
-    new_norm = ((mean_sq * update.size(dim)) * step.square()).sum().sqrt()
+    new_norm = ((mean_sq * update.size(dim)) * step.square()).sum(dim=(-2, -1), keepdim=True).sqrt()
     return update * (step * (norm / new_norm.clamp_min(1e-10))).to(update.dtype)
 
 
@@ -98,8 +98,8 @@ class Muon(torch.optim.Optimizer):
                 if group.get("variant", "muon") == "normuon":  # checkpoints of older runs lack the key
                     if "second_moment" not in state:
                         wide = p.size(-2) < p.size(-1)
-                        state["second_moment"] = p.new_zeros((1, p.size(-1)) if wide else (p.size(-2), 1),
-                                                             dtype=torch.float32)
+                        per_neuron = (1, p.size(-1)) if wide else (p.size(-2), 1)
+                        state["second_moment"] = p.new_zeros((*p.shape[:-2], *per_neuron), dtype=torch.float32)
                     update = polar_express(update, group["ns_steps"])
                     update = normuon_scale(update, state["second_moment"], group["beta2"])
                 else:

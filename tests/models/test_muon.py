@@ -91,6 +91,13 @@ def test_normuon_variant_trains_a_matrix_down_and_checks_its_name():
         opt.step()
     assert (w - target).square().mean().item() < 0.1 * start
     assert opt.state[w]["second_moment"].shape == (1, 16)
+    # a conv weight (gcnn) is a stack of matrices, one per kernel tap: each is scaled as if it stood alone
+    from models.muon import normuon_scale
+
+    stacked = torch.randn(3, 8, 4) * torch.tensor([1.0, 10.0, 100.0])[:, None, None]
+    together = normuon_scale(stacked, torch.zeros(3, 8, 1), beta2=0.0)
+    alone = torch.stack([normuon_scale(m, torch.zeros(8, 1), beta2=0.0) for m in stacked])
+    assert torch.allclose(together, alone, rtol=1e-5)
     import pytest
 
     with pytest.raises(ValueError, match="variant 'adam'"):
