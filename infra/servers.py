@@ -225,12 +225,28 @@ def up(cfg: ServersConfig) -> ServerState:
     return state
 
 
-def ensure_gpu_limit(api_url: str, slots: int) -> None:
+def ensure_gpu_limit(api_url: str, slots: int, busy_timeout_s: float = 120.0) -> None:
     """The tag concurrency limit that keeps training task runs (tagged `GPU_TAG`) off one accelerator at the same
-    time; the same as `prefect concurrency-limit create gpu 1`, and an upsert, so a restart keeps one limit."""
-    response = httpx.post(f"{api_url}/concurrency_limits/", json={"tag": GPU_TAG, "concurrency_limit": slots},
-                          timeout=30)
-    response.raise_for_status()
+    time; the same as `prefect concurrency-limit create gpu 1`, and an upsert, so a restart keeps one limit.
+
+    A Prefect server that has just started answers 503 while its database is busy (SQLite on a loaded machine):
+    that is retried, honouring Retry-After, for up to `busy_timeout_s`; any other error is raised at once."""
+    deadline = time.monotonic() + busy_timeout_s
+    while True:
+        response = httpx.post(f"{api_url}/concurrency_limits/", json={"tag": GPU_TAG, "concurrency_limit": slots},
+                              timeout=30)
+        if response.status_code != 503 or time.monotonic() >= deadline:
+            response.raise_for_status()
+            return
+        time.sleep(retry_after(response))
+
+
+def retry_after(response: httpx.Response, default_s: float = 1.0, most_s: float = 10.0) -> float:
+    """Seconds a 503/429 answer asks the client to wait (Retry-After in seconds), within [0, most_s]."""
+    try:
+        return min(max(float(response.headers.get("Retry-After", default_s)), 0.0), most_s)
+    except ValueError:  # an HTTP date: not worth parsing for a local server
+        return default_s
 
 
 def down() -> list[str]:

@@ -42,3 +42,39 @@ def test_prefect_api_starts_a_run_server_exported_to_child_processes(lmforge_hom
     assert "PREFECT_API_URL" not in os.environ
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{url}/health")
+
+
+def test_gpu_limit_waits_out_a_busy_server_and_raises_other_errors():
+    """A just-started Prefect server answers 503 while its database is busy: `up` retries; a 4xx is raised."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from infra.servers import GPU_TAG, ensure_gpu_limit
+
+    answers, bodies = [503, 503, 200], []
+
+    class Api(BaseHTTPRequestHandler):
+        def do_POST(self):
+            bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            status = answers.pop(0) if answers else 422
+            self.send_response(status)
+            self.send_header("Retry-After", "0")
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Api)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    api = f"http://127.0.0.1:{server.server_address[1]}/api"
+    try:
+        ensure_gpu_limit(api, 1)
+        assert len(bodies) == 3 and bodies[-1] == {"tag": GPU_TAG, "concurrency_limit": 1}
+        with pytest.raises(httpx.HTTPStatusError, match="422"):
+            ensure_gpu_limit(api, 1)
+        assert len(bodies) == 4  # not retried
+    finally:
+        server.shutdown()
