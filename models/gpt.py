@@ -17,7 +17,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from torch import nn
+from torch import Tensor, nn
 
 from models.decoding import Decoding, KVCacheDecoder, decode, decoder_for
 from models.kv_cache import KVCache
@@ -177,15 +177,8 @@ class Attention(nn.Module):
         if cfg.value_embeds and has_value_embed(layer, cfg.n_layer):
             self.ve_gate = nn.Linear(VE_GATE_CHANNELS, cfg.n_kv_head, bias=False)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        cache: KVCache | None = None,
-        layer: int = 0,
-        ve: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache | None = None, layer: int = 0,
+                ve: Tensor | None = None) -> Tensor:
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_head, self.head_dim)
         k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim)
@@ -269,15 +262,8 @@ class Block(nn.Module):
         self.mlp = MLP(cfg)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        cache: KVCache | None = None,
-        layer: int = 0,
-        ve: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache | None = None, layer: int = 0,
+                ve: Tensor | None = None) -> Tensor:
         x = x + self.drop(self.self_attn(self.input_layernorm(x), cos, sin, cache, layer, ve))
         return x + self.drop(self.mlp(self.post_attention_layernorm(x)))
 
