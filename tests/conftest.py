@@ -2,10 +2,9 @@
 
 Environment variables are set at import time, before any test module imports Prefect (it reads settings then).
 
-`make test` runs the suite on pytest-xdist workers (`-n N --dist loadscope`): `pytest_xdist_make_scheduler` keeps
-every module on one worker (its module fixtures are built once) and sends all the modules that use one costly
-session fixture (`demo_run`, `smollm2_gguf`) to the same worker, so each is built once per run; those groups go
-first, so the longest chain starts at once. A worker runs torch on one thread, as the workers share the cores.
+`make test` runs the suite on pytest-xdist workers (`-n N --dist loadscope`): every module stays on one worker (its
+module fixtures are built once, its tests keep their order), and a session fixture is built once per worker that
+needs it. A worker runs torch on one thread, as the workers share the cores.
 """
 
 from __future__ import annotations
@@ -26,45 +25,18 @@ os.environ.pop("MLFLOW_TRACKING_URI", None)  # tests use their own SQLite stores
 if os.environ.get("PYTEST_XDIST_WORKER"):  # set before torch is imported, inherited by every process a test starts
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-# session fixtures too costly to build on every worker: the modules using one run together, before the rest
-SHARED_SESSION_FIXTURES = ("demo_run", "smollm2_gguf")
-TESTS = Path(__file__).resolve().parent
-
-
-def work_unit(module: str) -> str:
-    """The xdist work unit of a test module (its path relative to the rootdir): the shared session fixture it uses
-    (a fixture is used by its name, so the module's source names it), else the module itself."""
-    source = (TESTS.parent / module).read_text(encoding="utf-8")
-    return next((name for name in SHARED_SESSION_FIXTURES if name in source), module)
-
-
-def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    """`--dist loadscope` with modules grouped by `work_unit` (xdist's own `loadgroup` cannot be used: it renames
-    node ids through an attribute pytest 9 no longer reads)."""
-    if config.getvalue("dist") != "loadscope":
-        return None
-    from xdist.scheduler import LoadScopeScheduling
-
-    class SharedFixtureScheduling(LoadScopeScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            return work_unit(nodeid.split("::", 1)[0])
-
-    return SharedFixtureScheduling(config, log)
+# session fixtures that take a minute to build: the modules using one are the longest, so they start first
+COSTLY_SESSION_FIXTURES = ("demo_run", "smollm2_gguf")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The modules sharing a session fixture first: xdist hands out work units in collection order, and those are
-    the longest."""
-    rank = {name: i for i, name in enumerate(SHARED_SESSION_FIXTURES)}
-    units: dict[str, str] = {}
-
-    def order(item: pytest.Item) -> int:
-        module = item.nodeid.split("::", 1)[0]
-        if module not in units:
-            units[module] = work_unit(module)
-        return rank.get(units[module], len(rank))
-
-    items.sort(key=order)  # stable: the order within each group is kept
+    """xdist (`--dist loadscope`) hands whole modules to idle workers in collection order: the modules that use a
+    costly session fixture go first, so the longest start at once instead of trailing at the end."""
+    costly: set[str] = set()
+    for item in items:
+        if set(getattr(item, "fixturenames", ())) & set(COSTLY_SESSION_FIXTURES):
+            costly.add(item.nodeid.split("::", 1)[0])
+    items.sort(key=lambda item: item.nodeid.split("::", 1)[0] not in costly)  # stable: module order kept
 
 
 @pytest.fixture(scope="session")
