@@ -42,14 +42,31 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def prefect_server():
     """A real Prefect API server (SQLite) for the whole session; its start costs ~20 s, so tests share it."""
+    import httpx
+    from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
-        # Worker processes (datatrove, extraction pools) must reach this server too, not start their own.
-        os.environ["PREFECT_API_URL"] = PREFECT_API_URL.value()
+    for attempt in range(3):
+        harness = prefect_test_harness(server_startup_timeout=120)
+        try:
+            harness.__enter__()
+            break
+        except httpx.TimeoutException:
+            # Prefect polls a new server's /health with httpx's 5-s read timeout and gives up at the first timeout
+            # (a loaded machine, e.g. three test workers on two cores): stop that server and start another.
+            half_started = SubprocessASGIServer._instances.get(None)  # the harness registers its server there
+            if half_started is not None:
+                half_started.stop()
+            if attempt == 2:
+                raise
+    # Worker processes (datatrove, extraction pools) must reach this server too, not start their own.
+    os.environ["PREFECT_API_URL"] = PREFECT_API_URL.value()
+    try:
         yield
+    finally:
         os.environ.pop("PREFECT_API_URL", None)
+        harness.__exit__(None, None, None)
 
 
 @pytest.fixture
