@@ -279,9 +279,8 @@ class Decoder(nn.Module):
         self.norm = RMSNorm(cfg.n_embd, cfg.norm_eps)
         if cfg.value_embeds:
             kv_dim = cfg.n_kv_head * cfg.head_dim
-            self.value_embeds = nn.ModuleDict(
-                {str(i): nn.Embedding(cfg.vocab_size, kv_dim) for i in range(cfg.n_layer) if has_value_embed(i, cfg.n_layer)}
-            )
+            layers = [i for i in range(cfg.n_layer) if has_value_embed(i, cfg.n_layer)]
+            self.value_embeds = nn.ModuleDict({str(i): nn.Embedding(cfg.vocab_size, kv_dim) for i in layers})
         if cfg.residual_scalars:
             self.resid_lambdas = nn.Parameter(torch.ones(cfg.n_layer))
             self.x0_lambdas = nn.Parameter(torch.zeros(cfg.n_layer))
@@ -371,7 +370,8 @@ class GPT(Generation, nn.Module):
         for i, block in enumerate(decoder.layers):
             if self.config.residual_scalars:
                 x = decoder.resid_lambdas[i] * x + decoder.x0_lambdas[i] * x0
-            ve = decoder.value_embeds[str(i)](idx) if self.config.value_embeds and str(i) in decoder.value_embeds else None
+            tables = decoder.value_embeds if self.config.value_embeds else {}
+            ve = tables[str(i)](idx) if str(i) in tables else None
             if self.grad_checkpointing and self.training:
                 x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, None, i, ve, use_reentrant=False)
             else:

@@ -27,8 +27,9 @@ def zeropower_via_newtonschulz5(G: torch.Tensor, steps: int = 5) -> torch.Tensor
     return X.to(G.dtype)
 
 
-# Polar Express (Amsel et al. 2025, arXiv:2505.16932): per-iteration coefficients for 5 steps (safety 2e-2, cushion
-# 2), as nanochat uses them; they converge to U V^T where the fixed quintic above stops at singular values in ~[0.7, 1.2]
+# Polar Express (Amsel et al. 2025, arXiv:2505.16932): per-iteration coefficients for 5 steps (safety 2e-2,
+# cushion 2), as nanochat uses them; they converge to U V^T where the fixed quintic above stops at singular values
+# in ~[0.7, 1.2]
 POLAR_EXPRESS = [
     (8.156554524902461, -22.48329292557795, 15.878769915207462),
     (4.042929935166739, -2.808917465908714, 0.5000178451051316),

@@ -116,7 +116,7 @@ def run_dpo(cfg: DPOConfig, base: CheckpointRef, data: PreferenceSet, out: Path)
 
     t0 = time.time()
     start = start_from(cfg, base, out)
-    base_dir = base.dir / base.checkpoint
+    base_dir = start.base_dir
     device, amp, model, tokenizer, n_params = start.device, start.amp, start.model, start.tokenizer, start.n_params
     if cfg.lora is not None:
         add_lora(model, cfg.lora)

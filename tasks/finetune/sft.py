@@ -183,7 +183,7 @@ def run_sft(cfg: SFTConfig, base: CheckpointRef, data: ConversationSet, out: Pat
 
     t0 = time.time()
     start = start_from(cfg, base, out)
-    base_dir = base.dir / base.checkpoint
+    base_dir = start.base_dir
     device, amp, model, tokenizer, n_params = start.device, start.amp, start.model, start.tokenizer, start.n_params
     for leftover in out.glob(".tmp-step_*"):  # half-written checkpoint of a killed run
         shutil.rmtree(leftover, ignore_errors=True)

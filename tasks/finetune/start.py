@@ -27,6 +27,7 @@ class Start(NamedTuple):
     tokenizer: Any
     sidecar: dict
     n_params: int  # the base model's, before any adapter
+    base_dir: Path  # the base checkpoint's step directory
 
     def inherited(self) -> dict:
         return {k: self.sidecar[k] for k in INHERITED if k in self.sidecar}
@@ -43,5 +44,6 @@ def start_from(cfg: DeviceSettings, base: CheckpointRef, out: Path) -> Start:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out.mkdir(parents=True, exist_ok=True)
-    model, tokenizer, sidecar = ckpt.load_model(base.dir / base.checkpoint, device="cpu")
-    return Start(device, amp, model, tokenizer, sidecar, model.num_params())
+    base_dir = base.dir / base.checkpoint
+    model, tokenizer, sidecar = ckpt.load_model(base_dir, device="cpu")
+    return Start(device, amp, model, tokenizer, sidecar, model.num_params(), base_dir)
