@@ -10,8 +10,11 @@ clean-subset scores and CORE's per-task breakdown need the items behind it. The 
 - `kind="centered"` (CORE): `values[i]` is 0/1 and `groups[i]` the item's task; `baselines[task]` is the task's
   random baseline (in [0, 1)). The metric is the mean over tasks of (accuracy - baseline) / (1 - baseline).
 
-Ids identify the same item across models, whatever their tokenizer: a document's id is the sha256 of its text
-(with `#n` for the n-th repeat of the same text), a benchmark item's id comes from its file position and content.
+Ids identify the same item across models, whatever their tokenizer:
+- a scored document (val split, `evaluate.text_files`): `text_ids` (sha256 of its text, `#n` for the n-th repeat);
+- a benchmark item (HellaSwag, ARC, LAMBADA): its 0-based position in the file, as a string (`"17"`);
+- a CORE item: `"<task label>/<0-based line number in the task's jsonl file>"` (`"arc_easy/17"`);
+- a sample or chat prompt: its 0-based position in the configured prompt list.
 """
 
 from __future__ import annotations
