@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -139,3 +140,19 @@ def test_the_manifest_records_the_code_version_of_the_stage_entry(lmforge_home: 
     ref = finish_stage(out, DocSet(path=str(out), files=[], n_docs=0), config=ShardConfig(), entry=run_shard)
     assert ref.manifest()["code_version"] == stage_code.code_version(run_shard)
     assert stage_code.code_version(run_shard) != stage_code.code_version(run_crawl)
+
+
+def test_an_entry_run_as_a_script_is_keyed_by_its_module_name(monkeypatch: pytest.MonkeyPatch):
+    """`python -m tasks.train.train` defines run_train in `__main__`: its key must be the imported module's."""
+    import types
+
+    script = types.ModuleType("__main__")
+    script.__spec__ = types.SimpleNamespace(name="tasks.train.train")
+    monkeypatch.setitem(sys.modules, "__main__", script)
+
+    def run_script() -> None:
+        pass
+
+    run_script.__module__ = "__main__"
+    assert stage_code.entry_module(run_script) == "tasks.train.train"
+    assert stage_code.code_version(run_script) == stage_code.code_version(run_train)
