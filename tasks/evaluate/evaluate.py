@@ -92,7 +92,8 @@ def run_evaluate(cfg: EvalConfig, ckpt: CheckpointRef, tokens: TokenSet, out: Pa
     (out / "report.md").write_text(report_markdown(result, ckpt))
     ref = EvalReport(path=str(out), metrics=result["metrics"], samples=result["samples"])
     stats = {**result["stats"], **{k: v for k, v in result["metrics"].items() if "/" not in k}}
-    return finish_stage(out, ref, config=cfg, stats=stats, files=["report.json", "report.md", VAL_DOCS], started=t0)
+    return finish_stage(out, ref, config=cfg, entry=run_evaluate,
+                        stats=stats, files=["report.json", "report.md", VAL_DOCS], started=t0)
 
 
 def rescore(checkpoint_dir: Path, report: EvalReport, device: str = "cpu") -> tuple[dict[str, float], dict[str, str]]:
@@ -118,5 +119,5 @@ def rescore(checkpoint_dir: Path, report: EvalReport, device: str = "cpu") -> tu
 
 @task(name="evaluate", retries=1)
 def evaluate(cfg: EvalConfig, ckpt: CheckpointRef, tokens: TokenSet) -> EvalReport:
-    out = stage_dir("evaluate", cfg, ckpt, tokens)
+    out = stage_dir("evaluate", cfg, ckpt, tokens, entry=run_evaluate)
     return load_done(out, EvalReport) or run_evaluate(cfg, ckpt, tokens, out)
