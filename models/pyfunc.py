@@ -84,7 +84,7 @@ def stage_checkpoint(checkpoint_dir: Path, dest: Path) -> Path:
     return dest
 
 
-def stage_code(dest: Path) -> list[str]:
+def package_code(dest: Path) -> list[str]:
     """The `models` package (Python files only): all a registered model needs to load, with no stage code."""
     source = Path(__file__).resolve().parent
     (dest / "models").mkdir(parents=True, exist_ok=True)
@@ -109,7 +109,7 @@ def save_chat_model(checkpoint_dir: Path | str, path: Path | str, workdir: Path 
         path=str(path),
         python_model=str(Path(__file__).with_name("pyfunc_entry.py")),  # models-from-code: no pickle stored
         artifacts={"checkpoint": str(checkpoint)},
-        code_paths=stage_code(workdir / "code"),
+        code_paths=package_code(workdir / "code"),
         pip_requirements=list(pip_requirements()),
         input_example=INPUT_EXAMPLE,
     )

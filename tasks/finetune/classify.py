@@ -172,7 +172,7 @@ def register_classifier(
     import pandas as pd
     from mlflow.exceptions import MlflowException
 
-    from models.pyfunc import pip_requirements, stage_code
+    from models.pyfunc import package_code, pip_requirements
     from tasks.core.tracking import client, log_stage
     from tasks.registry.register import EVAL_SET_TAG, METRIC_TAG, RegisterConfig, champion_scores, gate_decision
 
@@ -185,7 +185,7 @@ def register_classifier(
             path=str(Path(tmp) / "model"),
             python_model=str(Path(__file__).resolve().parents[2] / "models" / "classifier_entry.py"),
             artifacts={"classifier": str(ref.dir / ref.classifier)},
-            code_paths=stage_code(Path(tmp) / "code"),
+            code_paths=package_code(Path(tmp) / "code"),
             pip_requirements=list(pip_requirements()),
             input_example=pd.DataFrame({"text": ["an example text to classify"]}),
         )
