@@ -227,6 +227,51 @@ def test_concurrent_requests_are_batched_and_answer_as_if_alone(tok, make_model)
     assert health["peak_batch"] >= 2 and health["completed"] == 4
 
 
+def tiny_gcnn(vocab_size: int):
+    import torch
+
+    from models.gpt import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch="gcnn", n_layer=2, n_embd=32, seq_len=64, vocab_size=vocab_size))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    return model.eval()
+
+
+@pytest.mark.parametrize(("make_model", "max_batch"), [(tiny_gpt, 1), (tiny_gcnn, 8)], ids=["gpt-batch-1", "gcnn"])
+def test_one_slot_is_the_batched_path_serving_one_request_at_a_time(tok, make_model, max_batch):
+    """`max_batch=1`, and an arch that decodes one sequence per pass (gcnn), run the same decode loop with one slot:
+    concurrent clients are answered one after the other, each as if alone."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = make_model(tok.vocab_size)
+    model.register_forward_pre_hook(lambda *_: time.sleep(0.002))  # slow enough that the requests overlap
+    rows: list[int] = []
+    model.register_forward_pre_hook(lambda _, args: rows.append(args[0].size(0)))
+    engine = ChatEngine(model, tok, {})
+    engine.stop_ids = set()
+    questions = ["Hi", "What is Debian?", "Fox?"]
+    alone = [engine.complete([{"role": "user", "content": q}], max_tokens=20, temperature=0)[0] for q in questions]
+    rows.clear()
+    config = ServeConfig(max_batch=max_batch, output_filter="none")
+    with TestClient(build_app(engine, config, api_key="")) as client:
+        def ask(question: str) -> str:
+            body = {"messages": [{"role": "user", "content": question}], "max_tokens": 20, "temperature": 0}
+            reply = client.post("/v1/chat/completions", json=body)
+            assert reply.status_code == 200, reply.text
+            return reply.json()["choices"][0]["message"]["content"]
+
+        with ThreadPoolExecutor(3) as pool:
+            served = list(pool.map(ask, questions))
+        health = client.get("/health").json()
+    assert served == alone
+    # peak_batch counts the decode loop's joins: the one path served them, one slot at a time
+    assert health["peak_batch"] == 1 and health["completed"] == 3 and set(rows) == {1}
+
+
 def test_quantize_int8_serves_the_checkpoint_with_int8_layers(tok, tmp_path):
     import torch
     from lm_fixtures import write_checkpoint
