@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from flows.config import PipelineConfig, recipe_config
 from flows.presets import tiny_cpu
+from infra.servers import on_accelerator
 from tasks.ablate.plan import Recipe, proxy_train_config
 from tasks.ablate.results import AblationSummary, log_arm, write_ablation
 from tasks.collect.crawl import crawl
@@ -113,7 +114,7 @@ def ablate(cfg: AblationConfig = AblationConfig()) -> AblationSummary:
             stage_done("tokenize", tokens, recipe.name)
             for seed in cfg.seeds:
                 train_cfg = proxy_train_config(base.train, cfg.token_budget, seed, init_from)
-                checkpoint = train.with_options(tags=["gpu"])(train_cfg, tokens)
+                checkpoint = on_accelerator(train)(train_cfg, tokens)
                 stage_done("train", checkpoint, f"{recipe.name}/seed={seed}")
                 report = evaluate(eval_cfg, checkpoint, heldout)
                 stage_done("evaluate", report, f"{recipe.name}/seed={seed}")

@@ -2,7 +2,8 @@
 
 `lmforge finetune --task classify` runs this flow: the base (a registry URI or checkpoint dir) is fetched, the
 `classify` stage trains and scores the head on a held-out split, and the result is registered under its own name
-through the same promotion gate as the language models (gate metric: macro-F1).
+through the same register path as the language models (`tasks.registry.register.run_register`: gate, promotion
+lock, compare-and-set; gate metric: macro-F1).
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ def finetune_classify(cfg: ClassifyConfig, tracking: TrackingConfig | None = Non
     tracking = tracking or TrackingConfig()
     if not cfg.train_file:
         raise ValueError("classify.train_file is empty: name a .jsonl or .parquet file of {text, label} rows")
-    ref = classify(cfg, base_ref(cfg.base, tracking))
+    base = base_ref(cfg.base, tracking)
+    ref = classify(cfg, base)
     with tracked_run(tracking, f"classify-{cfg.model_name}", {"classify": cfg.model_dump(mode="json")}) as run_id:
-        version = register_classifier(cfg, tracking, run_id, ref)
+        version = register_classifier(cfg, tracking, run_id, ref, base)
     print(f"classify: {cfg.base} → {version.model_uri} ({version.alias}); macro-F1 {ref.metrics.get('cls_macro_f1')}")
     return version

@@ -16,6 +16,7 @@ from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows.finetune import chat_eval_config
+from infra.servers import on_accelerator
 from tasks.core.artifacts import ModelVersionRef
 from tasks.core.report import track_stage, tracked_run
 from tasks.core.tracking import TrackingConfig
@@ -69,7 +70,7 @@ def finetune_dpo(cfg: DPOFinetuneConfig = DPOFinetuneConfig()) -> ModelVersionRe
         conversations = sft_data(cfg.conversations, start.shards) if cfg.data.spin else None
         pairs = preference_data(cfg.data, start.checkpoint, conversations)
         track_stage(cfg.tracking, run_id, "preference-data", pairs)
-        checkpoint = dpo.with_options(tags=["gpu"])(cfg.dpo, start.checkpoint, pairs)
+        checkpoint = on_accelerator(dpo)(cfg.dpo, start.checkpoint, pairs)
         track_stage(cfg.tracking, run_id, "dpo", checkpoint)
         start_report = preference_eval(cfg.dpo, start.checkpoint, start.checkpoint, pairs,
                                        evaluate(cfg.evaluate, start.checkpoint, start.tokens))

@@ -12,7 +12,7 @@ from __future__ import annotations
 from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field
 
-from infra.servers import GPU_TAG
+from infra.servers import on_accelerator
 from tasks.core.artifacts import ModelVersionRef
 from tasks.core.report import track_stage, tracked_run
 from tasks.core.tracking import TrackingConfig
@@ -62,7 +62,7 @@ def finetune(cfg: FinetuneConfig = FinetuneConfig()) -> ModelVersionRef:  # noqa
         track_stage(cfg.tracking, run_id, "tokenize", base.tokens)
         conversations = sft_data(cfg.data, base.shards)
         track_stage(cfg.tracking, run_id, "sft-data", conversations)
-        checkpoint = sft.with_options(tags=[GPU_TAG])(cfg.sft, base.checkpoint, conversations)
+        checkpoint = on_accelerator(sft)(cfg.sft, base.checkpoint, conversations)
         track_stage(cfg.tracking, run_id, "sft", checkpoint)
         report = evaluate(cfg.evaluate, checkpoint, base.tokens)
         track_stage(cfg.tracking, run_id, "evaluate", report)

@@ -13,7 +13,7 @@ from prefect import flow
 
 from flows.config import PipelineConfig
 from flows.presets import tiny_cpu
-from infra.servers import GPU_TAG
+from infra.servers import on_accelerator
 from tasks.collect.crawl import crawl
 from tasks.collect.mixture import mix
 from tasks.core.report import PipelineSummary, summarize, track_stage, tracked_run
@@ -27,12 +27,6 @@ from tasks.serve.ask import ask
 from tasks.shard.shard import shard
 from tasks.tokenize.tokenize import tokenize
 from tasks.train.train import train
-
-# Training is the accelerator-bound stage: the tag lets a Prefect concurrency limit (`prefect concurrency-limit
-# create gpu 1`) keep two flows from training on the same GPU at once.
-train_on_accelerator = train.with_options(tags=[GPU_TAG])
-sft_on_accelerator = sft.with_options(tags=[GPU_TAG])
-
 
 @flow(name="pipeline", log_prints=True)
 def pipeline(cfg: PipelineConfig = tiny_cpu()) -> PipelineSummary:
@@ -61,12 +55,12 @@ def pipeline(cfg: PipelineConfig = tiny_cpu()) -> PipelineSummary:
             base_registry = cfg.registry.model_copy(update={"model_name": f"{cfg.registry.model_name}-base",
                                                             "intended_use": "The imported base model, as published."})
             register(base_registry, cfg.tracking, run_id, base, base_report)
-        checkpoint = train_on_accelerator(train_cfg, tokens, tracking=(cfg.tracking, run_id))
+        checkpoint = on_accelerator(train)(train_cfg, tokens, tracking=(cfg.tracking, run_id))
         track_stage(cfg.tracking, run_id, "train", checkpoint)
         if cfg.sft is not None:
             conversations = sft_data(cfg.sft_data, shards)
             track_stage(cfg.tracking, run_id, "sft-data", conversations)
-            checkpoint = sft_on_accelerator(cfg.sft, checkpoint, conversations)
+            checkpoint = on_accelerator(sft)(cfg.sft, checkpoint, conversations)
             track_stage(cfg.tracking, run_id, "sft", checkpoint)
         report = evaluate(cfg.evaluate, checkpoint, tokens)
         track_stage(cfg.tracking, run_id, "evaluate", report)

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from flows.config import PipelineConfig
 from flows.presets import tiny_cpu
-from infra.servers import GPU_TAG
+from infra.servers import on_accelerator
 from tasks.collect.crawl import crawl
 from tasks.core.report import track_stage, tracked_run
 from tasks.curate.curate import curate
@@ -77,7 +77,7 @@ def retrain(cfg: RetrainConfig = RetrainConfig()) -> RetrainResult:
         track_stage(base.tracking, run_id, "shard", shards)
         tokens = tokenize(tokenize_cfg, shards)
         track_stage(base.tracking, run_id, "tokenize", tokens)
-        checkpoint = train.with_options(tags=[GPU_TAG])(train_cfg, tokens, tracking=(base.tracking, run_id))
+        checkpoint = on_accelerator(train)(train_cfg, tokens, tracking=(base.tracking, run_id))
         track_stage(base.tracking, run_id, "train", checkpoint)
         # The champion's own val split is the fixed eval set: same tokenizer, so the scores compare.
         eval_tokens = champion.tokens if continue_champion and champion.tokens is not None else tokens

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from infra.servers import GPU_TAG
+from infra.servers import on_accelerator
 from tasks.collect.config import CrawlConfig
 from tasks.collect.crawl import crawl
 from tasks.collect.mixture import MixtureConfig, mix
@@ -54,7 +54,7 @@ def tokenize_flow(cfg: TokenizeConfig, shards: ShardSet) -> TokenSet:
 
 @flow(name="train")
 def train_flow(cfg: TrainConfig, tokens: TokenSet) -> CheckpointRef:
-    return train.with_options(tags=[GPU_TAG])(cfg, tokens)
+    return on_accelerator(train)(cfg, tokens)
 
 
 @flow(name="evaluate")

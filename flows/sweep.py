@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from flows.config import PipelineConfig
 from flows.presets import tiny_cpu
-from infra.servers import GPU_TAG
+from infra.servers import on_accelerator
 from tasks.collect.crawl import crawl
 from tasks.core.report import tracked_run
 from tasks.curate.curate import curate
@@ -33,7 +33,7 @@ def sweep(cfg: SweepConfig = SweepConfig()) -> Path:
     tokens = tokenize(base.tokenize, shard(base.shard, curate(base.curate, crawl(base.crawl))))
     with tracked_run(base.tracking, f"{base.name}-sweep", cfg.model_dump(mode="json")) as parent:
         trials = sweep_trials(cfg.space, base.train)
-        checkpoints = [train.with_options(tags=[GPU_TAG]).submit(trial_cfg, tokens) for _, trial_cfg in trials]
+        checkpoints = [on_accelerator(train).submit(trial_cfg, tokens) for _, trial_cfg in trials]
         reports = [evaluate.submit(base.evaluate, checkpoint, tokens) for checkpoint in checkpoints]
         results = [
             log_trial.submit(base.tracking, parent, params, checkpoint, report, cfg.space.metric)

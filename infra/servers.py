@@ -21,15 +21,26 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.core.artifacts import lmforge_home, write_json_atomic
 
+if TYPE_CHECKING:
+    from prefect import Task
+
+TaskT = TypeVar("TaskT", bound="Task")
+
 # The Prefect tag of task runs that need the accelerator (training, SFT): the flows tag them with it and `up` (and the
 # compose set-up) limits it to `gpu_slots` concurrent runs.
 GPU_TAG = "gpu"
+
+
+def on_accelerator(stage: TaskT) -> TaskT:
+    """`stage` (a Prefect task) tagged `GPU_TAG`: the one way a flow marks a task run as accelerator-bound."""
+    return stage.with_options(tags=[GPU_TAG])
 
 
 class ServersConfig(BaseModel):

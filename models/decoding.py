@@ -6,7 +6,8 @@ Each architecture declares how it continues a sequence, as a class attribute `de
 - `rnn`: `RecurrentDecoder`, the LSTM state; each new token is one step;
 - `gcnn`: `WindowDecoder`, the last receptive field's worth of tokens, which gives exactly the logits of a full pass
   at a fixed cost (a convolution has no cache to keep, and needs none);
-- `Decoder` itself is a full recompute (the only path whose cost grows with the context; tests compare against it).
+- `Decoder` is the strategies' base: the slots, and starting and stepping them (tests add a full recompute, the
+  reference every strategy must match).
 Every decoder holds `slots` sequences: `prefill` starts one, `step` advances several by one token each in one
 forward pass where the arch is `batched` (continuous batching: a sequence joins when a slot frees, leaves when it
 ends). A decoder with a `capacity` (a KV cache's length) is full for a slot when its length reaches it; `decode`
@@ -15,6 +16,7 @@ then restarts that slot on the context its stream refits (half of it) — the on
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -31,37 +33,27 @@ class Decoding:
     batched: bool = False
 
 
-class Decoder:
-    """Full recompute: every pass runs each sequence's whole window (all of it, or its last `capacity` tokens)."""
+class Decoder(ABC):
+    """A decoding strategy: how `slots` sequences continue, each one token at a time. This base keeps the slots
+    (which are free, how long each is) and starts and steps them; a strategy says how a pass runs (`forward`) and
+    how a slot starts afresh (`reset`)."""
 
     def __init__(self, model: Any, capacity: int | None, slots: int = 1) -> None:
         self.model, self.capacity = model, capacity
         self.lengths = [0] * slots  # tokens fed, per slot
         self.free = list(range(slots))
-        self.ids: list[list[int]] = [[] for _ in range(slots)]
         self.device = next(model.parameters()).device
 
     def full(self, slot: int) -> bool:
         return self.capacity is not None and self.lengths[slot] >= self.capacity
 
+    @abstractmethod
     def reset(self, slot: int) -> None:
-        self.ids[slot], self.lengths[slot] = [], 0
+        """Empty `slot`: its next `forward` starts a sequence."""
 
+    @abstractmethod
     def forward(self, slots: list[int], idx: torch.Tensor) -> torch.Tensor:
         """Append idx (N, T) to the sequences in `slots` (equally long when T > 1); next-token logits (N, V)."""
-        windows: dict[int, list[int]] = {}
-        for slot, new in zip(slots, idx.tolist(), strict=True):
-            self.ids[slot] += new
-            self.lengths[slot] = len(self.ids[slot])
-            windows[slot] = self.window(slot)
-        logits = {}
-        for group in same_length(windows):  # windows of one length run in one pass
-            out, _ = self.model(self.tensor([windows[s] for s in group]))
-            logits.update(zip(group, out[:, -1], strict=True))
-        return torch.stack([logits[s] for s in slots])
-
-    def window(self, slot: int) -> list[int]:
-        return self.ids[slot][-self.capacity :] if self.capacity else self.ids[slot]
 
     def tensor(self, rows: list[list[int]]) -> torch.Tensor:
         return torch.tensor(rows, dtype=torch.long, device=self.device)
@@ -88,19 +80,29 @@ class Decoder:
         slots = list(tokens)
         return dict(zip(slots, self.forward(slots, self.tensor([[tokens[s]] for s in slots])), strict=True))
 
-    @torch.no_grad()
-    def feed(self, ids: list[int]) -> torch.Tensor:
-        """One sequence, in slot 0: append ids (its prompt, when it is empty); the logits (V,) of the next token."""
-        if self.lengths[0] == 0:
-            return self.prefill(0, ids)
-        return self.forward([0], self.tensor([ids]))[0]
-
 
 class WindowDecoder(Decoder):
-    """Convolutions see a fixed receptive field: recomputing it is exact and costs the same at any length."""
+    """Convolutions see a fixed receptive field: recomputing it is exact and costs the same at any length. Every
+    pass runs each sequence's last `window` tokens through the model."""
 
     def __init__(self, model: Any, capacity: int | None = None, slots: int = 1) -> None:
         super().__init__(model, None, slots)  # never full: the window slides
+        self.ids: list[list[int]] = [[] for _ in range(slots)]
+
+    def reset(self, slot: int) -> None:
+        self.ids[slot], self.lengths[slot] = [], 0
+
+    def forward(self, slots: list[int], idx: torch.Tensor) -> torch.Tensor:
+        windows: dict[int, list[int]] = {}
+        for slot, new in zip(slots, idx.tolist(), strict=True):
+            self.ids[slot] += new
+            self.lengths[slot] = len(self.ids[slot])
+            windows[slot] = self.window(slot)
+        logits = {}
+        for group in same_length(windows):  # windows of one length run in one pass
+            out, _ = self.model(self.tensor([windows[s] for s in group]))
+            logits.update(zip(group, out[:, -1], strict=True))
+        return torch.stack([logits[s] for s in slots])
 
     def window(self, slot: int) -> list[int]:
         return self.ids[slot][-self.model.receptive_field :]
@@ -217,11 +219,6 @@ def batchable(model: Any) -> bool:
 
 
 def decoder_for(model: Any, context: int | None, slots: int = 1) -> Decoder:
-    """The decoder `model` declares, for `slots` sequences of at most `context` tokens where bounded (None: as
-    many as the model can hold)."""
+    """The decoder `model` declares, for `slots` sequences (more than one in a pass only where it is `batchable`)
+    of at most `context` tokens where bounded (None: as many as the model can hold)."""
     return decoding_of(model).decoder(model, context, slots)
-
-
-def slot_decoder_for(model: Any, slots: int, context: int) -> Decoder:
-    """The batched decoder of a `batchable` model, `slots` sequences at most."""
-    return decoder_for(model, context, slots)

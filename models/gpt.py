@@ -268,7 +268,7 @@ class Block(nn.Module):
         return x + self.drop(self.mlp(self.post_attention_layernorm(x)))
 
 
-class Decoder(nn.Module):
+class Transformer(nn.Module):
     """HF's `model.` prefix: embeddings, blocks and final norm (and the options HF lacks: value embeddings, keyed
     by layer, and the per-layer residual and x0 scalars)."""
 
@@ -292,7 +292,7 @@ class GPT(Generation, nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.config = cfg
-        self.model = Decoder(cfg)
+        self.model = Transformer(cfg)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight

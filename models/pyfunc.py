@@ -1,11 +1,13 @@
-"""The MLflow chat model: an lmforge checkpoint packaged as an OpenAI-compatible `mlflow.pyfunc.ChatModel`.
+"""The MLflow models: an lmforge checkpoint packaged as an OpenAI-compatible `mlflow.pyfunc.ChatModel`, and a
+fine-tuned classifier packaged as `models.classifier_entry.LmforgeClassifier` (texts in, labels out).
 
 MLflow 3 deprecates `ChatModel` in favour of `ResponsesAgent` for agents, but keeps recommending it where strict
 OpenAI ChatCompletion compatibility is needed — which is what `lmforge serve` and `mlflow models serve` expose.
 The packaged model holds the checkpoint (weights, tokenizer, sidecar with the model config; never the optimizer
 state) as an artifact and the `models` source as code (nothing from `tasks/`), so `mlflow models serve -m
 models:/lmforge@champion --env-manager local` runs it with nothing else on the path. Generation itself is
-`models.generate.ChatEngine`, shared with the chat server and the CLI chat.
+`models.generate.ChatEngine`, shared with the chat server and the CLI chat. Both models are models-from-code
+(`pyfunc_entry.py`, `classifier_entry.py`: no pickle stored) and carry the same code (`package_code`).
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ def stage_checkpoint(checkpoint_dir: Path, dest: Path) -> Path:
     return dest
 
 
-def stage_code(dest: Path) -> list[str]:
+def package_code(dest: Path) -> list[str]:
     """The `models` package (Python files only): all a registered model needs to load, with no stage code."""
     source = Path(__file__).resolve().parent
     (dest / "models").mkdir(parents=True, exist_ok=True)
@@ -109,8 +111,24 @@ def save_chat_model(checkpoint_dir: Path | str, path: Path | str, workdir: Path 
         path=str(path),
         python_model=str(Path(__file__).with_name("pyfunc_entry.py")),  # models-from-code: no pickle stored
         artifacts={"checkpoint": str(checkpoint)},
-        code_paths=stage_code(workdir / "code"),
+        code_paths=package_code(workdir / "code"),
         pip_requirements=list(pip_requirements()),
         input_example=INPUT_EXAMPLE,
+    )
+    return Path(path)
+
+
+def save_classifier_model(classifier_dir: Path | str, path: Path | str, workdir: Path | str) -> Path:
+    """Write the pyfunc classifier for `classifier_dir` (`models.classifier.save_classifier`'s output) to `path`
+    (must not exist); `workdir` holds the staged code."""
+    import pandas as pd
+
+    mlflow.pyfunc.save_model(
+        path=str(path),
+        python_model=str(Path(__file__).with_name("classifier_entry.py")),
+        artifacts={"classifier": str(classifier_dir)},
+        code_paths=package_code(Path(workdir) / "code"),
+        pip_requirements=list(pip_requirements()),
+        input_example=pd.DataFrame({"text": ["an example text to classify"]}),
     )
     return Path(path)

@@ -6,9 +6,9 @@ hash) is held out. The head (`models.classifier`) pools the base's final hidden 
 and head train together with AdamW unless `freeze_base`. Metrics on the val split: accuracy, macro-F1 (the mean of
 per-label F1 over every label, a label never predicted nor present scoring 0) and the confusion matrix (rows = true
 label, columns = predicted), saved as `metrics.json` and `confusion.png`. `register_classifier` logs them to MLflow
-and registers the pyfunc (`LmforgeClassifier`: texts in, labels and probabilities out); the promotion gate of
-`tasks.registry.register` decides the alias on `cls_macro_f1` over the same val set. `finetune_classify` is the whole thing
-for `lmforge finetune --task classify`.
+and registers the pyfunc (`LmforgeClassifier`: texts in, labels and probabilities out) through
+`tasks.registry.register.run_register`, whose gate decides the alias on `cls_macro_f1` over the same val set.
+`finetune_classify` is the whole thing for `lmforge finetune --task classify`.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.core.artifacts import (
     CheckpointRef,
+    EvalReport,
     ModelVersionRef,
     StageRef,
     file_sha256,
@@ -37,6 +38,7 @@ from tasks.core.artifacts import (
 from tasks.core.tracking import TrackingConfig
 from tasks.finetune.classify_metrics import classification_metrics, confusion_matrix, plot_confusion
 from tasks.finetune.records import read_records
+from tasks.registry.register import RegisterConfig
 
 CLASSIFIER_DIR = "classifier"
 
@@ -164,55 +166,38 @@ def run_classify(cfg: ClassifyConfig, base: CheckpointRef, out: Path) -> Classif
     return finish_stage(out, ref, config=cfg, entry=run_classify, stats=stats, files=files, started=t0)
 
 
-def register_classifier(
-    cfg: ClassifyConfig, tracking: TrackingConfig, run_id: str, ref: ClassifierRef
-) -> ModelVersionRef:
-    """Log metrics and the confusion-matrix plot to `run_id`, register the pyfunc, and run the promotion gate."""
-    import mlflow
-    import pandas as pd
-    from mlflow.exceptions import MlflowException
+def classifier_registry_config(cfg: ClassifyConfig) -> RegisterConfig:
+    """The classifier's gate: macro-F1 on the same val rows must improve; no downstream guards, and no re-scoring of
+    a champion scored on other rows (re-scoring evaluates language models)."""
+    return RegisterConfig(
+        model_name=cfg.model_name, gate_metric="cls_macro_f1", guard_metrics=[], rescore_champion=False,
+        intended_use="Text classification into the labels it was trained on, for texts like its training rows.",
+    )
 
-    from models.pyfunc import pip_requirements, stage_code
+
+def register_classifier(
+    cfg: ClassifyConfig, tracking: TrackingConfig, run_id: str, ref: ClassifierRef, base: CheckpointRef
+) -> ModelVersionRef:
+    """Log metrics and the confusion-matrix plot to `run_id`, then register the pyfunc through the registry's one
+    path (`tasks.registry.register.run_register`: gate, promotion lock, compare-and-set, idempotence); `base` is the
+    checkpoint the classifier was fine-tuned from."""
     from tasks.core.tracking import client, log_stage
-    from tasks.registry.register import EVAL_SET_TAG, METRIC_TAG, RegisterConfig, champion_scores, gate_decision
+    from tasks.registry.register import ModelPackage, run_register
 
     mlflow_client = client(tracking)
     log_stage(tracking, run_id, "classify", ref)  # metrics and timings as classify/..., the manifest as an artifact
     mlflow_client.log_artifact(run_id, str(ref.dir / "confusion.png"), artifact_path="classify")
     mlflow_client.log_artifact(run_id, str(ref.dir / "metrics.json"), artifact_path="classify")
-    with tempfile.TemporaryDirectory(prefix="lmforge-classifier-") as tmp:
-        mlflow.pyfunc.save_model(
-            path=str(Path(tmp) / "model"),
-            python_model=str(Path(__file__).resolve().parents[2] / "models" / "classifier_entry.py"),
-            artifacts={"classifier": str(ref.dir / ref.classifier)},
-            code_paths=stage_code(Path(tmp) / "code"),
-            pip_requirements=list(pip_requirements()),
-            input_example=pd.DataFrame({"text": ["an example text to classify"]}),
-        )
-        mlflow_client.log_artifacts(run_id, str(Path(tmp) / "model"), artifact_path="classifier")
-    try:
-        mlflow_client.create_registered_model(cfg.model_name, description="lmforge text classifier")
-    except MlflowException as err:
-        if err.error_code != "RESOURCE_ALREADY_EXISTS":
-            raise
-    gate = RegisterConfig(model_name=cfg.model_name, gate_metric="cls_macro_f1", guard_metrics=[])
-    _, old, old_sets = champion_scores(mlflow_client, gate)
-    new_sets = {"cls": ref.val_set}
-    promote, reason = gate_decision(gate, ref.metrics, new_sets, old, old_sets)
-    alias = gate.champion_alias if promote else gate.challenger_alias
-    tags = {f"{METRIC_TAG}{k}": repr(v) for k, v in ref.metrics.items()} | {f"{EVAL_SET_TAG}cls": new_sets["cls"]}
-    tags |= {"lmforge.gate.decision": "promoted" if promote else "refused", "lmforge.gate.reason": reason}
-    source = f"{mlflow_client.get_run(run_id).info.artifact_uri.rstrip('/')}/classifier"
-    version = mlflow_client.create_model_version(cfg.model_name, source, run_id=run_id, tags=tags)
-    mlflow_client.set_registered_model_alias(cfg.model_name, alias, version.version)
-    return ModelVersionRef(
-        name=cfg.model_name,
-        version=str(version.version),
-        alias=alias,
-        model_uri=f"models:/{cfg.model_name}/{version.version}",
-        run_id=run_id,
-        tracking_uri=tracking.uri(),
-    )
+    summary = (f"Text classifier: a {cfg.pooling}-pooled head over the checkpoint described below, labels "
+               f"{', '.join(ref.labels)}; val accuracy {ref.metrics['cls_accuracy']:.4f}, macro-F1 "
+               f"{ref.metrics['cls_macro_f1']:.4f} on {int(ref.metrics['cls_n'])} rows.")
+    package = ModelPackage(kind="classifier", source=str(ref.dir / ref.classifier), summary=summary)
+    with tempfile.TemporaryDirectory(prefix="lmforge-classifier-report-") as tmp:
+        # the gate reads an eval report (report.json: metrics and the eval set each was measured on); the classifier's
+        # is its val split, and the stage's manifest identifies it, so a rerun finds the version it registered
+        (Path(tmp) / "report.json").write_text(json.dumps({"metrics": ref.metrics, "eval_sets": {"cls": ref.val_set}}))
+        report = EvalReport(path=tmp, metrics=ref.metrics, manifest_sha256=ref.manifest_sha256)
+        return run_register(classifier_registry_config(cfg), tracking, run_id, base, report, package=package)
 
 
 def data_ref(cfg: ClassifyConfig) -> StageRef:

@@ -46,9 +46,10 @@ def read_sidecar(ckpt: CheckpointRef) -> dict[str, Any]:
 
 def model_card(
     cfg: Any, tracking: TrackingConfig, run_id: str, ckpt: CheckpointRef, report: EvalReport, gate: dict[str, Any],
-    version: str,
+    version: str, summary: str = "",
 ) -> str:
-    """Markdown card for version `version` of `cfg.model_name`."""
+    """Markdown card for version `version` of `cfg.model_name`; `summary` says what the version is when it is more
+    than the checkpoint (a classifier over it)."""
     sidecar = read_sidecar(ckpt)
     arch = sidecar.get("model", {})
     tok = sidecar.get("tokenizer", {})
@@ -58,6 +59,7 @@ def model_card(
         (f"**Gate:** {gate['decision']} → `{gate['alias']}`. {gate['reason']}. "
          f"{gate['metric']}: new {gate['new']}, champion {gate['champion']} (v{gate['champion_version']})."),
         "",
+        *(["## Model", summary, ""] if summary else []),
         "## Data provenance",
         *provenance(tracking, run_id),
         f"- token data manifest sha256 (checkpoint sidecar): `{sidecar.get('data', {}).get('manifest_sha256', '?')}`",

@@ -1,4 +1,5 @@
-"""Register stage: log the pyfunc chat model to the pipeline's MLflow run, register a new version, run the gate.
+"""Register stage: log the pyfunc model (the chat model, or a classifier: `ModelPackage`) to the pipeline's MLflow
+run, register a new version, run the gate. Every lmforge model registers here, through the one gate and lock.
 
 The promotion gate moves alias `champion` to the new version only when it beats the current champion on the same
 eval set: the gate metric (default val bits per byte) must improve by more than `gate_margin`, and no guard metric
@@ -30,7 +31,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
@@ -315,17 +316,40 @@ def version_ref(cfg: RegisterConfig, tracking: TrackingConfig, mlflow_client, ve
                            model_uri=f"models:/{cfg.model_name}/{version}", run_id=run_id, tracking_uri=tracking.uri())
 
 
+class ModelPackage(BaseModel):
+    """What a registered version carries: which MLflow pyfunc packages which directory. Every lmforge model goes
+    through the one `run_register` (gate, lock, compare-and-set, idempotence); only this differs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["chat", "classifier"] = Field(description="The chat model (`models.pyfunc.save_chat_model`) or "
+                                                "a text classifier (`models.pyfunc.save_classifier_model`).")
+    source: str = Field(description="Directory packaged: a training checkpoint (chat) or a classifier directory.")
+    summary: str = Field(default="", description="Model card: what the version is beyond the checkpoint it holds "
+                         "or builds on (a classifier: its head, labels and scores).")
+
+    def save(self, path: Path, workdir: Path) -> Path:
+        from models.pyfunc import save_chat_model, save_classifier_model
+
+        save = save_chat_model if self.kind == "chat" else save_classifier_model
+        return save(self.source, path, workdir)
+
+    def description(self) -> str:
+        """The registered model's description (each version's card is its own description)."""
+        return "lmforge chat model; see version cards." if self.kind == "chat" else "lmforge text classifier"
+
+
 def run_register(
     cfg: RegisterConfig, tracking: TrackingConfig, run_id: str, ckpt: CheckpointRef, report: EvalReport,
-    base: EvalReport | None = None,
+    base: EvalReport | None = None, package: ModelPackage | None = None,
 ) -> ModelVersionRef:
     """Register `ckpt` with its eval `report` and run the gate; a rerun after a crash at any step finishes the same
-    version."""
+    version. `package`: what the version carries, by default the chat model of `ckpt`; a classifier passes its own,
+    and `ckpt` is then the checkpoint it was fine-tuned from (the card's architecture, tokenizer and data)."""
     from mlflow.exceptions import MlflowException
 
-    from models.pyfunc import save_chat_model
     from tasks.registry.model_card import model_card
 
+    package = package or ModelPackage(kind="chat", source=str(ckpt.dir / ckpt.checkpoint))
     t0 = time.time()
     mlflow_client = client(tracking)
     version = existing_version(mlflow_client, cfg, report)
@@ -335,11 +359,11 @@ def run_register(
         return version_ref(cfg, tracking, mlflow_client, str(version.version), version.run_id)
     if version is None:
         with tempfile.TemporaryDirectory(prefix="lmforge-register-") as tmp:
-            model_dir = save_chat_model(ckpt.dir / ckpt.checkpoint, Path(tmp) / "model", Path(tmp) / "staging")
+            model_dir = package.save(Path(tmp) / "model", Path(tmp) / "staging")
             mlflow_client.log_artifacts(run_id, str(model_dir), artifact_path="model")
         source = f"{mlflow_client.get_run(run_id).info.artifact_uri.rstrip('/')}/model"
         try:
-            mlflow_client.create_registered_model(cfg.model_name, description="lmforge chat model; see version cards.")
+            mlflow_client.create_registered_model(cfg.model_name, description=package.description())
         except MlflowException as err:
             if err.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
@@ -358,7 +382,7 @@ def run_register(
                  "reason": gate["lmforge.gate.reason"], "metric": cfg.gate_metric,
                  "new": report.metrics.get(cfg.gate_metric), "champion": None if math.isnan(champion_score) else
                  champion_score, "champion_version": gate["lmforge.gate.champion_version"] or None}
-    card = model_card(cfg, tracking, version_run, ckpt, report, card_gate, version=number)
+    card = model_card(cfg, tracking, version_run, ckpt, report, card_gate, version=number, summary=package.summary)
     mlflow_client.log_text(version_run, card, f"model_card_v{number}.md")
     for name in ("report.json", "report.md"):  # the eval report next to the model it describes
         if (report.dir / name).is_file():

@@ -4,10 +4,10 @@ The event loop only parses requests and moves text: `submit` queues a `Job` (or 
 server turns into a 429 with `Retry-After`), the worker thread takes jobs in arrival order (nothing overtakes, so
 nothing starves) and sends each job's events back to its asyncio queue through `call_soon_threadsafe`.
 
-Continuous batching: for the archs that declare batched decoding (gpt, gpt2: KV cache; rnn: recurrent state) the
-worker keeps up to `max_batch` answers in flight in one slot decoder, run by the one decode loop
-(`models.decoding.decode`, the scheduler being its `Streams`) — every step is one forward pass for all of them; a
-request joins as soon as a slot is free and leaves when its answer ends. gcnn (and `max_batch=1`) is decoded one
+Continuous batching: the worker keeps up to `max_batch` answers in flight in one slot decoder, run by the one decode
+loop (`models.decoding.decode`, the scheduler being its `Streams`) — for the archs that declare batched decoding
+(gpt, gpt2: KV cache; rnn: recurrent state) every step is one forward pass for all of them; a request joins as soon
+as a slot is free and leaves when its answer ends. gcnn (and `max_batch=1`) is the same path with one slot: one
 request at a time. A cancelled job (its client went away) leaves the queue at once, or stops at its next token when
 already running.
 """
@@ -22,12 +22,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from models.generate import Delta
 
 log = logging.getLogger("lmforge.serve")
 # ("delta", text) | ("done", (finish_reason, prompt_tokens, completion_tokens)) | ("error", exception)
 Event = tuple[str, Any]
-Delta = tuple[str, Any, int, int]  # models.generate.Delta: (text, finish_reason or None, prompt, completion tokens)
 
 
 class QueueFull(Exception):
@@ -139,32 +141,22 @@ class Scheduler:
 
     def run(self) -> None:
         while not self.stopping:
-            self.work.wait(timeout=1.0)
+            if not self.waiting:
+                self.work.wait(timeout=1.0)
             self.work.clear()
             try:
-                if self.max_batch > 1:
-                    self.run_batched()
-                else:
-                    self.run_one_by_one()
+                self.run_batched()
             except Exception as err:  # the model failed: every answer in flight gets the error, the server lives on
                 for job in self.running.values():
                     self.fail(job, err)
                 self.running.clear()
 
-    def run_one_by_one(self) -> None:
-        while not self.stopping and (job := self.next_job()) is not None:
-            self.running = {0: job}
-            try:
-                for delta in self.engine.run(job.sequence, job.cancelled.is_set):
-                    self.send(job, job.output(delta))
-            except Exception as err:
-                self.fail(job, err)
-            self.running = {}
-
     def run_batched(self) -> None:
-        from models.decoding import decode, slot_decoder_for
+        """Decode until no job runs and none waits: `max_batch` slots (one for an arch that decodes one sequence
+        at a time), filled in arrival order."""
+        from models.decoding import decode, decoder_for
 
-        decoder = slot_decoder_for(self.engine.model, self.max_batch, self.engine.context)
+        decoder = decoder_for(self.engine.model, self.engine.context, self.max_batch)
         for _ in decode(decoder, self):
             pass
 

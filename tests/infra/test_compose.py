@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from infra.compose import COMPOSE_SERVERS, SETUP_COMMANDS, document, render
-from infra.servers import GPU_TAG, ServersConfig, worker_command, worker_env
+from infra.servers import GPU_TAG, ServersConfig, on_accelerator, worker_command, worker_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,6 +59,16 @@ def test_every_dependency_names_a_defined_service():
 
 
 def test_the_limited_tag_is_the_one_training_runs_carry():
-    from flows.pipeline import sft_on_accelerator, train_on_accelerator
+    from tasks.finetune.dpo import dpo
+    from tasks.finetune.sft import sft
+    from tasks.train.train import train
 
-    assert train_on_accelerator.tags == sft_on_accelerator.tags == {GPU_TAG}
+    assert on_accelerator(train).tags == on_accelerator(sft).tags == on_accelerator(dpo).tags == {GPU_TAG}
+
+
+def test_flows_tag_accelerator_runs_one_way():
+    """The tag has one spelling in flows: `on_accelerator(task)`; neither the literal nor GPU_TAG appears there."""
+    flows = Path(__file__).resolve().parents[2] / "flows"
+    for path in flows.glob("*.py"):
+        source = path.read_text()
+        assert "GPU_TAG" not in source and '"gpu"' not in source, f"{path.name} spells the tag; use on_accelerator"

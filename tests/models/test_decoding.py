@@ -27,11 +27,27 @@ def random_model(arch: str, vocab_size: int = 97, seq_len: int = 64, **overrides
     return model.eval()
 
 
+class FullRecompute(WindowDecoder):
+    """Every pass runs each sequence's whole history through the model: the reference the incremental decoders
+    must match (its cost grows with the context, so no model decodes this way)."""
+
+    def window(self, slot: int) -> list[int]:
+        return self.ids[slot]
+
+
+@torch.no_grad()
+def feed(decoder: Decoder, ids: list[int]) -> torch.Tensor:
+    """One sequence, in slot 0: append ids (its prompt, when it is empty); the logits (V,) of the next token."""
+    if decoder.lengths[0] == 0:
+        return decoder.prefill(0, ids)
+    return decoder.forward([0], decoder.tensor([ids]))[0]
+
+
 def greedy(decoder: Decoder, prompt: list[int], n: int) -> list[int]:
-    logits, out = decoder.feed(prompt), []
+    logits, out = feed(decoder, prompt), []
     for _ in range(n):
         out.append(int(logits.argmax()))
-        logits = decoder.feed(out[-1:])
+        logits = feed(decoder, out[-1:])
     return out
 
 
@@ -41,7 +57,7 @@ def test_cached_decoding_equals_full_recompute_token_by_token(arch):
     prompt = torch.randint(0, 97, (23,), generator=torch.Generator().manual_seed(7)).tolist()
     cached = decoder_for(model, context=64)
     assert type(cached) is ARCHS[arch]
-    recomputed = Decoder(model, capacity=None)  # the whole sequence through the model for every token
+    recomputed = FullRecompute(model)  # the whole sequence through the model for every token
     assert greedy(cached, prompt, 40) == greedy(recomputed, prompt, 40)
 
 
@@ -60,8 +76,8 @@ def test_gqa_cache_matches_forward_logits():
     model = random_model("gpt", n_kv_head=1)
     ids = list(range(5, 35))
     decoder = decoder_for(model, context=64)
-    decoder.feed(ids[:10])
-    stepped = torch.stack([decoder.feed([t]) for t in ids[10:]])
+    feed(decoder, ids[:10])
+    stepped = torch.stack([feed(decoder, [t]) for t in ids[10:]])
     full, _ = model(torch.tensor([ids]))
     torch.testing.assert_close(stepped, full[0, 10:], atol=1e-4, rtol=1e-4)
 
@@ -107,14 +123,14 @@ def test_engine_answers_past_a_full_cache_and_seed_repeats():
 
 @pytest.mark.parametrize("arch", ["gpt", "gpt2", "rnn"])
 def test_batched_slots_decode_exactly_what_each_sequence_decodes_alone(arch):
-    from models.decoding import batchable, slot_decoder_for
+    from models.decoding import batchable
 
     model = random_model(arch)
     g = torch.Generator().manual_seed(5)
     prompts = [torch.randint(0, 97, (n,), generator=g).tolist() for n in (3, 17, 30)]
     alone = [greedy(decoder_for(model, context=64), p, 12) for p in prompts]
     assert batchable(model) and not batchable(random_model("gcnn"))
-    batch, out = slot_decoder_for(model, slots=4, context=64), {}
+    batch, out = decoder_for(model, context=64, slots=4), {}
     logits = {slot: batch.prefill(slot, p) for slot, p in zip((2, 0), prompts[:2], strict=True)}
     for step in range(12):
         if step == 4:  # a third sequence joins mid-flight, in a free slot
@@ -160,7 +176,7 @@ class Greedy:
 
 @pytest.mark.parametrize("arch", ["gpt", "gpt2", "rnn"])
 def test_the_decode_loop_batches_joins_and_leaves_as_if_each_ran_alone(arch):
-    from models.decoding import decode, slot_decoder_for
+    from models.decoding import decode
 
     model = random_model(arch)
     g = torch.Generator().manual_seed(9)
@@ -169,7 +185,7 @@ def test_the_decode_loop_batches_joins_and_leaves_as_if_each_ran_alone(arch):
     passes: list[int] = []
     model.register_forward_pre_hook(lambda _, args: passes.append(args[0].size(0)))
     streams = Greedy(prompts, 10)
-    for _ in decode(slot_decoder_for(model, slots=2, context=64), streams):  # 4 prompts through 2 slots
+    for _ in decode(decoder_for(model, context=64, slots=2), streams):  # 4 prompts through 2 slots
         pass
     assert [streams.out[i] for i in range(4)] == alone
     assert max(passes) == 2  # two sequences advanced in one pass

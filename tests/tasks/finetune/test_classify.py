@@ -1,4 +1,5 @@
-"""Classification fine-tuning: metrics checked by hand, learning a learnable fixture, registry round trip."""
+"""Classification fine-tuning: metrics checked by hand, learning a learnable fixture, registry round trip, and
+concurrent registrations through the registry's one gate (lock, compare-and-set, idempotence)."""
 
 from __future__ import annotations
 
@@ -117,7 +118,7 @@ def test_registered_classifier_predicts_labels_and_probabilities(setup):
     ref = run_classify(cfg, base, tmp / "out-register")
     tracking = TrackingConfig(tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}")
     client(tracking).create_experiment(tracking.experiment, artifact_location=(tmp / "artifacts").as_uri())
-    version = register_classifier(cfg, tracking, open_run(tracking, "classify", {}, {}), ref)
+    version = register_classifier(cfg, tracking, open_run(tracking, "classify", {}, {}), ref, base)
     assert version.alias == "champion"
     run = client(tracking).get_run(version.run_id)
     assert run.data.metrics["classify/cls_macro_f1"] == ref.metrics["cls_macro_f1"]
@@ -132,6 +133,65 @@ def test_registered_classifier_predicts_labels_and_probabilities(setup):
     assert list(out["label"]) == ["animal", "vehicle"]
     probs = out[["prob_animal", "prob_food", "prob_vehicle"]].sum(axis=1)
     assert probs.tolist() == pytest.approx([1.0, 1.0]) and (out["probability"] > 0.5).all()
+
+
+@pytest.mark.slow
+def test_concurrent_classifier_registrations_are_serialised_by_the_gate(setup, tmp_path, monkeypatch):
+    """Two classifiers registered at once, both decided before either moves an alias: one champion, both versions
+    registered, and the second gate compares against the first (never both against "no champion yet")."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    from mlflow.tracking import MlflowClient
+
+    from tasks.core.tracking import TrackingConfig, client, open_run
+
+    tmp, base, train, val = setup
+    tracking = TrackingConfig(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client(tracking).create_experiment(tracking.experiment, artifact_location=(tmp_path / "artifacts").as_uri())
+    cfgs = {seed: ClassifyConfig(base="unused", train_file=str(train), val_file=str(val), epochs=1, max_len=16,
+                                 freeze_base=True, seed=seed, model_name="race-classifier") for seed in (1, 2)}
+    refs = {seed: run_classify(cfg, base, tmp_path / f"out-{seed}") for seed, cfg in cfgs.items()}
+    assert refs[1].val_set == refs[2].val_set  # the same val rows: the gate compares them
+
+    both_decided = threading.Barrier(2)
+    create_version = MlflowClient.create_model_version
+
+    def decided_then_wait(self, *args, **kwargs):  # each version is created with its gate decided against "none"
+        version = create_version(self, *args, **kwargs)
+        both_decided.wait(timeout=120)
+        return version
+
+    monkeypatch.setattr(MlflowClient, "create_model_version", decided_then_wait)
+
+    run_ids = {seed: open_run(tracking, f"classify-{seed}", {}, {}) for seed in (1, 2)}  # as each flow did before
+
+    def register(seed: int):
+        return register_classifier(cfgs[seed], tracking, run_ids[seed], refs[seed], base)
+
+    with ThreadPoolExecutor(2) as pool:
+        futures = {pool.submit(register, seed): seed for seed in (1, 2)}
+        versions = {futures[future]: future.result() for future in as_completed(futures, timeout=300)}
+    monkeypatch.undo()
+
+    mlflow_client = client(tracking)
+    registered = mlflow_client.search_model_versions("name='race-classifier'")
+    assert sorted(str(v.version) for v in registered) == ["1", "2"]
+    tags = {str(v.version): v.tags for v in registered}
+    assert all(t["lmforge.register.done"] == "true" for t in tags.values())
+    (first,) = [v for v, t in tags.items() if t["lmforge.gate.champion_version"] == ""]
+    (second,) = [v for v, t in tags.items() if v != first]
+    assert tags[second]["lmforge.gate.champion_version"] == first  # decided again, against the first
+    f1 = {str(versions[seed].version): refs[seed].metrics["cls_macro_f1"] for seed in (1, 2)}
+    champion = str(mlflow_client.get_model_version_by_alias("race-classifier", "champion").version)
+    assert champion == (second if f1[second] > f1[first] else first)
+    assert tags[second]["lmforge.gate.decision"] == ("promoted" if champion == second else "refused")
+    assert not any(m.name.endswith(".promotion-lock") for m in mlflow_client.search_registered_models())
+    assert "Text classifier" in mlflow_client.get_model_version("race-classifier", first).description  # its card
+
+    again = register(1)  # a rerun registers nothing new: the version is found by the classify stage's manifest
+    assert again.version == versions[1].version
+    assert len(mlflow_client.search_model_versions("name='race-classifier'")) == 2
 
 
 def test_read_examples_names_the_line_that_is_not_json(tmp_path):

@@ -188,24 +188,48 @@ def test_chat_repl_keeps_the_conversation(tok):
     assert "".join(shown) == "Hello there.\n" * 2
 
 
-def tiny_rnn(vocab_size: int):
+def tiny_random(arch: str, vocab_size: int):
+    """A small model of `arch` with perturbed weights, so its answers are varied tokens."""
     import torch
 
     from models.gpt import ModelConfig, build_model
 
     torch.manual_seed(0)
-    model = build_model(ModelConfig(arch="rnn", n_layer=2, n_embd=32, seq_len=64, vocab_size=vocab_size))
+    model = build_model(ModelConfig(arch=arch, n_layer=2, n_embd=32, seq_len=64, vocab_size=vocab_size))
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.1)
     return model.eval()
 
 
+def tiny_rnn(vocab_size: int):
+    return tiny_random("rnn", vocab_size)
+
+
+def tiny_gcnn(vocab_size: int):
+    return tiny_random("gcnn", vocab_size)
+
+
+def ask_at_once(engine: ChatEngine, config: ServeConfig, questions: list[str], max_tokens: int):
+    """Every question sent at once by its own client to a server of `engine`: (greedy answers, /health after)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with TestClient(build_app(engine, config, api_key="")) as client:
+        def ask(question: str) -> str:
+            body = {"messages": [{"role": "user", "content": question}], "max_tokens": max_tokens, "temperature": 0}
+            reply = client.post("/v1/chat/completions", json=body)
+            assert reply.status_code == 200, reply.text
+            return reply.json()["choices"][0]["message"]["content"]
+
+        with ThreadPoolExecutor(len(questions)) as pool:
+            answers = list(pool.map(ask, questions))
+        return answers, client.get("/health").json()
+
+
 @pytest.mark.parametrize("make_model", [tiny_gpt, tiny_rnn], ids=["gpt", "rnn"])
 def test_concurrent_requests_are_batched_and_answer_as_if_alone(tok, make_model):
     """Continuous batching: answers decoded together in one forward pass per step equal the answers alone."""
     import time
-    from concurrent.futures import ThreadPoolExecutor
 
     model = make_model(tok.vocab_size)
     model.register_forward_pre_hook(lambda *_: time.sleep(0.005))  # slow enough that the requests overlap
@@ -213,18 +237,30 @@ def test_concurrent_requests_are_batched_and_answer_as_if_alone(tok, make_model)
     engine.stop_ids = set()  # answers of the full length, so they stay in flight together
     questions = ["Hi", "What is Debian?", "Tell me about Python and JSON files, please.", "Fox?"]
     alone = [engine.complete([{"role": "user", "content": q}], max_tokens=40, temperature=0)[0] for q in questions]
-    with TestClient(build_app(engine, ServeConfig(max_batch=4, output_filter="none"), api_key="")) as client:
-        def ask(question: str) -> str:
-            body = {"messages": [{"role": "user", "content": question}], "max_tokens": 40, "temperature": 0}
-            reply = client.post("/v1/chat/completions", json=body)
-            assert reply.status_code == 200, reply.text
-            return reply.json()["choices"][0]["message"]["content"]
-
-        with ThreadPoolExecutor(4) as pool:
-            batched = list(pool.map(ask, questions))
-        health = client.get("/health").json()
+    batched, health = ask_at_once(engine, ServeConfig(max_batch=4, output_filter="none"), questions, 40)
     assert batched == alone
     assert health["peak_batch"] >= 2 and health["completed"] == 4
+
+
+@pytest.mark.parametrize(("make_model", "max_batch"), [(tiny_gpt, 1), (tiny_gcnn, 8)], ids=["gpt-batch-1", "gcnn"])
+def test_one_slot_is_the_batched_path_serving_one_request_at_a_time(tok, make_model, max_batch):
+    """`max_batch=1`, and an arch that decodes one sequence per pass (gcnn), run the same decode loop with one slot:
+    concurrent clients are answered one after the other, each as if alone."""
+    import time
+
+    model = make_model(tok.vocab_size)
+    model.register_forward_pre_hook(lambda *_: time.sleep(0.002))  # slow enough that the requests overlap
+    rows: list[int] = []
+    model.register_forward_pre_hook(lambda _, args: rows.append(args[0].size(0)))
+    engine = ChatEngine(model, tok, {})
+    engine.stop_ids = set()
+    questions = ["Hi", "What is Debian?", "Fox?"]
+    alone = [engine.complete([{"role": "user", "content": q}], max_tokens=20, temperature=0)[0] for q in questions]
+    rows.clear()
+    served, health = ask_at_once(engine, ServeConfig(max_batch=max_batch, output_filter="none"), questions, 20)
+    assert served == alone
+    # peak_batch counts the decode loop's joins: the one path served them, one slot at a time
+    assert health["peak_batch"] == 1 and health["completed"] == 3 and set(rows) == {1}
 
 
 def test_quantize_int8_serves_the_checkpoint_with_int8_layers(tok, tmp_path):
