@@ -55,18 +55,19 @@ def pipeline(cfg: PipelineConfig = tiny_cpu()) -> PipelineSummary:
             base_registry = cfg.registry.model_copy(update={"model_name": f"{cfg.registry.model_name}-base",
                                                             "intended_use": "The imported base model, as published."})
             register(base_registry, cfg.tracking, run_id, base, base_report)
-        checkpoint = on_accelerator(train)(train_cfg, tokens, tracking=(cfg.tracking, run_id))
-        track_stage(cfg.tracking, run_id, "train", checkpoint)
+        trained = on_accelerator(train)(train_cfg, tokens, tracking=(cfg.tracking, run_id))
+        track_stage(cfg.tracking, run_id, "train", trained)
+        checkpoint, tuned = trained, None
         if cfg.sft is not None:
             conversations = sft_data(cfg.sft_data, shards)
             track_stage(cfg.tracking, run_id, "sft-data", conversations)
-            checkpoint = on_accelerator(sft)(cfg.sft, checkpoint, conversations)
-            track_stage(cfg.tracking, run_id, "sft", checkpoint)
+            checkpoint = tuned = on_accelerator(sft)(cfg.sft, trained, conversations)
+            track_stage(cfg.tracking, run_id, "sft", tuned)
         report = evaluate(cfg.evaluate, checkpoint, tokens)
         track_stage(cfg.tracking, run_id, "evaluate", report)
         version = register(cfg.registry, cfg.tracking, run_id, checkpoint, report, base_report)
-        summary = summarize(cfg.tracking, run_id, docs, curated, shards, tokens, checkpoint, report, version,
-                            base_report)
+        summary = summarize(cfg.tracking, run_id, docs, curated, shards, tokens, trained, report, version,
+                            base_report, sft=tuned)
         if cfg.questions:
             summary = summary.model_copy(update={"answers": ask(version.model_uri, cfg.questions, cfg.tracking)})
     return summary

@@ -173,6 +173,35 @@ def run_pipeline(demo: DemoRun, command: str) -> None:
     assert "lmforge pipeline finished" in done.stdout
     if "base.source" in command:  # adapted from the base: before → after, the base registered, answers printed
         assert "base model" in done.stdout and "val_bpb base → adapted" in done.stdout and "\nQ: " in done.stdout
+        # the train row is the train stage's (BASE_BUDGET: 4 steps), SFT's (2 steps) has its own
+        assert summary_row(done.stdout, "train steps / time").startswith("4 / "), done.stdout
+        assert summary_row(done.stdout, "SFT steps / time").startswith("2 / "), done.stdout
+        # evaluate ran for the base before training and for the adapted model after SFT: each line has its own time
+        assert console_time(done.stdout, "evaluate-base") != "reused"
+        assert console_time(done.stdout, "evaluate") == own_time(demo.home, "evaluate"), done.stdout
+
+
+def summary_row(stdout: str, label: str) -> str:
+    """The value of one row of the pipeline's summary table."""
+    found = re.search(rf"^{re.escape(label)}\s+(\S.*)$", stdout, re.MULTILINE)
+    assert found, f"no {label!r} row in:\n{stdout}"
+    return found.group(1)
+
+
+def console_time(stdout: str, stage: str) -> str:
+    """The time a stage's finished console line shows: `done   evaluate  val loss … (29s)` → `29s`."""
+    times = [line.rsplit("(", 1)[1].rstrip(")") for line in stdout.splitlines()
+             if line.startswith("done") and line.split()[1] == stage]
+    assert len(times) == 1, (stage, stdout)
+    return times[0]
+
+
+def own_time(home: Path, stage: str, latest: bool = True) -> str:
+    """The clock time of the work of `stage`'s latest (or first) run, as its manifest records it."""
+    from tasks.core.progress import clock
+
+    manifests = [json.loads(p.read_text()) for p in (home / "runs" / stage).glob("*/manifest.json")]
+    return clock((max if latest else min)(manifests, key=lambda m: m["finished_at"])["seconds"])
 
 
 def run_ablate(demo: DemoRun, command: str) -> None:
@@ -388,6 +417,9 @@ def test_demo_output_is_one_screen(demo_run: DemoRun):
     # a periodic line (every LMFORGE_PROGRESS_EVERY_S=1 s here): curation alone takes longer than that
     assert any(re.match(r"\s*\d+m?\d*s (crawl|curate|tokenize|train|evaluate) ", line) for line in lines), demo_run.stdout
     assert "val bits per byte" in demo_run.stdout
+    assert summary_row(demo_run.stdout, "train steps / time").startswith("60 / ")  # SCALED_DOWN's train.max_steps
+    # the demo's own evaluation, the home's first: the README's commands evaluate more models there later
+    assert console_time(demo_run.stdout, "evaluate") == own_time(demo_run.home, "evaluate", latest=False)
     assert f"Library logs of this run: {demo_run.log_file}" in demo_run.stdout
     log = demo_run.log_file.read_text()
     assert "datatrove" in log and "Finished in state Completed" in log  # datatrove's and Prefect's INFO logs

@@ -3,14 +3,18 @@
 Stages report with two calls, wherever they run (the flow's worker threads, the crawler's event loop):
 
     progress.update("crawl", done=pages, total=queued + pages, unit="pages", note="12 queued")
-    progress.finish("crawl", "591 pages fetched, 540 documents in 2m10s")
+    progress.finish("crawl", "591 pages fetched, 540 documents", seconds=130.2)
 
 Both are no-ops until a console session is open (`console_session`, opened by `lmforge run`), so library use,
 tests and worker processes pay nothing. On a terminal the session draws one live `rich` line per stage (bar, counts,
 rate, ETA); elsewhere (CI, a log file) it prints each active stage's line every `interval_s` seconds, and every
-finished stage's result once. The session also points file descriptors 1 and 2 at a per-run log file, so the
-INFO logs of datatrove (loguru, in worker processes too), Prefect and MLflow, and warnings, land there instead
-of on the console; `verbose=True` leaves the console untouched.
+finished stage's result once. A finished line's time is the stage's own work (the `seconds` its manifest records,
+given by the caller), never the time since the line opened: a stage whose code reports under one name
+(`evaluate`) can run twice in a flow under two (`evaluate-base`, then `evaluate`), and the first line would otherwise
+stay open across every stage in between. A stage reused from an earlier run says so instead of a time. Periodic lines
+start with the time the stage has been running. The session also points file descriptors 1 and 2 at a per-run log
+file, so the INFO logs of datatrove (loguru, in worker processes too), Prefect and MLflow, and warnings, land there
+instead of on the console; `verbose=True` leaves the console untouched.
 """
 
 from __future__ import annotations
@@ -90,7 +94,7 @@ class Display:
     def __init__(self, stream: IO[str], live: bool, interval_s: float, width: int) -> None:
         self.stream, self.interval_s, self.lines = stream, interval_s, {}
         self.lock = threading.Lock()
-        self.started = time.monotonic()
+        self.opened_at = time.time()  # wall clock: compared with the finish times stage manifests record
         self.stop = threading.Event()
         self.live = None
         if live:
@@ -114,14 +118,26 @@ class Display:
                 if value is not None:
                     setattr(line, key, value)
 
-    def finish(self, stage: str, result: str, ok: bool = True) -> None:
+    def finish(self, stage: str, result: str, ok: bool = True, seconds: float | None = None,
+               finished_at: float | None = None, reported_as: str | None = None) -> None:
         with self.lock:
+            if reported_as and reported_as != stage and self.open(reported_as):  # its progress came under that name
+                line = self.lines.pop(reported_as)
+                line.name = stage
+                self.lines[stage] = line
             line = self.lines.setdefault(stage, StageLine(stage))
             if line.result is not None:
                 return
-            line.result, line.ok = f"{result} ({clock(time.monotonic() - line.started)})", ok
+            if finished_at is not None and finished_at < int(self.opened_at):  # manifests keep whole seconds
+                took = "reused"
+            else:
+                took = clock(seconds if seconds is not None else time.monotonic() - line.started)
+            line.result, line.ok = f"{result} ({took})", ok
         if self.live is None:
             self.write(f"{'done' if ok else 'FAILED':<6} {stage:<9} {line.result}")
+
+    def open(self, stage: str) -> bool:
+        return stage in self.lines and self.lines[stage].result is None
 
     def active(self) -> str | None:
         """The stage running now (the last one started and not finished), for error messages."""
@@ -168,7 +184,7 @@ class Display:
                             line.last_printed = line.detail()
                             rows.append(line)
             for line in rows:
-                self.write(f"{clock(now - self.started):>6} {line.name:<9} {line.last_printed}")
+                self.write(f"{clock(now - line.started):>6} {line.name:<9} {line.last_printed}")
 
     def write(self, text: str) -> None:
         self.stream.write(text + "\n")
@@ -190,10 +206,14 @@ def update(stage: str, *, done: float | None = None, total: float | None = None,
         _display.update(stage, done=done, total=total, unit=unit, note=note, eta_s=eta_s)
 
 
-def finish(stage: str, result: str, ok: bool = True) -> None:
-    """End `stage`'s line with its one-line result."""
+def finish(stage: str, result: str, ok: bool = True, *, seconds: float | None = None,
+           finished_at: float | None = None, reported_as: str | None = None) -> None:
+    """End `stage`'s line with its one-line result and its time: `seconds` of the stage's own work (default: since
+    the line opened); a stage that `finished_at` (epoch seconds) before this session is shown as reused.
+    `reported_as`: the name the stage's code gave its progress, when the flow names the stage otherwise (the
+    `evaluate` stage's code, for the flow's `evaluate-base`): that open line is the one finished."""
     if _display is not None:
-        _display.finish(stage, result, ok)
+        _display.finish(stage, result, ok, seconds, finished_at, reported_as)
 
 
 class FailedTaskWatcher(logging.Handler):

@@ -109,6 +109,18 @@ def checkpoint_source(checkpoint: CheckpointRef) -> dict[str, Any]:
     return json.loads(sidecar.read_text()).get("source", {}) if sidecar.is_file() else {}
 
 
+def stage_time(manifest: dict[str, Any]) -> dict[str, Any]:
+    """A finished stage's time for its console line, from its manifest: the seconds of its own work (not of the
+    stages it waited for), when it finished (a stage reused from an earlier run is shown as such) and the name its
+    code reported progress under (`progress.finish`)."""
+    import calendar
+    import time
+
+    finished = manifest.get("finished_at")
+    return {"seconds": manifest.get("seconds"), "reported_as": manifest.get("stage"),
+            "finished_at": calendar.timegm(time.strptime(finished, "%Y-%m-%dT%H:%M:%SZ")) if finished else None}
+
+
 def stage_figures(stage: str, ref: StageRef, dest: Path) -> list[Path]:
     """The pictures of a finished stage (tasks.core.figures): the training curve, the curation funnel."""
     from tasks.core import figures
@@ -133,8 +145,8 @@ def track_stage(cfg: TrackingConfig, run_id: str, stage: str, ref: StageRef) -> 
     with tempfile.TemporaryDirectory(prefix="lmforge-figures-") as tmp:
         for png in stage_figures(stage, ref, Path(tmp)):
             tracking.client(cfg).log_artifact(run_id, str(png), artifact_path="figures")
-    progress.finish(stage, stage_result(stage, ref))
     manifest = ref.manifest()
+    progress.finish(stage, stage_result(stage, ref), **stage_time(manifest))
     rows = stage_rows(manifest.get("stats", {}))
     if rows:
         create_table_artifact(
@@ -146,7 +158,7 @@ def stage_done(stage: str, ref: StageRef, label: str) -> None:
     """End `stage`'s console line with its result, tagged `label` (a flow that runs a stage once per recipe or arm,
     logging to MLflow itself); a stage read from the cache gets its line too."""
     progress.update(stage, note=label)  # a fresh line when this stage's last one has already finished
-    progress.finish(stage, f"[{label}] {stage_result(stage, ref)}")
+    progress.finish(stage, f"[{label}] {stage_result(stage, ref)}", **stage_time(ref.manifest()))
 
 
 # Where the MLflow UI of a local store is served: `lmforge up` starts it on this address by default.
@@ -184,8 +196,10 @@ def summarize(
     report: EvalReport,
     version: ModelVersionRef,
     base: EvalReport | None = None,
+    sft: CheckpointRef | None = None,
 ) -> PipelineSummary:
-    """The run's headline numbers; with `base` (the imported model's evaluation) the before/after scores too."""
+    """The run's headline numbers; with `base` (the imported model's evaluation) the before/after scores too.
+    `checkpoint` is the train stage's; `sft`, when the flow fine-tuned it, the chat SFT's (the model evaluated)."""
     from prefect.artifacts import create_markdown_artifact
 
     outcomes = docs.manifest().get("stats", {}).get("outcomes", {})
@@ -198,6 +212,7 @@ def summarize(
         ("vocab size", str(tokens.vocab_size)),
         ("parameters", f"{checkpoint.n_params:,}"),
         ("train steps / time", f"{checkpoint.step} / {checkpoint.train_seconds:.0f} s"),
+        *([("SFT steps / time", f"{sft.step} / {sft.train_seconds:.0f} s")] if sft is not None else []),
         ("val loss", f"{report.metrics.get('val_loss', float('nan')):.4f}"),
         ("val bits per byte", f"{report.metrics.get('val_bpb', float('nan')):.4f}"),
     ]

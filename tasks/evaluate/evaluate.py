@@ -5,7 +5,8 @@ where the nats are summed over every text token of the evaluated documents (docu
 are not text, so they are not scored) and the bytes are the UTF-8 bytes of those documents. The held-out split
 comes from the tokenize stage's val shards; users can name more text/JSONL/Parquet files (`text_files`). The
 stage writes `report.json` (metrics, samples and an `eval_sets` fingerprint per metric group, which the promotion
-gate uses to compare models only on the same data) and `report.md`.
+gate uses to compare models only on the same data, each folding in the group's `pins`: file hashes, scorer and
+baseline versions, `tasks.evaluate.pins`) and `report.md`.
 """
 
 from __future__ import annotations
@@ -20,23 +21,32 @@ from prefect import task
 from tasks.core.artifacts import CheckpointRef, EvalReport, TokenSet, finish_stage, load_done, reset_dir, stage_dir
 from tasks.evaluate import downstream, safety
 from tasks.evaluate.config import VAL_DOCS, EvalConfig
-from tasks.evaluate.metrics import context_length, heldout_metrics, text_file_metrics
+from tasks.evaluate.metrics import context_length, heldout_metrics, read_text_docs, text_file_metrics, texts_fingerprint
+from tasks.evaluate.pins import EvalPins
 from tasks.evaluate.samples import sample_generations
 
 
+def val_docs_bytes(texts: list[str]) -> bytes:
+    """`val_docs.jsonl` as written beside the report: one {"text"} row per scored val document."""
+    return "".join(json.dumps({"text": text}) + "\n" for text in texts).encode("utf-8")
+
+
 def evaluate_model(model: Any, tokenizer: Any, cfg: EvalConfig, tokens: TokenSet | None, device: str = "cpu") -> dict[str, Any]:
-    """Every configured evaluation of a loaded model: {"metrics", "eval_sets", "samples", "stats"}."""
+    """Every configured evaluation of a loaded model: {"metrics", "eval_sets", "pins", "samples", "stats", …}."""
     seq_len = cfg.seq_len or context_length(model)
     metrics: dict[str, float] = {}
     eval_sets: dict[str, str] = {}
+    pins = EvalPins.current()
     stats: dict[str, Any] = {}
     t0 = time.time()
     if tokens is not None:
         val, eval_sets["val"], stats["val"], val_texts = heldout_metrics(model, tokenizer, tokens, cfg, seq_len, device)
         metrics.update(val)
+        pins.add_bytes("val", VAL_DOCS, val_docs_bytes(val_texts))
     for name in cfg.text_files:
         found, eval_sets[f"text/{Path(name).stem}"] = text_file_metrics(model, tokenizer, Path(name), seq_len, cfg, device)
         metrics.update(found)
+        pins.add_file(f"text/{Path(name).stem}", name)
     stats["heldout_seconds"] = time.time() - t0
     limit = cfg.max_downstream_examples
     benchmarks = [
@@ -50,16 +60,20 @@ def evaluate_model(model: Any, tokenizer: Any, cfg: EvalConfig, tokens: TokenSet
             found = score(model, tokenizer, load(path, limit), seq_len, device, cfg.batch_size)
             metrics.update({f"{name}_{key}": value for key, value in found.items()})
             eval_sets[name] = downstream.file_fingerprint(path, limit)
+            pins.add_file(name, path)
             stats[f"{name}_seconds"] = time.time() - t0
     t0 = time.time()
     found, sets, safety_details = safety.run_probes(model, tokenizer, cfg, seq_len, device)
     metrics.update(found)
     eval_sets.update(sets)
+    if cfg.crows_pairs_file:
+        pins.add_file("crows", cfg.crows_pairs_file)
     stats["safety_seconds"] = time.time() - t0
     t0 = time.time()
     samples = sample_generations(model, tokenizer, cfg, device) if cfg.prompts else []
     stats["samples_seconds"] = time.time() - t0
-    result = {"metrics": metrics, "eval_sets": eval_sets, "samples": samples, "stats": stats, "safety": safety_details}
+    result = {"metrics": metrics, "eval_sets": pins.fold_all(eval_sets), "pins": pins.model_dump(), "samples": samples,
+              "stats": stats, "safety": safety_details}
     return result | ({"val_texts": val_texts} if tokens is not None else {})
 
 
@@ -67,6 +81,7 @@ def report_markdown(result: dict[str, Any], ckpt: CheckpointRef) -> str:
     lines = [f"# Evaluation of checkpoint step {ckpt.step} ({ckpt.n_params:,} parameters)", "", "| metric | value |",
              "| --- | --- |"]
     lines += [f"| {key} | {value:.4f} |" for key, value in sorted(result["metrics"].items())]
+    lines += ["", "## Pinned evaluation", "", *EvalPins.model_validate(result["pins"]).markdown()]
     lines += ["", "## Samples", ""] + [f"- `{sample!r}`" for sample in result["samples"]]
     return "\n".join(lines) + "\n"
 
@@ -86,8 +101,7 @@ def run_evaluate(cfg: EvalConfig, ckpt: CheckpointRef, tokens: TokenSet, out: Pa
     result["checkpoint"] = {"path": str(ckpt.dir / ckpt.checkpoint), "step": ckpt.step, "manifest": ckpt.manifest_sha256}
     result["tokenizer_sha256"] = tokenizer.sha256
     # the scored val documents as text: the eval set itself, so a model with another tokenizer can be scored on it
-    with open(out / VAL_DOCS, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps({"text": text}) + "\n" for text in result.pop("val_texts"))
+    (out / VAL_DOCS).write_bytes(val_docs_bytes(result.pop("val_texts")))  # the bytes its pin hashed
     (out / "report.json").write_text(json.dumps(result, indent=2, sort_keys=True))
     (out / "report.md").write_text(report_markdown(result, ckpt))
     ref = EvalReport(path=str(out), metrics=result["metrics"], samples=result["samples"])
@@ -113,7 +127,10 @@ def rescore(checkpoint_dir: Path, report: EvalReport, device: str = "cpu") -> tu
         found, _ = text_file_metrics(model, tokenizer, report.dir / VAL_DOCS, cfg.seq_len or context_length(model), cfg,
                                      device, prefix="val", n_bytes=int(report.metrics.get("val_bytes", 0)) or None)
         metrics.update(found)
-        eval_sets["val"] = saved["eval_sets"]["val"]
+        # the same documents under this code's pins: equal to the report's own fingerprint only if the pins agree
+        pins = EvalPins.model_validate(result["pins"])
+        pins.add_file("val", report.dir / VAL_DOCS, VAL_DOCS)
+        eval_sets["val"] = pins.fold("val", texts_fingerprint(read_text_docs(report.dir / VAL_DOCS)))
     return metrics, eval_sets
 
 

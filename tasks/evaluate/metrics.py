@@ -88,10 +88,7 @@ def heldout_metrics(model: Any, tokenizer: Any, tokens: TokenSet, cfg: EvalConfi
                 n_kept += len(doc)
     if not docs:
         raise ValueError(f"no val tokens in {tokens.dir} ({tokens.val_files}); the tokenize stage made no val split")
-    digest = hashlib.sha256()
     texts = [tokenizer.decode([int(t) for t in doc if t != tokenizer.bos_id]) for doc in docs]
-    for text in texts:
-        digest.update(text.encode("utf-8") + b"\x00")
     decoded_bytes = sum(len(text.encode("utf-8")) for text in texts)
     complete = n_kept == n_total
     # The tokenize stage's byte count is the definition when every val document is scored; a capped run divides by
@@ -99,7 +96,15 @@ def heldout_metrics(model: Any, tokenizer: Any, tokens: TokenSet, cfg: EvalConfi
     n_bytes = tokens.val_bytes if complete and tokens.val_bytes else decoded_bytes
     nats, count = score_stream(model, np.concatenate(docs), tokenizer.bos_id, seq_len, cfg.batch_size, device)
     stats = {"docs": len(docs), "tokens_available": n_total, "decoded_bytes": decoded_bytes, "complete": complete}
-    return nll_metrics(nats, count, n_bytes, "val"), digest.hexdigest()[:16], stats, texts
+    return nll_metrics(nats, count, n_bytes, "val"), texts_fingerprint(texts), stats, texts
+
+
+def texts_fingerprint(texts: list[str]) -> str:
+    """Identifies a set of scored documents by their text, whatever the tokenizer that read them."""
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode("utf-8") + b"\x00")
+    return digest.hexdigest()[:16]
 
 
 def read_text_docs(path: Path) -> list[str]:

@@ -1,7 +1,8 @@
 """The model card: a markdown page describing one registered version, logged as an artifact and set as the version
 description. It gathers what the pipeline recorded: data provenance (crawl sources and dates, stage manifest
-hashes from the MLflow run), the tokenizer, the architecture, the training budget, evaluation results, the gate
-decision, intended use, limitations and known risks.
+hashes from the MLflow run), the tokenizer, the architecture, the training budget, evaluation results and the pins
+they were scored under (eval file hashes, scorer and baseline versions), the gate decision, intended use,
+limitations and known risks.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 from tasks.core.artifacts import CheckpointRef, EvalReport
 from tasks.core.tracking import TrackingConfig, client
+from tasks.evaluate.pins import read_pins
 
 RISKS = [
     "Trained on a small crawl: it reproduces the style, errors and gaps of those pages and knows nothing else.",
@@ -42,6 +44,13 @@ def provenance(tracking: TrackingConfig, run_id: str) -> list[str]:
 def read_sidecar(ckpt: CheckpointRef) -> dict[str, Any]:
     path = ckpt.dir / ckpt.checkpoint / "sidecar.json"
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def pin_lines(report: EvalReport) -> list[str]:
+    """What the evaluation was pinned to (`tasks.evaluate.pins`), from the eval report."""
+    path = report.dir / "report.json"
+    pins = read_pins(json.loads(path.read_text())) if path.is_file() else None
+    return pins.markdown() if pins is not None else ["- not recorded (the report predates pinned evaluation)"]
 
 
 def model_card(
@@ -79,6 +88,10 @@ def model_card(
         "| metric | value |",
         "| --- | --- |",
         *[f"| {key} | {value:.4f} |" for key, value in sorted(report.metrics.items())],
+        "",
+        "### Pinned evaluation",
+        "Scores compare only under the same pins; the gate re-scores a champion evaluated under others.",
+        *pin_lines(report),
         "",
         "## Intended use",
         cfg.intended_use,

@@ -47,6 +47,8 @@ def test_tiny_pipeline_end_to_end(prefect_server, lmforge_home: Path, tmp_path: 
     assert math.isfinite(val_loss) and val_loss < math.log(512)
     assert metrics["evaluate/val_bpb"] > 0
     assert metrics["crawl/outcomes/fetched"] >= 40
+    assert dict(summary.rows)["train steps / time"].startswith(f"{cfg.train.max_steps} / ")
+    assert "scorer version" in champion.description  # the card lists the pins the evaluation was scored under
 
     # A rerun of the unchanged pipeline is served from the stage manifests: no stage recomputes.
     manifests = {p: p.stat().st_mtime_ns for p in runs.glob("*/*/manifest.json")}

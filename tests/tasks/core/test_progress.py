@@ -77,3 +77,34 @@ def test_figures_are_pngs_of_the_logged_numbers(tmp_path: Path):
     for png in (curve, funnel):
         with Image.open(png) as image:
             assert image.format == "PNG" and image.width >= 800
+
+
+def test_a_finished_line_shows_the_stages_own_time_not_the_stages_it_waited_for():
+    """The smol_cpu flow: the evaluate code reports progress as `evaluate` for the base model (the flow's
+    `evaluate-base`), training runs for minutes, then the adapted model is evaluated under the same name."""
+    import io
+    import time
+
+    from tasks.core import progress
+
+    out = io.StringIO()
+    display = progress.Display(out, live=False, interval_s=3600, width=120)
+    try:
+        display.update("evaluate", done=1, total=4, unit="batches")
+        display.lines["evaluate"].started -= 300  # opened five minutes ago
+        display.finish("evaluate-base", "val loss 3.1", seconds=31.4, reported_as="evaluate")
+        display.update("train", done=48, total=48, unit="steps")
+        display.finish("train", "48 steps", seconds=140.2)
+        display.update("evaluate", done=1, total=4, unit="batches")  # a fresh line: the base's was closed
+        display.finish("evaluate", "val loss 2.9", seconds=29.0, reported_as="evaluate")
+        display.finish("shard", "1 Parquet shard", seconds=12.0, finished_at=time.time() - 3600)
+        display.update("register", note="gate")
+        display.finish("register", "models:/lmforge/2")
+    finally:
+        display.close()
+    assert out.getvalue().splitlines() == [
+        "done   evaluate-base val loss 3.1 (31s)", "done   train     48 steps (2m20s)",
+        "done   evaluate  val loss 2.9 (29s)", "done   shard     1 Parquet shard (reused)",
+        "done   register  models:/lmforge/2 (0s)",
+    ]
+    assert list(display.lines) == ["evaluate-base", "train", "evaluate", "shard", "register"]

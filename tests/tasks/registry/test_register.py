@@ -146,40 +146,71 @@ def test_metric_groups():
         "val", "hellaswag", "text/my_notes"]
 
 
-@pytest.mark.slow
-def test_champion_is_rescored_on_the_new_eval_data(setup, tmp_path):
+def val_tokens(tmp: Path, name: str, docs: list[str]):
     from tasks.core.artifacts import TokenSet
     from tasks.core.tokens import write_bin
+
+    tok = tiny_tokenizer()
+    (tmp / name).mkdir()
+    write_bin(tmp / name / "val.bin", [i for d in docs for i in [tok.bos_id, *tok.encode(d)]], tok.vocab_size)
+    return TokenSet(path=str(tmp / name), tokenizer_file="", vocab_size=tok.vocab_size, train_files=[],
+                    val_files=["val.bin"], n_train_tokens=0, n_val_tokens=0,
+                    val_bytes=sum(len(d.encode()) for d in docs))
+
+
+def evaluated(tmp: Path, model_seed: int, val, name: str):
+    """A tiny model (`model_seed`) scored by the evaluate stage on `val`: (checkpoint, report)."""
     from tasks.evaluate.evaluate import EvalConfig, run_evaluate
 
-    _, tracking, _ = setup
     tok = tiny_tokenizer()
+    model = tiny_gpt(tok.vocab_size, seed=model_seed)
+    ckpt = checkpoint_ref(write_checkpoint(tmp / f"train-{model_seed}", model, tok), model)
+    (tmp / name).mkdir()
+    return ckpt, run_evaluate(EvalConfig(prompts=[]), ckpt, val, tmp / name)
 
-    def tokens(name: str, docs: list[str]) -> TokenSet:
-        (tmp_path / name).mkdir()
-        write_bin(tmp_path / name / "val.bin", [i for d in docs for i in [tok.bos_id, *tok.encode(d)]], tok.vocab_size)
-        return TokenSet(path=str(tmp_path / name), tokenizer_file="", vocab_size=tok.vocab_size, train_files=[],
-                        val_files=["val.bin"], n_train_tokens=0, n_val_tokens=0,
-                        val_bytes=sum(len(d.encode()) for d in docs))
 
-    def evaluate(model_seed: int, val: TokenSet, name: str):
-        model = tiny_gpt(tok.vocab_size, seed=model_seed)
-        ckpt = checkpoint_ref(write_checkpoint(tmp_path / f"train-{model_seed}", model, tok), model)
-        (tmp_path / name).mkdir()
-        return ckpt, run_evaluate(EvalConfig(prompts=[]), ckpt, val, tmp_path / name)
-
-    set_a, set_b = tokens("a", ["Debian is a free operating system."]), tokens("b", ["Python reads JSON files."])
+@pytest.mark.slow
+def test_champion_is_rescored_on_the_new_eval_data(setup, tmp_path):
+    _, tracking, _ = setup
+    set_a = val_tokens(tmp_path, "a", ["Debian is a free operating system."])
+    set_b = val_tokens(tmp_path, "b", ["Python reads JSON files."])
     cfg = RegisterConfig(model_name="rescored")
-    ckpt_a, report_a = evaluate(1, set_a, "eval-a")
+    ckpt_a, report_a = evaluated(tmp_path, 1, set_a, "eval-a")
     assert run_register(cfg, tracking, open_run(tracking, "a", {}, {}), ckpt_a, report_a).alias == "champion"
-    ckpt_b, report_b = evaluate(2, set_b, "eval-b")
-    _, champion_on_b = evaluate(1, set_b, "eval-a-on-b")  # what the gate must find for the champion on set B
+    ckpt_b, report_b = evaluated(tmp_path, 2, set_b, "eval-b")
+    _, champion_on_b = evaluated(tmp_path, 1, set_b, "eval-a-on-b")  # what the gate must find for the champion on B
     second = run_register(cfg, tracking, open_run(tracking, "b", {}, {}), ckpt_b, report_b)
     tags = client(tracking).get_model_version("rescored", second.version).tags
     assert tags["lmforge.gate.champion_rescored"] == "true"
     assert float(tags["lmforge.gate.champion_score"]) == pytest.approx(champion_on_b.metrics["val_bpb"], rel=1e-6)
     better = report_b.metrics["val_bpb"] < champion_on_b.metrics["val_bpb"]
     assert second.alias == ("champion" if better else "challenger")
+
+
+@pytest.mark.slow
+def test_a_champion_scored_under_other_pins_is_rescored_and_the_card_shows_the_pins(setup, tmp_path, monkeypatch):
+    from tasks.evaluate import pins
+
+    _, tracking, _ = setup
+    val = val_tokens(tmp_path, "val", ["Debian is a free operating system.", "Python reads JSON files."])
+    cfg = RegisterConfig(model_name="pinned")
+
+    def register(seed: int, name: str):
+        ckpt, report = evaluated(tmp_path, seed, val, name)
+        version = run_register(cfg, tracking, open_run(tracking, name, {}, {}), ckpt, report)
+        return version, client(tracking).get_model_version("pinned", version.version)
+
+    register(1, "v1")
+    _, same_pins = register(2, "v2")
+    assert same_pins.tags["lmforge.gate.champion_rescored"] == "false"  # same data, same pins: compared as recorded
+    monkeypatch.setattr(pins, "SCORER_VERSION", pins.SCORER_VERSION + 1)
+    _, bumped = register(3, "v3")
+    assert bumped.tags["lmforge.gate.champion_rescored"] == "true"  # same data, another scorer: re-scored
+    champion_seed = {"1": 1, "2": 2}[bumped.tags["lmforge.gate.champion_version"]]
+    _, champion_now = evaluated(tmp_path, champion_seed, val, "champion-now")
+    assert float(bumped.tags["lmforge.gate.champion_score"]) == pytest.approx(champion_now.metrics["val_bpb"], rel=1e-6)
+    val_pin = json.loads((champion_now.dir / "report.json").read_text())["pins"]["files"]["val"]["val_docs.jsonl"]
+    assert f"scorer version: {pins.SCORER_VERSION}" in bumped.description and val_pin in bumped.description
 
 
 def test_serving_loads_the_registered_champion(setup, tmp_path, monkeypatch):
