@@ -20,6 +20,7 @@ from prefect import task
 from tasks.core.artifacts import CheckpointRef, EvalReport, TokenSet, finish_stage, load_done, reset_dir, stage_dir
 from tasks.evaluate import downstream, safety
 from tasks.evaluate.config import VAL_DOCS, EvalConfig
+from tasks.evaluate.items import ITEMS_FILE, ItemScores, save_items
 from tasks.evaluate.metrics import context_length, heldout_metrics, text_file_metrics
 from tasks.evaluate.samples import sample_generations
 
@@ -31,24 +32,37 @@ def evaluate_model(model: Any, tokenizer: Any, cfg: EvalConfig, tokens: TokenSet
     eval_sets: dict[str, str] = {}
     stats: dict[str, Any] = {}
     t0 = time.time()
+    items: dict[str, ItemScores] = {}  # the per-document / per-item results behind the metrics (items.py)
     if tokens is not None:
-        val, eval_sets["val"], stats["val"], val_texts = heldout_metrics(model, tokenizer, tokens, cfg, seq_len, device)
+        val, eval_sets["val"], stats["val"], val_texts, items["val_bpb"] = heldout_metrics(
+            model, tokenizer, tokens, cfg, seq_len, device)
         metrics.update(val)
     for name in cfg.text_files:
-        found, eval_sets[f"text/{Path(name).stem}"] = text_file_metrics(model, tokenizer, Path(name), seq_len, cfg, device)
+        found, eval_sets[f"text/{Path(name).stem}"], doc_bits = text_file_metrics(
+            model, tokenizer, Path(name), seq_len, cfg, device)
         metrics.update(found)
+        items[doc_bits.metric] = doc_bits
     stats["heldout_seconds"] = time.time() - t0
     limit = cfg.max_downstream_examples
     benchmarks = [
-        ("hellaswag", cfg.hellaswag_file, downstream.load_hellaswag, downstream.score_multiple_choice),
-        ("arc", cfg.arc_file, downstream.load_arc, downstream.score_multiple_choice),
-        ("lambada", cfg.lambada_file, downstream.load_lambada, downstream.score_lambada),
+        ("hellaswag", cfg.hellaswag_file, downstream.load_hellaswag, downstream.multiple_choice_outcomes,
+         downstream.summarise_multiple_choice),
+        ("arc", cfg.arc_file, downstream.load_arc, downstream.multiple_choice_outcomes,
+         downstream.summarise_multiple_choice),
+        ("lambada", cfg.lambada_file, downstream.load_lambada, downstream.lambada_outcomes,
+         downstream.summarise_lambada),
     ]
-    for name, path, load, score in benchmarks:
+    for name, path, load, score, summarise in benchmarks:
         if path:
             t0 = time.time()
-            found = score(model, tokenizer, load(path, limit), seq_len, device, cfg.batch_size)
-            metrics.update({f"{name}_{key}": value for key, value in found.items()})
+            loaded = load(path, limit)
+            outcomes = score(model, tokenizer, loaded, seq_len, device, cfg.batch_size)
+            metrics.update({f"{name}_{key}": value for key, value in summarise(loaded, outcomes).items()})
+            ids = [str(i) for i in range(len(loaded))]  # an item's id is its position in the file (items.py)
+            for key in ("acc", "acc_norm"):
+                if key in outcomes:
+                    items[f"{name}_{key}"] = ItemScores(metric=f"{name}_{key}", kind="mean", ids=ids,
+                                                        values=outcomes[key])
             eval_sets[name] = downstream.file_fingerprint(path, limit)
             stats[f"{name}_seconds"] = time.time() - t0
     t0 = time.time()
@@ -59,7 +73,8 @@ def evaluate_model(model: Any, tokenizer: Any, cfg: EvalConfig, tokens: TokenSet
     t0 = time.time()
     samples = sample_generations(model, tokenizer, cfg, device) if cfg.prompts else []
     stats["samples_seconds"] = time.time() - t0
-    result = {"metrics": metrics, "eval_sets": eval_sets, "samples": samples, "stats": stats, "safety": safety_details}
+    result = {"metrics": metrics, "eval_sets": eval_sets, "samples": samples, "stats": stats, "safety": safety_details,
+              "items": items}
     return result | ({"val_texts": val_texts} if tokens is not None else {})
 
 
@@ -88,15 +103,20 @@ def run_evaluate(cfg: EvalConfig, ckpt: CheckpointRef, tokens: TokenSet, out: Pa
     # the scored val documents as text: the eval set itself, so a model with another tokenizer can be scored on it
     with open(out / VAL_DOCS, "w", encoding="utf-8") as f:
         f.writelines(json.dumps({"text": text}) + "\n" for text in result.pop("val_texts"))
+    save_items(out, result.pop("items"))
     (out / "report.json").write_text(json.dumps(result, indent=2, sort_keys=True))
     (out / "report.md").write_text(report_markdown(result, ckpt))
     ref = EvalReport(path=str(out), metrics=result["metrics"], samples=result["samples"])
     stats = {**result["stats"], **{k: v for k, v in result["metrics"].items() if "/" not in k}}
-    return finish_stage(out, ref, config=cfg, stats=stats, files=["report.json", "report.md", VAL_DOCS], started=t0)
+    files = ["report.json", "report.md", VAL_DOCS, ITEMS_FILE]
+    return finish_stage(out, ref, config=cfg, stats=stats, files=files, started=t0)
 
 
-def rescore(checkpoint_dir: Path, report: EvalReport, device: str = "cpu") -> tuple[dict[str, float], dict[str, str]]:
-    """Metrics and eval-set fingerprints of another checkpoint on exactly the eval sets of `report`.
+def rescore(
+    checkpoint_dir: Path, report: EvalReport, device: str = "cpu"
+) -> tuple[dict[str, float], dict[str, str], dict[str, ItemScores]]:
+    """Metrics, eval-set fingerprints and per-item results of another checkpoint on exactly the eval sets of
+    `report`.
 
     The promotion gate uses it when the champion was scored on other data. The val set is re-read as text
     (`val_docs.jsonl`), so a champion with a different tokenizer is scored fairly: bits per byte over the same bytes.
@@ -107,13 +127,14 @@ def rescore(checkpoint_dir: Path, report: EvalReport, device: str = "cpu") -> tu
     cfg = EvalConfig.model_validate({**report.manifest()["config"], "prompts": []})
     model, tokenizer, _ = load_model(checkpoint_dir, device=device)
     result = evaluate_model(model, tokenizer, cfg, None, device)
-    metrics, eval_sets = result["metrics"], result["eval_sets"]
+    metrics, eval_sets, items = result["metrics"], result["eval_sets"], result["items"]
     if (report.dir / VAL_DOCS).is_file() and "val" in saved.get("eval_sets", {}):
-        found, _ = text_file_metrics(model, tokenizer, report.dir / VAL_DOCS, cfg.seq_len or context_length(model), cfg,
-                                     device, prefix="val", n_bytes=int(report.metrics.get("val_bytes", 0)) or None)
+        found, _, items["val_bpb"] = text_file_metrics(
+            model, tokenizer, report.dir / VAL_DOCS, cfg.seq_len or context_length(model), cfg, device, prefix="val",
+            n_bytes=int(report.metrics.get("val_bytes", 0)) or None)
         metrics.update(found)
         eval_sets["val"] = saved["eval_sets"]["val"]
-    return metrics, eval_sets
+    return metrics, eval_sets, items
 
 
 @task(name="evaluate", retries=1)
