@@ -69,6 +69,11 @@ class RegisterConfig(BaseModel):
     )
     gate_resamples: int = Field(default=2000, ge=1000, description="Bootstrap resamples of the paired items.")
     gate_seed: int = Field(default=0, description="Seed of the bootstrap draws, so a decision is reproducible.")
+    seed_noise: dict[str, float] = Field(
+        default_factory=dict, description="Metric -> its standard deviation between training runs that differ only "
+        "in their seed (bench/gate_noise.py measures it); widens the bootstrap bounds by that noise. Unlisted: 0, "
+        "the eval items' sampling only.",
+    )
     rescore_champion: bool = Field(
         default=True, description="When the champion was scored on other data, score it on this version's eval sets."
     )
@@ -138,7 +143,14 @@ def paired_difference(cfg: RegisterConfig, metric: str, new_items: dict[str, Ite
     new_scores, old_scores = (new_items or {}).get(metric), (old_items or {}).get(metric)
     if new_scores is None or old_scores is None or not set(new_scores.ids) & set(old_scores.ids):
         return None
-    return paired_bootstrap(new_scores, old_scores, cfg.gate_resamples, cfg.gate_confidence, cfg.gate_seed)
+    return paired_bootstrap(new_scores, old_scores, cfg.gate_resamples, cfg.gate_confidence, cfg.gate_seed,
+                            cfg.seed_noise.get(metric, 0.0))
+
+
+def signed(x: float) -> str:
+    from tasks.registry.significance import signed as typeset
+
+    return typeset(x)
 
 
 def point_note(side: str) -> str:
@@ -159,9 +171,9 @@ def gain_verdict(metric: str, new: float, old: float, margin: float, against: st
     level = f"{test.confidence * 100:g} %"
     if bound <= margin:
         return False, (f"{test.describe()} vs {against} {old:.4f}: not significant (the gain's {level} bound "
-                       f"{bound:+.4f} does not clear margin {margin})")
+                       f"{signed(bound)} does not clear margin {margin})")
     return True, (f"{test.describe()}: {metric} {new:.4f} beats {against} {old:.4f} (the gain's {level} bound "
-                  f"{bound:+.4f} clears margin {margin})")
+                  f"{signed(bound)} clears margin {margin})")
 
 
 def drop_verdict(metric: str, new: float, old: float, tolerance: float, test: PairedDifference | None) -> bool:

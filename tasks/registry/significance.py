@@ -8,8 +8,12 @@ sampling distribution of the difference. Pairing removes what both models share 
 both), so the interval is far narrower than two separate error bars. The bounds are percentiles: the lower one at
 1 - confidence, the upper one at confidence, each a one-sided bound at `confidence` (0.95: the 5th and 95th).
 
-It measures how much the eval items' sampling could move the difference, not how much a retrain with another seed
-would: `bench/gate_noise.py` measures that.
+The items' sampling is one source of noise; the training run is another. Two models trained on the same data with
+different seeds differ by more than their documents' spread (`bench/gate_noise.py`: tiny models 0.01 bpb apart,
+with intervals of ±0.004 over 54 documents), and that difference does not shrink with a bigger eval set. So
+`seed_noise`, the metric's standard deviation between runs that differ only in their seed (measured by the bench),
+adds a normal draw of variance 2 * seed_noise^2 (champion and challenger each carry one run's noise) to every
+resampled difference: the bounds then cover both.
 """
 
 from __future__ import annotations
@@ -46,12 +50,14 @@ class PairedDifference:
 
     def describe(self) -> str:
         """`val_bpb −0.0120 [−0.0190, −0.0060] (95 %, 26 docs)`: the difference new - old and its bounds."""
-        def signed(x: float) -> str:
-            return f"{x:+.4f}".replace("-", "−")
-
         unit = self.unit[:-1] if self.n == 1 else self.unit
         return (f"{self.metric} {signed(self.difference)} [{signed(self.low)}, {signed(self.high)}] "
                 f"({self.confidence * 100:g} %, {self.n} {unit})")
+
+
+def signed(x: float) -> str:
+    """+0.0061 / −0.0061 (a typographic minus, as reports print it)."""
+    return f"{x:+.4f}".replace("-", "−")
 
 
 def paired(new: ItemScores, old: ItemScores) -> tuple[ItemScores, ItemScores]:
@@ -93,8 +99,9 @@ def aggregate_counts(scores: ItemScores, counts: np.ndarray) -> np.ndarray:
 
 
 def paired_bootstrap(new: ItemScores, old: ItemScores, resamples: int = 2000, confidence: float = 0.95,
-                     seed: int = 0) -> PairedDifference:
-    """new - old of one metric over the items both scored, with one-sided bounds at `confidence`."""
+                     seed: int = 0, seed_noise: float = 0.0) -> PairedDifference:
+    """new - old of one metric over the items both scored, with one-sided bounds at `confidence`; `seed_noise`
+    (the metric's standard deviation between same-config runs) widens them by the training runs' noise."""
     if new.kind != old.kind:
         raise ValueError(f"{new.metric}: cannot pair a {new.kind} metric with a {old.kind} one")
     a, b = paired(new, old)
@@ -103,6 +110,8 @@ def paired_bootstrap(new: ItemScores, old: ItemScores, resamples: int = 2000, co
         raise ValueError(f"{new.metric}: the two models share no scored item")
     draws = resample_counts(n, resamples, seed)
     diffs = np.concatenate([aggregate_counts(a, counts) - aggregate_counts(b, counts) for counts in draws])
+    if seed_noise > 0:  # its own stream: the item draws stay those of seed_noise = 0
+        diffs = diffs + np.random.default_rng([seed, 1]).normal(0.0, np.sqrt(2) * seed_noise, len(diffs))
     low, high = np.nanquantile(diffs, [1 - confidence, confidence])
     return PairedDifference(metric=new.metric, difference=a.aggregate() - b.aggregate(), low=float(low),
                             high=float(high), confidence=confidence, n=n,

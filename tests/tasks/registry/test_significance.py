@@ -105,3 +105,15 @@ def test_centered_takes_the_mean_over_tasks():
     assert old.aggregate() == pytest.approx(((0 - 0.25) / 0.75 + 1.0) / 2)
     assert paired_bootstrap(new, old).difference == pytest.approx(new.aggregate() - old.aggregate())
 
+
+
+def test_seed_noise_widens_the_bounds_around_the_same_estimate():
+    rng = np.random.default_rng(2)
+    bits, nbytes = rng.uniform(500, 1500, 40), rng.integers(400, 1200, 40).astype(float)
+    old, new = ratio(bits, nbytes), ratio(bits * 0.99, nbytes)
+    items_only, with_runs = paired_bootstrap(new, old), paired_bootstrap(new, old, seed_noise=0.02)
+    assert with_runs.difference == items_only.difference
+    assert with_runs.low < items_only.low and with_runs.high > items_only.high
+    # the run noise dominates here: the half-width is about z * sqrt(2) * seed_noise
+    assert (with_runs.high - with_runs.low) / 2 == pytest.approx(1.645 * math.sqrt(2) * 0.02, rel=0.1)
+    assert with_runs.gain_bound(lower_is_better=True) < 0 < items_only.gain_bound(lower_is_better=True)
