@@ -5,7 +5,9 @@ where the nats are summed over every text token of the evaluated documents (docu
 are not text, so they are not scored) and the bytes are the UTF-8 bytes of those documents. The held-out split
 comes from the tokenize stage's val shards; users can name more text/JSONL/Parquet files (`text_files`). The
 stage writes `report.json` (metrics, samples and an `eval_sets` fingerprint per metric group, which the promotion
-gate uses to compare models only on the same data) and `report.md`.
+gate uses to compare models only on the same data), `report.md`, and `items.json`: each val / text-file document's
+bits and bytes (the model's per-position loss summed over the document's tokens, so they add up to the totals) and
+each benchmark item's outcome, which the gate's paired bootstrap resamples (`tasks.evaluate.items`).
 """
 
 from __future__ import annotations

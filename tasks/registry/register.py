@@ -2,7 +2,10 @@
 
 The promotion gate moves alias `champion` to the new version only when it beats the current champion on the same
 eval set: the gate metric (default val bits per byte) must improve by more than `gate_margin`, and no guard metric
-(downstream accuracies) may drop by more than `guard_tolerance`. Metrics are compared only when both versions were
+(downstream accuracies) may drop by more than `guard_tolerance`, both significantly: a paired bootstrap over the
+documents and items both versions scored (`significance`, the `items.json` of each eval report) at
+`gate_confidence`, widened by `seed_noise`; without per-item results on either side, the points are compared and
+the reason says so. Metrics are compared only when both versions were
 scored on the same data (the `eval_sets` fingerprints in the eval report); when the champion was scored on other
 data, it is re-scored on this version's eval sets from its packaged checkpoint (`rescore_champion`), so models
 trained on different crawls or with different tokenizers still compare on identical bytes. The first version of a model becomes champion; a refused one gets
