@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--docs", type=int, default=400)
     parser.add_argument("--resamples", type=int, default=2000)
+    parser.add_argument("--max-doc-tokens", type=int, default=None, help="evaluate.max_doc_tokens (smol_cpu: 512)")
     args = parser.parse_args()
 
     import torch
@@ -62,7 +63,7 @@ def main() -> None:
             ckpt = run_train(cfg, tokens, root / f"train-{seed}-{steps}")
             out = root / f"eval-{seed}-{steps}"
             out.mkdir()
-            report = run_evaluate(EvalConfig(prompts=[], max_val_tokens=None), ckpt, tokens, out)
+            report = run_evaluate(EvalConfig(prompts=[], max_val_tokens=None, max_doc_tokens=args.max_doc_tokens), ckpt, tokens, out)
             return report.metrics, load_items(report.dir)
 
         seeds = list(range(1, args.seeds + 1))
@@ -82,7 +83,8 @@ def main() -> None:
                 return gate_decision(cfg, new[0], sets, old[0], sets)  # no items: the point comparison
             return gate_decision(cfg, new[0], sets, old[0], sets, new[1], old[1])
 
-        print(f"val split: {n_docs} documents, {n_tokens:,} tokens; {args.steps} steps per run; "
+        print(f"val split: {n_docs} documents, {n_tokens:,} tokens (max_doc_tokens {args.max_doc_tokens}); "
+              f"{args.steps} steps per run; "
               f"seed_noise (std of val_bpb over {len(calibration)} calibration seeds) = {sigma:.4f}")
         print("\n| seed | val_bpb | vs seed 1, items only | vs seed 1, with seed_noise |")
         print("| --- | --- | --- | --- |")

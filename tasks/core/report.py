@@ -98,7 +98,8 @@ def stage_result(stage: str, ref: StageRef) -> str:
     if isinstance(ref, EvalReport):
         metrics, val = ref.metrics, stats.get("val", {})
         split = (f" over {val['docs']} val documents ({metrics.get('val_tokens', 0):,.0f} tokens"
-                 f"{'' if val.get('complete', True) else ', capped by evaluate.max_val_tokens'})" if val else "")
+                 f"{'' if val.get('complete', True) else ', capped by evaluate.max_val_tokens / max_doc_tokens'})"
+                 if val else "")
         return (f"val loss {metrics.get('val_loss', float('nan')):.4f}, {metrics.get('val_bpb', float('nan')):.3f} "
                 f"bits/byte{split}")
     return f"done: {ref.path}"

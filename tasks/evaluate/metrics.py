@@ -101,14 +101,18 @@ def split_docs(tokens: np.ndarray, bos_id: int) -> list[np.ndarray]:
 
 
 def heldout_metrics(model: Any, tokenizer: Any, tokens: TokenSet, cfg: EvalConfig, seq_len: int, device: str):
-    """val_* metrics over the val shards (whole documents up to `max_val_tokens`), and the set's fingerprint."""
+    """val_* metrics over the val shards (documents, each cut to `max_doc_tokens`, up to `max_val_tokens`), and the
+    set's fingerprint."""
     from tasks.core.tokens import read_bin
 
     docs: list[np.ndarray] = []
-    n_total = n_kept = 0
+    n_total = n_kept = n_available = 0
     for name in tokens.val_files:
         for doc in split_docs(read_bin(tokens.dir / name), tokenizer.bos_id):
             n_total += len(doc)
+            n_available += 1
+            if cfg.max_doc_tokens is not None:
+                doc = doc[: cfg.max_doc_tokens + 1]  # its <|bos|> and the first max_doc_tokens text tokens
             if cfg.max_val_tokens is None or n_kept + len(doc) <= cfg.max_val_tokens or not docs:
                 docs.append(doc)
                 n_kept += len(doc)
@@ -125,7 +129,8 @@ def heldout_metrics(model: Any, tokenizer: Any, tokens: TokenSet, cfg: EvalConfi
     n_bytes = tokens.val_bytes if complete and tokens.val_bytes else decoded_bytes
     doc_nats, doc_tokens = document_scores(model, docs, tokenizer.bos_id, seq_len, cfg.batch_size, device)
     items = bpb_items("val_bpb", text_ids(texts), doc_nats, [len(text.encode("utf-8")) for text in texts])
-    stats = {"docs": len(docs), "tokens_available": n_total, "decoded_bytes": decoded_bytes, "complete": complete}
+    stats = {"docs": len(docs), "docs_available": n_available, "tokens_available": n_total,
+             "decoded_bytes": decoded_bytes, "complete": complete}
     metrics = nll_metrics(float(doc_nats.sum()), int(doc_tokens.sum()), n_bytes, "val")
     return metrics, digest.hexdigest()[:16], stats, texts, items
 

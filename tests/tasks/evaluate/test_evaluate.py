@@ -233,3 +233,15 @@ def test_benchmark_items_are_kept_per_file_position(tmp_path, tok):
     assert items["hellaswag_acc"].ids == ["0", "1"] and items["hellaswag_acc"].values[0] == 1.0
     for name, scores in items.items():
         assert scores.kind == "mean" and scores.aggregate() == result["metrics"][name]
+
+
+def test_max_doc_tokens_scores_the_start_of_every_document(tmp_path, tok):
+    tokens = val_tokenset(tmp_path, tok, DOCS)
+    cut = 5
+    result = evaluate_model(UniformLM(tok.vocab_size), tok, EvalConfig(prompts=[], max_doc_tokens=cut), tokens)
+    assert result["stats"]["val"]["docs"] == result["stats"]["val"]["docs_available"] == len(DOCS)
+    assert result["metrics"]["val_tokens"] == sum(min(cut, len(tok.encode(d))) for d in DOCS)
+    assert result["stats"]["val"]["complete"] is False
+    texts = [tok.decode(tok.encode(d)[:cut]) for d in DOCS]
+    assert result["items"]["val_bpb"].weights == [len(t.encode()) for t in texts]
+    assert result["metrics"]["val_bpb"] == pytest.approx(result["items"]["val_bpb"].aggregate(), rel=1e-9)
