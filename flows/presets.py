@@ -33,7 +33,8 @@ def tiny_cpu() -> PipelineConfig:
             # dropping on Gopher's alphabetic-word ratio; lid.176 scores English pages full of code below 0.65.
             "curate": {"profile": "docs", "language_threshold": 0.4},
             # A val split the gate can decide on: its paired bootstrap's interval narrows with the documents
-            # (bench/gate_noise.py on the demo's Python docs: ±0.0074 bpb at 7, ±0.0039 at 54). 10 % of the demo's
+            # (bench/gate_noise.py on the demo's Python docs, 512 tokens each: ±0.0101 bpb at 7 documents, too wide
+            # to tell a 0.01 gain from none; ±0.0062 at 28, ±0.0040 at 54). 10 % of the demo's
             # 498 curated documents is 45 (5 % was 21, of which a 6,144-token cap kept 7).
             "tokenize": {"vocab_size": 4096, "val_fraction": 0.1},
             # Sized for 2 CPU cores: ~3 M parameters, a 4-minute budget (the lr schedule decays by time too).

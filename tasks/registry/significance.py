@@ -9,8 +9,9 @@ both), so the interval is far narrower than two separate error bars. The bounds 
 1 - confidence, the upper one at confidence, each a one-sided bound at `confidence` (0.95: the 5th and 95th).
 
 The items' sampling is one source of noise; the training run is another. Two models trained on the same data with
-different seeds differ by more than their documents' spread (`bench/gate_noise.py`: tiny models 0.01 bpb apart,
-with intervals of ±0.004 over 54 documents), and that difference does not shrink with a bigger eval set. So
+different seeds differ by more than their documents' spread (`bench/gate_noise.py`: tiny models' val_bpb varies by
+0.017-0.019 (std) from seed to seed, with intervals of ±0.004 over 54 documents), and that difference does not
+shrink with a bigger eval set. So
 `seed_noise`, the metric's standard deviation between runs that differ only in their seed (measured by the bench),
 adds a normal draw of variance 2 * seed_noise^2 (champion and challenger each carry one run's noise) to every
 resampled difference: the bounds then cover both.
