@@ -32,7 +32,11 @@ def tiny_cpu() -> PipelineConfig:
             # The demo corpus is code-heavy documentation: FineWeb's thresholds keep 68 of 591 pages, mostly
             # dropping on Gopher's alphabetic-word ratio; lid.176 scores English pages full of code below 0.65.
             "curate": {"profile": "docs", "language_threshold": 0.4},
-            "tokenize": {"vocab_size": 4096},
+            # A val split the gate can decide on: its paired bootstrap's interval narrows with the documents
+            # (bench/gate_noise.py on the demo's Python docs, 512 tokens each: ±0.0101 bpb at 7 documents, too wide
+            # to tell a 0.01 gain from none; ±0.0062 at 28, ±0.0040 at 54). 10 % of the demo's
+            # 498 curated documents is 45 (5 % was 21, of which a 6,144-token cap kept 7).
+            "tokenize": {"vocab_size": 4096, "val_fraction": 0.1},
             # Sized for 2 CPU cores: ~3 M parameters, a 4-minute budget (the lr schedule decays by time too).
             # nanochat's recipe where it measured a gain here (bench/trainer_vs_nanochat.py), all of it exportable:
             # Muon (NorMuon with Polar Express) + AdamW, an untied embedding and head with their own lrs (nanochat's
@@ -65,7 +69,7 @@ def tiny_cpu() -> PipelineConfig:
                 "checkpoint_every": 250,
             },
             # The model card reports toxicity and PII found in completions of a fixed prompt set.
-            "evaluate": {"safety_prompts": list(SAFETY_PROMPTS)},
+            "evaluate": {"safety_prompts": list(SAFETY_PROMPTS), "max_val_tokens": None},  # the whole split
         }
     )
 
@@ -135,7 +139,10 @@ def smol_cpu() -> PipelineConfig:
         },
         sft={"lora": {"rank": 16, "alpha": 32.0}, "seq_len": 256, "batch_size": 4, "max_steps": 8, "lr": 5e-4,
              "warmup_steps": 2, "eval_every": 0},
-        evaluate={"seq_len": 512, "batch_size": 4, "max_val_tokens": 6144, "text_files": [GENERAL_TEXT],
+        # Every val document (45, see tiny_cpu's tokenize), each cut to its first 512 tokens: 21,292 tokens, where
+        # whole documents would be 294,112 (6,500 on average; a 135M model scores a few hundred tokens/s here)
+        evaluate={"seq_len": 512, "batch_size": 4, "max_val_tokens": None, "max_doc_tokens": 512,
+                  "text_files": [GENERAL_TEXT],
                   "prompts": DEMO_QUESTIONS, "chat_prompts": True, "max_new_tokens": 32,
                   "safety_prompts": list(SAFETY_PROMPTS), "safety_samples": 1, "safety_max_new_tokens": 24},
         registry={**base["registry"], "general_metrics": ["text/fortunes_bpb"], "general_tolerance": 0.05},

@@ -12,6 +12,8 @@ receptive field's worth of tokens per new token, which gives exactly the logits 
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -76,7 +78,7 @@ class GCNN(Generation, nn.Module):
         return 6.0 * (self.num_params() - (0 if self.config.tie_embeddings else self.embed_tokens.weight.numel()))
 
     def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, reduction: Literal["mean", "none"] = "mean"
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """idx (B, T) -> (logits (B, T, V) in float32, None), or (None, mean cross-entropy over targets != -1)."""
         x = self.embed_tokens(idx)  # (B, T, C)
@@ -85,4 +87,4 @@ class GCNN(Generation, nn.Module):
                 x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
             else:
                 x = block(x)
-        return head_and_loss(self.norm(x), self.lm_head, targets)  # logits (B, T, V) only without targets
+        return head_and_loss(self.norm(x), self.lm_head, targets, reduction=reduction)  # logits only without targets

@@ -350,10 +350,12 @@ class GPT(Generation, nn.Module):
         return 6 * matmul_params + 12 * c.n_layer * c.n_head * c.head_dim * T
 
     def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None,
+        reduction: Literal["mean", "none"] = "mean",
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """idx (B, T) -> (logits (B, T, V) in float32, None), or with targets (None, mean cross-entropy over targets
-        != -1): the loss is computed chunk by chunk (`models.loss`), so the full logits are never built. With a
+        != -1; per position (B, T) with `reduction="none"`): the loss is computed chunk by chunk (`models.loss`), so
+        the full logits are never built. With a
         `cache` (a view, `KVCache.at`) the T positions continue the sequences cached in its rows."""
         B, T = idx.shape
         start = cache.start if cache is not None else 0
@@ -379,7 +381,7 @@ class GPT(Generation, nn.Module):
         if cache is not None:
             cache.advance(T)
         # logits (B, T, V) only without targets
-        return head_and_loss(self.model.norm(x), self.lm_head, targets, self.config.logit_softcap)
+        return head_and_loss(self.model.norm(x), self.lm_head, targets, self.config.logit_softcap, reduction)
 
     def new_cache(self, batch_size: int, max_len: int | None) -> KVCache:
         """An empty cache for `batch_size` sequences of `max_len` positions (None, or more than the RoPE table

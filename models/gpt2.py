@@ -9,6 +9,8 @@ every generation path decodes one position per token; positions are learned, so 
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
@@ -77,7 +79,8 @@ class GPT2(Generation, nn.Module):
         return 6 * (self.num_params() - self.wpe.weight.numel()) + 12 * c.n_layer * c.n_embd * T
 
     def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None,
+        reduction: Literal["mean", "none"] = "mean",
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         B, T = idx.shape
         start = cache.start if cache is not None else 0
@@ -95,7 +98,7 @@ class GPT2(Generation, nn.Module):
                 x = block(x, cache, i)
         if cache is not None:
             cache.advance(T)
-        return head_and_loss(self.ln_f(x), self.lm_head, targets)  # logits (B, T, V) only without targets
+        return head_and_loss(self.ln_f(x), self.lm_head, targets, reduction=reduction)  # logits only without targets
 
     def new_cache(self, batch_size: int, max_len: int | None) -> KVCache:
         """An empty cache for `batch_size` sequences of `max_len` positions, at most the `seq_len` learned ones."""

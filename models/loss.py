@@ -12,6 +12,8 @@ gradient of the logits by 1 - tanh^2.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -75,16 +77,40 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
         return grad_h, grad_w, None, None, None
 
 
+def token_losses(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, rows: int,
+                 softcap: float = 0.0) -> torch.Tensor:
+    """Per-position cross-entropy (N,) of `hidden @ weight.T` against targets (N,), 0 where the target is -1: the
+    terms `ChunkedLinearCrossEntropy` averages, computed the same way a chunk at a time. For evaluation (no
+    gradients): the evaluate stage sums them per document."""
+    dtype = torch.promote_types(hidden.dtype, torch.float32)
+    out = torch.zeros(hidden.size(0), dtype=dtype, device=hidden.device)
+    with torch.no_grad():
+        for start in range(0, hidden.size(0), rows):
+            y = targets[start : start + rows]
+            logits = F.linear(hidden[start : start + rows].to(weight.dtype), weight).to(dtype)  # (n, V)
+            if softcap > 0:
+                logits = torch.tanh(logits / softcap) * softcap
+            lse = torch.logsumexp(logits, dim=-1)
+            target_logit = logits.gather(1, y.clamp(min=0)[:, None])[:, 0]
+            out[start : start + rows] = (lse - target_logit) * (y != -1).to(dtype)
+    return out
+
+
 def head_and_loss(
-    hidden: torch.Tensor, head: nn.Linear, targets: torch.Tensor | None, softcap: float = 0.0
+    hidden: torch.Tensor, head: nn.Linear, targets: torch.Tensor | None, softcap: float = 0.0,
+    reduction: Literal["mean", "none"] = "mean",
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """hidden (B, T, C) -> (logits (B, T, V) in fp32, None) without targets; (None, mean loss) with targets (B, T),
-    where -1 marks positions not scored. With targets the logits are never built whole (see the module docstring).
-    softcap > 0 squashes the logits to (-softcap, softcap) in both cases."""
+    where -1 marks positions not scored, or with `reduction="none"` (None, per-position losses (B, T), 0 where not
+    scored; no gradients). With targets the logits are never built whole (see the module docstring).
+    softcap > 0 squashes the logits to (-softcap, softcap) in all cases."""
     if targets is None:
         logits = head(hidden).float()
         return (softcap * torch.tanh(logits / softcap) if softcap > 0 else logits), None
     weight = head.weight
     flat = hidden.reshape(-1, hidden.size(-1))  # (B*T, C)
+    if reduction == "none":
+        losses = token_losses(flat, weight, targets.reshape(-1), chunk_rows(weight.size(0)), softcap)
+        return None, losses.view(targets.shape)
     loss = ChunkedLinearCrossEntropy.apply(flat, weight, targets.reshape(-1), chunk_rows(weight.size(0)), softcap)
     return None, loss

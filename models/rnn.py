@@ -12,6 +12,8 @@ carries the LSTM state, so each new token costs one step whatever the context le
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
@@ -63,7 +65,8 @@ class RNNLM(Generation, nn.Module):
         return 6.0 * (self.num_params() - (0 if self.config.tie_embeddings else self.embed_tokens.weight.numel()))
 
     def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None, state: State | None = None
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, state: State | None = None,
+        reduction: Literal["mean", "none"] = "mean",
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """idx (B, T) -> (logits (B, T, V) in float32, None), or (None, mean cross-entropy over targets != -1).
 
@@ -81,4 +84,4 @@ class RNNLM(Generation, nn.Module):
             new_state.append(layer_state)
         if state is not None:
             state[:] = new_state
-        return head_and_loss(self.norm(x), self.lm_head, targets)  # logits (B, T, V) only without targets
+        return head_and_loss(self.norm(x), self.lm_head, targets, reduction=reduction)  # logits only without targets

@@ -42,12 +42,14 @@ class _Config:
         self.seq_len = seq_len
 
 
-def logits_or_loss(logits: torch.Tensor, targets: torch.Tensor | None):
+def logits_or_loss(logits: torch.Tensor, targets: torch.Tensor | None, reduction: str = "mean"):
     """What every lmforge model returns: (logits, None), or with targets (None, mean cross-entropy over targets
-    != -1), as `models.gpt.GPT.forward` does."""
+    != -1; per position (B, T), 0 where not scored, with reduction="none"), as `models.gpt.GPT.forward` does."""
     if targets is None:
         return logits, None
-    return None, torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-1)
+    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-1,
+                                             reduction=reduction)
+    return None, loss.view(targets.shape) if reduction == "none" else loss
 
 
 class UniformLM(nn.Module):
@@ -57,8 +59,8 @@ class UniformLM(nn.Module):
         super().__init__()
         self.vocab_size, self.config = vocab_size, _Config(seq_len)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
-        return logits_or_loss(torch.zeros(*idx.shape, self.vocab_size), targets)
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, reduction: str = "mean"):
+        return logits_or_loss(torch.zeros(*idx.shape, self.vocab_size), targets, reduction)
 
 
 class MemorisedLM(nn.Module):
@@ -69,7 +71,7 @@ class MemorisedLM(nn.Module):
         super().__init__()
         self.sequences, self.vocab_size, self.config = sequences, vocab_size, _Config(seq_len)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, reduction: str = "mean"):
         logits = torch.zeros(*idx.shape, self.vocab_size)  # (B, T, V)
         for b, row in enumerate(idx.tolist()):
             for seq in self.sequences:
@@ -77,7 +79,7 @@ class MemorisedLM(nn.Module):
                 while t < len(row) and t + 1 < len(seq) and row[t] == seq[t]:
                     logits[b, t, seq[t + 1]] = 20.0
                     t += 1
-        return logits_or_loss(logits, targets)
+        return logits_or_loss(logits, targets, reduction)
 
 
 class ScriptedLM(nn.Module):

@@ -96,8 +96,12 @@ def stage_result(stage: str, ref: StageRef) -> str:
         return (f"{ref.step} steps, {ref.tokens_seen:,} tokens, train loss {ref.final_train_loss:.3f}, "
                 f"val loss {stats.get('val_loss', float('nan')):.3f}, {stats.get('tokens_per_s', 0):,.0f} tok/s")
     if isinstance(ref, EvalReport):
-        metrics = ref.metrics
-        return f"val loss {metrics.get('val_loss', float('nan')):.4f}, {metrics.get('val_bpb', float('nan')):.3f} bits/byte"
+        metrics, val = ref.metrics, stats.get("val", {})
+        split = (f" over {val['docs']} val documents ({metrics.get('val_tokens', 0):,.0f} tokens"
+                 f"{'' if val.get('complete', True) else ', capped by evaluate.max_val_tokens / max_doc_tokens'})"
+                 if val else "")
+        return (f"val loss {metrics.get('val_loss', float('nan')):.4f}, {metrics.get('val_bpb', float('nan')):.3f} "
+                f"bits/byte{split}")
     return f"done: {ref.path}"
 
 

@@ -21,6 +21,11 @@ class EvalConfig(BaseModel):
     max_val_tokens: int | None = Field(
         default=200_000, description="Score whole val documents until this many tokens (None = the whole split)."
     )
+    max_doc_tokens: int | None = Field(
+        default=None, ge=1, description="Score at most the first this many tokens of each val document (None = whole "
+        "documents): under a time budget, many documents (what the gate's paired bootstrap needs) rather than a few "
+        "long ones.",
+    )
     text_files: list[str] = Field(
         default_factory=list, description="Extra .txt/.md (one doc), .jsonl ('text') or .parquet ('text') files."
     )

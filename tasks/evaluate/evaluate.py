@@ -6,7 +6,9 @@ are not text, so they are not scored) and the bytes are the UTF-8 bytes of those
 comes from the tokenize stage's val shards; users can name more text/JSONL/Parquet files (`text_files`). The
 stage writes `report.json` (metrics, samples and an `eval_sets` fingerprint per metric group, which the promotion
 gate uses to compare models only on the same data, each folding in the group's `pins`: file hashes, scorer and
-baseline versions, `tasks.evaluate.pins`) and `report.md`.
+baseline versions, `tasks.evaluate.pins`), `report.md`, and `items.json`: each val / text-file document's bits and
+bytes (the model's per-position loss summed over the document's tokens, so they add up to the totals) and each
+benchmark item's outcome, which the gate's paired bootstrap resamples (`tasks.evaluate.items`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from prefect import task
 from tasks.core.artifacts import CheckpointRef, EvalReport, TokenSet, finish_stage, load_done, reset_dir, stage_dir
 from tasks.evaluate import downstream, safety
 from tasks.evaluate.config import VAL_DOCS, EvalConfig
+from tasks.evaluate.items import ITEMS_FILE, ItemScores, save_items
 from tasks.evaluate.metrics import context_length, heldout_metrics, read_text_docs, text_file_metrics, texts_fingerprint
 from tasks.evaluate.pins import EvalPins
 from tasks.evaluate.samples import sample_generations
@@ -39,26 +42,39 @@ def evaluate_model(model: Any, tokenizer: Any, cfg: EvalConfig, tokens: TokenSet
     pins = EvalPins.current()
     stats: dict[str, Any] = {}
     t0 = time.time()
+    items: dict[str, ItemScores] = {}  # the per-document / per-item results behind the metrics (items.py)
     if tokens is not None:
-        val, eval_sets["val"], stats["val"], val_texts = heldout_metrics(model, tokenizer, tokens, cfg, seq_len, device)
+        val, eval_sets["val"], stats["val"], val_texts, items["val_bpb"] = heldout_metrics(
+            model, tokenizer, tokens, cfg, seq_len, device)
         metrics.update(val)
         pins.add_bytes("val", VAL_DOCS, val_docs_bytes(val_texts))
     for name in cfg.text_files:
-        found, eval_sets[f"text/{Path(name).stem}"] = text_file_metrics(model, tokenizer, Path(name), seq_len, cfg, device)
+        found, eval_sets[f"text/{Path(name).stem}"], doc_bits = text_file_metrics(
+            model, tokenizer, Path(name), seq_len, cfg, device)
         metrics.update(found)
         pins.add_file(f"text/{Path(name).stem}", name)
+        items[doc_bits.metric] = doc_bits
     stats["heldout_seconds"] = time.time() - t0
     limit = cfg.max_downstream_examples
     benchmarks = [
-        ("hellaswag", cfg.hellaswag_file, downstream.load_hellaswag, downstream.score_multiple_choice),
-        ("arc", cfg.arc_file, downstream.load_arc, downstream.score_multiple_choice),
-        ("lambada", cfg.lambada_file, downstream.load_lambada, downstream.score_lambada),
+        ("hellaswag", cfg.hellaswag_file, downstream.load_hellaswag, downstream.multiple_choice_outcomes,
+         downstream.summarise_multiple_choice),
+        ("arc", cfg.arc_file, downstream.load_arc, downstream.multiple_choice_outcomes,
+         downstream.summarise_multiple_choice),
+        ("lambada", cfg.lambada_file, downstream.load_lambada, downstream.lambada_outcomes,
+         downstream.summarise_lambada),
     ]
-    for name, path, load, score in benchmarks:
+    for name, path, load, score, summarise in benchmarks:
         if path:
             t0 = time.time()
-            found = score(model, tokenizer, load(path, limit), seq_len, device, cfg.batch_size)
-            metrics.update({f"{name}_{key}": value for key, value in found.items()})
+            loaded = load(path, limit)
+            outcomes = score(model, tokenizer, loaded, seq_len, device, cfg.batch_size)
+            metrics.update({f"{name}_{key}": value for key, value in summarise(loaded, outcomes).items()})
+            ids = [str(i) for i in range(len(loaded))]  # an item's id is its position in the file (items.py)
+            for key in ("acc", "acc_norm"):
+                if key in outcomes:
+                    items[f"{name}_{key}"] = ItemScores(metric=f"{name}_{key}", kind="mean", ids=ids,
+                                                        values=outcomes[key])
             eval_sets[name] = downstream.file_fingerprint(path, limit)
             pins.add_file(name, path)
             stats[f"{name}_seconds"] = time.time() - t0
@@ -73,7 +89,7 @@ def evaluate_model(model: Any, tokenizer: Any, cfg: EvalConfig, tokens: TokenSet
     samples = sample_generations(model, tokenizer, cfg, device) if cfg.prompts else []
     stats["samples_seconds"] = time.time() - t0
     result = {"metrics": metrics, "eval_sets": pins.fold_all(eval_sets), "pins": pins.model_dump(), "samples": samples,
-              "stats": stats, "safety": safety_details}
+              "stats": stats, "safety": safety_details, "items": items}
     return result | ({"val_texts": val_texts} if tokens is not None else {})
 
 
@@ -102,16 +118,20 @@ def run_evaluate(cfg: EvalConfig, ckpt: CheckpointRef, tokens: TokenSet, out: Pa
     result["tokenizer_sha256"] = tokenizer.sha256
     # the scored val documents as text: the eval set itself, so a model with another tokenizer can be scored on it
     (out / VAL_DOCS).write_bytes(val_docs_bytes(result.pop("val_texts")))  # the bytes its pin hashed
+    save_items(out, result.pop("items"))
     (out / "report.json").write_text(json.dumps(result, indent=2, sort_keys=True))
     (out / "report.md").write_text(report_markdown(result, ckpt))
     ref = EvalReport(path=str(out), metrics=result["metrics"], samples=result["samples"])
     stats = {**result["stats"], **{k: v for k, v in result["metrics"].items() if "/" not in k}}
-    return finish_stage(out, ref, config=cfg, entry=run_evaluate,
-                        stats=stats, files=["report.json", "report.md", VAL_DOCS], started=t0)
+    files = ["report.json", "report.md", VAL_DOCS, ITEMS_FILE]
+    return finish_stage(out, ref, config=cfg, entry=run_evaluate, stats=stats, files=files, started=t0)
 
 
-def rescore(checkpoint_dir: Path, report: EvalReport, device: str = "cpu") -> tuple[dict[str, float], dict[str, str]]:
-    """Metrics and eval-set fingerprints of another checkpoint on exactly the eval sets of `report`.
+def rescore(
+    checkpoint_dir: Path, report: EvalReport, device: str = "cpu"
+) -> tuple[dict[str, float], dict[str, str], dict[str, ItemScores]]:
+    """Metrics, eval-set fingerprints and per-item results of another checkpoint on exactly the eval sets of
+    `report`.
 
     The promotion gate uses it when the champion was scored on other data. The val set is re-read as text
     (`val_docs.jsonl`), so a champion with a different tokenizer is scored fairly: bits per byte over the same bytes.
@@ -122,16 +142,17 @@ def rescore(checkpoint_dir: Path, report: EvalReport, device: str = "cpu") -> tu
     cfg = EvalConfig.model_validate({**report.manifest()["config"], "prompts": []})
     model, tokenizer, _ = load_model(checkpoint_dir, device=device)
     result = evaluate_model(model, tokenizer, cfg, None, device)
-    metrics, eval_sets = result["metrics"], result["eval_sets"]
+    metrics, eval_sets, items = result["metrics"], result["eval_sets"], result["items"]
     if (report.dir / VAL_DOCS).is_file() and "val" in saved.get("eval_sets", {}):
-        found, _ = text_file_metrics(model, tokenizer, report.dir / VAL_DOCS, cfg.seq_len or context_length(model), cfg,
-                                     device, prefix="val", n_bytes=int(report.metrics.get("val_bytes", 0)) or None)
+        found, _, items["val_bpb"] = text_file_metrics(
+            model, tokenizer, report.dir / VAL_DOCS, cfg.seq_len or context_length(model), cfg, device, prefix="val",
+            n_bytes=int(report.metrics.get("val_bytes", 0)) or None)
         metrics.update(found)
         # the same documents under this code's pins: equal to the report's own fingerprint only if the pins agree
         pins = EvalPins.model_validate(result["pins"])
         pins.add_file("val", report.dir / VAL_DOCS, VAL_DOCS)
         eval_sets["val"] = pins.fold("val", texts_fingerprint(read_text_docs(report.dir / VAL_DOCS)))
-    return metrics, eval_sets
+    return metrics, eval_sets, items
 
 
 @task(name="evaluate", retries=1)

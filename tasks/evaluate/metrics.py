@@ -15,6 +15,7 @@ from tasks.core import progress
 from tasks.core.artifacts import TokenSet
 from tasks.core.bpb import bits_per_byte
 from tasks.evaluate.config import EvalConfig
+from tasks.evaluate.items import ItemScores, text_ids
 
 
 def context_length(model: Any) -> int:
@@ -25,16 +26,17 @@ def context_length(model: Any) -> int:
     raise ValueError("cannot tell the model's context length; set evaluate.seq_len")
 
 
-def score_stream(model: Any, stream: np.ndarray, skip_id: int, seq_len: int, batch_size: int, device: str) -> tuple[float, int]:
-    """(total nats, tokens scored) of next-token prediction over `stream`, skipping targets equal to `skip_id`: the
-    model's mean cross-entropy over a batch's scored targets (as training computes it) times their count.
+def token_nats(model: Any, stream: np.ndarray, skip_id: int, seq_len: int, batch_size: int, device: str) -> np.ndarray:
+    """nats[j] = -ln p(stream[j] | the tokens before it in its window), float64, for every position of `stream`;
+    0 where nothing is scored (position 0 and targets equal to `skip_id`, the document separators). The model's
+    own chunked per-position loss (`reduction="none"`), so the (B, T, V) logits are never built.
 
     Windows of `seq_len` targets overlap by one token, so every token after the first is scored exactly once.
     """
     import torch
 
     starts = list(range(0, max(1, len(stream) - 1), seq_len))
-    total, count = 0.0, 0
+    nats = np.zeros(len(stream), dtype=np.float64)
     for b in range(0, len(starts), batch_size):
         progress.update("evaluate", done=b // batch_size, total=-(-len(starts) // batch_size), unit="batches")
         rows = [np.asarray(stream[s : s + seq_len + 1], dtype=np.int64) for s in starts[b : b + batch_size]]
@@ -45,14 +47,38 @@ def score_stream(model: Any, stream: np.ndarray, skip_id: int, seq_len: int, bat
             x[i, : len(row) - 1] = torch.from_numpy(row[:-1])
             y[i, : len(row) - 1] = torch.from_numpy(row[1:])
         y[y == skip_id] = -1  # document separators are not text: never scored
-        n = int((y >= 0).sum())
-        if n == 0:
+        if not bool((y >= 0).any()):
             continue
-        with torch.no_grad():  # the model's own chunked loss: the (B, T, V) logits are never built
-            _, loss = model(x.to(device), y.to(device))
-        total += float(loss.double()) * n
-        count += n
-    return total, count
+        with torch.no_grad():
+            _, losses = model(x.to(device), y.to(device), reduction="none")  # (B, T)
+        losses = losses.double().cpu().numpy()
+        for i, (s, row) in enumerate(zip(starts[b : b + batch_size], rows)):
+            nats[s + 1 : s + len(row)] = losses[i, : len(row) - 1]  # row i's targets are stream[s + 1 : s + len]
+    return nats
+
+
+def score_stream(model: Any, stream: np.ndarray, skip_id: int, seq_len: int, batch_size: int, device: str) -> tuple[float, int]:
+    """(total nats, tokens scored) of next-token prediction over `stream`, skipping targets equal to `skip_id`."""
+    nats = token_nats(model, stream, skip_id, seq_len, batch_size, device)
+    return float(nats.sum()), int((np.asarray(stream[1:]) != skip_id).sum())
+
+
+def document_scores(model: Any, docs: list[np.ndarray], skip_id: int, seq_len: int, batch_size: int,
+                    device: str) -> tuple[np.ndarray, np.ndarray]:
+    """(nats, tokens scored) per document of the stream `docs` concatenated (each document opening with its
+    `<|bos|>`): the per-position losses summed over each document's span, so the totals are the stream's."""
+    stream = np.concatenate(docs)
+    nats = token_nats(model, stream, skip_id, seq_len, batch_size, device)
+    scored = np.asarray(stream != skip_id, dtype=np.int64)
+    scored[0] = 0  # the stream's first token is never a target
+    bounds = np.cumsum([0] + [len(d) for d in docs[:-1]])
+    return np.add.reduceat(nats, bounds), np.add.reduceat(scored, bounds)
+
+
+def bpb_items(metric: str, ids: list[str], doc_nats: np.ndarray, doc_bytes: list[int]) -> ItemScores:
+    """Per-document bits and bytes behind a bits-per-byte metric (`ItemScores` kind "ratio")."""
+    return ItemScores(metric=metric, kind="ratio", ids=ids, values=(doc_nats / math.log(2)).tolist(),
+                      weights=[float(b) for b in doc_bytes])
 
 
 def nll_metrics(nats: float, tokens: int, n_bytes: int, prefix: str) -> dict[str, float]:
@@ -75,14 +101,18 @@ def split_docs(tokens: np.ndarray, bos_id: int) -> list[np.ndarray]:
 
 
 def heldout_metrics(model: Any, tokenizer: Any, tokens: TokenSet, cfg: EvalConfig, seq_len: int, device: str):
-    """val_* metrics over the val shards (whole documents up to `max_val_tokens`), and the set's fingerprint."""
+    """val_* metrics over the val shards (documents, each cut to `max_doc_tokens`, up to `max_val_tokens`), and the
+    set's fingerprint."""
     from tasks.core.tokens import read_bin
 
     docs: list[np.ndarray] = []
-    n_total = n_kept = 0
+    n_total = n_kept = n_available = 0
     for name in tokens.val_files:
         for doc in split_docs(read_bin(tokens.dir / name), tokenizer.bos_id):
             n_total += len(doc)
+            n_available += 1
+            if cfg.max_doc_tokens is not None:
+                doc = doc[: cfg.max_doc_tokens + 1]  # its <|bos|> and the first max_doc_tokens text tokens
             if cfg.max_val_tokens is None or n_kept + len(doc) <= cfg.max_val_tokens or not docs:
                 docs.append(doc)
                 n_kept += len(doc)
@@ -94,9 +124,12 @@ def heldout_metrics(model: Any, tokenizer: Any, tokens: TokenSet, cfg: EvalConfi
     # The tokenize stage's byte count is the definition when every val document is scored; a capped run divides by
     # the bytes of the documents it scored.
     n_bytes = tokens.val_bytes if complete and tokens.val_bytes else decoded_bytes
-    nats, count = score_stream(model, np.concatenate(docs), tokenizer.bos_id, seq_len, cfg.batch_size, device)
-    stats = {"docs": len(docs), "tokens_available": n_total, "decoded_bytes": decoded_bytes, "complete": complete}
-    return nll_metrics(nats, count, n_bytes, "val"), texts_fingerprint(texts), stats, texts
+    doc_nats, doc_tokens = document_scores(model, docs, tokenizer.bos_id, seq_len, cfg.batch_size, device)
+    items = bpb_items("val_bpb", text_ids(texts), doc_nats, [len(text.encode("utf-8")) for text in texts])
+    stats = {"docs": len(docs), "docs_available": n_available, "tokens_available": n_total,
+             "decoded_bytes": decoded_bytes, "complete": complete}
+    metrics = nll_metrics(float(doc_nats.sum()), int(doc_tokens.sum()), n_bytes, "val")
+    return metrics, texts_fingerprint(texts), stats, texts, items
 
 
 def texts_fingerprint(texts: list[str]) -> str:
@@ -124,8 +157,14 @@ def read_text_docs(path: Path) -> list[str]:
 
 def text_file_metrics(model: Any, tokenizer: Any, path: Path, seq_len: int, cfg: EvalConfig, device: str,
                       prefix: str | None = None, n_bytes: int | None = None):
+    """{prefix}_* metrics of the documents in `path`, its fingerprint, and the per-document bits behind `_bpb`."""
     docs = read_text_docs(path)
-    stream = np.array([i for doc in docs for i in [tokenizer.bos_id, *tokenizer.encode(doc)]], dtype=np.int64)
-    nats, count = score_stream(model, stream, tokenizer.bos_id, seq_len, cfg.batch_size, device)
-    n_bytes = n_bytes or sum(len(doc.encode("utf-8")) for doc in docs)
-    return nll_metrics(nats, count, n_bytes, prefix or f"text/{path.stem}"), hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    if not docs:
+        raise ValueError(f"evaluate.text_files: {path} holds no documents")
+    encoded = [np.array([tokenizer.bos_id, *tokenizer.encode(doc)], dtype=np.int64) for doc in docs]
+    doc_nats, doc_tokens = document_scores(model, encoded, tokenizer.bos_id, seq_len, cfg.batch_size, device)
+    doc_bytes = [len(doc.encode("utf-8")) for doc in docs]
+    prefix = prefix or f"text/{path.stem}"
+    metrics = nll_metrics(float(doc_nats.sum()), int(doc_tokens.sum()), n_bytes or sum(doc_bytes), prefix)
+    items = bpb_items(f"{prefix}_bpb", text_ids(docs), doc_nats, doc_bytes)
+    return metrics, hashlib.sha256(path.read_bytes()).hexdigest()[:16], items

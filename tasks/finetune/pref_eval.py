@@ -25,6 +25,7 @@ from prefect import task
 
 from tasks.core.artifacts import CheckpointRef, EvalReport, finish_stage, load_done, reset_dir, stage_dir
 from tasks.evaluate.config import VAL_DOCS, EvalConfig
+from tasks.evaluate.items import ITEMS_FILE
 from tasks.finetune.dpo import DPOConfig, encode_pair, pair_batch
 from tasks.finetune.pref_data import PreferenceSet, load_pairs
 from tasks.finetune.sft_data import VAL
@@ -91,7 +92,7 @@ def run_preference_eval(cfg: DPOConfig, model_ref: CheckpointRef, reference_ref:
     saved.setdefault("eval_sets", {})["pref"] = f"{data.manifest_sha256[:32]}{reference_ref.manifest_sha256[:32]}"
     (out / "report.json").write_text(json.dumps(saved, indent=2, sort_keys=True))
     files = ["report.json"]
-    for name in ("report.md", VAL_DOCS):  # the eval set itself travels with the report (rescore reads it)
+    for name in ("report.md", VAL_DOCS, ITEMS_FILE):  # the eval set and per-item results travel with the report
         if (report.dir / name).is_file():
             shutil.copyfile(report.dir / name, out / name)
             files.append(name)

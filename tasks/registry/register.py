@@ -3,7 +3,10 @@ run, register a new version, run the gate. Every lmforge model registers here, t
 
 The promotion gate moves alias `champion` to the new version only when it beats the current champion on the same
 eval set: the gate metric (default val bits per byte) must improve by more than `gate_margin`, and no guard metric
-(downstream accuracies) may drop by more than `guard_tolerance`. Metrics are compared only when both versions were
+(downstream accuracies) may drop by more than `guard_tolerance`, both significantly: a paired bootstrap over the
+documents and items both versions scored (`significance`, the `items.json` of each eval report) at
+`gate_confidence`, widened by `seed_noise`; without per-item results on either side, the points are compared and
+the reason says so. Metrics are compared only when both versions were
 scored on the same data (the `eval_sets` fingerprints in the eval report); when the champion was scored on other
 data, it is re-scored on this version's eval sets from its packaged checkpoint (`rescore_champion`), so models
 trained on different crawls or with different tokenizers still compare on identical bytes. The first version of a model becomes champion; a refused one gets
@@ -31,13 +34,17 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.core.artifacts import CheckpointRef, EvalReport, ModelVersionRef
 from tasks.core.tracking import TrackingConfig, client
+from tasks.evaluate.items import ITEMS_FILE, ItemScores, load_items
+
+if TYPE_CHECKING:
+    from tasks.registry.significance import PairedDifference
 
 METRIC_TAG, EVAL_SET_TAG = "lmforge.metric.", "lmforge.eval_set."
 LOWER_IS_BETTER = ("_loss", "_bpb", "_ppl")
@@ -60,6 +67,17 @@ class RegisterConfig(BaseModel):
         description="Metrics that may not get worse by more than guard_tolerance (skipped when not comparable).",
     )
     guard_tolerance: float = Field(default=0.0, ge=0.0, description="Allowed drop of each guard metric.")
+    gate_confidence: float = Field(
+        default=0.95, gt=0.5, lt=1.0, description="One-sided confidence of the paired bootstrap: the gain's bound "
+        "must clear gate_margin (a guard's drop must be beyond guard_tolerance) at this level to count.",
+    )
+    gate_resamples: int = Field(default=2000, ge=1000, description="Bootstrap resamples of the paired items.")
+    gate_seed: int = Field(default=0, description="Seed of the bootstrap draws, so a decision is reproducible.")
+    seed_noise: dict[str, float] = Field(
+        default_factory=dict, description="Metric -> its standard deviation between training runs that differ only "
+        "in their seed (bench/gate_noise.py measures it); widens the bootstrap bounds by that noise. Unlisted: 0, "
+        "the eval items' sampling only.",
+    )
     rescore_champion: bool = Field(
         default=True, description="When the champion was scored on other data, score it on this version's eval sets."
     )
@@ -101,8 +119,11 @@ def same_eval_set(
     return metric in new and metric in (old or {}) and bool(new_sets.get(group)) and new_sets.get(group) == old_sets.get(group)
 
 
-def rescore_champion(tracking: TrackingConfig, champion, report: EvalReport) -> tuple[dict[str, float], dict[str, str]]:
-    """The champion's metrics on this report's eval sets, from the checkpoint packaged in its registered model."""
+def rescore_champion(
+    tracking: TrackingConfig, champion, report: EvalReport
+) -> tuple[dict[str, float], dict[str, str], dict[str, ItemScores]]:
+    """The champion's metrics, eval-set fingerprints and per-item results on this report's eval sets, from the
+    checkpoint packaged in its registered model."""
     import mlflow
 
     from models.devices import resolve_device
@@ -118,11 +139,63 @@ def improvement(metric: str, new: float, old: float) -> float:
     return old - new if lower_is_better(metric) else new - old
 
 
+def paired_difference(cfg: RegisterConfig, metric: str, new_items: dict[str, ItemScores] | None,
+                      old_items: dict[str, ItemScores] | None) -> PairedDifference | None:
+    """The seeded paired bootstrap of `metric` (new - old), or None when either side has no per-item results."""
+    from tasks.registry.significance import paired_bootstrap  # numpy: loaded when a gate runs, not with the CLI
+
+    new_scores, old_scores = (new_items or {}).get(metric), (old_items or {}).get(metric)
+    if new_scores is None or old_scores is None or not set(new_scores.ids) & set(old_scores.ids):
+        return None
+    return paired_bootstrap(new_scores, old_scores, cfg.gate_resamples, cfg.gate_confidence, cfg.gate_seed,
+                            cfg.seed_noise.get(metric, 0.0))
+
+
+def signed(x: float) -> str:
+    from tasks.registry.significance import signed as typeset
+
+    return typeset(x)
+
+
+def point_note(side: str) -> str:
+    return f"point comparison: {side} has no per-item results"
+
+
+def gain_verdict(metric: str, new: float, old: float, margin: float, against: str, test: PairedDifference | None,
+                 side_missing: str) -> tuple[bool, str]:
+    """(better by more than `margin`?, reason): significantly so when per-item results pair, else by the points."""
+    if test is None:
+        gain = improvement(metric, new, old)
+        if gain <= margin:
+            return False, (f"{metric} {new:.4f} vs {against} {old:.4f}: not better by more than {margin} "
+                           f"({point_note(side_missing)})")
+        return True, (f"{metric} {new:.4f} beats {against} {old:.4f} by {gain:.4f} (margin {margin}; "
+                      f"{point_note(side_missing)})")
+    bound = test.gain_bound(lower_is_better(metric))
+    level = f"{test.confidence * 100:g} %"
+    if bound <= margin:
+        return False, (f"{test.describe()} vs {against} {old:.4f}: not significant (the gain's {level} bound "
+                       f"{signed(bound)} does not clear margin {margin})")
+    return True, (f"{test.describe()}: {metric} {new:.4f} beats {against} {old:.4f} (the gain's {level} bound "
+                  f"{signed(bound)} clears margin {margin})")
+
+
+def drop_verdict(metric: str, new: float, old: float, tolerance: float, test: PairedDifference | None) -> bool:
+    """Did `metric` get worse by more than `tolerance`: significantly so when per-item results pair, else by the
+    points?"""
+    if test is None:
+        return improvement(metric, new, old) < -tolerance
+    return test.drop_bound(lower_is_better(metric)) < -tolerance
+
+
 def gate_decision(
     cfg: RegisterConfig, new: dict[str, float], new_sets: dict[str, str], old: dict[str, float] | None,
-    old_sets: dict[str, str],
+    old_sets: dict[str, str], new_items: dict[str, ItemScores] | None = None,
+    old_items: dict[str, ItemScores] | None = None,
 ) -> tuple[bool, str]:
-    """(promote?, reason). `old` is None when the model has no champion yet."""
+    """(promote?, reason). `old` is None when the model has no champion yet. With per-item results on both sides
+    (`new_items`, `old_items`), the gain and the guards' drops must be significant (a paired bootstrap at
+    `gate_confidence`); without them the points are compared, and the reason says so."""
     checked = dict.fromkeys([cfg.gate_metric, *cfg.guard_metrics, *cfg.safety_thresholds])
     broken = [f"{m}={new[m]}" for m in checked if m in new and not math.isfinite(new[m])]
     if broken:
@@ -145,30 +218,51 @@ def gate_decision(
         return True, f"{metric} {new[metric]:.4f} replaces the champion's non-finite {old[metric]} (not a score)"
     if not comparable(metric):
         return False, f"the champion has no {metric} on the same eval set ({metric_group(metric)}); kept it"
-    gain = improvement(metric, new[metric], old[metric])
-    if gain <= cfg.gate_margin:
-        return False, f"{metric} {new[metric]:.4f} vs champion {old[metric]:.4f}: not better by more than {cfg.gate_margin}"
+    missing = "this version" if metric not in (new_items or {}) else "the champion"
+    promote, reason = gain_verdict(metric, new[metric], old[metric], cfg.gate_margin, "champion",
+                                   paired_difference(cfg, metric, new_items, old_items), missing)
+    if not promote:
+        return False, reason
     for guard in cfg.guard_metrics:
-        if comparable(guard) and improvement(guard, new[guard], old[guard]) < -cfg.guard_tolerance:
-            return False, f"{guard} dropped from {old[guard]:.4f} to {new[guard]:.4f} (tolerance {cfg.guard_tolerance})"
-    return True, f"{metric} {new[metric]:.4f} beats champion {old[metric]:.4f} by {gain:.4f} (margin {cfg.gate_margin})"
+        if not comparable(guard):
+            continue
+        test = paired_difference(cfg, guard, new_items, old_items)
+        if drop_verdict(guard, new[guard], old[guard], cfg.guard_tolerance, test):
+            how = f"significantly: {test.describe()}" if test is not None else point_note("a side")
+            return False, (f"{guard} dropped from {old[guard]:.4f} to {new[guard]:.4f} (tolerance "
+                           f"{cfg.guard_tolerance}; {how})")
+    return True, reason
 
 
-def base_decision(cfg: RegisterConfig, new: dict[str, float], base: dict[str, float]) -> tuple[bool, str]:
+def base_decision(cfg: RegisterConfig, new: dict[str, float], base: dict[str, float],
+                  new_items: dict[str, ItemScores] | None = None,
+                  base_items: dict[str, ItemScores] | None = None) -> tuple[bool, str]:
     """(passes?, reason) of a model adapted from an imported base, against that base on the same eval sets: the
     domain (gate) metric must improve, and general text may not get worse by more than `general_tolerance`
-    (catastrophic forgetting)."""
+    (catastrophic forgetting); both by the gate's rule (significant when per-item results pair, else points)."""
     metric = cfg.gate_metric
-    if metric in new and metric in base and improvement(metric, new[metric], base[metric]) <= 0:
-        return False, f"{metric} {new[metric]:.4f} vs base {base[metric]:.4f}: adapting did not improve on its base"
+    missing = "this version" if metric not in (new_items or {}) else "the base"
+    evidence = ""
+    if metric in new and metric in base:
+        test = paired_difference(cfg, metric, new_items, base_items)
+        better, reason = gain_verdict(metric, new[metric], base[metric], 0.0, "base", test, missing)
+        if not better:
+            return False, f"{reason}: adapting did not improve on its base"
+        evidence = f"; {test.describe()}" if test is not None else f"; {point_note(missing)}"
     # general_metrics guard what the start could already do: general text for continued pretraining, domain bpb for
     # preference tuning (the DPO flow), so the refusal names the metric rather than assuming which one it guards
     for general in cfg.general_metrics:
-        if general in new and general in base and improvement(general, new[general], base[general]) < -cfg.general_tolerance:
+        if general not in new or general not in base:
+            continue
+        test = paired_difference(cfg, general, new_items, base_items)
+        if drop_verdict(general, new[general], base[general], cfg.general_tolerance, test):
+            how = f"; {test.describe()}" if test is not None else ""
             return False, (f"{general} rose from base {base[general]:.4f} to {new[general]:.4f}, more than "
-                           f"general_tolerance {cfg.general_tolerance}: the adapted model forgot what its base knew")
+                           f"general_tolerance {cfg.general_tolerance}{how}: the adapted model forgot what its "
+                           "base knew")
     kept = ", ".join(f"{g} {base[g]:.4f} → {new[g]:.4f}" for g in cfg.general_metrics if g in new and g in base)
-    return True, f"beats its base on {metric} ({base.get(metric, float('nan')):.4f} → {new.get(metric, float('nan')):.4f})" + (
+    before, after = base.get(metric, float("nan")), new.get(metric, float("nan"))
+    return True, f"beats its base on {metric} ({before:.4f} → {after:.4f}{evidence})" + (
         f", guarded metrics within {cfg.general_tolerance} ({kept})" if kept else "")
 
 
@@ -193,6 +287,20 @@ def champion_scores(mlflow_client, cfg: RegisterConfig) -> tuple[Any, dict[str, 
     return champion, metrics, sets
 
 
+def champion_items(mlflow_client, champion, scores: dict[str, float] | None) -> dict[str, ItemScores]:
+    """The per-item results the champion was registered with (`evaluate/items.json` in its run), each kept only
+    when it still adds up to the champion's recorded metric: a run that registered two models (a base and its
+    adaptation) holds the later one's file. {} for a champion registered before items.json."""
+    if champion.run_id is None or f"evaluate/{ITEMS_FILE}" not in {
+            f.path for f in mlflow_client.list_artifacts(champion.run_id, "evaluate")}:
+        return {}
+    with tempfile.TemporaryDirectory(prefix="lmforge-items-") as tmp:
+        items = load_items(Path(mlflow_client.download_artifacts(champion.run_id, f"evaluate/{ITEMS_FILE}", tmp)))
+    scores = scores or {}
+    return {name: s for name, s in items.items()
+            if name in scores and math.isclose(s.aggregate(), scores[name], rel_tol=1e-6, abs_tol=1e-12)}
+
+
 def existing_version(mlflow_client, cfg: RegisterConfig, report: EvalReport):
     """The version already registered for this exact eval report (same checkpoint, same scores), by any run.
 
@@ -211,15 +319,20 @@ def decide(
     """The gate against the current champion (and first against `base`, the imported model this one was adapted
     from, when given), as the version tags that record it."""
     champion, old, old_sets = champion_scores(mlflow_client, cfg)
-    passes, base_reason = base_decision(cfg, report.metrics, base.metrics) if base is not None else (True, "")
+    new_items = load_items(report.dir)
+    passes, base_reason = (base_decision(cfg, report.metrics, base.metrics, new_items, load_items(base.dir))
+                           if base is not None else (True, ""))
     rescored = False
     if passes:  # a model that does not beat its base is refused before any champion is compared
         new_sets = read_eval_sets(report)
-        rescored = champion is not None and cfg.rescore_champion and not same_eval_set(
-            cfg.gate_metric, report.metrics, new_sets, old, old_sets)
+        old_items = champion_items(mlflow_client, champion, old) if champion is not None else {}
+        # scored on other data, or (registered before items.json) with no per-item results to pair with
+        rescored = champion is not None and cfg.rescore_champion and (
+            not same_eval_set(cfg.gate_metric, report.metrics, new_sets, old, old_sets)
+            or (cfg.gate_metric in new_items and cfg.gate_metric not in old_items))
         if rescored:
-            old, old_sets = rescore_champion(tracking, champion, report)
-        promote, reason = gate_decision(cfg, report.metrics, new_sets, old, old_sets)
+            old, old_sets, old_items = rescore_champion(tracking, champion, report)
+        promote, reason = gate_decision(cfg, report.metrics, new_sets, old, old_sets, new_items, old_items)
         reason += " (champion re-scored on this version's eval sets)" if rescored else ""
     else:
         promote, reason = False, base_reason
@@ -384,7 +497,7 @@ def run_register(
                  champion_score, "champion_version": gate["lmforge.gate.champion_version"] or None}
     card = model_card(cfg, tracking, version_run, ckpt, report, card_gate, version=number, summary=package.summary)
     mlflow_client.log_text(version_run, card, f"model_card_v{number}.md")
-    for name in ("report.json", "report.md"):  # the eval report next to the model it describes
+    for name in ("report.json", "report.md", ITEMS_FILE):  # the eval report next to the model it describes
         if (report.dir / name).is_file():
             mlflow_client.log_artifact(version_run, str(report.dir / name), artifact_path="evaluate")
     mlflow_client.update_model_version(cfg.model_name, number, description=card)

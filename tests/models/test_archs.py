@@ -170,3 +170,17 @@ def test_arch_trains_evaluates_and_registers(arch, tokens, tmp_path):
     served = mlflow.pyfunc.load_model(f"models:/arch-{arch}@champion")
     answer = served.predict({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3, "temperature": 0.0})
     assert answer["choices"][0]["message"]["role"] == "assistant" and answer["usage"]["completion_tokens"] <= 3
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_arch_gives_per_position_losses(arch):
+    """`forward(idx, targets, reduction="none")`: what the evaluate stage sums into per-document bits."""
+    torch.manual_seed(0)
+    model = build_model(tiny(arch, vocab_size=64)).eval()
+    idx, targets = torch.randint(0, 64, (2, 12)), torch.randint(0, 64, (2, 12))
+    targets[0, :3] = -1
+    with torch.no_grad():
+        _, mean = model(idx, targets)
+        _, each = model(idx, targets, reduction="none")
+    assert each.shape == (2, 12) and (each[0, :3] == 0).all()
+    assert each.double().sum().item() / 21 == pytest.approx(mean.item(), rel=1e-5)

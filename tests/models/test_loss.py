@@ -74,3 +74,20 @@ def test_nothing_scored_is_nan_like_plain_and_no_gradient_is_built_in_eval():
 def test_chunks_bound_the_logits_held_at_once():
     assert chunk_rows(50_304) * 50_304 <= 1 << 27  # gpt_124m: 2,668 rows of 32,768 per chunk, 512 MiB in fp32
     assert chunk_rows(4096) >= 8 * 256  # tiny_cpu's batch is one chunk (no slicing overhead on CPU)
+
+
+@pytest.mark.parametrize("softcap", [0.0, 5.0])
+def test_per_position_losses_are_the_terms_of_the_mean(softcap):
+    torch.manual_seed(4)
+    head = nn.Linear(16, 40, bias=False).double()
+    hidden = torch.randn(3, 11, 16, dtype=torch.float64)
+    targets = torch.randint(0, 40, (3, 11))
+    targets[:, ::4] = -1  # not scored: a loss of 0
+    _, mean = head_and_loss(hidden, head, targets, softcap)
+    _, each = head_and_loss(hidden, head, targets, softcap, reduction="none")
+    assert each.shape == (3, 11) and (each[targets == -1] == 0).all()
+    assert torch.allclose(each.sum() / (targets != -1).sum(), mean, rtol=1e-12, atol=0)
+    logits = head(hidden)  # float64, the full (B, T, V) the chunked path never builds
+    logits = softcap * torch.tanh(logits / softcap) if softcap else logits
+    plain = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1, reduction="none")
+    assert torch.allclose(each.flatten(), plain, rtol=1e-12, atol=1e-12)

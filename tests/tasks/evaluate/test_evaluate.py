@@ -190,3 +190,58 @@ def test_run_evaluate_writes_report_and_manifest(tmp_path, tok):
     assert saved["metrics"]["val_bpb"] == report.metrics["val_bpb"] > 0
     assert saved["eval_sets"]["val"] and saved["tokenizer_sha256"] == tok.sha256
     assert "val_bpb" in (out / "report.md").read_text() and len(report.samples) == 1
+
+
+def test_per_document_bits_add_up_to_the_reported_bpb(tmp_path, tok):
+    from tasks.evaluate.items import text_ids
+
+    docs = [*DOCS, "A model card records the data.", DOCS[0]]  # a repeated document keeps its own id
+    tokens = val_tokenset(tmp_path, tok, docs)
+    model = tiny_gpt(tok.vocab_size, seq_len=16)  # many windows, straddling documents
+    result = evaluate_model(model, tok, EvalConfig(prompts=[], batch_size=3), tokens)
+    items, metrics = result["items"]["val_bpb"], result["metrics"]
+    assert items.ids == text_ids(docs) and items.ids[3].endswith("#1")
+    assert items.weights == [len(d.encode()) for d in docs]
+    assert items.aggregate() == pytest.approx(metrics["val_bpb"], rel=1e-9)
+    # each document's bits are the model's loss over its own tokens, in the context its windows gave it
+    stream = torch.tensor(np.concatenate([[tok.bos_id, *tok.encode(d)] for d in docs]), dtype=torch.long)
+    old_total, n = 0.0, 0  # the mean-loss-per-batch computation the stage used before per-document results
+    for s in range(0, len(stream) - 1, 16 * 3):
+        rows = [stream[t : t + 17] for t in range(s, min(s + 48, len(stream) - 1), 16)]
+        x = torch.zeros(len(rows), 16, dtype=torch.long)
+        y = torch.full((len(rows), 16), -1, dtype=torch.long)
+        for i, row in enumerate(rows):
+            x[i, : len(row) - 1], y[i, : len(row) - 1] = row[:-1], row[1:]
+        y[y == tok.bos_id] = -1
+        with torch.no_grad():
+            _, loss = model(x, y)
+        old_total += float(loss.double()) * int((y >= 0).sum())
+        n += int((y >= 0).sum())
+    assert n == metrics["val_tokens"]
+    # equal up to float32 summation order (the mean summed the terms in float32; documents sum them in float64)
+    assert metrics["val_bpb"] == pytest.approx(old_total / (math.log(2) * tokens.val_bytes), rel=1e-6)
+
+
+def test_benchmark_items_are_kept_per_file_position(tmp_path, tok):
+    hs, arc, lam = write_fixtures(tmp_path)
+    memorised = [("Debian is a free", " operating system made by volunteers.")]  # only the first HellaSwag item
+    model = MemorisedLM([[tok.bos_id, *tok.encode(c), *tok.encode(x)] for c, x in memorised], tok.vocab_size)
+    cfg = EvalConfig(hellaswag_file=str(hs), arc_file=str(arc), lambada_file=str(lam), prompts=[])
+    result = evaluate_model(model, tok, cfg, None)
+    items = result["items"]
+    assert set(items) == {"hellaswag_acc", "hellaswag_acc_norm", "arc_acc", "arc_acc_norm", "lambada_acc"}
+    assert items["hellaswag_acc"].ids == ["0", "1"] and items["hellaswag_acc"].values[0] == 1.0
+    for name, scores in items.items():
+        assert scores.kind == "mean" and scores.aggregate() == result["metrics"][name]
+
+
+def test_max_doc_tokens_scores_the_start_of_every_document(tmp_path, tok):
+    tokens = val_tokenset(tmp_path, tok, DOCS)
+    cut = 5
+    result = evaluate_model(UniformLM(tok.vocab_size), tok, EvalConfig(prompts=[], max_doc_tokens=cut), tokens)
+    assert result["stats"]["val"]["docs"] == result["stats"]["val"]["docs_available"] == len(DOCS)
+    assert result["metrics"]["val_tokens"] == sum(min(cut, len(tok.encode(d))) for d in DOCS)
+    assert result["stats"]["val"]["complete"] is False
+    texts = [tok.decode(tok.encode(d)[:cut]) for d in DOCS]
+    assert result["items"]["val_bpb"].weights == [len(t.encode()) for t in texts]
+    assert result["metrics"]["val_bpb"] == pytest.approx(result["items"]["val_bpb"].aggregate(), rel=1e-9)

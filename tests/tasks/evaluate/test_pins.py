@@ -105,8 +105,8 @@ def test_a_rescored_champion_is_comparable_only_under_the_same_pins(tmp_path, to
     files = eval_files(tmp_path)
     champion, _, _ = evaluated(tmp_path, tok, "champion", files, seed=1)
     _, report, saved = evaluated(tmp_path, tok, "challenger", files, seed=2)
-    _, sets = rescore(champion.dir / champion.checkpoint, report)
+    _, sets, _ = rescore(champion.dir / champion.checkpoint, report)
     assert sets == saved["eval_sets"]  # val re-read from val_docs.jsonl: the same documents, the same pins
     monkeypatch.setattr(pins_module, "SCORER_VERSION", SCORER_VERSION + 1)
-    _, sets = rescore(champion.dir / champion.checkpoint, report)
+    _, sets, _ = rescore(champion.dir / champion.checkpoint, report)
     assert set(sets) == set(saved["eval_sets"]) and all(sets[g] != saved["eval_sets"][g] for g in sets)

@@ -379,3 +379,50 @@ def test_no_champion_is_told_apart_from_a_registry_error(setup, monkeypatch):
     report = make_report(setup[0], "outage", {"val_bpb": 1.0}, {"val": "set-a"})
     with pytest.raises(MlflowException, match="registry down"):  # "none found" here would register a duplicate
         existing_version(mlflow_client, RegisterConfig(model_name="no-champion"), report)
+
+
+def accuracy_items(metric: str, hits: list[int]):
+    from tasks.evaluate.items import ItemScores
+
+    return ItemScores(metric=metric, kind="mean", ids=[str(i) for i in range(len(hits))], values=[float(h) for h in hits])
+
+
+def bpb_items(bits: list[float], nbytes: list[float]):
+    from tasks.evaluate.items import ItemScores
+
+    return ItemScores(metric="val_bpb", kind="ratio", ids=[f"doc{i}" for i in range(len(bits))], values=bits,
+                      weights=nbytes)
+
+
+def test_with_per_item_results_the_gate_needs_a_significant_gain_and_a_significant_drop():
+    import random
+
+    rng = random.Random(0)
+    sets = {"val": "a", "arc": "x"}
+    nbytes = [float(rng.randint(300, 900)) for _ in range(30)]
+    old_bits = [b * rng.uniform(1.5, 2.5) for b in nbytes]
+
+    def scores(bits, arc_hits):
+        items = {"val_bpb": bpb_items(bits, nbytes), "arc_acc_norm": accuracy_items("arc_acc_norm", arc_hits)}
+        return {name: s.aggregate() for name, s in items.items()}, items
+
+    champion, champion_items = scores(old_bits, [1] * 60 + [0] * 40)
+    cfg = RegisterConfig(guard_metrics=["arc_acc_norm"])
+    # 3 % fewer bits on every document: significant; one ARC item lost: a drop, but not a significant one
+    better, better_items = scores([b * 0.97 for b in old_bits], [1] * 59 + [0] * 41)
+    promote, reason = gate_decision(cfg, better, sets, champion, sets, better_items, champion_items)
+    assert promote is True and reason.startswith("val_bpb −") and "(95 %, 30 docs)" in reason
+    assert gate_decision(cfg, better, sets, champion, sets)[0] is False  # the old point rule: any drop blocks
+    # 20 ARC items lost: significant, blocks
+    dropped, dropped_items = scores([b * 0.97 for b in old_bits], [1] * 40 + [0] * 60)
+    promote, reason = gate_decision(cfg, dropped, sets, champion, sets, dropped_items, champion_items)
+    assert promote is False and "arc_acc_norm dropped" in reason and "significantly" in reason
+    # per-document noise around the same model: not significant, though the point estimate is better
+    wobble = [b * (1.08 if i % 2 else 0.92) for i, b in enumerate(old_bits)]  # ±8 % per document
+    scale = 0.998 * sum(old_bits) / sum(wobble)  # and 0.2 % better overall
+    noisy, noisy_items = scores([b * scale for b in wobble], [1] * 60 + [0] * 40)
+    promote, reason = gate_decision(cfg, noisy, sets, champion, sets, noisy_items, champion_items)
+    assert noisy["val_bpb"] < champion["val_bpb"] and promote is False and "not significant" in reason
+    # a margin the gain's bound must clear
+    assert gate_decision(cfg.model_copy(update={"gate_margin": 0.5}), better, sets, champion, sets, better_items,
+                         champion_items)[0] is False
