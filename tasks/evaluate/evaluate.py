@@ -20,16 +20,20 @@ from prefect import task
 from tasks.core.artifacts import CheckpointRef, EvalReport, TokenSet, finish_stage, load_done, reset_dir, stage_dir
 from tasks.evaluate import downstream, safety
 from tasks.evaluate.config import VAL_DOCS, EvalConfig
+from tasks.evaluate.core import bundle_fingerprint, evaluate_core
+from tasks.evaluate.items import ITEMS_FILE, ItemScores, save_items
 from tasks.evaluate.metrics import context_length, heldout_metrics, text_file_metrics
 from tasks.evaluate.samples import sample_generations
 
 
 def evaluate_model(model: Any, tokenizer: Any, cfg: EvalConfig, tokens: TokenSet | None, device: str = "cpu") -> dict[str, Any]:
-    """Every configured evaluation of a loaded model: {"metrics", "eval_sets", "samples", "stats"}."""
+    """Every configured evaluation of a loaded model: {"metrics", "eval_sets", "items", "samples", "stats", ...}."""
     seq_len = cfg.seq_len or context_length(model)
     metrics: dict[str, float] = {}
     eval_sets: dict[str, str] = {}
+    items: dict[str, ItemScores] = {}  # per-item results behind the metrics (items.py), saved as items.json
     stats: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
     t0 = time.time()
     if tokens is not None:
         val, eval_sets["val"], stats["val"], val_texts = heldout_metrics(model, tokenizer, tokens, cfg, seq_len, device)
@@ -51,6 +55,15 @@ def evaluate_model(model: Any, tokenizer: Any, cfg: EvalConfig, tokens: TokenSet
             metrics.update({f"{name}_{key}": value for key, value in found.items()})
             eval_sets[name] = downstream.file_fingerprint(path, limit)
             stats[f"{name}_seconds"] = time.time() - t0
+    if cfg.core_bundle:
+        t0 = time.time()
+        core = evaluate_core(model, tokenizer, cfg.core_bundle, cfg.core_max_per_task, cfg.core_baseline, seq_len,
+                             device, cfg.batch_size)
+        metrics.update(core.metrics())
+        items.update(core.items())
+        eval_sets["core"] = bundle_fingerprint(core.bundle, cfg.core_max_per_task)
+        extra["core"] = core.summary()
+        stats["core_seconds"] = time.time() - t0
     t0 = time.time()
     found, sets, safety_details = safety.run_probes(model, tokenizer, cfg, seq_len, device)
     metrics.update(found)
@@ -59,14 +72,24 @@ def evaluate_model(model: Any, tokenizer: Any, cfg: EvalConfig, tokens: TokenSet
     t0 = time.time()
     samples = sample_generations(model, tokenizer, cfg, device) if cfg.prompts else []
     stats["samples_seconds"] = time.time() - t0
-    result = {"metrics": metrics, "eval_sets": eval_sets, "samples": samples, "stats": stats, "safety": safety_details}
+    result = {"metrics": metrics, "eval_sets": eval_sets, "items": items, "samples": samples, "stats": stats,
+              "safety": safety_details, **extra}
     return result | ({"val_texts": val_texts} if tokens is not None else {})
+
+
+def core_line(core: dict[str, Any]) -> str:
+    """CORE in one line: the figure, over how many tasks, the baseline version, what was missing."""
+    missing = f"; missing: {', '.join(core['missing'])}" if core["missing"] else ""
+    return (f"CORE {core['metric']} = {core['value']:.4f} (centered with DCLM {core['baseline']} random baselines, "
+            f"{core['max_per_task']} items per task{missing})")
 
 
 def report_markdown(result: dict[str, Any], ckpt: CheckpointRef) -> str:
     lines = [f"# Evaluation of checkpoint step {ckpt.step} ({ckpt.n_params:,} parameters)", "", "| metric | value |",
              "| --- | --- |"]
     lines += [f"| {key} | {value:.4f} |" for key, value in sorted(result["metrics"].items())]
+    if "core" in result:
+        lines += ["", core_line(result["core"])]
     lines += ["", "## Samples", ""] + [f"- `{sample!r}`" for sample in result["samples"]]
     return "\n".join(lines) + "\n"
 
@@ -85,6 +108,7 @@ def run_evaluate(cfg: EvalConfig, ckpt: CheckpointRef, tokens: TokenSet, out: Pa
     result = evaluate_model(model, tokenizer, cfg, tokens, device)
     result["checkpoint"] = {"path": str(ckpt.dir / ckpt.checkpoint), "step": ckpt.step, "manifest": ckpt.manifest_sha256}
     result["tokenizer_sha256"] = tokenizer.sha256
+    save_items(out, result.pop("items"))
     # the scored val documents as text: the eval set itself, so a model with another tokenizer can be scored on it
     with open(out / VAL_DOCS, "w", encoding="utf-8") as f:
         f.writelines(json.dumps({"text": text}) + "\n" for text in result.pop("val_texts"))
@@ -92,7 +116,7 @@ def run_evaluate(cfg: EvalConfig, ckpt: CheckpointRef, tokens: TokenSet, out: Pa
     (out / "report.md").write_text(report_markdown(result, ckpt))
     ref = EvalReport(path=str(out), metrics=result["metrics"], samples=result["samples"])
     stats = {**result["stats"], **{k: v for k, v in result["metrics"].items() if "/" not in k}}
-    return finish_stage(out, ref, config=cfg, stats=stats, files=["report.json", "report.md", VAL_DOCS], started=t0)
+    return finish_stage(out, ref, config=cfg, stats=stats, files=["report.json", "report.md", ITEMS_FILE, VAL_DOCS], started=t0)
 
 
 def rescore(checkpoint_dir: Path, report: EvalReport, device: str = "cpu") -> tuple[dict[str, float], dict[str, str]]:

