@@ -93,7 +93,8 @@ def run_nanochat(model: Any, tokenizer: Any, bundle: Path, max_per_task: int, ma
         if labels and task["label"] not in labels:
             continue
         meta = {"task_type": task["icl_task_type"], "dataset_uri": task["dataset_uri"],
-                "num_fewshot": task["num_fewshot"][0], "continuation_delimiter": task.get("continuation_delimiter", " ")}
+                "num_fewshot": task["num_fewshot"][0],
+                "continuation_delimiter": task.get("continuation_delimiter", " ")}
         outcomes.clear()
         t0 = time.process_time()
         acc = core_eval.evaluate_task(NanochatModel(model, max_len), NanochatTokenizer(tokenizer), data, "cpu", meta)
@@ -173,6 +174,19 @@ def print_table(nano: dict, ours: dict, found: Any, max_per_task: int, model_nam
           f"({cpu_nano / max(cpu_ours, 1e-9):.2f}x)")
 
 
+def scored_tokens(found: Any, tokenizer: Any, max_per_task: int, max_len: int) -> dict[str, int]:
+    """Tokens each task's sequences hold (its cost), for --cheapest-first."""
+    from tasks.evaluate import core
+
+    out = {}
+    for task in found.tasks:
+        items = [item for _, item in core.task_items(found, task, max_per_task)]
+        out[task.label] = sum(len(tokens) for idx, item in enumerate(items) for tokens, _, _ in core.scored_spans(
+            task, core.render_prompts(task, item, core.fewshot_examples(items, idx, task.num_fewshot)), tokenizer,
+            max_len))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=["smollm2", "tiny"], default="tiny")
@@ -182,7 +196,23 @@ def main() -> None:
     parser.add_argument("--max-len", type=int, help="crop prompts to this many tokens (default: model context)")
     parser.add_argument("--tasks", help="comma-separated labels (default: every task present)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--side", choices=["both", "lmforge", "nanochat"], default="both",
+                        help="score with one side only (two processes side by side), saving to --save")
+    parser.add_argument("--save", type=Path, help="write each task's result to DIR/<side>/<label>.json as it ends")
+    parser.add_argument("--table", type=Path, help="print the table of the results saved in DIR; score nothing")
+    parser.add_argument("--cheapest-first", action="store_true", help="tasks in order of their token count")
     args = parser.parse_args()
+    from tasks.evaluate.core import read_bundle
+
+    found = read_bundle(args.bundle)
+    if args.table:
+        saved = {side: {p.stem: json.loads(p.read_text()) for p in sorted((args.table / side).glob("*.json"))}
+                 for side in ("lmforge", "nanochat")}
+        both = [t.label for t in found.tasks if t.label in saved["lmforge"] and t.label in saved["nanochat"]]
+        meta = json.loads((args.table / "run.json").read_text())
+        print_table({k: saved["nanochat"][k] for k in both}, {k: saved["lmforge"][k] for k in both}, found,
+                    meta["max_per_task"], meta["model"], meta["threads"])
+        return
     import torch
 
     torch.set_num_threads(args.threads)
@@ -197,19 +227,33 @@ def main() -> None:
 
         model, tokenizer, _ = load_model(lmforge_checkpoint(smollm2_source()))
         model.eval()
-    from tasks.evaluate.core import read_bundle
     from tasks.evaluate.metrics import context_length
 
     max_len = args.max_len or context_length(model)
-    labels = set(args.tasks.split(",")) if args.tasks else None
-    found = read_bundle(args.bundle)
+    labels = [t.label for t in found.tasks if not args.tasks or t.label in args.tasks.split(",")]
+    if args.cheapest_first:
+        cost = scored_tokens(found, tokenizer, args.max_per_task, max_len)
+        labels.sort(key=cost.__getitem__)
+    name = f"{args.model}, context {max_len}"
+    if args.save:
+        args.save.mkdir(parents=True, exist_ok=True)
+        (args.save / "run.json").write_text(json.dumps({"model": name, "max_per_task": args.max_per_task,
+                                                       "threads": args.threads}))
     ours, nano = {}, {}
-    for task in found.tasks:  # task by task, both sides, so a long run shows its rows as it goes
-        if labels is None or task.label in labels:
-            ours.update(run_lmforge(model, tokenizer, args.bundle, args.max_per_task, max_len, args.batch_size,
-                                    {task.label})[0])
-            nano.update(run_nanochat(model, tokenizer, args.bundle, args.max_per_task, max_len, {task.label}))
-    print_table(nano, ours, found, args.max_per_task, f"{args.model}, context {max_len}", args.threads)
+    for label in labels:  # task by task, so a long run shows (and saves) its rows as it goes
+        for side, results, run in (
+            ("lmforge", ours, lambda: run_lmforge(model, tokenizer, args.bundle, args.max_per_task, max_len,
+                                                  args.batch_size, {label})[0]),
+            ("nanochat", nano, lambda: run_nanochat(model, tokenizer, args.bundle, args.max_per_task, max_len,
+                                                    {label})),
+        ):
+            if args.side in ("both", side):
+                results.update(run())
+                if args.save:
+                    (args.save / side).mkdir(exist_ok=True)
+                    (args.save / side / f"{label}.json").write_text(json.dumps(results[label]))
+    if args.side == "both":
+        print_table(nano, ours, found, args.max_per_task, name, args.threads)
 
 
 if __name__ == "__main__":

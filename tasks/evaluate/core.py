@@ -81,9 +81,11 @@ def read_bundle(root: Path | str, baseline_version: str | None = "v1") -> CoreBu
             task = CoreTask(raw["label"], raw["icl_task_type"], raw["dataset_uri"],
                             int(shots[0] if isinstance(shots, list) else shots), raw.get("continuation_delimiter", " "))
         except (KeyError, TypeError, IndexError, ValueError) as err:
-            raise ValueError(f"{config}: icl_tasks[{n}] needs label, dataset_uri, num_fewshot, icl_task_type: {err}")
+            raise ValueError(f"{config}: icl_tasks[{n}] needs label, dataset_uri, num_fewshot, icl_task_type: "
+                             f"{err}") from err
         if task.task_type not in TASK_TYPES:
-            raise ValueError(f"{config}: task {task.label} has icl_task_type {task.task_type!r}, not one of {TASK_TYPES}")
+            raise ValueError(f"{config}: task {task.label} has icl_task_type {task.task_type!r}, "
+                             f"not one of {TASK_TYPES}")
         (tasks if (root / "eval_data" / task.dataset_uri).is_file() else missing).append(task)
     if not tasks:
         raise ValueError(f"evaluate.core_bundle: none of the tasks in {config} has its file under {root / 'eval_data'}")
@@ -102,7 +104,8 @@ def read_bundle(root: Path | str, baseline_version: str | None = "v1") -> CoreBu
     return CoreBundle(root, tasks, [t.label for t in missing], baselines, baseline_version)
 
 
-def task_items(bundle: CoreBundle, task: CoreTask, max_per_task: int, seed: int = SHUFFLE_SEED) -> list[tuple[int, dict]]:
+def task_items(bundle: CoreBundle, task: CoreTask, max_per_task: int,
+               seed: int = SHUFFLE_SEED) -> list[tuple[int, dict]]:
     """(0-based line, item) of the items scored, in nanochat's order: all lines shuffled by `seed`, then cut."""
     path = bundle.data_path(task)
     rows: list[tuple[int, dict]] = []
@@ -130,7 +133,8 @@ def item_text(task: CoreTask, item: dict) -> str:
     return f"{item['context'].strip()}{d}{item['continuation']}"
 
 
-def core_item_texts(bundle: Path | str, max_per_task: int, seed: int = SHUFFLE_SEED) -> dict[str, list[tuple[str, str]]]:
+def core_item_texts(bundle: Path | str, max_per_task: int,
+                    seed: int = SHUFFLE_SEED) -> dict[str, list[tuple[str, str]]]:
     """Each present task's label -> [(item id, item text)] of the items CORE scores (see the module docstring)."""
     found = read_bundle(bundle, baseline_version=None)
     return {task.label: [(item_id(task, line), item_text(task, item))
@@ -299,7 +303,8 @@ class CoreResult:
         """report.json's `core` section: what was scored, what was missing, the baseline version, per-task rows."""
         tasks = {t.label: t for t in self.bundle.tasks}
         return {
-            "metric": self.metric, "value": self.metrics()[self.metric], "bundle": str(self.bundle.root), "baseline": self.bundle.baseline_version,
+            "metric": self.metric, "value": self.metrics()[self.metric], "bundle": str(self.bundle.root),
+            "baseline": self.bundle.baseline_version,
             "max_per_task": self.max_per_task, "missing": self.bundle.missing,
             "tasks": {label: {"type": tasks[label].task_type, "shots": tasks[label].num_fewshot, "items": len(pairs),
                               "acc": self.accuracy(label), "centered": self.centered(label),

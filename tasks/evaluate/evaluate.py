@@ -116,7 +116,8 @@ def run_evaluate(cfg: EvalConfig, ckpt: CheckpointRef, tokens: TokenSet, out: Pa
     (out / "report.md").write_text(report_markdown(result, ckpt))
     ref = EvalReport(path=str(out), metrics=result["metrics"], samples=result["samples"])
     stats = {**result["stats"], **{k: v for k, v in result["metrics"].items() if "/" not in k}}
-    return finish_stage(out, ref, config=cfg, stats=stats, files=["report.json", "report.md", ITEMS_FILE, VAL_DOCS], started=t0)
+    files = ["report.json", "report.md", ITEMS_FILE, VAL_DOCS]
+    return finish_stage(out, ref, config=cfg, stats=stats, files=files, started=t0)
 
 
 def rescore(checkpoint_dir: Path, report: EvalReport, device: str = "cpu") -> tuple[dict[str, float], dict[str, str]]:

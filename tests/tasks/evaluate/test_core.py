@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from lm_fixtures import MemorisedLM, tiny_gpt, tiny_tokenizer
+from lm_fixtures import MemorisedLM, checkpoint_ref, tiny_gpt, tiny_tokenizer, write_checkpoint
 
 from tasks.evaluate import core
-from tasks.evaluate.evaluate import EvalConfig, evaluate_model
+from tasks.evaluate.evaluate import EvalConfig, evaluate_model, run_evaluate
+from tasks.evaluate.items import load_items
 from tasks.registry.register import metric_group
 
 CORE_YAML = """icl_tasks:
@@ -239,8 +240,45 @@ def test_evaluate_stage_reports_core_over_the_tasks_present_with_the_chosen_base
     assert "core" not in evaluate_model(model, tok, EvalConfig(prompts=[]), None)["eval_sets"]  # off by default
 
 
+def test_the_stage_writes_cores_items_and_names_the_missing_tasks(tmp_path, tok):
+    from tasks.core.artifacts import TokenSet
+    from tasks.core.tokens import write_bin
+
+    model = tiny_gpt(tok.vocab_size, seq_len=48)
+    ckpt = checkpoint_ref(write_checkpoint(tmp_path / "train", model, tok), model)
+    write_bin(tmp_path / "val.bin", [tok.bos_id, *tok.encode("Debian is a free operating system.")], tok.vocab_size)
+    tokens = TokenSet(path=str(tmp_path), tokenizer_file="", vocab_size=tok.vocab_size, train_files=[],
+                      val_files=["val.bin"], n_train_tokens=0, n_val_tokens=0, val_bytes=34)
+    (tmp_path / "eval").mkdir()
+    cfg = EvalConfig(prompts=[], core_bundle=str(write_bundle(tmp_path / "bundle")), core_max_per_task=4)
+    report = run_evaluate(cfg, ckpt, tokens, tmp_path / "eval")
+    saved = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert saved["core"]["missing"] == ["absent_task"] and saved["core"]["metric"] == "core_3"
+    assert saved["eval_sets"]["core"] and "items" not in saved
+    items = load_items(tmp_path / "eval")
+    assert items["core_3"].aggregate() == pytest.approx(report.metrics["core_3"])
+    assert len(items["core/schema_task_acc"].ids) == 4
+    assert "core_3 = " in (tmp_path / "eval" / "report.md").read_text() and "missing: absent_task" in (
+        tmp_path / "eval" / "report.md").read_text()
+    from tasks.registry.model_card import core_lines
+
+    card = core_lines(report)[0]
+    assert "`core_3`" in card and "v1 random baselines" in card and "absent_task" in card
+    assert f"{report.metrics['core_3']:.4f}" in card
+
+
 def test_core_metrics_belong_to_the_core_eval_set():
     assert [metric_group(m) for m in ("core_20", "core/arc_easy_acc", "core/hellaswag_zeroshot_centered")] == [
         "core"] * 3
     with pytest.raises(ValueError):
         EvalConfig(core_max_per_task=0)
+
+
+def test_core_ranks_an_ablation_and_its_per_task_breakdown_stays_out_of_the_table():
+    from tasks.ablate.results import RecipeRow, extra_metrics
+
+    means = {"val_bpb": 2.0, "core_20": 0.1, "core/copa_acc": 0.6, "core/copa_centered": 0.2, "arc_acc": 0.3}
+    row = RecipeRow(recipe="a", description="", values=[0.1], mean=0.1, std=0.0, means=means, docs=1,
+                    train_tokens=1, epochs=1.0)
+    assert extra_metrics([row], "val_bpb") == ["arc_acc", "core_20"]
+    assert extra_metrics([row], "core_20") == ["arc_acc", "val_bpb"]
