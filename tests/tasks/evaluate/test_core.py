@@ -191,6 +191,20 @@ def test_batched_scoring_equals_one_pass_per_sequence_with_the_crop(tmp_path, to
         assert batched == [float(i % 2 == 0) for i in range(len(seqs))]
 
 
+@pytest.mark.parametrize("label", ["mc_task", "schema_task", "lm_task"])
+def test_the_judged_tokens_are_the_continuation(tmp_path, tok, label):
+    """After the options' common prefix (multiple choice), their common suffix (schema), the prompt without the
+    continuation (language modelling); no option here shares its first or last word with all the others."""
+    task, items = kept_items(tmp_path, label)
+    for idx, item in enumerate(items):
+        prompts = core.render_prompts(task, item, core.fewshot_examples(items, idx, task.num_fewshot))
+        judged = [tokens[start:end] for tokens, start, end in core.scored_spans(task, prompts, tok, 10_000)]
+        if task.task_type == "multiple_choice":
+            assert judged == [tok.encode(" " + choice) for choice in item["choices"]]
+        else:
+            assert judged == [tok.encode(" " + item["continuation"])] * len(judged)
+
+
 def test_fewer_items_than_shots_uses_every_other_item(tmp_path):
     task, items = kept_items(tmp_path, "mc_task", max_per_task=2)
     assert task.num_fewshot == 2 and core.fewshot_examples(items, 0, 2) == [items[1]]
