@@ -69,10 +69,10 @@ def run_curate(cfg: CurateConfig, docs: DocSet, out: Path) -> DocSet:
     stats = build_and_run(cfg, out, n_in, index_root=Path(cfg.dedup_index_dir or lmforge_home() / "dedup-index"))
     files = sorted(p.relative_to(out).as_posix() for p in (out / "docs").glob("*.parquet"))
     ref = DocSet(path=str(out), files=files, n_docs=int(stats["docs_out"]), sources=docs.sources)
-    return finish_stage(out, ref, config=cfg, stats=stats, files=files, started=t0)
+    return finish_stage(out, ref, config=cfg, entry=run_curate, stats=stats, files=files, started=t0)
 
 
 @task(name="curate", retries=1)
 def curate(cfg: CurateConfig, docs: DocSet) -> DocSet:
-    out = stage_dir("curate", cfg, docs)
+    out = stage_dir("curate", cfg, docs, entry=run_curate)
     return load_done(out, DocSet) or run_curate(cfg, docs, out)
