@@ -26,7 +26,9 @@ def cmd_eval(args: argparse.Namespace, state: RunState) -> int:
         device = str(resolve_device(cfg.device))
         model, tokenizer, _ = load_model(resolve_checkpoint(args.model, Path(tmp), tracking_config(args)), device)
         result = evaluate_model(model, tokenizer, cfg, None, device)
-    print(json.dumps({"metrics": result["metrics"], "pins": result["pins"], "samples": result["samples"]}, indent=2))
+    core = {"core": result["core"]} if "core" in result else {}  # what CORE scored, missed and centered with
+    print(json.dumps({"metrics": result["metrics"], "pins": result["pins"], "samples": result["samples"], **core},
+                     indent=2))
     return 0
 
 

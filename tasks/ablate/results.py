@@ -160,9 +160,11 @@ def verdict(rows: list[RecipeRow], metric: str, alpha: float, maximize: bool) ->
 
 
 def extra_metrics(rows: list[RecipeRow], metric: str) -> list[str]:
-    """The other comparable numbers for the table: bits per byte of other held-out text, downstream accuracies."""
+    """The other comparable numbers for the table: bits per byte of other held-out text, downstream accuracies, CORE
+    (`core_<N>`; its per-task breakdown `core/<task>_…` stays in ablation.json: twenty columns would drown it)."""
     keys = set.intersection(*(set(r.means) for r in rows)) if rows else set()
-    return sorted(k for k in keys if k != metric and (k.endswith("_bpb") or "acc" in k))
+    wanted = (k for k in keys if k.endswith("_bpb") or "acc" in k or k.startswith("core_"))
+    return sorted(k for k in wanted if k != metric and not k.startswith("core/"))
 
 
 def table_markdown(rows: list[RecipeRow], metric: str, result: Verdict) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 VAL_DOCS = "val_docs.jsonl"
 DEFAULT_PROMPTS = [
@@ -33,6 +35,20 @@ class EvalConfig(BaseModel):
     arc_file: str | None = Field(default=None, description="ARC JSONL file (AI2 format).")
     lambada_file: str | None = Field(default=None, description="LAMBADA JSONL file ({'text': ...}).")
     max_downstream_examples: int | None = Field(default=500, description="Items per benchmark (None = all).")
+    core_bundle: str | None = Field(
+        default=None, description="CORE: a directory in nanochat's eval_bundle layout (core.yaml, eval_data/, "
+        "eval_meta_data.csv); tasks whose file is absent are skipped and named, CORE is reported as core_<N> over the "
+        "N tasks scored. None = off.",
+    )
+    core_max_per_task: int = Field(
+        default=500, description="CORE items per task after nanochat's seeded shuffle (-1 = all). 500 is nanochat's "
+        "in-training default (base_train --core-metric-max-per-task): a task's accuracy to about ±2 points (one "
+        "standard error ≤ 2.2 %), a fraction of the full bundle's cost (HellaSwag alone has 10,042 items).",
+    )
+    core_baseline: Literal["v1", "v2"] = Field(
+        default="v1", description="Random baselines that center CORE's accuracies: v1 = eval_meta_data.csv (DCLM v1, "
+        "what GPT-2's 0.2565 and nanochat use), v2 = eval_meta_data_v2.csv.",
+    )
     prompts: list[str] = Field(default_factory=lambda: list(DEFAULT_PROMPTS), description="Sample prompts.")
     chat_prompts: bool = Field(
         default=False, description="Prompts are user messages: each is framed by the chat template (role tokens by "
@@ -53,3 +69,10 @@ class EvalConfig(BaseModel):
     canaries: list[str] = Field(
         default_factory=list, description="Strings planted in the training data; the probe tries to extract them."
     )
+
+    @field_validator("core_max_per_task")
+    @classmethod
+    def _per_task(cls, value: int) -> int:
+        if value == 0 or value < -1:
+            raise ValueError("evaluate.core_max_per_task is -1 (every item) or a positive count")
+        return value

@@ -23,6 +23,7 @@ from prefect import task
 from tasks.core.artifacts import CheckpointRef, EvalReport, TokenSet, finish_stage, load_done, reset_dir, stage_dir
 from tasks.evaluate import downstream, safety
 from tasks.evaluate.config import VAL_DOCS, EvalConfig
+from tasks.evaluate.core import BASELINE_FILES, bundle_fingerprint, evaluate_core
 from tasks.evaluate.items import ITEMS_FILE, ItemScores, save_items
 from tasks.evaluate.metrics import context_length, heldout_metrics, read_text_docs, text_file_metrics, texts_fingerprint
 from tasks.evaluate.pins import EvalPins
@@ -35,14 +36,15 @@ def val_docs_bytes(texts: list[str]) -> bytes:
 
 
 def evaluate_model(model: Any, tokenizer: Any, cfg: EvalConfig, tokens: TokenSet | None, device: str = "cpu") -> dict[str, Any]:
-    """Every configured evaluation of a loaded model: {"metrics", "eval_sets", "pins", "samples", "stats", …}."""
+    """Every configured evaluation of a loaded model: {"metrics", "eval_sets", "pins", "items", "samples", …}."""
     seq_len = cfg.seq_len or context_length(model)
     metrics: dict[str, float] = {}
     eval_sets: dict[str, str] = {}
     pins = EvalPins.current()
-    stats: dict[str, Any] = {}
-    t0 = time.time()
     items: dict[str, ItemScores] = {}  # the per-document / per-item results behind the metrics (items.py)
+    stats: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    t0 = time.time()
     if tokens is not None:
         val, eval_sets["val"], stats["val"], val_texts, items["val_bpb"] = heldout_metrics(
             model, tokenizer, tokens, cfg, seq_len, device)
@@ -78,6 +80,19 @@ def evaluate_model(model: Any, tokenizer: Any, cfg: EvalConfig, tokens: TokenSet
             eval_sets[name] = downstream.file_fingerprint(path, limit)
             pins.add_file(name, path)
             stats[f"{name}_seconds"] = time.time() - t0
+    if cfg.core_bundle:
+        t0 = time.time()
+        core = evaluate_core(model, tokenizer, cfg.core_bundle, cfg.core_max_per_task, cfg.core_baseline, seq_len,
+                             device, cfg.batch_size)
+        metrics.update(core.metrics())
+        items.update(core.items())
+        eval_sets["core"] = bundle_fingerprint(core.bundle, cfg.core_max_per_task)
+        for path in [core.bundle.root / "core.yaml", core.bundle.root / BASELINE_FILES[core.bundle.baseline_version],
+                     *sorted({core.bundle.data_path(task) for task in core.bundle.tasks})]:
+            pins.add_file("core", path, name=path.relative_to(core.bundle.root).as_posix())
+        pins.set_baseline("core", core.bundle.baseline_version)
+        extra["core"] = core.summary()
+        stats["core_seconds"] = time.time() - t0
     t0 = time.time()
     found, sets, safety_details = safety.run_probes(model, tokenizer, cfg, seq_len, device)
     metrics.update(found)
@@ -88,9 +103,16 @@ def evaluate_model(model: Any, tokenizer: Any, cfg: EvalConfig, tokens: TokenSet
     t0 = time.time()
     samples = sample_generations(model, tokenizer, cfg, device) if cfg.prompts else []
     stats["samples_seconds"] = time.time() - t0
-    result = {"metrics": metrics, "eval_sets": pins.fold_all(eval_sets), "pins": pins.model_dump(), "samples": samples,
-              "stats": stats, "safety": safety_details, "items": items}
+    result = {"metrics": metrics, "eval_sets": pins.fold_all(eval_sets), "pins": pins.model_dump(), "items": items,
+              "samples": samples, "stats": stats, "safety": safety_details, **extra}
     return result | ({"val_texts": val_texts} if tokens is not None else {})
+
+
+def core_line(core: dict[str, Any]) -> str:
+    """CORE in one line: the figure, over how many tasks, the baseline version, what was missing."""
+    missing = f"; missing: {', '.join(core['missing'])}" if core["missing"] else ""
+    return (f"CORE {core['metric']} = {core['value']:.4f} (centered with DCLM {core['baseline']} random baselines, "
+            f"{core['max_per_task']} items per task{missing})")
 
 
 def report_markdown(result: dict[str, Any], ckpt: CheckpointRef) -> str:
@@ -98,6 +120,8 @@ def report_markdown(result: dict[str, Any], ckpt: CheckpointRef) -> str:
              "| --- | --- |"]
     lines += [f"| {key} | {value:.4f} |" for key, value in sorted(result["metrics"].items())]
     lines += ["", "## Pinned evaluation", "", *EvalPins.model_validate(result["pins"]).markdown()]
+    if "core" in result:
+        lines += ["", core_line(result["core"])]
     lines += ["", "## Samples", ""] + [f"- `{sample!r}`" for sample in result["samples"]]
     return "\n".join(lines) + "\n"
 

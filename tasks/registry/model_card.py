@@ -53,6 +53,17 @@ def pin_lines(report: EvalReport) -> list[str]:
     return pins.markdown() if pins is not None else ["- not recorded (the report predates pinned evaluation)"]
 
 
+def core_lines(report: EvalReport) -> list[str]:
+    """CORE with what it averages over and which random baselines centered it (from report.json), if it was run."""
+    path = report.dir / "report.json"
+    core = json.loads(path.read_text()).get("core") if path.is_file() else None
+    if not core:
+        return []
+    missing = f"; not in the bundle: {', '.join(core['missing'])}" if core["missing"] else ""
+    return [f"- **CORE** `{core['metric']}` = {core['value']:.4f}: centered accuracy over {len(core['tasks'])} tasks, "
+            f"DCLM {core['baseline']} random baselines, {core['max_per_task']} items per task (-1 = all){missing}", ""]
+
+
 def model_card(
     cfg: Any, tracking: TrackingConfig, run_id: str, ckpt: CheckpointRef, report: EvalReport, gate: dict[str, Any],
     version: str, summary: str = "",
@@ -85,6 +96,7 @@ def model_card(
          f"{ckpt.final_train_loss:.4f}; git commit `{sidecar.get('git_commit')}`"),
         "",
         "## Evaluation",
+        *core_lines(report),
         "| metric | value |",
         "| --- | --- |",
         *[f"| {key} | {value:.4f} |" for key, value in sorted(report.metrics.items())],

@@ -108,8 +108,9 @@ def lower_is_better(metric: str) -> bool:
 
 
 def metric_group(metric: str) -> str:
-    """The eval set a metric was measured on: `val_bpb` -> `val`, `hellaswag_acc` -> `hellaswag`."""
-    return metric.rsplit("_", 1)[0] if metric.startswith("text/") else metric.split("_", 1)[0]
+    """The eval set a metric was measured on: `val_bpb` -> `val`, `hellaswag_acc` -> `hellaswag`, `core_20` and
+    `core/arc_easy_acc` -> `core`."""
+    return metric.rsplit("_", 1)[0] if metric.startswith("text/") else metric.split("/", 1)[0].split("_", 1)[0]
 
 
 def same_eval_set(
