@@ -20,6 +20,7 @@ from prefect import task
 from tasks.core.artifacts import CheckpointRef, EvalReport, TokenSet, finish_stage, load_done, reset_dir, stage_dir
 from tasks.evaluate import downstream, safety
 from tasks.evaluate.config import VAL_DOCS, EvalConfig
+from tasks.evaluate.items import ITEMS_FILE, ItemScores, save_items
 from tasks.evaluate.metrics import context_length, heldout_metrics, text_file_metrics
 from tasks.evaluate.samples import sample_generations
 
@@ -39,16 +40,19 @@ def evaluate_model(model: Any, tokenizer: Any, cfg: EvalConfig, tokens: TokenSet
         metrics.update(found)
     stats["heldout_seconds"] = time.time() - t0
     limit = cfg.max_downstream_examples
+    items: dict[str, ItemScores] = {}
     benchmarks = [
-        ("hellaswag", cfg.hellaswag_file, downstream.load_hellaswag, downstream.score_multiple_choice),
-        ("arc", cfg.arc_file, downstream.load_arc, downstream.score_multiple_choice),
-        ("lambada", cfg.lambada_file, downstream.load_lambada, downstream.score_lambada),
+        ("hellaswag", cfg.hellaswag_file, downstream.load_hellaswag, downstream.multiple_choice_items),
+        ("arc", cfg.arc_file, downstream.load_arc, downstream.multiple_choice_items),
+        ("lambada", cfg.lambada_file, downstream.load_lambada, downstream.lambada_items),
     ]
     for name, path, load, score in benchmarks:
         if path:
             t0 = time.time()
-            found = score(model, tokenizer, load(path, limit), seq_len, device, cfg.batch_size)
+            found, hits = score(model, tokenizer, load(path, limit), seq_len, device, cfg.batch_size)
             metrics.update({f"{name}_{key}": value for key, value in found.items()})
+            items.update({f"{name}_{key}": ItemScores(metric=f"{name}_{key}", kind="mean", ids=[str(i) for i in
+                          range(len(values))], values=values) for key, values in hits.items()})
             eval_sets[name] = downstream.file_fingerprint(path, limit)
             stats[f"{name}_seconds"] = time.time() - t0
     t0 = time.time()
@@ -59,7 +63,8 @@ def evaluate_model(model: Any, tokenizer: Any, cfg: EvalConfig, tokens: TokenSet
     t0 = time.time()
     samples = sample_generations(model, tokenizer, cfg, device) if cfg.prompts else []
     stats["samples_seconds"] = time.time() - t0
-    result = {"metrics": metrics, "eval_sets": eval_sets, "samples": samples, "stats": stats, "safety": safety_details}
+    result = {"metrics": metrics, "eval_sets": eval_sets, "samples": samples, "stats": stats, "safety": safety_details,
+              "items": items}
     return result | ({"val_texts": val_texts} if tokens is not None else {})
 
 
@@ -83,6 +88,13 @@ def run_evaluate(cfg: EvalConfig, ckpt: CheckpointRef, tokens: TokenSet, out: Pa
     model, tokenizer, _ = load_model(ckpt.dir / ckpt.checkpoint, device=device)
     model.eval()
     result = evaluate_model(model, tokenizer, cfg, tokens, device)
+    items = result.pop("items")
+    if cfg.contamination:
+        from tasks.evaluate import contamination
+
+        result["contamination"], clean = contamination.check(cfg, ckpt.dir / ckpt.checkpoint, items)
+        result["metrics"].update(clean)
+    save_items(out, items)
     result["checkpoint"] = {"path": str(ckpt.dir / ckpt.checkpoint), "step": ckpt.step, "manifest": ckpt.manifest_sha256}
     result["tokenizer_sha256"] = tokenizer.sha256
     # the scored val documents as text: the eval set itself, so a model with another tokenizer can be scored on it
@@ -92,7 +104,8 @@ def run_evaluate(cfg: EvalConfig, ckpt: CheckpointRef, tokens: TokenSet, out: Pa
     (out / "report.md").write_text(report_markdown(result, ckpt))
     ref = EvalReport(path=str(out), metrics=result["metrics"], samples=result["samples"])
     stats = {**result["stats"], **{k: v for k, v in result["metrics"].items() if "/" not in k}}
-    return finish_stage(out, ref, config=cfg, stats=stats, files=["report.json", "report.md", VAL_DOCS], started=t0)
+    files = ["report.json", "report.md", VAL_DOCS, ITEMS_FILE]
+    return finish_stage(out, ref, config=cfg, stats=stats, files=files, started=t0)
 
 
 def rescore(checkpoint_dir: Path, report: EvalReport, device: str = "cpu") -> tuple[dict[str, float], dict[str, str]]:
