@@ -3,9 +3,11 @@
 Definition: lm-evaluation-harness's 13-gram overlap (`tasks.core.ngrams`: ASCII lower-cased, punctuation-deleted,
 whitespace-split words; an item is contaminated when one of its 13-grams occurs in a training document; items under
 13 words cannot be, and are counted as `short`). The eval sets: HellaSwag, ARC and LAMBADA (`tasks.core.benchmarks
-.item_texts`: the question or context with each choice), every `evaluate.text_files` document, and the sample (or
-chat) prompts. The held-out val split is not checked: the tokenize stage keeps it apart from train by document, and
-13-gram overlap between pages of one site (navigation, licence footers) would flag nearly every document.
+.item_texts`: the question or context with each choice), CORE's tasks as one set `core` (`tasks.evaluate.core
+.core_item_texts`: the items scored, each with its gold answer; ids `<task>/<line>`), every `evaluate.text_files`
+document, and the sample (or chat) prompts. The held-out val split is not checked: the tokenize stage keeps it apart
+from train by document, and 13-gram overlap between pages of one site (navigation, licence footers) would flag
+nearly every document.
 
 The training data is found by following the checkpoint's lineage through the sidecars (`training_data`): the train
 split of the token set it was trained on (`data`), the checkpoint it continued from (`train.init_from`), the base it
@@ -75,7 +77,7 @@ def training_data(checkpoint_dir: Path) -> TrainingData:
         if data and data not in found.token_sets:
             if (Path(data) / "manifest.json").is_file():
                 found.token_sets.append(data)
-            else:
+            elif f"token set {data} (no longer on disk)" not in found.unknown:
                 found.unknown.append(f"token set {data} (no longer on disk)")
         for key in ("sft_data", "preference_data"):
             path = sidecar.get(key, {}).get("path")
@@ -112,7 +114,8 @@ def training_docs(data: TrainingData) -> Iterator[tuple[str, str]]:
         tokenizer = Tokenizer.load(tokens.dir / tokens.tokenizer_file)
         for name in tokens.train_files:
             for n, doc in enumerate(split_docs(read_bin(tokens.dir / name), tokenizer.bos_id)):
-                yield f"{tokens.dir.name}/{name}#{n}", tokenizer.decode(doc[1:].tolist())
+                text = doc[1:] if len(doc) and doc[0] == tokenizer.bos_id else doc  # the separator is not text
+                yield f"{tokens.dir.name}/{name}#{n}", tokenizer.decode(text.tolist())
     for path in data.conversations:
         with open(path, encoding="utf-8") as f:
             for n, line in enumerate(f, 1):
@@ -130,9 +133,20 @@ def eval_items(cfg: EvalConfig) -> dict[str, dict[str, list[str]]]:
     for name in cfg.text_files:
         docs = read_text_docs(Path(name))
         sets[f"text/{Path(name).stem}"] = {i: [doc] for i, doc in zip(text_ids(docs), docs)}
+    # evaluate.core_bundle / core_max_per_task arrive with the CORE stage (branch `core`); read them where present
+    bundle, max_per_task = getattr(cfg, "core_bundle", None), getattr(cfg, "core_max_per_task", -1)
+    if bundle:
+        sets["core"] = core_items(bundle, max_per_task)
     if cfg.prompts:
         sets["prompts"] = {str(i): [prompt] for i, prompt in enumerate(cfg.prompts)}
     return sets
+
+
+def core_items(bundle: Path | str, max_per_task: int) -> dict[str, list[str]]:
+    """The CORE items scored (every task of the bundle in one set), by their `<task>/<line>` id."""
+    from tasks.evaluate.core import core_item_texts
+
+    return {item: [text] for task in core_item_texts(bundle, max_per_task).values() for item, text in task}
 
 
 def set_of(metric: str) -> str:

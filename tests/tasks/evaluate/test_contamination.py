@@ -14,6 +14,7 @@ from contamination_data import SALTED_ARC, SALTED_HELLASWAG, SHORT_ARC, salted_c
 from curate_data import doc_row, english, write_docset
 from token_fixtures import tiny_train_config
 
+from tasks.core.artifacts import finish_stage
 from tasks.core.benchmarks import item_texts
 from tasks.core.ngrams import words
 from tasks.core.tracking import TrackingConfig, client, open_run
@@ -161,3 +162,45 @@ def test_decontamination_removes_exactly_the_salted_pages(trained, tmp_path):
     step = ref.manifest()["stats"]["steps"]["decontaminate"]
     assert step["dropped"] == {"total": 25.0, "contaminated_hellaswag": 20.0, "contaminated_arc": 5.0}
     assert (step["docs_in"], step["docs_out"]) == (40.0, 15.0)
+
+
+def test_core_items_are_checked_by_task_and_line(tmp_path):
+    """A CORE bundle (nanochat's layout): the items a page quotes are found under their `<task>/<line>` ids."""
+    rows = [{"query": f"Case {i}: the {adj} pilot of case {i} steers the ferry past rocks; in case {i} what should "
+                      "the pilot do first?", "choices": ["slow down", "sound the horn"], "gold": i % 2}
+            for i, adj in enumerate("calm tired young careful brave old".split())]
+    (tmp_path / "eval_data" / "world").mkdir(parents=True)
+    (tmp_path / "eval_data" / "world" / "pilots.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "core.yaml").write_text("icl_tasks:\n- label: pilots\n  dataset_uri: world/pilots.jsonl\n"
+                                        "  num_fewshot: [0]\n  icl_task_type: multiple_choice\n")
+    from tasks.core.ngrams import NGramIndex
+    from tasks.evaluate.contamination import core_items
+
+    items = core_items(tmp_path, max_per_task=-1)
+    assert sorted(items) == [f"pilots/{i}" for i in range(6)]
+    page = f"{english(7)}\n\n{rows[4]['query']} {rows[4]['choices'][0]}\n\n{english(8)}"
+    found = NGramIndex({"core": items}).overlaps([("page", page), ("plain", english(9))])
+    assert list(found) == [("core", "pilots/4")] and found[("core", "pilots/4")].doc == "page"
+
+
+@pytest.mark.slow
+def test_an_sft_model_is_checked_against_its_conversations_and_its_base_data(trained, tmp_path):
+    from tasks.finetune.sft import SFTConfig, run_sft
+    from tasks.finetune.sft_data import TRAIN, VAL, ConversationSet
+
+    quoted = item_texts("arc", trained["arc"])["6"][0]  # an ARC question no page quotes
+    rows = [[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
+            [{"role": "user", "content": "A quiz for you."}, {"role": "assistant", "content": quoted}]]
+    folder = tmp_path / "sft-data"
+    folder.mkdir()
+    (folder / TRAIN).write_text("".join(json.dumps({"messages": m, "source": "test"}) + "\n" for m in rows))
+    (folder / VAL).write_text("")
+    data = finish_stage(folder, ConversationSet(path=str(folder), files=[TRAIN, VAL], n_train=2, n_val=0))
+    cfg = SFTConfig(max_steps=1, batch_size=1, device="cpu", threads=1)
+    sft = run_sft(cfg, trained["ckpt"], data, tmp_path / "sft")
+    lineage = training_data(sft.dir / sft.checkpoint)
+    assert lineage.token_sets == [trained["tokens"].path]
+    assert lineage.conversations == [str(tmp_path / "sft-data" / TRAIN)]
+    found, _ = check(trained["cfg"], sft.dir / sft.checkpoint, {})
+    assert found["sets"]["arc"]["contaminated_ids"] == [*map(str, SALTED_ARC), "6"]
+    assert found["sets"]["arc"]["evidence"]["6"]["doc"] == f"{tmp_path / 'sft-data' / TRAIN}:2"
