@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from curate_corpus import demo_docset  # bench/ is on sys.path when run as a script
 
 from tasks.core.benchmarks import item_texts
-from tasks.core.ngrams import NGramIndex
+from tasks.core.ngrams import NGramIndex, ngrams, words
 
 WORK = Path(os.environ.get("LMFORGE_BENCH_DIR", Path(tempfile.gettempdir()) / "lmforge-bench-curate"))
 EVAL_FILES = {"hellaswag": "hellaswag_val_full.txt.bz2", "arc": "arc_easy_test.jsonl", "lambada": "lambada_test.jsonl"}
@@ -48,6 +48,7 @@ def main() -> None:
     t0 = time.perf_counter()
     index = NGramIndex(sets)
     build_s = time.perf_counter() - t0
+    plain = index.overlaps((str(i), t) for i, t in enumerate(texts))  # the demo corpus as it is
     rng = random.Random(0)
     salted = rng.sample(sorted(sets["hellaswag"], key=int), args.salt) if "hellaswag" in sets and args.salt else []
     for item in salted:  # the context and its gold ending... any one of its texts is what a page would quote
@@ -77,13 +78,19 @@ def main() -> None:
     print(f"| {'-' * 32} | {'-' * 38} | {'-' * 8} | {'-' * 30} |")
     for label, size, seconds, rate in rows:
         print(f"| {label:<32} | {size:<38} | {seconds:>8} | {rate:<30} |")
-    by_set = {name: sorted({i for s, i in found if s == name}, key=int) for name in sets}
-    hits = {i for i in by_set.get("hellaswag", []) if i in set(salted)}
-    print(f"\nsalted HellaSwag items found: {len(hits)} / {len(salted)}")
-    for name, ids in by_set.items():
-        unsalted = [i for i in ids if i not in set(salted)] if name == "hellaswag" else ids
-        print(f"{name}: {len(unsalted)} items of {len(sets[name]):,} share a 13-gram with the demo corpus itself "
-              f"{unsalted[:10]}")
+    for name in sets:
+        ids = sorted((i for s, i in plain if s == name), key=int)
+        print(f"{name}: {len(ids)} of {len(sets[name]):,} items share a 13-gram with the demo corpus {ids[:10]}")
+    hits = {i for s, i in found if s == "hellaswag" and i in set(salted)}
+    print(f"salted HellaSwag items found: {len(hits)} / {len(salted)}")
+    extra = sorted({i for s, i in found if s == "hellaswag"} - set(salted) - {i for s, i in plain}, key=int)
+    def grams(i: str) -> set[tuple[str, ...]]:
+        return {g for text in sets["hellaswag"][i] for g in ngrams(words(text))}
+
+    salted_grams = set().union(*map(grams, salted)) if salted else set()
+    shared = [i for i in extra if grams(i) & salted_grams]
+    print(f"other HellaSwag items flagged in the salted corpus: {len(extra)}, of which {len(shared)} share a 13-gram "
+          "with a salted item (HellaSwag items cut from one video or article share their context)")
 
 
 def decontamination_step(eval_files: list[str]):

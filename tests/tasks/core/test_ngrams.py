@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.core.ngrams import NGramIndex, ngrams, words
+from tasks.core.ngrams import NGramIndex, ngram_hashes, ngrams, words
 
 TEXTS = [
     "Don't PANIC: the Quick-brown fox — jumps über 3.14 lazy dogs, (again) and again, while the river carries",
@@ -44,5 +44,5 @@ def test_an_item_is_found_when_lm_eval_would_register_it_as_dirt(janitor):
 def test_a_hash_hit_is_confirmed_on_the_words():
     index = NGramIndex({"set": {"0": ["one two three four five six seven eight nine ten eleven twelve thirteen"]}})
     other = "a b c d e f g h i j k l m".split()
-    index.hashes[:] = hash(tuple(other))  # force a "collision": the index holds another n-gram's hash
+    index.hashes[:] = ngram_hashes(other)  # force a "collision": the index holds another n-gram's hash
     assert index.first_match(" ".join(other)) is None
