@@ -68,48 +68,55 @@ def predictions(logprobs: list[float], choices: list[str]) -> tuple[int, int]:
     return best, max(range(len(choices)), key=lambda j: norm[j])
 
 
+def multiple_choice_outcomes(
+    model: Any, tokenizer: Any, items: list[MCItem], seq_len: int, device: str, batch_size: int = 8
+) -> dict[str, list[float]]:
+    """Per item, 1.0 where the model picked the gold choice: by summed log-likelihood (`acc`) and per character of
+    the choice (`acc_norm`)."""
+    pairs = [(item.context, " " + choice) for item in items for choice in item.choices]
+    scores = continuation_scores(model, tokenizer, pairs, seq_len, device, batch_size)
+    out: dict[str, list[float]] = {"acc": [], "acc_norm": []}
+    k = 0
+    for item in items:
+        pred, pred_norm = predictions([s for s, _ in scores[k : k + len(item.choices)]], item.choices)
+        out["acc"].append(float(pred == item.gold))
+        out["acc_norm"].append(float(pred_norm == item.gold))
+        k += len(item.choices)
+    return out
+
+
+def summarise_multiple_choice(items: list[MCItem], outcomes: dict[str, list[float]]) -> dict[str, float]:
+    """acc and acc_norm over `items`, with chance beside."""
+    total = max(1, len(items))
+    chance = sum(1.0 / len(item.choices) for item in items)
+    return {"acc": sum(outcomes["acc"]) / total, "acc_norm": sum(outcomes["acc_norm"]) / total,
+            "chance": chance / total, "n": float(len(items))}
+
+
 def score_multiple_choice(
     model: Any, tokenizer: Any, items: list[MCItem], seq_len: int, device: str, batch_size: int = 8
 ) -> dict[str, float]:
     """acc (summed log-likelihood) and acc_norm (per character of the choice) over `items`, with chance beside."""
-    return multiple_choice_items(model, tokenizer, items, seq_len, device, batch_size)[0]
+    outcomes = multiple_choice_outcomes(model, tokenizer, items, seq_len, device, batch_size)
+    return summarise_multiple_choice(items, outcomes)
 
 
-def multiple_choice_items(
-    model: Any, tokenizer: Any, items: list[MCItem], seq_len: int, device: str, batch_size: int = 8
-) -> tuple[dict[str, float], dict[str, list[float]]]:
-    """`score_multiple_choice`'s metrics, and each item's hits (0/1) behind `acc` and `acc_norm`, in item order."""
-    pairs = [(item.context, " " + choice) for item in items for choice in item.choices]
+def lambada_outcomes(
+    model: Any, tokenizer: Any, pairs: list[tuple[str, str]], seq_len: int, device: str, batch_size: int = 8
+) -> dict[str, list[float]]:
+    """Per item: `acc` 1.0 where every target token is the greedy choice, `nll` the target word's nats."""
     scores = continuation_scores(model, tokenizer, pairs, seq_len, device, batch_size)
-    hits: dict[str, list[float]] = {"acc": [], "acc_norm": []}
-    chance, k = 0.0, 0
-    for item in items:
-        n = len(item.choices)
-        pred, pred_norm = predictions([s for s, _ in scores[k : k + n]], item.choices)
-        hits["acc"].append(float(pred == item.gold))
-        hits["acc_norm"].append(float(pred_norm == item.gold))
-        chance += 1.0 / n
-        k += n
-    total = max(1, len(items))
-    metrics = {"acc": sum(hits["acc"]) / total, "acc_norm": sum(hits["acc_norm"]) / total, "chance": chance / total,
-               "n": float(len(items))}
-    return metrics, hits
+    return {"acc": [float(greedy) for _, greedy in scores], "nll": [-s for s, _ in scores]}
+
+
+def summarise_lambada(pairs: list[tuple[str, str]], outcomes: dict[str, list[float]]) -> dict[str, float]:
+    total = max(1, len(pairs))
+    mean_nll = sum(outcomes["nll"]) / total
+    return {"acc": sum(outcomes["acc"]) / total, "ppl": math.exp(min(mean_nll, 50.0)), "n": float(len(pairs))}
 
 
 def score_lambada(
     model: Any, tokenizer: Any, pairs: list[tuple[str, str]], seq_len: int, device: str, batch_size: int = 8
 ) -> dict[str, float]:
     """Last-word accuracy (greedy) and the target words' perplexity."""
-    return lambada_items(model, tokenizer, pairs, seq_len, device, batch_size)[0]
-
-
-def lambada_items(
-    model: Any, tokenizer: Any, pairs: list[tuple[str, str]], seq_len: int, device: str, batch_size: int = 8
-) -> tuple[dict[str, float], dict[str, list[float]]]:
-    """`score_lambada`'s metrics, and each passage's hit (0/1) behind `acc`, in item order."""
-    scores = continuation_scores(model, tokenizer, pairs, seq_len, device, batch_size)
-    total = max(1, len(pairs))
-    mean_nll = -sum(s for s, _ in scores) / total
-    hits = [float(g) for _, g in scores]
-    metrics = {"acc": sum(hits) / total, "ppl": math.exp(min(mean_nll, 50.0)), "n": float(len(pairs))}
-    return metrics, {"acc": hits}
+    return summarise_lambada(pairs, lambada_outcomes(model, tokenizer, pairs, seq_len, device, batch_size))

@@ -40,19 +40,26 @@ def evaluate_model(model: Any, tokenizer: Any, cfg: EvalConfig, tokens: TokenSet
         metrics.update(found)
     stats["heldout_seconds"] = time.time() - t0
     limit = cfg.max_downstream_examples
-    items: dict[str, ItemScores] = {}
+    items: dict[str, ItemScores] = {}  # the per-document / per-item results behind the metrics (items.py)
     benchmarks = [
-        ("hellaswag", cfg.hellaswag_file, downstream.load_hellaswag, downstream.multiple_choice_items),
-        ("arc", cfg.arc_file, downstream.load_arc, downstream.multiple_choice_items),
-        ("lambada", cfg.lambada_file, downstream.load_lambada, downstream.lambada_items),
+        ("hellaswag", cfg.hellaswag_file, downstream.load_hellaswag, downstream.multiple_choice_outcomes,
+         downstream.summarise_multiple_choice),
+        ("arc", cfg.arc_file, downstream.load_arc, downstream.multiple_choice_outcomes,
+         downstream.summarise_multiple_choice),
+        ("lambada", cfg.lambada_file, downstream.load_lambada, downstream.lambada_outcomes,
+         downstream.summarise_lambada),
     ]
-    for name, path, load, score in benchmarks:
+    for name, path, load, score, summarise in benchmarks:
         if path:
             t0 = time.time()
-            found, hits = score(model, tokenizer, load(path, limit), seq_len, device, cfg.batch_size)
-            metrics.update({f"{name}_{key}": value for key, value in found.items()})
-            items.update({f"{name}_{key}": ItemScores(metric=f"{name}_{key}", kind="mean", ids=[str(i) for i in
-                          range(len(values))], values=values) for key, values in hits.items()})
+            loaded = load(path, limit)
+            outcomes = score(model, tokenizer, loaded, seq_len, device, cfg.batch_size)
+            metrics.update({f"{name}_{key}": value for key, value in summarise(loaded, outcomes).items()})
+            ids = [str(i) for i in range(len(loaded))]  # an item's id is its position in the file (items.py)
+            for key in ("acc", "acc_norm"):
+                if key in outcomes:
+                    items[f"{name}_{key}"] = ItemScores(metric=f"{name}_{key}", kind="mean", ids=ids,
+                                                        values=outcomes[key])
             eval_sets[name] = downstream.file_fingerprint(path, limit)
             stats[f"{name}_seconds"] = time.time() - t0
     t0 = time.time()
@@ -88,18 +95,17 @@ def run_evaluate(cfg: EvalConfig, ckpt: CheckpointRef, tokens: TokenSet, out: Pa
     model, tokenizer, _ = load_model(ckpt.dir / ckpt.checkpoint, device=device)
     model.eval()
     result = evaluate_model(model, tokenizer, cfg, tokens, device)
-    items = result.pop("items")
     if cfg.contamination:
         from tasks.evaluate import contamination
 
-        result["contamination"], clean = contamination.check(cfg, ckpt.dir / ckpt.checkpoint, items)
+        result["contamination"], clean = contamination.check(cfg, ckpt.dir / ckpt.checkpoint, result["items"])
         result["metrics"].update(clean)
-    save_items(out, items)
     result["checkpoint"] = {"path": str(ckpt.dir / ckpt.checkpoint), "step": ckpt.step, "manifest": ckpt.manifest_sha256}
     result["tokenizer_sha256"] = tokenizer.sha256
     # the scored val documents as text: the eval set itself, so a model with another tokenizer can be scored on it
     with open(out / VAL_DOCS, "w", encoding="utf-8") as f:
         f.writelines(json.dumps({"text": text}) + "\n" for text in result.pop("val_texts"))
+    save_items(out, result.pop("items"))
     (out / "report.json").write_text(json.dumps(result, indent=2, sort_keys=True))
     (out / "report.md").write_text(report_markdown(result, ckpt))
     ref = EvalReport(path=str(out), metrics=result["metrics"], samples=result["samples"])
