@@ -93,6 +93,23 @@ def lower_is_better(metric: str) -> bool:
     return metric.endswith(LOWER_IS_BETTER)
 
 
+def contamination_refusal(cfg: RegisterConfig, new: dict[str, float]) -> str | None:
+    """Why the version is refused under `max_contamination` (None: it is not). An absolute limit, like the safety
+    thresholds: it holds for a first version too. Sets the check does not cover (the held-out val split) pass."""
+    if cfg.max_contamination is None:
+        return None
+    if not any(key.endswith("_contaminated") for key in new):
+        return "registry.max_contamination is set but the eval report has no contamination check (turn on " \
+               "evaluate.contamination)"
+    sets = dict.fromkeys(metric_group(m) for m in [cfg.gate_metric, *cfg.guard_metrics] if m in new)
+    fractions = {s: new.get(f"{s}_contaminated", 0.0) for s in sets}
+    over = [f"{s} {fraction:.1%}" for s, fraction in fractions.items() if fraction > cfg.max_contamination]
+    if over:
+        return (f"eval items found in the training data: {', '.join(over)} of items share a 13-gram with it "
+                f"(max_contamination {cfg.max_contamination})")
+    return None
+
+
 def metric_group(metric: str) -> str:
     """The eval set a metric was measured on: `val_bpb` -> `val`, `hellaswag_acc` -> `hellaswag`."""
     return metric.rsplit("_", 1)[0] if metric.startswith("text/") else metric.split("_", 1)[0]
@@ -156,23 +173,6 @@ def gate_decision(
         if comparable(guard) and improvement(guard, new[guard], old[guard]) < -cfg.guard_tolerance:
             return False, f"{guard} dropped from {old[guard]:.4f} to {new[guard]:.4f} (tolerance {cfg.guard_tolerance})"
     return True, f"{metric} {new[metric]:.4f} beats champion {old[metric]:.4f} by {gain:.4f} (margin {cfg.gate_margin})"
-
-
-def contamination_refusal(cfg: RegisterConfig, new: dict[str, float]) -> str | None:
-    """Why the version is refused under `max_contamination` (None: it is not). An absolute limit, like the safety
-    thresholds: it holds for a first version too. Sets the check does not cover (the held-out val split) pass."""
-    if cfg.max_contamination is None:
-        return None
-    if not any(key.endswith("_contaminated") for key in new):
-        return "registry.max_contamination is set but the eval report has no contamination check (turn on " \
-               "evaluate.contamination)"
-    sets = dict.fromkeys(metric_group(m) for m in [cfg.gate_metric, *cfg.guard_metrics] if m in new)
-    fractions = {s: new.get(f"{s}_contaminated", 0.0) for s in sets}
-    over = [f"{s} {fraction:.1%}" for s, fraction in fractions.items() if fraction > cfg.max_contamination]
-    if over:
-        return (f"eval items found in the training data: {', '.join(over)} of items share a 13-gram with it "
-                f"(max_contamination {cfg.max_contamination})")
-    return None
 
 
 def base_decision(cfg: RegisterConfig, new: dict[str, float], base: dict[str, float]) -> tuple[bool, str]:
