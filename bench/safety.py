@@ -84,7 +84,7 @@ def demo_checkpoint(seconds: float) -> Path:
         progress=False,
         threads=1,
     )
-    out = stage_dir("train", cfg, tokens)
+    out = stage_dir("train", cfg, tokens, entry=run_train)
     ref = load_done(out, CheckpointRef) or run_train(cfg, tokens, out)
     return ref.dir / ref.checkpoint
 

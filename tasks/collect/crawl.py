@@ -76,7 +76,8 @@ def run_crawl(cfg: CrawlConfig, out: Path) -> DocSet:
                   "problems": state.errors(crawl_id)}
         write_json_atomic(out / "report.json", report)
         ref = DocSet(path=str(out), files=parts, n_docs=n_docs)
-        done = finish_stage(out, ref, config=cfg, stats=stats, files=[*parts, *warcs, "report.json"], started=t0)
+        done = finish_stage(out, ref, config=cfg, entry=run_crawl,
+                            stats=stats, files=[*parts, *warcs, "report.json"], started=t0)
         state.forget(crawl_id)  # after the manifest: until then the frontier is what a resume needs
         return done
     finally:
@@ -119,5 +120,5 @@ def _ingest(cfg: CrawlConfig, writer: BatchWriter, pool: Executor, seen_ids: set
 @task(name="crawl", retries=1)
 def crawl(cfg: CrawlConfig) -> DocSet:
     """Prefect task: the crawl stage in its deterministic directory, skipped when already done."""
-    out = stage_dir("crawl", cfg)
+    out = stage_dir("crawl", cfg, entry=run_crawl)
     return load_done(out, DocSet) or run_crawl(cfg, out)

@@ -239,7 +239,8 @@ def run_mix(cfg: MixtureConfig, docs: DocSet, out: Path) -> DocSet:
                                     documents=ds_stats["rows_taken"], bytes=ds_stats["bytes_taken"], license=ds.license,
                                     files=[SourceFile(path=str(p.resolve()), sha256=file_sha256(p)) for p in files]))
     ref = DocSet(path=str(out), files=parts, n_docs=n_docs, sources=sources)
-    return finish_stage(out, ref, config=cfg, stats={"n_docs": n_docs, "sources": stats}, files=parts, started=t0)
+    return finish_stage(out, ref, config=cfg, entry=run_mix,
+                        stats={"n_docs": n_docs, "sources": stats}, files=parts, started=t0)
 
 
 class MixtureKey(BaseModel):
@@ -262,5 +263,5 @@ def mixture_key(cfg: MixtureConfig) -> MixtureKey:
 def mix(cfg: MixtureConfig, docs: DocSet) -> DocSet:
     """Prefect task: the mix stage in its directory (keyed by the config, the data files and the crawl), skipped
     when done."""
-    out = stage_dir("mix", mixture_key(cfg), docs)
+    out = stage_dir("mix", mixture_key(cfg), docs, entry=run_mix)
     return load_done(out, DocSet) or run_mix(cfg, docs, out)

@@ -2,7 +2,8 @@
 
 - `artifacts`: stage directories keyed by config + inputs + code, `manifest.json` written last, and the typed refs
   stages pass each other (`DocSet`, `ShardSet`, `TokenSet`, `CheckpointRef`, `EvalReport`, `ModelVersionRef`).
-- `stage_code`: which source a stage runs (its package, `core`, what they import), hashed into its cache key.
+- `stage_code`: which source a stage runs (its entry function's module and what that imports), hashed into its
+  cache key.
 - `schema`: the Parquet schemas of crawled documents and curated shards.
 - `tokens`: the llm.c `.bin` token-shard format, the training loader and eval batches.
 - `tracking`: MLflow (`TrackingConfig`, runs, stage metrics); `report`: the flow-level run summary and Prefect artifacts.

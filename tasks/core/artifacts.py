@@ -1,9 +1,10 @@
 """Run directories, manifests and the typed references passed between stages.
 
 Every stage writes into a deterministic directory keyed by its name, its config, the manifests of its inputs and
-the version of the code it runs (`stage_dir`; `tasks.core.stage_code`). A stage is done when its `manifest.json` exists: the manifest is written last, by
-`finish_stage`, after every other file is in place, and it stores the stage's reference (`StageRef` subclass) so a
-rerun rebuilds it without redoing the work (`load_done`). Stages pass these small refs, never data or models.
+the version of the code its entry function runs (`stage_dir`; `tasks.core.stage_code`). A stage is done when its
+`manifest.json` exists: the manifest is written last, by `finish_stage`, after every other file is in place, and it
+stores the stage's reference (`StageRef` subclass) so a rerun rebuilds it without redoing the work (`load_done`).
+Stages pass these small refs, never data or models.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ import os
 import shutil
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.files import file_sha256, write_json_atomic  # one writer and hash for manifests and sidecars
-from tasks.core.stage_code import code_version, stage_package
+from tasks.core.stage_code import code_version
 
 MANIFEST = "manifest.json"
 SCHEMA_VERSION = 1
@@ -128,24 +130,27 @@ class ModelVersionRef(BaseModel):
 R = TypeVar("R", bound=StageRef)
 
 
-def config_hash(stage: str, cfg: BaseModel, *inputs: StageRef) -> str:
-    """The stage's cache key: its config, its inputs' manifests and the code it runs, the package its config class
-    is defined in and what that imports (`tasks.core.stage_code`), so an edit to another stage's code keeps it."""
+Entry = Callable[..., object]  # a stage's `run_…` function: where the code its cache key covers starts
+
+
+def config_hash(stage: str, cfg: BaseModel, *inputs: StageRef, entry: Entry) -> str:
+    """The stage's cache key: its config, its inputs' manifests and the code it runs, the module defining `entry`
+    and what that imports (`tasks.core.stage_code`), so an edit to another stage's code keeps it."""
     payload = json.dumps(
         {
             "stage": stage,
             "config": cfg.model_dump(mode="json"),
             "inputs": [ref.manifest_sha256 for ref in inputs],
-            "code": code_version(stage_package(type(cfg))),
+            "code": code_version(entry),
         },
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def stage_dir(stage: str, cfg: BaseModel, *inputs: StageRef, home: Path | None = None) -> Path:
+def stage_dir(stage: str, cfg: BaseModel, *inputs: StageRef, entry: Entry, home: Path | None = None) -> Path:
     """`<home>/runs/<stage>/<hash>/`: the same stage, config, inputs and code always map to the same directory."""
-    out = (home or lmforge_home()) / "runs" / stage / config_hash(stage, cfg, *inputs)
+    out = (home or lmforge_home()) / "runs" / stage / config_hash(stage, cfg, *inputs, entry=entry)
     out.mkdir(parents=True, exist_ok=True)
     return out
 
@@ -165,6 +170,7 @@ def finish_stage(
     ref: R,
     *,
     config: BaseModel | None = None,
+    entry: Entry | None = None,
     stats: dict[str, Any] | None = None,
     files: list[str] | None = None,
     started: float | None = None,
@@ -172,7 +178,8 @@ def finish_stage(
     """Write `manifest.json` last (atomically) and return `ref` with the manifest's hash filled in.
 
     `files` (relative to `out`; default: the files the ref itself declares) are listed with size and sha256 so a
-    reader can verify the output; a declared file that does not exist fails the stage.
+    reader can verify the output; a declared file that does not exist fails the stage. `entry` (the stage's `run_…`
+    function, as given to `stage_dir`) records the version of the code that wrote the output.
     """
     if files is None:
         files = declared_files(ref)
@@ -186,7 +193,7 @@ def finish_stage(
             {"path": name, "bytes": (out / name).stat().st_size, "sha256": file_sha256(out / name)}
             for name in (files or [])
         ],
-        "code_version": code_version(stage_package(type(config)) if config is not None else None),
+        "code_version": code_version(entry) if entry is not None else None,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "seconds": round(time.time() - started, 3) if started is not None else None,
     }

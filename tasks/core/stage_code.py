@@ -1,14 +1,15 @@
 """The source code a stage runs, hashed into its cache key (`tasks.core.artifacts.config_hash`).
 
-A stage's code is its own package (the one its config class is defined in: one typed config per stage, in the
-stage's package), `tasks.core`, and every project module those import, found by walking the import graph with `ast`
-from the source files themselves, so nothing is imported and no list is kept by hand. Imports inside functions count
-(heavy dependencies load lazily), and so does a string naming a project module, the target of `importlib`
+A stage's code starts at the module that defines its entry function (`run_curate` is in `tasks.curate.curate`) and
+takes in every project module that module imports, closed over the import graph, walked with `ast` from the source
+files themselves, so nothing is imported and no list is kept by hand. Imports inside functions count (heavy
+dependencies load lazily), and so does a string naming a project module, the target of `importlib`
 (`models.gpt.ARCHS` names `"models.rnn:RNNLM"`). Importing `a.b.c` runs `a/__init__.py` and `a/b/__init__.py` too,
-so those are part of the code. Only `tasks` and `models` are followed: `flows/` composes stages and runs none of them.
+so those are part of the code; a sibling module nobody imports is not.
 
-So a docstring edit in `tasks/serve/` reruns no pipeline stage, and an edit in `tasks/curate/` reruns curate (and the
-quality stage, in the same package); the stages after it rerun because their input's manifest changed.
+What is hashed is each module's syntax tree without docstrings (comments and layout never reach the tree), so a
+docstring, comment or formatting edit reruns nothing; an edit of `tasks/core/pii_phone.py` reruns the stages whose
+entry reaches it (curate), and the stages after those rerun because their input's manifest changed.
 """
 
 from __future__ import annotations
@@ -16,19 +17,22 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the checkout: tasks/core/ is two levels down
-PROJECT_PACKAGES = ("tasks", "models")
-SHARED_PACKAGE = "tasks.core"
+PROJECT_PACKAGES = ("flows", "tasks", "models", "infra")
 _PREFIXES = tuple(f"{package}." for package in PROJECT_PACKAGES)
 
 
-def stage_package(config_type: type) -> str | None:
-    """`tasks.<stage>` for a config class defined in a stage's package; None for one defined elsewhere (a test's)."""
-    parts = config_type.__module__.split(".")
-    return ".".join(parts[:2]) if parts[0] == "tasks" and len(parts) > 1 else None
+def entry_module(entry: Callable[..., object]) -> str:
+    """The dotted name of the module defining `entry`, also when that module runs as `python -m` (`__main__`)."""
+    module = entry.__module__
+    if module == "__main__":
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        module = spec.name if spec is not None else module
+    return module
 
 
 def module_file(name: str, root: Path) -> Path | None:
@@ -49,17 +53,37 @@ def _importing(name: str) -> Iterator[str]:
         yield ".".join(parts[:i])
 
 
+@functools.lru_cache(maxsize=1024)  # keyed by the source bytes: parsing is most of the cost, and exact when edited
+def code_tree(code: bytes) -> ast.Module:
+    """`code` parsed, with every module, class and function docstring removed (comments never reach the tree)."""
+    tree = ast.parse(code)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(
+                first.value.value, str
+            ):
+                node.body = node.body[1:] or [ast.Pass()]
+    return tree
+
+
+@functools.lru_cache(maxsize=1024)
+def normalized_code(code: bytes) -> str:
+    """What a module's hash covers: its tree without docstrings or positions, so layout and prose edits keep it."""
+    return ast.dump(code_tree(code), include_attributes=False)
+
+
 def imported_names(source: Path, module: str) -> tuple[str, ...]:
     """Every module name `source` (module `module`) may import: import statements anywhere, `from x import y` as
     both `x` and `x.y` (y may be a submodule), and string constants of the form `pkg.mod` or `pkg.mod:attr`."""
     return _imported_names(source.read_bytes(), module, source.name == "__init__.py")
 
 
-@functools.lru_cache(maxsize=1024)  # keyed by the source bytes: parsing is most of the cost, and exact when edited
+@functools.lru_cache(maxsize=1024)
 def _imported_names(code: bytes, module: str, is_package: bool) -> tuple[str, ...]:
     package = module if is_package else module.rpartition(".")[0]
     names: list[str] = []
-    for node in ast.walk(ast.parse(code)):
+    for node in ast.walk(code_tree(code)):  # without docstrings: prose naming a module imports nothing
         if isinstance(node, ast.Import):
             names += [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -71,22 +95,10 @@ def _imported_names(code: bytes, module: str, is_package: bool) -> tuple[str, ..
     return tuple(names)
 
 
-def package_modules(package: str, root: Path) -> dict[str, Path]:
-    """Every module in `package` (recursively), by dotted name."""
-    folder = root.joinpath(*package.split("."))
-    found = {}
-    for source in sorted(folder.rglob("*.py")):
-        parts = source.relative_to(root).with_suffix("").parts
-        found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = source
-    return found
-
-
-def stage_modules(package: str | None, root: Path) -> dict[str, Path]:
-    """The project modules a stage in `package` runs: the package and `tasks.core`, and what they import, closed."""
-    todo: dict[str, Path] = {}
-    for seed in filter(None, (package, SHARED_PACKAGE)):
-        todo.update(package_modules(seed, root))
-        todo.update({name: path for name in _importing(seed) if (path := module_file(name, root))})
+def stage_modules(seed: str, root: Path) -> dict[str, Path]:
+    """The project modules a stage whose entry function is defined in module `seed` runs: `seed`, the packages
+    importing it runs, and what they import, closed. Empty when `seed` is no project module (a test's)."""
+    todo = {name: path for name in _importing(seed) if (path := module_file(name, root))}
     done: dict[str, Path] = {}
     while todo:
         name, source = todo.popitem()
@@ -98,11 +110,12 @@ def stage_modules(package: str | None, root: Path) -> dict[str, Path]:
     return done
 
 
-def code_version(package: str | None, root: Path | None = None) -> str:
-    """Hash of the source a stage in `package` runs (see module doc), so editing it invalidates the stage's outputs."""
+def code_version(entry: Callable[..., object], root: Path | None = None) -> str:
+    """Hash of the code the stage whose entry function is `entry` runs (see module doc): editing it invalidates the
+    stage's outputs, editing anything else (or only prose) keeps them."""
     root = root or PROJECT_ROOT
     digest = hashlib.sha256()
-    for source in sorted(stage_modules(package, root).values()):
-        digest.update(source.relative_to(root).as_posix().encode())
-        digest.update(source.read_bytes())
+    for source in sorted(stage_modules(entry_module(entry), root).values()):
+        digest.update(source.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(normalized_code(source.read_bytes()).encode() + b"\0")
     return digest.hexdigest()[:16]

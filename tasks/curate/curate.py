@@ -69,7 +69,7 @@ def run_curate(cfg: CurateConfig, docs: DocSet, out: Path) -> DocSet:
     stats = build_and_run(cfg, out, n_in, index_root=Path(cfg.dedup_index_dir or lmforge_home() / "dedup-index"))
     files = sorted(p.relative_to(out).as_posix() for p in (out / "docs").glob("*.parquet"))
     ref = DocSet(path=str(out), files=files, n_docs=int(stats["docs_out"]), sources=docs.sources)
-    return finish_stage(out, ref, config=cfg, stats=stats, files=files, started=t0)
+    return finish_stage(out, ref, config=cfg, entry=run_curate, stats=stats, files=files, started=t0)
 
 
 def eval_files(cfg: CurateConfig) -> list[str]:
@@ -80,5 +80,5 @@ def eval_files(cfg: CurateConfig) -> list[str]:
 def curate(cfg: CurateConfig, docs: DocSet) -> DocSet:
     # the eval files' bytes key the output too: a new version of a benchmark file decontaminates again
     files = [StageRef(path=name, manifest_sha256=file_sha256(Path(name))) for name in eval_files(cfg)]
-    out = stage_dir("curate", cfg, docs, *files)
+    out = stage_dir("curate", cfg, docs, *files, entry=run_curate)
     return load_done(out, DocSet) or run_curate(cfg, docs, out)

@@ -71,11 +71,11 @@ def run_quality(cfg: QualityTrainConfig, docs: DocSet | None, out: Path) -> Qual
     model_path, metrics = train_quality_classifier(cfg.classifier, positives, negatives, out)
     ref = QualityModelRef(path=str(out), model_file=model_path.name, metrics=metrics)
     stats = {**metrics, "positives": len(positives), "negatives": len(negatives)}
-    return finish_stage(out, ref, config=cfg, stats=stats, files=[model_path.name, "quality_metrics.json"],
-                        started=started)
+    return finish_stage(out, ref, config=cfg, entry=run_quality, stats=stats,
+                        files=[model_path.name, "quality_metrics.json"], started=started)
 
 
 @task(name="quality-classifier", retries=1)
 def quality_classifier(cfg: QualityTrainConfig, docs: DocSet | None) -> QualityModelRef:
-    out = stage_dir("quality", cfg, *([docs] if docs is not None else []))
+    out = stage_dir("quality", cfg, *([docs] if docs is not None else []), entry=run_quality)
     return load_done(out, QualityModelRef) or run_quality(cfg, docs, out)

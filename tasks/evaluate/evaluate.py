@@ -111,7 +111,7 @@ def run_evaluate(cfg: EvalConfig, ckpt: CheckpointRef, tokens: TokenSet, out: Pa
     ref = EvalReport(path=str(out), metrics=result["metrics"], samples=result["samples"])
     stats = {**result["stats"], **{k: v for k, v in result["metrics"].items() if "/" not in k}}
     files = ["report.json", "report.md", VAL_DOCS, ITEMS_FILE]
-    return finish_stage(out, ref, config=cfg, stats=stats, files=files, started=t0)
+    return finish_stage(out, ref, config=cfg, entry=run_evaluate, stats=stats, files=files, started=t0)
 
 
 def rescore(checkpoint_dir: Path, report: EvalReport, device: str = "cpu") -> tuple[dict[str, float], dict[str, str]]:
@@ -137,5 +137,5 @@ def rescore(checkpoint_dir: Path, report: EvalReport, device: str = "cpu") -> tu
 
 @task(name="evaluate", retries=1)
 def evaluate(cfg: EvalConfig, ckpt: CheckpointRef, tokens: TokenSet) -> EvalReport:
-    out = stage_dir("evaluate", cfg, ckpt, tokens)
+    out = stage_dir("evaluate", cfg, ckpt, tokens, entry=run_evaluate)
     return load_done(out, EvalReport) or run_evaluate(cfg, ckpt, tokens, out)

@@ -161,7 +161,7 @@ def run_classify(cfg: ClassifyConfig, base: CheckpointRef, out: Path) -> Classif
     }
     val_set = hashlib.sha256(json.dumps([[t, str(label)] for t, label in val] + [labels]).encode()).hexdigest()[:16]
     ref = ClassifierRef(path=str(out), classifier=CLASSIFIER_DIR, labels=labels, metrics=metrics, val_set=val_set)
-    return finish_stage(out, ref, config=cfg, stats=stats, files=files, started=t0)
+    return finish_stage(out, ref, config=cfg, entry=run_classify, stats=stats, files=files, started=t0)
 
 
 def register_classifier(
@@ -223,5 +223,5 @@ def data_ref(cfg: ClassifyConfig) -> StageRef:
 
 @task(name="classify", retries=1)
 def classify(cfg: ClassifyConfig, base: CheckpointRef) -> ClassifierRef:
-    out = stage_dir("classify", cfg, base, data_ref(cfg))
+    out = stage_dir("classify", cfg, base, data_ref(cfg), entry=run_classify)
     return load_done(out, ClassifierRef) or run_classify(cfg, base, out)

@@ -175,10 +175,10 @@ def run_dpo(cfg: DPOConfig, base: CheckpointRef, data: PreferenceSet, out: Path)
                         step=step, n_params=n_params, tokens_seen=tokens_seen, train_seconds=round(train_seconds, 3),
                         final_train_loss=history["train_loss"])
     files = [f"{final.name}/{name}" for name in (ckpt.WEIGHTS, ckpt.STATE, ckpt.SIDECAR, ckpt.TOKENIZER)]
-    return finish_stage(out, ref, config=cfg, stats=stats, files=files, started=t0)
+    return finish_stage(out, ref, config=cfg, entry=run_dpo, stats=stats, files=files, started=t0)
 
 
 @task(name="dpo", retries=1)
 def dpo(cfg: DPOConfig, base: CheckpointRef, data: PreferenceSet) -> CheckpointRef:
-    out = stage_dir("dpo", cfg, base, data)
+    out = stage_dir("dpo", cfg, base, data, entry=run_dpo)
     return load_done(out, CheckpointRef) or run_dpo(cfg, base, data, out)

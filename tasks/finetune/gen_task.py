@@ -108,7 +108,7 @@ def write_conversations(cfg: GenTaskConfig, out: Path) -> tuple[ConversationSet,
         lines = [json.dumps({"messages": messages(cfg, s, t), "source": "task"}, ensure_ascii=False) for s, t in rows]
         (out / name).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     ref = ConversationSet(path=str(out), files=[TRAIN, VAL], n_train=len(train), n_val=len(val))
-    return finish_stage(out, ref, config=cfg, stats={"train": len(train), "val": len(val)}), val
+    return finish_stage(out, ref, config=cfg, entry=run_gen_task, stats={"train": len(train), "val": len(val)}), val
 
 
 def run_gen_task(cfg: GenTaskConfig, base: CheckpointRef, out: Path) -> GenTaskRef:
@@ -134,7 +134,8 @@ def run_gen_task(cfg: GenTaskConfig, base: CheckpointRef, out: Path) -> GenTaskR
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     ref = GenTaskRef(path=str(out), checkpoint=tuned, metrics=metrics)
     stats = {**metrics, "seconds": time.time() - t0}
-    return finish_stage(out, ref, config=cfg, stats=stats, files=["predictions.jsonl", "metrics.json"], started=t0)
+    return finish_stage(out, ref, config=cfg, entry=run_gen_task,
+                        stats=stats, files=["predictions.jsonl", "metrics.json"], started=t0)
 
 
 @task(name="gen-task", retries=1)
@@ -144,5 +145,6 @@ def gen_task(cfg: GenTaskConfig, base: CheckpointRef) -> GenTaskRef:
         cfg,
         base,
         *[StageRef(path=f, manifest_sha256=file_sha256(Path(f))) for f in (cfg.train_file, cfg.val_file) if f],
+        entry=run_gen_task,
     )
     return load_done(out, GenTaskRef) or run_gen_task(cfg, base, out)

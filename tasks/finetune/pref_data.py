@@ -197,7 +197,7 @@ def run_preference_data(cfg: PreferenceDataConfig, base: CheckpointRef | None, c
         (out / name).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     stats |= {"train": len(split[TRAIN]), "val": len(split[VAL])}
     ref = PreferenceSet(path=str(out), files=[TRAIN, VAL], n_train=len(split[TRAIN]), n_val=len(split[VAL]))
-    return finish_stage(out, ref, config=cfg, stats=stats, started=t0)
+    return finish_stage(out, ref, config=cfg, entry=run_preference_data, stats=stats, started=t0)
 
 
 def load_pairs(data: PreferenceSet, name: str = TRAIN) -> list[dict[str, Any]]:
@@ -209,5 +209,5 @@ def preference_data(cfg: PreferenceDataConfig, base: CheckpointRef | None = None
                     conversations: ConversationSet | None = None) -> PreferenceSet:
     files = [StageRef(path=name, manifest_sha256=file_sha256(Path(name))) for name in cfg.files if Path(name).is_file()]
     inputs = [*files, *([base, conversations] if cfg.spin and base is not None and conversations is not None else [])]
-    out = stage_dir("preference-data", cfg, *inputs)
+    out = stage_dir("preference-data", cfg, *inputs, entry=run_preference_data)
     return load_done(out, PreferenceSet) or run_preference_data(cfg, base, conversations, out)

@@ -98,11 +98,11 @@ def run_preference_eval(cfg: DPOConfig, model_ref: CheckpointRef, reference_ref:
     ref = EvalReport(path=str(out), metrics=saved["metrics"], samples=report.samples)
     # the evaluate config stays the report's config: `tasks.evaluate.rescore` re-runs it on another model
     eval_cfg = EvalConfig.model_validate(report.manifest()["config"])
-    return finish_stage(out, ref, config=eval_cfg, stats=found, files=files, started=t0)
+    return finish_stage(out, ref, config=eval_cfg, entry=run_preference_eval, stats=found, files=files, started=t0)
 
 
 @task(name="preference-eval", retries=1)
 def preference_eval(cfg: DPOConfig, model_ref: CheckpointRef, reference_ref: CheckpointRef, data: PreferenceSet,
                     report: EvalReport) -> EvalReport:
-    out = stage_dir("preference-eval", cfg, model_ref, reference_ref, data, report)
+    out = stage_dir("preference-eval", cfg, model_ref, reference_ref, data, report, entry=run_preference_eval)
     return load_done(out, EvalReport) or run_preference_eval(cfg, model_ref, reference_ref, data, report, out)

@@ -274,7 +274,7 @@ def run_sft(cfg: SFTConfig, base: CheckpointRef, data: ConversationSet, out: Pat
                         step=step, n_params=n_params, tokens_seen=tokens_seen,
                         train_seconds=round(train_seconds, 3), final_train_loss=loss_value)
     files = [f"{final.name}/{name}" for name in (ckpt.WEIGHTS, ckpt.STATE, ckpt.SIDECAR, ckpt.TOKENIZER)]
-    return finish_stage(out, ref, config=cfg, stats=stats, files=files, started=t0)
+    return finish_stage(out, ref, config=cfg, entry=run_sft, stats=stats, files=files, started=t0)
 
 
 @task(name="resolve-sft-base", retries=1)
@@ -284,5 +284,5 @@ def resolve_sft_base(source: str, tracking: TrackingConfig, tokens_dir: str | No
 
 @task(name="sft", retries=1)
 def sft(cfg: SFTConfig, base: CheckpointRef, data: ConversationSet) -> CheckpointRef:
-    out = stage_dir("sft", cfg, base, data)
+    out = stage_dir("sft", cfg, base, data, entry=run_sft)
     return load_done(out, CheckpointRef) or run_sft(cfg, base, data, out)

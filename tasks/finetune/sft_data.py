@@ -271,7 +271,7 @@ def run_sft_data(cfg: SFTDataConfig, shards: ShardSet | None, out: Path) -> Conv
         (out / name).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     stats |= {"train": len(split[TRAIN]), "val": len(split[VAL])}
     ref = ConversationSet(path=str(out), files=[TRAIN, VAL], n_train=len(split[TRAIN]), n_val=len(split[VAL]))
-    return finish_stage(out, ref, config=cfg, stats=stats, started=t0)
+    return finish_stage(out, ref, config=cfg, entry=run_sft_data, stats=stats, started=t0)
 
 
 def load_conversations(data: ConversationSet, name: str = TRAIN) -> list[list[dict[str, str]]]:
@@ -287,5 +287,5 @@ def file_inputs(cfg: SFTDataConfig) -> list[StageRef]:
 
 @task(name="sft-data", retries=1)
 def sft_data(cfg: SFTDataConfig, shards: ShardSet | None = None) -> ConversationSet:
-    out = stage_dir("sft-data", cfg, *([shards] if shards is not None else []), *file_inputs(cfg))
+    out = stage_dir("sft-data", cfg, *([shards] if shards is not None else []), *file_inputs(cfg), entry=run_sft_data)
     return load_done(out, ConversationSet) or run_sft_data(cfg, shards, out)

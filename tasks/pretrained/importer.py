@@ -83,10 +83,10 @@ def save_import(pretrained: Pretrained, cfg: ImportConfig, out: Path, started: f
     stats = {"params": model.num_params(), "layers": pretrained.config.n_layer, "vocab_size": pretrained.config.vocab_size,
              "source": source, "document_token": pretrained.tokenizer.spec.document_token}
     progress.finish("import", f"{model.num_params() / 1e6:.1f} M parameters from {source['kind']} ({source['license']})")
-    return finish_stage(out, ref, config=cfg, stats=stats, files=files, started=t0)
+    return finish_stage(out, ref, config=cfg, entry=run_import, stats=stats, files=files, started=t0)
 
 
 @task(name="import-base")
 def import_base(cfg: ImportConfig) -> CheckpointRef:
-    out = stage_dir("import", cfg)
+    out = stage_dir("import", cfg, entry=run_import)
     return load_done(out, CheckpointRef) or run_import(cfg, out)

@@ -111,10 +111,11 @@ def run_shard(cfg: ShardConfig, docs: DocSet, out: Path) -> ShardSet:
     write_dataset_card(out / "DATASET_CARD.md", cfg, docs, stats, domains,
                        (min(dates), max(dates)) if dates else ("", ""))
     ref = ShardSet(path=str(out), files=files, n_docs=n_docs, n_bytes=n_bytes, sources=docs.sources)
-    return finish_stage(out, ref, config=cfg, stats=stats, files=[*files, "DATASET_CARD.md"], started=t0)
+    return finish_stage(out, ref, config=cfg, entry=run_shard,
+                        stats=stats, files=[*files, "DATASET_CARD.md"], started=t0)
 
 
 @task(name="shard", retries=1)
 def shard(cfg: ShardConfig, docs: DocSet) -> ShardSet:
-    out = stage_dir("shard", cfg, docs)
+    out = stage_dir("shard", cfg, docs, entry=run_shard)
     return load_done(out, ShardSet) or run_shard(cfg, docs, out)

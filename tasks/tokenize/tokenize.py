@@ -196,10 +196,11 @@ def run_tokenize(cfg: TokenizeConfig, shards: ShardSet, out: Path) -> TokenSet:
         "seconds": {"train_tokenizer": round(t_train, 3), "encode": round(t_enc, 3)},
         "workers": workers,
     }
-    return finish_stage(out, ref, config=cfg, stats=stats, files=[TOKENIZER_FILE, *train_files, *val_files], started=t0)
+    return finish_stage(out, ref, config=cfg, entry=run_tokenize,
+                        stats=stats, files=[TOKENIZER_FILE, *train_files, *val_files], started=t0)
 
 
 @task(name="tokenize", retries=1)
 def tokenize(cfg: TokenizeConfig, shards: ShardSet) -> TokenSet:
-    out = stage_dir("tokenize", cfg, shards)
+    out = stage_dir("tokenize", cfg, shards, entry=run_tokenize)
     return load_done(out, TokenSet) or run_tokenize(cfg, shards, out)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from models.gpt import ModelConfig
 from tasks.core import progress
-from tasks.core.artifacts import CheckpointRef, TokenSet, finish_stage, load_done
+from tasks.core.artifacts import CheckpointRef, Entry, TokenSet, finish_stage, load_done
 from tasks.core.bpb import bits_per_byte
 from tasks.train.config import TrainConfig, lr_multiplier
 from tasks.train.helpers import NO_STEP, MetricLog, Tracking, evaluate_loss, load_optimizer_states, max_rss_gib
@@ -344,8 +344,9 @@ class TrainRun:
         self.bar.close()
         self.log.flush()  # the curve up to a failure is worth keeping
 
-    def finish(self) -> CheckpointRef:
-        """Log the final val loss, save the last step unless on disk already, write the stage manifest."""
+    def finish(self, entry: Entry) -> CheckpointRef:
+        """Log the final val loss, save the last step unless on disk already, write the stage manifest (recording the
+        code of `entry`, the stage's `run_…` function)."""
         from models import checkpoint as ckpt
         from models import distributed
 
@@ -386,6 +387,7 @@ class TrainRun:
         )
         if info.is_main:
             files = [f"{final.name}/{name}" for name in (ckpt.WEIGHTS, ckpt.STATE, ckpt.SIDECAR, ckpt.TOKENIZER)]
-            ref = finish_stage(self.out, ref, config=self.cfg, stats=stats, files=files, started=self.t0)
+            ref = finish_stage(self.out, ref, config=self.cfg, entry=entry, stats=stats, files=files,
+                               started=self.t0)
         distributed.barrier(info)
         return ref if info.is_main else load_done(self.out, CheckpointRef)

@@ -41,7 +41,7 @@ def run_train(cfg: TrainConfig, tokens: TokenSet, out: Path, tracking: Tracking 
         run.end_loop()
     finally:
         run.close()
-    return run.finish()
+    return run.finish(entry=run_train)
 
 
 @task(name="train", retries=1)
@@ -49,7 +49,7 @@ def train(cfg: TrainConfig, tokens: TokenSet, tracking: Tracking = None) -> Chec
     """Train in this process, or with `torchrun` on `train.nproc_per_node` processes (default: every visible GPU)."""
     from tasks.train.launch import launch, processes
 
-    out = stage_dir("train", cfg, tokens)
+    out = stage_dir("train", cfg, tokens, entry=run_train)
     done = load_done(out, CheckpointRef)
     if done:
         return done
