@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tasks.core import pii_detect as pii  # not tasks.core.pii: that imports datatrove
+from tasks.core.benchmarks import BenchmarkKind
 
 # Keyword arguments for datatrove's heuristic filters, per corpus profile; `filter_overrides` wins over both.
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
@@ -67,6 +68,12 @@ class CurateConfig(BaseModel):
         description="Extra kwargs per heuristic filter (gopher_repetition, gopher_quality, c4_quality, "
         "fineweb_quality), applied over the profile, e.g. {'gopher_quality': {'min_doc_words': 20}}.",
     )
+    decontaminate: list[str] = Field(
+        default_factory=list,
+        description="Eval files whose items no training document may contain, as 'kind:path' with kind hellaswag, "
+        "arc or lambada (the evaluate stage's formats): a document sharing a 13-gram with an item (lm-eval's "
+        "definition, tasks.core.ngrams) is dropped to removed/decontaminate/; [] = off.",
+    )
     c4_badwords: bool = Field(default=False, description="C4's rule: drop any page with a bad word (FineWeb: off).")
     toxicity_max_ratio: float = Field(
         default=0.01, description="Drop a document when bad words / words exceeds this (and >= 2 bad words)."
@@ -108,6 +115,14 @@ class CurateConfig(BaseModel):
         "datatrove's PIIFormatter.",
     )
 
+    @field_validator("decontaminate")
+    @classmethod
+    def _eval_files(cls, entries: list[str]) -> list[str]:
+        kinds = [decontamination_file(entry)[0] for entry in entries]
+        if len(set(kinds)) != len(kinds):
+            raise ValueError(f"decontaminate {entries}: name each benchmark kind once")
+        return entries
+
     @field_validator("pii_regions", mode="before")
     @classmethod
     def _known_regions(cls, regions: Any) -> list[str]:
@@ -115,6 +130,14 @@ class CurateConfig(BaseModel):
             # YAML 1.1 reads NO (Norway), ON, Y as booleans
             raise ValueError(f"pii_regions {regions}: a region code was read as a boolean; quote it, e.g. ['NO']")
         return list(pii.check_regions(regions)) if isinstance(regions, (list, tuple)) else regions
+
+
+def decontamination_file(entry: str) -> tuple[BenchmarkKind, str]:
+    """'hellaswag:/data/hellaswag_val.txt' -> ('hellaswag', '/data/hellaswag_val.txt')."""
+    kind, sep, path = entry.partition(":")
+    if not sep or kind not in get_args(BenchmarkKind) or not path:
+        raise ValueError(f"decontaminate entry {entry!r}: write 'kind:path', kind one of {get_args(BenchmarkKind)}")
+    return kind, path  # type: ignore[return-value]  # checked against BenchmarkKind above
 
 
 def heuristic_kwargs(cfg: CurateConfig, step: str) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 `run_curate(cfg, docs, out)` runs these datatrove pipelines in order (each resumable through datatrove's completion
 markers under `out/logs/<pipeline>/`):
-1. `filter`: URL blocklist → language ID (fasttext lid.176) → Gopher repetition → Gopher quality → C4 quality
+1. `filter`: [decontamination against eval files →] URL blocklist → language ID (fasttext lid.176) → Gopher repetition → Gopher quality → C4 quality
    [→ C4 bad words] → FineWeb quality → toxicity (bad-word density) [→ fasttext quality score] → exact-dedup hashes;
 2. `exact_find`, 3. `exact_filter` (+ quality threshold, MinHash signatures), 4. `minhash_buckets` (also against the
    index of earlier runs under `$LMFORGE_HOME/dedup-index/`), 5. `minhash_cluster`;
@@ -25,8 +25,8 @@ from pathlib import Path
 
 from prefect import task
 
-from tasks.core.artifacts import DocSet, finish_stage, lmforge_home, load_done, stage_dir
-from tasks.curate.config import CurateConfig
+from tasks.core.artifacts import DocSet, StageRef, file_sha256, finish_stage, lmforge_home, load_done, stage_dir
+from tasks.curate.config import CurateConfig, decontamination_file
 
 
 # The order curation reads documents in: by URL, then the earliest fetch of that URL, then the body's hash. Dedup keeps
@@ -62,7 +62,7 @@ def run_curate(cfg: CurateConfig, docs: DocSet, out: Path) -> DocSet:
 
     t0 = time.time()
     out.mkdir(parents=True, exist_ok=True)
-    for name in (cfg.lid_model_path, cfg.quality_model_path, *cfg.url_blocklist_files):
+    for name in (cfg.lid_model_path, cfg.quality_model_path, *cfg.url_blocklist_files, *eval_files(cfg)):
         if name and not Path(name).is_file():
             raise FileNotFoundError(f"curate config names {name}, which does not exist")
     n_in = split_input(docs, cfg.tasks, out / "work" / "input")
@@ -72,7 +72,13 @@ def run_curate(cfg: CurateConfig, docs: DocSet, out: Path) -> DocSet:
     return finish_stage(out, ref, config=cfg, entry=run_curate, stats=stats, files=files, started=t0)
 
 
+def eval_files(cfg: CurateConfig) -> list[str]:
+    return [decontamination_file(entry)[1] for entry in cfg.decontaminate]
+
+
 @task(name="curate", retries=1)
 def curate(cfg: CurateConfig, docs: DocSet) -> DocSet:
-    out = stage_dir("curate", cfg, docs, entry=run_curate)
+    # the eval files' bytes key the output too: a new version of a benchmark file decontaminates again
+    files = [StageRef(path=name, manifest_sha256=file_sha256(Path(name))) for name in eval_files(cfg)]
+    out = stage_dir("curate", cfg, docs, *files, entry=run_curate)
     return load_done(out, DocSet) or run_curate(cfg, docs, out)

@@ -9,6 +9,11 @@
 - `BadWordDensityFilter`: toxicity filter, drops documents whose share of bad words exceeds a threshold.
 - `QualityScorer` / `ScoreThresholdFilter`: score with a fasttext quality classifier (`tasks.curate.quality`), then keep
   documents at or above a threshold (fixed, or the quantile that keeps the top X %).
+- `DecontaminationFilter`: drops documents sharing a word 13-gram with an item of an eval file (lm-evaluation-
+  harness's definition, `tasks.core.ngrams`); the drop reason `contaminated_<benchmark>`, and the item and n-gram in
+  the reject's metadata. datatrove's own `NGramsDecontFilter` is the model (a hash index of the eval n-grams built
+  once, every document's n-grams looked up in it) but reads lighteval tasks and uses 12-grams of its own
+  normalisation; this one reads the evaluate stage's files and matches what the contamination check reports.
 - `shard_row_adapter`: datatrove writer adapter producing `tasks.core.schema.SHARD_SCHEMA` rows.
 """
 
@@ -26,6 +31,7 @@ from datatrove.pipeline.writers.disk_base import DiskWriter
 from datatrove.utils.typeshelper import StatHints
 
 from tasks.core.toxicity import bad_words, is_toxic
+from tasks.curate.config import decontamination_file
 
 
 def default_lid_model() -> Path:
@@ -258,3 +264,30 @@ def shard_row_adapter(self, doc: Document) -> dict:
         "source_record_id": meta.get("warc_record_id"),
         "source": str(meta.get("source") or "crawl"),  # documents crawled before mixtures existed have none
     }
+
+
+class DecontaminationFilter(BaseFilter):
+    """Drops documents containing a 13-gram of an item of the `eval_files` ('kind:path', `CurateConfig.decontaminate`).
+
+    The index is built on first use, in the worker process (its hashes are salted per process)."""
+
+    name = "🦠 decontaminate"
+
+    def __init__(self, eval_files: list[str], exclusion_writer: DiskWriter | None = None):
+        super().__init__(exclusion_writer)
+        self.eval_files = list(eval_files)
+        self._index = None
+
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        from tasks.core.benchmarks import item_texts
+        from tasks.core.ngrams import NGramIndex
+
+        if self._index is None:
+            self._index = NGramIndex({kind: item_texts(kind, path) for kind, path in map(decontamination_file,
+                                                                                         self.eval_files)})
+        found = self._index.first_match(doc.text)
+        if found is None:
+            return True
+        (benchmark, item), gram = found
+        doc.metadata.update(contaminated_benchmark=benchmark, contaminated_item=item, contaminated_ngram=gram)
+        return False, f"contaminated_{benchmark}"

@@ -96,6 +96,11 @@ def build_and_run(cfg: CurateConfig, out: Path, n_in: int, index_root: Path) -> 
     p1: list[tuple[str | None, Any]] = [
         (None, ParquetReader(str(work / "input"), glob_pattern="*.parquet")),
         ("input", f.TokenCounter()),
+    ]
+    if cfg.decontaminate:  # first: every page leaking an eval item lands in removed/decontaminate/, whatever else it is
+        p1.append(("decontaminate", f.DecontaminationFilter(cfg.decontaminate,
+                                                            exclusion_writer=rejects(out, "decontaminate"))))
+    p1 += [
         ("url", f.URLBlocklistFilter(cfg.url_blocklist_files, cfg.url_builtin_domains,
                                      exclusion_writer=rejects(out, "url"))),
         ("language", f.LanguageIDFilter(cfg.languages, cfg.language_threshold, cfg.lid_model_path,

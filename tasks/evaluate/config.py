@@ -54,6 +54,10 @@ class EvalConfig(BaseModel):
         default=False, description="Prompts are user messages: each is framed by the chat template (role tokens by "
         "id, models.chat) and the model answers as the assistant. Off: prompts are plain text to continue.",
     )
+    contamination: bool = Field(
+        default=True, description="Check every scored eval item for 13-gram overlap with the model's training data "
+        "(tasks.evaluate.contamination) and report clean-subset scores beside the full ones.",
+    )
     max_new_tokens: int = Field(default=48, ge=1, description="Tokens generated per sample prompt.")
     temperature: float = Field(default=0.8, ge=0.0, description="Sampling temperature for the samples.")
     top_k: int | None = Field(default=50, description="Top-k sampling for the samples.")

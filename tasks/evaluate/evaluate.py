@@ -138,6 +138,11 @@ def run_evaluate(cfg: EvalConfig, ckpt: CheckpointRef, tokens: TokenSet, out: Pa
     model, tokenizer, _ = load_model(ckpt.dir / ckpt.checkpoint, device=device)
     model.eval()
     result = evaluate_model(model, tokenizer, cfg, tokens, device)
+    if cfg.contamination:
+        from tasks.evaluate import contamination
+
+        result["contamination"], clean = contamination.check(cfg, ckpt.dir / ckpt.checkpoint, result["items"])
+        result["metrics"].update(clean)
     result["checkpoint"] = {"path": str(ckpt.dir / ckpt.checkpoint), "step": ckpt.step, "manifest": ckpt.manifest_sha256}
     result["tokenizer_sha256"] = tokenizer.sha256
     # the scored val documents as text: the eval set itself, so a model with another tokenizer can be scored on it

@@ -62,6 +62,28 @@ def core_lines(report: EvalReport) -> list[str]:
     missing = f"; not in the bundle: {', '.join(core['missing'])}" if core["missing"] else ""
     return [f"- **CORE** `{core['metric']}` = {core['value']:.4f}: centered accuracy over {len(core['tasks'])} tasks, "
             f"DCLM {core['baseline']} random baselines, {core['max_per_task']} items per task (-1 = all){missing}", ""]
+def contamination_lines(report: EvalReport) -> list[str]:
+    """Per eval set: items checked, contaminated, and each metric on the clean subset beside the full score."""
+    path = report.dir / "report.json"
+    found = json.loads(path.read_text()).get("contamination") if path.is_file() else None
+    if not found:
+        return ["- not checked (evaluate.contamination off, or a report from before the check)"]
+    data = found["training_data"]
+    lines = [f"- {found['definition']}; {found['training_docs']:,} training documents scanned "
+             f"({len(data['token_sets'])} token sets, {len(data['conversations'])} conversation files)"]
+    if not found["complete"]:
+        lines.append(f"- incomplete: not on disk to check: {'; '.join(data['unknown'])}")
+    lines += ["", "| eval set | items | under 13 words | contaminated | metric | full | clean (items) |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, row in sorted(found["sets"].items()):
+        head = f"| {name} | {row['items']} | {row['short']} | {row['contaminated']} ({row['fraction']:.1%}) |"
+        scores = sorted(row["scores"].items()) or [("", None)]
+        for metric, score in scores:
+            if score is None:
+                lines.append(head + " | | |")
+            else:
+                lines.append(f"{head} {metric} | {score['full']:.4f} | {score['clean']:.4f} ({score['clean_items']}) |")
+    return lines
 
 
 def model_card(
@@ -104,6 +126,8 @@ def model_card(
         "### Pinned evaluation",
         "Scores compare only under the same pins; the gate re-scores a champion evaluated under others.",
         *pin_lines(report),
+        "## Contamination (eval items in the training data)",
+        *contamination_lines(report),
         "",
         "## Intended use",
         cfg.intended_use,

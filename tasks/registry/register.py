@@ -92,6 +92,11 @@ class RegisterConfig(BaseModel):
         "text/fortunes_bpb) that may not get worse than the base model's by more than general_tolerance.",
     )
     general_tolerance: float = Field(default=0.05, ge=0.0, description="Allowed loss on general_metrics vs the base.")
+    max_contamination: float | None = Field(
+        default=None, ge=0.0, le=1.0,
+        description="Refuse a version when more than this fraction of the items of a gate or guard metric's eval set "
+        "share a 13-gram with its training data (the eval report's contamination check); None = report only.",
+    )
     champion_alias: str = Field(default="champion", description="Alias of the version that serves.")
     lock_timeout_seconds: float = Field(
         default=600.0, gt=0, description="Longest wait for another gate's promotion lock; an older lock is stale."
@@ -105,6 +110,23 @@ class RegisterConfig(BaseModel):
 
 def lower_is_better(metric: str) -> bool:
     return metric.endswith(LOWER_IS_BETTER)
+
+
+def contamination_refusal(cfg: RegisterConfig, new: dict[str, float]) -> str | None:
+    """Why the version is refused under `max_contamination` (None: it is not). An absolute limit, like the safety
+    thresholds: it holds for a first version too. Sets the check does not cover (the held-out val split) pass."""
+    if cfg.max_contamination is None:
+        return None
+    if not any(key.endswith("_contaminated") for key in new):
+        return "registry.max_contamination is set but the eval report has no contamination check (turn on " \
+               "evaluate.contamination)"
+    sets = dict.fromkeys(metric_group(m) for m in [cfg.gate_metric, *cfg.guard_metrics] if m in new)
+    fractions = {s: new.get(f"{s}_contaminated", 0.0) for s in sets}
+    over = [f"{s} {fraction:.1%}" for s, fraction in fractions.items() if fraction > cfg.max_contamination]
+    if over:
+        return (f"eval items found in the training data: {', '.join(over)} of items share a 13-gram with it "
+                f"(max_contamination {cfg.max_contamination})")
+    return None
 
 
 def metric_group(metric: str) -> str:
@@ -337,6 +359,9 @@ def decide(
         reason += " (champion re-scored on this version's eval sets)" if rescored else ""
     else:
         promote, reason = False, base_reason
+    refusal = contamination_refusal(cfg, report.metrics)
+    if refusal is not None:
+        promote, reason = False, refusal
     return {
         "lmforge.gate.decision": "promoted" if promote else "refused",
         "lmforge.gate.alias": cfg.champion_alias if promote else cfg.challenger_alias,
