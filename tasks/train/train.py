@@ -32,13 +32,7 @@ def run_train(cfg: TrainConfig, tokens: TokenSet, out: Path, tracking: Tracking 
 
     run = TrainRun(cfg, tokens, out, tracking)  # the run's state, restored from out's latest checkpoint if any
     try:
-        while run.running():
-            run.train_step()
-            if run.due(cfg.eval_every) and run.step < cfg.max_steps:
-                run.evaluate()
-            if run.due(cfg.checkpoint_every):
-                run.save()
-        run.end_loop()
+        run.fit()
     finally:
         run.close()
     return run.finish()
