@@ -107,15 +107,14 @@ class Contender:
         import torch
 
         from models.gpt import build_model
-        from models.muon import build_optimizers
+        from models.muon import OptimizerSpec, build_optimizers
         from tasks.core.tokens import TokenLoader
 
         torch.manual_seed(cfg.seed)
         self.name, self.cfg = name, cfg
         self.model = build_model(cfg.model.model_copy(update={"vocab_size": tokens.vocab_size}))
-        self.optimizers = build_optimizers(
-            self.model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.betas, cfg.muon_lr, False
-        )
+        spec = OptimizerSpec(cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.betas, cfg.muon_lr)
+        self.optimizers = build_optimizers(self.model, spec)
         self.loader = TokenLoader([tokens.dir / f for f in tokens.train_files], cfg.batch_size, cfg.model.seq_len)
         self.step, self.seconds, self.points = 0, 0.0, []
 

@@ -9,7 +9,10 @@ A checkpoint directory is self-contained, so the registry can package it as is:
 - `sidecar.json`: model and train config, step, tokens seen, tokenizer sha256, data manifest sha256, git commit;
 - `sharded/` (FSDP runs only): the sharded model and optimizer state written by `torch.distributed.checkpoint`, so
   a sharded run resumes exactly; `model.safetensors` still holds the full weights, gathered by rank 0.
-It is written under a temporary name and renamed into place, so a directory named `step_*` is always complete.
+It is written under a temporary name (`staging_dir`: `.tmp-step_000500/`) and renamed into place, so a directory
+named `step_*` is always complete; `clear_staging` removes what a killed run left half-written. This module is the one
+place that spells the layout: the step directory's name (`step_dir`), the staging name, the file list
+(`checkpoint_files`); the stage's `CheckpointRef` is assembled from it by `tasks.core.artifacts.CheckpointRef.at`.
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ from typing import Any
 
 from models.files import write_json_atomic
 
-STEP_DIR = re.compile(r"^step_(\d{6,})$")
+STEP_PREFIX, STAGING_PREFIX = "step_", ".tmp-"  # step_000500/, assembled as .tmp-step_000500/
+STEP_DIR = re.compile(rf"^{STEP_PREFIX}(\d{{6,}})$")
 WEIGHTS, STATE, SIDECAR, TOKENIZER = "model.safetensors", "state.pt", "sidecar.json", "tokenizer.json"
+SERVING_FILES = (WEIGHTS, SIDECAR, TOKENIZER)  # what a served or registered model needs (no optimizer state)
 SHARDED = "sharded"  # FSDP runs: DCP's per-rank model + optimizer shards, what such a run resumes from
 SCHEMA_VERSION = 1  # of the sidecar; bump when a field changes meaning
 
@@ -64,9 +69,28 @@ def latest_checkpoint(out: Path) -> Path | None:
     return dirs[-1] if dirs else None
 
 
+def step_dir(out: Path, step: int) -> Path:
+    """The checkpoint directory of `step` under a run's `out` (zero-padded, so names sort as steps)."""
+    return out / f"{STEP_PREFIX}{step:06d}"
+
+
 def staging_dir(out: Path, step: int) -> Path:
     """Where the checkpoint of `step` is assembled before its rename: one name every rank of a run agrees on."""
-    return out / f".tmp-step_{step:06d}"
+    return out / f"{STAGING_PREFIX}{step_dir(out, step).name}"
+
+
+def clear_staging(out: Path) -> None:
+    """Remove the half-written checkpoints a killed run left in `out` (call it on one rank, before any saves)."""
+    for leftover in out.glob(f"{STAGING_PREFIX}{STEP_PREFIX}*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def checkpoint_files(checkpoint_dir: Path) -> list[str]:
+    """The checkpoint's files as `step_…/name`, relative to its run directory (what a stage manifest lists): the
+    weights, state, sidecar and tokenizer, then any other file (a base tokenizer's spec); not the FSDP shards."""
+    core = [name for name in (WEIGHTS, STATE, SIDECAR, TOKENIZER) if (checkpoint_dir / name).is_file()]
+    extra = sorted(p.name for p in checkpoint_dir.iterdir() if p.is_file() and p.name not in core)
+    return [f"{checkpoint_dir.name}/{name}" for name in core + extra]
 
 
 def save_checkpoint(
@@ -80,7 +104,7 @@ def save_checkpoint(
     model_state: dict | None = None,
     staged: Path | None = None,
 ) -> Path:
-    """Write `out/step_{step:06d}/` atomically and delete all but the newest `keep_last` checkpoints.
+    """Write `step_dir(out, step)` atomically and delete all but the newest `keep_last` checkpoints.
 
     `model_state` overrides `model.state_dict()` (FSDP gathers a full state dict first); `state` must hold only
     tensors, numbers, strings and containers so `weights_only=True` can load it. `staged` is a `staging_dir` the
@@ -89,7 +113,7 @@ def save_checkpoint(
     import torch
     from safetensors.torch import save_file
 
-    final = out / f"step_{step:06d}"
+    final = step_dir(out, step)
     tmp = staged or staging_dir(out, step)
     if staged is None:
         if tmp.exists():

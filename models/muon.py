@@ -7,6 +7,8 @@ computes the same update, so no extra communication is needed; FSDP shards matri
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -157,42 +159,56 @@ def own_rates(
     return rates
 
 
-def build_optimizers(
-    model: nn.Module,
-    kind: str,
-    lr: float,
-    weight_decay: float,
-    betas: tuple[float, float],
-    muon_lr: float,
-    fused: bool,
-    embed_lr: float = 0.0,
-    head_lr: float = 0.0,
-    cautious: bool = False,
-    embed_weight_decay: float | None = None,
-    scalar_lr: float = 0.0,
-    muon_variant: str = "muon",
-) -> list[torch.optim.Optimizer]:
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """What `build_optimizers` builds: the kind, the peak rates and decays of each group of parameters."""
+
+    kind: str = "adamw"  # "adamw": AdamW over everything; "muon": Muon for block matrices + AdamW for the rest
+    lr: float = 3e-3  # peak AdamW lr
+    weight_decay: float = 0.0  # decoupled decay on matrices
+    betas: tuple[float, float] = (0.9, 0.95)
+    muon_lr: float = 0.02  # peak Muon lr (kind="muon")
+    fused: bool = False  # fused AdamW kernel (CUDA)
+    embed_lr: float = 0.0  # an untied input embedding's own lr; 0 = lr
+    head_lr: float = 0.0  # an untied output head's own lr; 0 = lr
+    cautious: bool = False  # Muon's cautious weight decay
+    embed_weight_decay: float | None = None  # decay of the embedding, head and value embeddings; None = weight_decay
+    scalar_lr: float = 0.0  # the x0 scalars' lr (residual scalars: 1/100 of it); 0 = lr
+    muon_variant: str = "muon"  # "muon" (quintic Newton-Schulz) or "normuon"
+    prefix_lrs: tuple[tuple[str, float], ...] = ()  # (parameter-name prefix, lr): e.g. a classification head's own
+
+
+def build_optimizers(model: nn.Module, spec: OptimizerSpec) -> list[torch.optim.Optimizer]:
     """AdamW over everything (decay on matrices only), or Muon for block matrices + AdamW for the rest.
 
     Untied embedding tables, the head and the per-layer scalars get their own AdamW lrs and decay (`own_rates`;
     nanochat: a lookup table whose rows see few gradients wants a far larger lr than the head, whose every row moves
     each step, and next to no decay). Every param group records `base_lr`; the trainer multiplies it by the schedule.
     """
+    lr, weight_decay = spec.lr, spec.weight_decay
     blocks, other, vectors = split_params(model)
-    table_decay = weight_decay if embed_weight_decay is None else embed_weight_decay
-    own = own_rates(model, lr, embed_lr, head_lr, scalar_lr, table_decay)
+    table_decay = weight_decay if spec.embed_weight_decay is None else spec.embed_weight_decay
+    own = own_rates(model, lr, spec.embed_lr, spec.head_lr, spec.scalar_lr, table_decay)
+    for prefix, prefix_lr in spec.prefix_lrs:
+        prefixed = [(n, p) for n, p in model.named_parameters() if n.startswith(prefix) and p.requires_grad]
+        own |= {id(p): (prefix_lr, weight_decay if p.ndim >= 2 else 0.0) for _, p in prefixed}
+    if spec.kind == "muon":
+        blocks, other = [p for p in blocks if id(p) not in own], other + [p for p in blocks if id(p) in own]
     shared = [p for p in other if id(p) not in own]
+    matrices = shared if spec.kind == "muon" else [p for p in blocks if id(p) not in own] + shared
     adam_groups = [
-        {"params": shared if kind == "muon" else blocks + shared, "weight_decay": weight_decay, "base_lr": lr},
+        {"params": matrices, "weight_decay": weight_decay, "base_lr": lr},
         *({"params": [p], "weight_decay": own[id(p)][1], "base_lr": own[id(p)][0], "lr": own[id(p)][0]}
-          for p in other + vectors if id(p) in own),
+          for p in (other if spec.kind == "muon" else blocks + other) + vectors if id(p) in own),
         {"params": [p for p in vectors if id(p) not in own], "weight_decay": 0.0, "base_lr": lr},
     ]
     adam_groups = [g for g in adam_groups if g["params"]]
-    optimizers: list[torch.optim.Optimizer] = [torch.optim.AdamW(adam_groups, lr=lr, betas=betas, fused=fused or None)]
-    if kind == "muon" and blocks:
-        optimizers.append(Muon([{"params": blocks, "base_lr": muon_lr}], lr=muon_lr, weight_decay=weight_decay,
-                               cautious=cautious, variant=muon_variant))
+    optimizers: list[torch.optim.Optimizer] = [
+        torch.optim.AdamW(adam_groups, lr=lr, betas=spec.betas, fused=spec.fused or None)
+    ]
+    if spec.kind == "muon" and blocks:
+        optimizers.append(Muon([{"params": blocks, "base_lr": spec.muon_lr}], lr=spec.muon_lr,
+                               weight_decay=weight_decay, cautious=spec.cautious, variant=spec.muon_variant))
     return optimizers
 
 

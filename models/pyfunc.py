@@ -32,10 +32,10 @@ from mlflow.types.llm import (
     TokenUsageStats,
 )
 
+from models.checkpoint import SERVING_FILES, TOKENIZER
 from models.generate import DEFAULT_MAX_TOKENS, ChatEngine
 from models.tokenizer import Tokenizer
 
-CHECKPOINT_FILES = ("model.safetensors", "sidecar.json", "tokenizer.json")
 INPUT_EXAMPLE = {"messages": [{"role": "user", "content": "What is Debian?"}], "max_tokens": 8, "temperature": 0.7}
 
 
@@ -77,11 +77,11 @@ class LmforgeChatModel(mlflow.pyfunc.ChatModel):
 def stage_checkpoint(checkpoint_dir: Path, dest: Path) -> Path:
     """Copy what serving needs (weights, tokenizer, sidecar) out of a training checkpoint, leaving optimizer state."""
     dest.mkdir(parents=True, exist_ok=True)
-    for name in CHECKPOINT_FILES:
+    for name in SERVING_FILES:
         if not (checkpoint_dir / name).is_file():
             raise FileNotFoundError(f"{checkpoint_dir / name} missing: {checkpoint_dir} is not a complete checkpoint")
         shutil.copyfile(checkpoint_dir / name, dest / name)
-    for path in Tokenizer.files(checkpoint_dir / "tokenizer.json")[1:]:  # a base model's tokenizer spec
+    for path in Tokenizer.files(checkpoint_dir / TOKENIZER)[1:]:  # a base model's tokenizer spec
         shutil.copyfile(path, dest / path.name)
     return dest
 

@@ -107,6 +107,26 @@ class CheckpointRef(StageRef):
     train_seconds: float
     final_train_loss: float
 
+    @classmethod
+    def at(cls, checkpoint_dir: Path, *, step: int, n_params: int, tokens_seen: int = 0, train_seconds: float = 0.0,
+           final_train_loss: float = float("nan"), manifest_sha256: str = "") -> CheckpointRef:
+        """The ref of the checkpoint directory `checkpoint_dir` (a run's `step_…/`), its tokenizer the one inside."""
+        from models.checkpoint import TOKENIZER
+
+        return cls(path=str(checkpoint_dir.parent), checkpoint=checkpoint_dir.name, manifest_sha256=manifest_sha256,
+                   tokenizer_file=str((checkpoint_dir / TOKENIZER).resolve()), step=step, n_params=n_params,
+                   tokens_seen=tokens_seen, train_seconds=round(train_seconds, 3), final_train_loss=final_train_loss)
+
+    @classmethod
+    def of_sidecar(cls, checkpoint_dir: Path, manifest_sha256: str) -> CheckpointRef:
+        """The ref of a checkpoint directory with no stage manifest beside it, from its sidecar (which raises
+        naming the path when it is no checkpoint): an exported or registered model, one `step_…` dir."""
+        from models.checkpoint import read_sidecar
+
+        sidecar = read_sidecar(checkpoint_dir)
+        return cls.at(checkpoint_dir, step=int(sidecar.get("step", 0)), n_params=int(sidecar.get("n_params", 0)),
+                      tokens_seen=int(sidecar.get("tokens_seen", 0)), manifest_sha256=manifest_sha256)
+
 
 class EvalReport(StageRef):
     """Evaluation results of one checkpoint."""

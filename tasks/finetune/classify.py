@@ -3,7 +3,9 @@
 Data are JSONL or Parquet rows `{text, label}` with any number of labels (strings or numbers; the label set is the
 sorted set of training labels). Without `val_file`, a deterministic `val_fraction` of the training rows (by text
 hash) is held out. The head (`models.classifier`) pools the base's final hidden states (mean or last token); base
-and head train together with AdamW unless `freeze_base`. Metrics on the val split: accuracy, macro-F1 (the mean of
+and head train together with AdamW unless `freeze_base`, on the training kernel (`tasks.train.loop`: a constant lr,
+the NaN/inf guard and, with `checkpoint_every`, checkpoints under `checkpoints/` (the last one kept) and an exact
+resume after a kill). Metrics on the val split: accuracy, macro-F1 (the mean of
 per-label F1 over every label, a label never predicted nor present scoring 0) and the confusion matrix (rows = true
 label, columns = predicted), saved as `metrics.json` and `confusion.png`. `register_classifier` logs them to MLflow
 and registers the pyfunc (`LmforgeClassifier`: texts in, labels and probabilities out) through
@@ -32,7 +34,6 @@ from tasks.core.artifacts import (
     file_sha256,
     finish_stage,
     load_done,
-    reset_dir,
     stage_dir,
 )
 from tasks.core.tracking import TrackingConfig
@@ -41,6 +42,7 @@ from tasks.finetune.records import read_records
 from tasks.registry.register import RegisterConfig
 
 CLASSIFIER_DIR = "classifier"
+CHECKPOINTS = "checkpoints"  # the training checkpoints a killed run resumes from (with checkpoint_every)
 
 
 class ClassifyConfig(BaseModel):
@@ -60,6 +62,8 @@ class ClassifyConfig(BaseModel):
     weight_decay: float = Field(default=0.01, ge=0, description="Decoupled weight decay.")
     dropout: float = Field(default=0.1, ge=0, lt=1, description="Dropout on the pooled features.")
     freeze_base: bool = Field(default=False, description="Train the head only (a linear probe).")
+    checkpoint_every: int = Field(default=0, ge=0, description="Save every N steps and the last, so a killed run "
+                                  "resumes (0 = never: a killed run starts over).")
     seed: int = Field(default=1337, description="Seed of the split, the head init and the batch order.")
     device: str = Field(default="auto", description="torch device; auto = cuda when available, else cpu.")
     model_name: str = Field(default="lmforge-classifier", description="Registered model name in MLflow.")
@@ -99,16 +103,45 @@ def split_rows(cfg: ClassifyConfig) -> tuple[list[tuple[str, Any]], list[tuple[s
     return train, val
 
 
+class ExampleBatches:
+    """The classifier's batch source: epochs over the training rows, each in an order `random.Random(seed)` shuffles
+    anew (the last batch of an epoch may be short); its position is the generator's state and the place in the
+    epoch."""
+
+    def __init__(self, n_rows: int, batch_size: int, seed: int):
+        self.rng, self.order, self.batch_size = random.Random(seed), list(range(n_rows)), batch_size
+        self.pos = n_rows  # the first batch shuffles
+
+    def next_batch(self) -> list[int]:
+        if self.pos >= len(self.order):
+            self.rng.shuffle(self.order)
+            self.pos = 0
+        rows = self.order[self.pos : self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return rows
+
+    def state_dict(self) -> dict[str, Any]:
+        version, internal, gauss = self.rng.getstate()
+        return {"rng": [version, list(internal), gauss], "order": list(self.order), "pos": self.pos}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        version, internal, gauss = state["rng"]
+        self.rng.setstate((version, tuple(internal), gauss))
+        self.order, self.pos = list(state["order"]), state["pos"]
+
+
 def run_classify(cfg: ClassifyConfig, base: CheckpointRef, out: Path) -> ClassifierRef:
     import torch
 
-    from models.checkpoint import load_model
+    from models import checkpoint as ckpt
     from models.classifier import SequenceClassifier, encode_batch, predict_proba, save_classifier
     from models.devices import resolve_device
+    from models.muon import OptimizerSpec, build_optimizers
+    from tasks.train.loop import TrainLoop, load_resumed
+    from tasks.train.schedule import Schedule
 
     t0 = time.time()
-    reset_dir(out)  # a killed run restarts: fine-tuning a small head is cheap next to resuming exactly
-    device = str(resolve_device(cfg.device))
+    device = resolve_device(cfg.device)
     train, val = split_rows(cfg)
     label_values = sorted({label for _, label in train}, key=lambda v: (type(v).__name__, v))
     unknown = {label for _, label in val} - set(label_values)
@@ -116,28 +149,48 @@ def run_classify(cfg: ClassifyConfig, base: CheckpointRef, out: Path) -> Classif
         raise ValueError(f"val labels {sorted(map(str, unknown))} never occur in {cfg.train_file}; add training rows")
     index = {label: i for i, label in enumerate(label_values)}
     labels = [str(v) for v in label_values]
+    out.mkdir(parents=True, exist_ok=True)
+    steps_dir = out / CHECKPOINTS
+    ckpt.clear_staging(steps_dir)  # half-written checkpoints of a killed run
+    resume = ckpt.latest_checkpoint(steps_dir)
     torch.manual_seed(cfg.seed)
-    lm, tokenizer, sidecar = load_model(base.dir / base.checkpoint, device="cpu")
+    lm, tokenizer, sidecar = ckpt.load_model(base.dir / base.checkpoint, device="cpu")
     max_len = min(cfg.max_len, int(getattr(lm.config, "seq_len", cfg.max_len)))
-    model = SequenceClassifier(lm, len(labels), cfg.pooling, cfg.dropout).to(device)
+    model = SequenceClassifier(lm, len(labels), cfg.pooling, cfg.dropout)
+    load_resumed(model, resume, lora=False)
+    model.to(device)
     if cfg.freeze_base:
         model.base.requires_grad_(False)
-    groups = [{"params": model.head.parameters(), "lr": cfg.head_lr}]
-    groups += [] if cfg.freeze_base else [{"params": model.base.parameters(), "lr": cfg.lr}]
-    optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
-    rng, order, losses = random.Random(cfg.seed), list(range(len(train))), []
+
+    def loss(rows: list[int]):
+        batch = [train[i] for i in rows]
+        idx, lengths = encode_batch(tokenizer, [text for text, _ in batch], max_len)
+        target = torch.tensor([index[label] for _, label in batch], device=device)
+        return torch.nn.functional.cross_entropy(model(idx.to(device), lengths.to(device)), target), int(lengths.sum())
+
+    # one AdamW (betas of torch's default, as the head always trained with): the base at lr, the head at head_lr
+    spec = OptimizerSpec("adamw", cfg.lr, cfg.weight_decay, (0.9, 0.999), prefix_lrs=(("head.", cfg.head_lr),))
+    steps = cfg.epochs * -(-len(train) // cfg.batch_size)
+    loop = TrainLoop(model, build_optimizers(model, spec), Schedule(steps, shape="constant"),
+                     ExampleBatches(len(train), cfg.batch_size, cfg.seed), loss, steps_dir, device=device,
+                     grad_clip=0.0, name="classify", advice="lower classify.lr and classify.head_lr")
+    losses = {}  # the first and last step's loss, kept across a resume in the checkpoint sidecar
+    if resume is not None:
+        loop.restore(resume)
+        losses = ckpt.read_sidecar(resume)["metrics"]
     model.train()
-    for _ in range(cfg.epochs):
-        rng.shuffle(order)
-        for start in range(0, len(order), cfg.batch_size):
-            batch = [train[i] for i in order[start : start + cfg.batch_size]]
-            idx, lengths = encode_batch(tokenizer, [text for text, _ in batch], max_len)
-            target = torch.tensor([index[label] for _, label in batch], device=device)
-            loss = torch.nn.functional.cross_entropy(model(idx.to(device), lengths.to(device)), target)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
+
+    def record(log) -> None:
+        losses.setdefault("first_loss", log.loss)
+        losses["last_loss"] = log.loss
+
+    def save() -> Path | None:
+        return loop.save({"classify": cfg.model_dump(mode="json"), "metrics": losses},
+                         base.dir / base.checkpoint / ckpt.TOKENIZER, keep_last=1)
+
+    loop.fit(on_step=record, save=save, checkpoint_every=cfg.checkpoint_every)
+    if cfg.checkpoint_every and loop.saved_step != loop.state.step:
+        save()
     model.eval()
     predicted = predict_proba(model, tokenizer, [text for text, _ in val], max_len).argmax(-1).tolist()
     matrix = confusion_matrix([index[label] for _, label in val], predicted, len(labels))
@@ -149,7 +202,7 @@ def run_classify(cfg: ClassifyConfig, base: CheckpointRef, out: Path) -> Classif
         "max_len": max_len,
         "base": {"checkpoint": str(base.dir / base.checkpoint), "step": sidecar.get("step")},
     }
-    save_classifier(model, meta, base.dir / base.checkpoint / "tokenizer.json", out / CLASSIFIER_DIR)
+    save_classifier(model, meta, base.dir / base.checkpoint / ckpt.TOKENIZER, out / CLASSIFIER_DIR)
     (out / "metrics.json").write_text(json.dumps({"metrics": metrics, "labels": labels, "confusion": matrix}, indent=2))
     plot_confusion(matrix, labels, out / "confusion.png")
     files = ["metrics.json", "confusion.png"] + [f"{CLASSIFIER_DIR}/{p.name}" for p in (out / CLASSIFIER_DIR).iterdir()]
@@ -157,8 +210,8 @@ def run_classify(cfg: ClassifyConfig, base: CheckpointRef, out: Path) -> Classif
         **metrics,
         "train_rows": len(train),
         "val_rows": len(val),
-        "first_loss": losses[0],
-        "last_loss": losses[-1],
+        "first_loss": losses["first_loss"],
+        "last_loss": losses["last_loss"],
         "train_seconds": time.time() - t0,
     }
     val_set = hashlib.sha256(json.dumps([[t, str(label)] for t, label in val] + [labels]).encode()).hexdigest()[:16]

@@ -7,9 +7,11 @@ the generation prompt, then prompt + answer; the completion is what follows the 
 end-of-turn token and whatever the template writes after it), as TRL counts it. Long pairs keep the end of the
 prompt (`max_prompt_len`) and the start of the answer (`max_len` in all). The loss and rewards are `models.dpo`.
 
-The trainer's pieces are SFT's: `models.muon.build_optimizers` (AdamW), `tasks.train.train.lr_multiplier`, LoRA from
-`models.lora` (the checkpoint holds merged weights), `models.checkpoint.save_checkpoint`; the result is a
-`CheckpointRef`, so evaluate and register take it unchanged.
+DPO supplies its data (`PairBatches`) and loss to the training kernel (`tasks.train.loop.TrainLoop`: AdamW, its own
+`Schedule` with floor `min_lr_ratio`, clipping, the NaN/inf guard, checkpoints every `checkpoint_every` steps and
+exact resume after a kill; LoRA runs save merged weights). A resumed run recomputes the reference from the starting
+checkpoint before loading its own weights. The result is a `CheckpointRef`, so evaluate and register take it
+unchanged.
 """
 
 from __future__ import annotations
@@ -38,11 +40,15 @@ class DPOConfig(BaseModel):
     lr: float = Field(default=5e-6, gt=0, description="Peak AdamW learning rate.")
     warmup_steps: int = Field(default=5, ge=0, description="Linear warmup steps.")
     schedule: Literal["cosine", "wsd", "constant"] = Field(default="cosine", description="Decay after warmup.")
+    min_lr_ratio: float = Field(default=0.1, ge=0, le=1, description="Final lr as a fraction of the peak (0.1, the "
+                                "value DPO ran with when it borrowed pretraining's schedule).")
     weight_decay: float = Field(default=0.0, ge=0, description="Decoupled weight decay on matrices.")
     grad_clip: float = Field(default=1.0, ge=0, description="Clip the global gradient norm (0 = off).")
+    checkpoint_every: int = Field(default=0, ge=0, description="Save every N steps, so a killed run resumes (0 = end "
+                                  "only).")
     device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(default="auto", description="Autocast dtype.")
-    seed: int = Field(default=1337, description="Seed of the pair order.")
+    seed: int = Field(default=1337, description="Seed of the pair order, adapter init and dropout.")
     threads: int = Field(default=0, ge=0, description="torch CPU threads; 0 = torch's default.")
     lora: LoraConfig | None = Field(
         default=None, description="Train LoRA adapters on the frozen start instead of every weight (merged into "
@@ -105,77 +111,106 @@ def pair_logps(model, encoded, pad_id: int, batch_size: int, device, grad: bool 
     return torch.cat(chosen), torch.cat(rejected)
 
 
+class PairBatches:
+    """DPO's batch source: `batch_size` pair indices per step from a fresh seeded permutation per epoch; the position
+    a resumed run continues from is the rest of the epoch's order and the generator's state."""
+
+    def __init__(self, n_pairs: int, batch_size: int, seed: int):
+        import torch
+
+        self.n_pairs, self.batch_size = n_pairs, batch_size
+        self.generator, self.order = torch.Generator().manual_seed(seed), []
+
+    def next_batch(self) -> list[int]:
+        import torch
+
+        while len(self.order) < self.batch_size:
+            self.order += torch.randperm(self.n_pairs, generator=self.generator).tolist()
+        rows, self.order = self.order[: self.batch_size], self.order[self.batch_size :]
+        return rows
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"order": list(self.order), "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.order = list(state["order"])
+        self.generator.set_state(state["generator"])
+
+
 def run_dpo(cfg: DPOConfig, base: CheckpointRef, data: PreferenceSet, out: Path) -> CheckpointRef:
     import torch
 
     from models import checkpoint as ckpt
     from models.dpo import dpo_loss
-    from models.lora import add_lora, merged_state
-    from models.muon import build_optimizers
-    from tasks.train.train import TrainConfig, lr_multiplier
+    from models.lora import add_lora
+    from models.muon import OptimizerSpec, build_optimizers
+    from tasks.train.loop import TrainLoop, load_resumed
+    from tasks.train.schedule import Schedule
 
     t0 = time.time()
     start = start_from(cfg, base, out)
-    base_dir = start.base_dir
-    device, amp, model, tokenizer, n_params = start.device, start.amp, start.model, start.tokenizer, start.n_params
+    device, amp, model, tokenizer = start.device, start.amp, start.model, start.tokenizer
+    ckpt.clear_staging(out)  # half-written checkpoints of a killed run
+    resume = ckpt.latest_checkpoint(out)  # a killed run continues from its last checkpoint
+    torch.manual_seed(cfg.seed)  # adapter init and dropout; a resumed run then restores the generator's state
     if cfg.lora is not None:
         add_lora(model, cfg.lora)
     model.to(device)
     max_len = min(cfg.max_len, model.config.seq_len)
     encoded = [encode_pair(tokenizer, p, max_len, min(cfg.max_prompt_len, max_len - 1)) for p in load_pairs(data)]
-    model.eval()  # the reference: the starting model, before any step (dropout off)
+    model.eval()  # the reference: the starting model, before any step (dropout off), so before resumed weights
     with amp:
         ref_chosen, ref_rejected = pair_logps(model, encoded, tokenizer.pad_id, cfg.batch_size, device)
     model.train()
-    optimizers = build_optimizers(model, "adamw", cfg.lr, cfg.weight_decay, (0.9, 0.95), cfg.lr,
-                                  device.type == "cuda")
-    schedule = TrainConfig(max_steps=cfg.max_steps, warmup_steps=cfg.warmup_steps, schedule=cfg.schedule, lr=cfg.lr)
-    history: dict[str, float] = {}
-    step, train_seconds, tokens_seen = 0, 0.0, 0
-    generator = torch.Generator().manual_seed(cfg.seed)
-    order: list[int] = []
-    while step < cfg.max_steps:
-        t_step = time.time()
-        for opt in optimizers:
-            for group in opt.param_groups:
-                group["lr"] = group["base_lr"] * lr_multiplier(schedule, step, 0.0)
-        while len(order) < cfg.batch_size:  # a fresh seeded permutation per epoch
-            order += torch.randperm(len(encoded), generator=generator).tolist()
-        rows, order = order[: cfg.batch_size], order[cfg.batch_size :]
+    load_resumed(model, resume, lora=cfg.lora is not None)
+    last: list = []  # the last step's DPOLoss: its rewards go into the metrics
+
+    def loss(rows: list[int]):
         with amp:
             chosen, rejected = pair_logps(model, [encoded[i] for i in rows], tokenizer.pad_id, len(rows), device,
                                           grad=True)
-        out_loss = dpo_loss(chosen, rejected, ref_chosen[rows], ref_rejected[rows], cfg.beta)
-        out_loss.loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-        for opt in optimizers:
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        step += 1
-        tokens_seen += sum(len(p) + len(c) + len(r) for p, c, r in (encoded[i] for i in rows))
-        train_seconds += time.time() - t_step
-        history = {"train_loss": out_loss.loss.item(),
-                   "train_reward_acc": float((out_loss.chosen_rewards > out_loss.rejected_rewards).float().mean()),
-                   "train_margin": float((out_loss.chosen_rewards - out_loss.rejected_rewards).mean())}
-        progress.update("dpo", done=step, total=cfg.max_steps, unit="steps", note=f"loss {history['train_loss']:.3f}",
-                        eta_s=(cfg.max_steps - step) * train_seconds / step)
-    sidecar = {
-        **start.inherited(),
-        "dpo": cfg.model_dump(mode="json"),
-        "preference_data": {"manifest_sha256": data.manifest_sha256, "path": data.path},
-        "base_checkpoint": {"path": str(base_dir), "manifest_sha256": base.manifest_sha256},
-        "tokens_seen": tokens_seen, "n_params": n_params, "metrics": history,
-    }
-    merged = merged_state(model) if cfg.lora is not None else None
-    final = ckpt.save_checkpoint(out, step, model, {"step": step}, sidecar, base_dir / ckpt.TOKENIZER, keep_last=1,
-                                 model_state=merged)
-    stats = {"pairs": len(encoded), "steps": step, "tokens_seen": tokens_seen, "train_seconds": round(train_seconds, 3),
-             **history}
-    ref = CheckpointRef(path=str(out), checkpoint=final.name, tokenizer_file=str((final / ckpt.TOKENIZER).resolve()),
-                        step=step, n_params=n_params, tokens_seen=tokens_seen, train_seconds=round(train_seconds, 3),
-                        final_train_loss=history["train_loss"])
-    files = [f"{final.name}/{name}" for name in (ckpt.WEIGHTS, ckpt.STATE, ckpt.SIDECAR, ckpt.TOKENIZER)]
-    return finish_stage(out, ref, config=cfg, entry=run_dpo, stats=stats, files=files, started=t0)
+        last[:] = [dpo_loss(chosen, rejected, ref_chosen[rows], ref_rejected[rows], cfg.beta)]
+        return last[0].loss, sum(len(p) + len(c) + len(r) for p, c, r in (encoded[i] for i in rows))
+
+    spec = OptimizerSpec("adamw", cfg.lr, cfg.weight_decay, (0.9, 0.95), muon_lr=cfg.lr, fused=device.type == "cuda")
+    schedule = Schedule(cfg.max_steps, cfg.warmup_steps, cfg.schedule, floor=cfg.min_lr_ratio)
+    batches = PairBatches(len(encoded), cfg.batch_size, cfg.seed)
+    loop = TrainLoop(model, build_optimizers(model, spec), schedule, batches, loss, out, device=device,
+                     grad_clip=cfg.grad_clip, name="dpo",
+                     advice="lower dpo.lr or dpo.beta, or raise dpo.warmup_steps", lora=cfg.lora is not None)
+    history: dict[str, float] = {}
+    if resume is not None:
+        loop.restore(resume)
+        history = ckpt.read_sidecar(resume)["metrics"]
+
+    def report(log) -> None:
+        step, seconds, rewards = loop.state.step, loop.state.train_seconds, last[0]
+        history.update(train_loss=log.loss,
+                       train_reward_acc=float((rewards.chosen_rewards > rewards.rejected_rewards).float().mean()),
+                       train_margin=float((rewards.chosen_rewards - rewards.rejected_rewards).mean()))
+        progress.update("dpo", done=step, total=cfg.max_steps, unit="steps", note=f"loss {log.loss:.3f}",
+                        eta_s=(cfg.max_steps - step) * seconds / step)
+
+    def save() -> Path | None:
+        sidecar = {
+            **start.inherited(),
+            "dpo": cfg.model_dump(mode="json"),
+            "preference_data": {"manifest_sha256": data.manifest_sha256, "path": data.path},
+            "base_checkpoint": {"path": str(start.base_dir), "manifest_sha256": base.manifest_sha256},
+            "tokens_seen": loop.state.tokens_seen, "n_params": start.n_params, "metrics": history,
+        }
+        return loop.save(sidecar, start.base_dir / ckpt.TOKENIZER, keep_last=1)
+
+    loop.fit(on_step=report, save=save, checkpoint_every=cfg.checkpoint_every)
+    if loop.saved_step != loop.state.step:
+        save()
+    state, final = loop.state, ckpt.step_dir(out, loop.state.step)
+    stats = {"pairs": len(encoded), "steps": state.step, "tokens_seen": state.tokens_seen,
+             "train_seconds": round(state.train_seconds, 3), **history}
+    ref = CheckpointRef.at(final, step=state.step, n_params=start.n_params, tokens_seen=state.tokens_seen,
+                           train_seconds=state.train_seconds, final_train_loss=history["train_loss"])
+    return finish_stage(out, ref, config=cfg, entry=run_dpo, stats=stats, files=ckpt.checkpoint_files(final),
+                        started=t0)
 
 
 @task(name="dpo", retries=1)

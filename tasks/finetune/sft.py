@@ -6,9 +6,10 @@ closing `<|end|>`) and -1 elsewhere, which `GPT.forward` ignores. Conversations 
 `seq_len + 1` tokens (first-fit decreasing, padding the rest), so no turn loses its context to a row boundary; one
 longer than a row is cut. As in pretraining, conversations sharing a row are separated by `<|bos|>`.
 
-The trainer's pieces are reused: weights load with `models.checkpoint`, the optimizer is `models.muon.
-build_optimizers` (AdamW), the lr schedule is `tasks.train.train.lr_multiplier`, checkpoints are `models.checkpoint.
-save_checkpoint`. The result is a `CheckpointRef`, so evaluate and register take it unchanged. `resolve_base` turns
+SFT supplies its data (`RowBatches`) and loss to the training kernel (`tasks.train.loop.TrainLoop`: AdamW from
+`models.muon.build_optimizers`, its own `Schedule` with floor `min_lr_ratio`, clipping, the NaN/inf guard, checkpoints
+and exact resume after a kill). The result is a `CheckpointRef`, so evaluate and register take it unchanged.
+`resolve_base` turns
 what the user names (a registry alias `models:/name@alias`, a train stage dir or a checkpoint dir) into the base
 checkpoint and, where known, the token data it was evaluated on and the curated shards it was trained from.
 """
@@ -16,7 +17,6 @@ checkpoint and, where known, the token data it was evaluated on and the curated 
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from pathlib import Path
 from typing import Literal
@@ -73,13 +73,10 @@ def checkpoint_from_dir(path: Path) -> CheckpointRef:
     done = load_done(path, CheckpointRef)
     if done is not None:
         return done
-    sidecar = ckpt.read_sidecar(path)  # raises naming the path when it is no checkpoint
+    ckpt.read_sidecar(path)  # raises naming the path when it is no checkpoint
     # No manifest to hash: the sidecar and weights identify the checkpoint for stage-directory keys.
     digest = file_sha256(path / ckpt.SIDECAR)[:32] + file_sha256(path / ckpt.WEIGHTS)[:32]
-    return CheckpointRef(path=str(path.parent), checkpoint=path.name, manifest_sha256=digest,
-                         tokenizer_file=str((path / ckpt.TOKENIZER).resolve()), step=int(sidecar.get("step", 0)),
-                         n_params=int(sidecar.get("n_params", 0)), tokens_seen=int(sidecar.get("tokens_seen", 0)),
-                         train_seconds=0.0, final_train_loss=float("nan"))
+    return CheckpointRef.of_sidecar(path, digest)
 
 
 def resolve_base(source: str, tracking: TrackingConfig, tokens_dir: str | None = None) -> SFTBase:
@@ -173,108 +170,118 @@ def masked_loss(model, x, y, batch_size: int, device, amp) -> float:
     return total / count if count else float("nan")
 
 
+class RowBatches:
+    """SFT's batch source: `batch_size` packed rows per step, drawn from a fresh seeded permutation per epoch; a
+    batch is a function of its index, so the position a resumed run continues from is that index."""
+
+    def __init__(self, x, y, batch_size: int, seed: int, device):
+        self.x, self.y, self.batch_size, self.seed, self.device, self.index = x, y, batch_size, seed, device, 0
+
+    def rows(self, index: int) -> list[int]:
+        import torch
+
+        first, rows = index * self.batch_size, []
+        while len(rows) < self.batch_size:
+            epoch, offset = divmod(first + len(rows), len(self.x))
+            order = torch.randperm(len(self.x), generator=torch.Generator().manual_seed(self.seed + epoch))
+            rows += order[offset : offset + self.batch_size - len(rows)].tolist()
+        return rows
+
+    def next_batch(self):
+        rows = self.rows(self.index)
+        self.index += 1
+        return self.x[rows].to(self.device), self.y[rows].to(self.device)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"index": self.index}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.index = state["index"]
+
+
 def run_sft(cfg: SFTConfig, base: CheckpointRef, data: ConversationSet, out: Path) -> CheckpointRef:
     import torch
 
     from models import checkpoint as ckpt
-    from models.lora import adapter_state, add_lora, load_adapter_state, merged_state
-    from models.muon import build_optimizers
-    from tasks.train.train import TrainConfig, lr_multiplier
+    from models.lora import add_lora
+    from models.muon import OptimizerSpec, build_optimizers
+    from tasks.train.loop import TrainLoop, load_resumed
+    from tasks.train.schedule import Schedule
 
     t0 = time.time()
     start = start_from(cfg, base, out)
-    base_dir = start.base_dir
-    device, amp, model, tokenizer, n_params = start.device, start.amp, start.model, start.tokenizer, start.n_params
-    for leftover in out.glob(".tmp-step_*"):  # half-written checkpoint of a killed run
-        shutil.rmtree(leftover, ignore_errors=True)
+    device, amp, model, tokenizer = start.device, start.amp, start.model, start.tokenizer
+    ckpt.clear_staging(out)  # half-written checkpoints of a killed run
     resume = ckpt.latest_checkpoint(out)  # a killed run continues from its last checkpoint
+    torch.manual_seed(cfg.seed)  # adapter init and dropout; a resumed run then restores the generator's state
     if cfg.lora is not None:  # a resumed LoRA run is the base plus its saved adapters
         add_lora(model, cfg.lora)
-        if resume is not None:
-            load_adapter_state(model, ckpt.load_state(resume)["lora"])
-    elif resume is not None:
-        ckpt.load_weights(model, resume)
+    load_resumed(model, resume, lora=cfg.lora is not None)
     model.to(device).train()
     seq_len = min(cfg.seq_len or model.config.seq_len, model.config.seq_len)
     x, y, pack_stats = pack(tokenizer, load_conversations(data), seq_len)
     val_x, val_y, _ = pack(tokenizer, load_conversations(data, VAL), seq_len) if data.n_val else (None, None, {})
     if len(x) == 0:
-        raise ValueError(f"no trainable conversation in {data.dir}: every assistant turn was cut off at seq_len={seq_len}")
-    optimizers = build_optimizers(model, "adamw", cfg.lr, cfg.weight_decay, cfg.betas, cfg.lr, device.type == "cuda")
-    schedule = TrainConfig(max_steps=cfg.max_steps, warmup_steps=cfg.warmup_steps, schedule=cfg.schedule,
-                           min_lr_ratio=cfg.min_lr_ratio, lr=cfg.lr)
-    step, tokens_seen, train_seconds = 0, 0, 0.0
+        raise ValueError(
+            f"no trainable conversation in {data.dir}: every assistant turn was cut off at seq_len={seq_len}"
+        )
+
+    def loss(batch):
+        xb, yb = batch
+        with amp:
+            _, mean = model(xb, yb)  # mean over the assistant targets only (y = -1 elsewhere)
+        return mean, int((xb != tokenizer.pad_id).sum())
+
+    spec = OptimizerSpec("adamw", cfg.lr, cfg.weight_decay, cfg.betas, muon_lr=cfg.lr, fused=device.type == "cuda")
+    schedule = Schedule(cfg.max_steps, cfg.warmup_steps, cfg.schedule, floor=cfg.min_lr_ratio)
+    loop = TrainLoop(model, build_optimizers(model, spec), schedule, RowBatches(x, y, cfg.batch_size, cfg.seed, device),
+                     loss, out, device=device, grad_clip=cfg.grad_clip, name="sft",
+                     advice="lower sft.lr or raise sft.warmup_steps", lora=cfg.lora is not None)
+
+    def val_loss() -> float:
+        return masked_loss(model, val_x, val_y, cfg.batch_size, device, amp)
+
     if resume is not None:
-        state = ckpt.load_state(resume)
-        for opt, opt_state in zip(optimizers, state["optimizer"]):
-            opt.load_state_dict(opt_state)
-        step, tokens_seen, train_seconds = state["step"], state["tokens_seen"], state["train_seconds"]
+        loop.restore(resume)
+        history = {k: v for k, v in ckpt.read_sidecar(resume)["metrics"].items() if k != "train_loss"}
+    else:
+        history = {"val_loss_before": val_loss()} if data.n_val else {}
 
-    def batch_rows(at_step: int):
-        """Row indices of step `at_step`: a fresh seeded permutation per epoch, so a resumed run sees the same."""
-        first, rows = at_step * cfg.batch_size, []
-        while len(rows) < cfg.batch_size:
-            epoch, offset = divmod(first + len(rows), len(x))
-            order = torch.randperm(len(x), generator=torch.Generator().manual_seed(cfg.seed + epoch))
-            rows += order[offset : offset + cfg.batch_size - len(rows)].tolist()
-        return rows
+    def evaluate() -> None:
+        history[f"val_loss_step_{loop.state.step}"] = val_loss()
 
-    history = {"val_loss_before": masked_loss(model, val_x, val_y, cfg.batch_size, device, amp)} if data.n_val else {}
-    loss_value = float("nan")
-
-    def save(at_step: int) -> Path:
+    def save() -> Path | None:
         sidecar = {
             **start.inherited(),
             "sft": cfg.model_dump(mode="json"),
             "sft_data": {"manifest_sha256": data.manifest_sha256, "path": data.path},
-            "base_checkpoint": {"path": str(base_dir), "manifest_sha256": base.manifest_sha256},
-            "tokens_seen": tokens_seen,
-            "n_params": n_params,
-            "metrics": {"train_loss": loss_value, **history},
+            "base_checkpoint": {"path": str(start.base_dir), "manifest_sha256": base.manifest_sha256},
+            "tokens_seen": loop.state.tokens_seen,
+            "n_params": start.n_params,
+            "metrics": {"train_loss": loop.state.loss, **history},
         }
-        state = {"step": at_step, "tokens_seen": tokens_seen, "train_seconds": train_seconds,
-                 "optimizer": [opt.state_dict() for opt in optimizers],
-                 **({"lora": adapter_state(model)} if cfg.lora is not None else {})}
-        merged = merged_state(model) if cfg.lora is not None else None  # the checkpoint is a plain model
-        return ckpt.save_checkpoint(out, at_step, model, state, sidecar, base_dir / ckpt.TOKENIZER, keep_last=1,
-                                    model_state=merged)
+        return loop.save(sidecar, start.base_dir / ckpt.TOKENIZER, keep_last=1)
 
-    torch.manual_seed(cfg.seed + step)
-    while step < cfg.max_steps:
-        t_step = time.time()
-        for opt in optimizers:
-            for group in opt.param_groups:
-                group["lr"] = group["base_lr"] * lr_multiplier(schedule, step, 0.0)
-        rows = batch_rows(step)
-        xb, yb = x[rows].to(device), y[rows].to(device)
-        with amp:
-            _, loss = model(xb, yb)  # mean over the assistant targets only (y = -1 elsewhere)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-        for opt in optimizers:
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        step += 1
-        loss_value = loss.item()
-        tokens_seen += int((xb != tokenizer.pad_id).sum())
-        train_seconds += time.time() - t_step
-        progress.update("sft", done=step, total=cfg.max_steps, unit="steps", note=f"loss {loss_value:.3f}",
-                        eta_s=(cfg.max_steps - step) * train_seconds / step)
-        if data.n_val and cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.max_steps:
-            history[f"val_loss_step_{step}"] = masked_loss(model, val_x, val_y, cfg.batch_size, device, amp)
-        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.max_steps:
-            save(step)
+    def report(log) -> None:
+        state = loop.state
+        progress.update("sft", done=state.step, total=cfg.max_steps, unit="steps", note=f"loss {log.loss:.3f}",
+                        eta_s=(cfg.max_steps - state.step) * state.train_seconds / state.step)
+
+    loop.fit(on_step=report, evaluate=evaluate if data.n_val else None, eval_every=cfg.eval_every, save=save,
+             checkpoint_every=cfg.checkpoint_every)
     if data.n_val:
-        history["val_loss"] = masked_loss(model, val_x, val_y, cfg.batch_size, device, amp)
-    final = save(step)
-    stats = {**pack_stats, "steps": step, "tokens_seen": tokens_seen, "train_seconds": round(train_seconds, 3),
-             "final_train_loss": loss_value, "tokens_per_s": round(tokens_seen / max(train_seconds, 1e-9), 1),
+        history["val_loss"] = val_loss()
+    if loop.saved_step != loop.state.step:
+        save()
+    state, final = loop.state, ckpt.step_dir(out, loop.state.step)
+    stats = {**pack_stats, "steps": state.step, "tokens_seen": state.tokens_seen,
+             "train_seconds": round(state.train_seconds, 3), "final_train_loss": state.loss,
+             "tokens_per_s": round(state.tokens_seen / max(state.train_seconds, 1e-9), 1),
              **{k: v for k, v in history.items() if not math.isnan(v)}}
-    ref = CheckpointRef(path=str(out), checkpoint=final.name, tokenizer_file=str((final / ckpt.TOKENIZER).resolve()),
-                        step=step, n_params=n_params, tokens_seen=tokens_seen,
-                        train_seconds=round(train_seconds, 3), final_train_loss=loss_value)
-    files = [f"{final.name}/{name}" for name in (ckpt.WEIGHTS, ckpt.STATE, ckpt.SIDECAR, ckpt.TOKENIZER)]
-    return finish_stage(out, ref, config=cfg, entry=run_sft, stats=stats, files=files, started=t0)
+    ref = CheckpointRef.at(final, step=state.step, n_params=start.n_params, tokens_seen=state.tokens_seen,
+                           train_seconds=state.train_seconds, final_train_loss=state.loss)
+    return finish_stage(out, ref, config=cfg, entry=run_sft, stats=stats, files=ckpt.checkpoint_files(final),
+                        started=t0)
 
 
 @task(name="resolve-sft-base", retries=1)

@@ -1,4 +1,4 @@
-"""Import stage: a hub id, HF directory or GGUF file → an lmforge checkpoint (`step_000000/`) of the `gpt` arch.
+"""Import stage: a hub id, HF directory or GGUF file → an lmforge checkpoint (of step 0) of the `gpt` arch.
 
 The checkpoint is like any other (safetensors weights in HF names, sidecar, tokenizer), so train (`init_from`),
 SFT, evaluate, register, export and serve take it unchanged. Its tokenizer is the base model's own, saved with its
@@ -76,10 +76,8 @@ def save_import(pretrained: Pretrained, cfg: ImportConfig, out: Path, started: f
         "metrics": {},
     }
     final = ckpt.save_checkpoint(out, 0, model, {"step": 0}, sidecar, tokenizer_file, keep_last=1)
-    ref = CheckpointRef(path=str(out), checkpoint=final.name, tokenizer_file=str((final / ckpt.TOKENIZER).resolve()),
-                        step=0, n_params=model.num_params(), tokens_seen=0, train_seconds=0.0,
-                        final_train_loss=float("nan"))
-    files = [f"{final.name}/{p.name}" for p in sorted(final.iterdir()) if p.is_file()]
+    ref = CheckpointRef.at(final, step=0, n_params=model.num_params())
+    files = ckpt.checkpoint_files(final)
     stats = {"params": model.num_params(), "layers": pretrained.config.n_layer, "vocab_size": pretrained.config.vocab_size,
              "source": source, "document_token": pretrained.tokenizer.spec.document_token}
     progress.finish("import", f"{model.num_params() / 1e6:.1f} M parameters from {source['kind']} ({source['license']})")

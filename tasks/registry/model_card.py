@@ -42,7 +42,9 @@ def provenance(tracking: TrackingConfig, run_id: str) -> list[str]:
 
 
 def read_sidecar(ckpt: CheckpointRef) -> dict[str, Any]:
-    path = ckpt.dir / ckpt.checkpoint / "sidecar.json"
+    from models.checkpoint import SIDECAR
+
+    path = ckpt.dir / ckpt.checkpoint / SIDECAR
     return json.loads(path.read_text()) if path.is_file() else {}
 
 

@@ -63,19 +63,8 @@ def resolve_checkpoint(source: str, tmp: Path, tracking: TrackingConfig | None =
 def base_ref(base: str, tracking: TrackingConfig) -> CheckpointRef:
     """The base as a CheckpointRef: a checkpoint directory, or a registered model fetched into
     `$LMFORGE_HOME/bases/`; its weights' sha256 keys the stage directories built on it."""
-    from models.checkpoint import read_sidecar
+    from models.checkpoint import WEIGHTS
 
     dest = lmforge_home() / "bases" / hashlib.sha256(base.encode()).hexdigest()[:16]
     path = resolve_checkpoint(base, dest, tracking)
-    sidecar = read_sidecar(path)
-    return CheckpointRef(
-        path=str(path.parent),
-        checkpoint=path.name,
-        tokenizer_file=str(path / "tokenizer.json"),
-        step=int(sidecar.get("step", 0)),
-        n_params=int(sidecar.get("n_params", 0)),
-        tokens_seen=int(sidecar.get("tokens_seen", 0)),
-        train_seconds=0.0,
-        final_train_loss=float("nan"),
-        manifest_sha256=file_sha256(path / "model.safetensors"),
-    )
+    return CheckpointRef.of_sidecar(path, manifest_sha256=file_sha256(path / WEIGHTS))

@@ -1,15 +1,20 @@
-"""The train stage's config (`TrainConfig`, what the CLI, the Prefect form and MLflow params show) and its lr
-schedule (`lr_multiplier`), shared by the trainer (`state.TrainRun`) and the sweep's trials."""
+"""The train stage's config (`TrainConfig`, what the CLI, the Prefect form and MLflow params show), the checks of
+its fields against each other and against the run's placement, and what it asks of the training kernel: the lr
+schedule (`lr_schedule`, `lr_multiplier`) and the optimizers (`optimizer_spec`); shared by the trainer
+(`state.TrainRun`) and the sweep's trials."""
 
 from __future__ import annotations
 
-import math
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.gpt import ModelConfig
 from models.lora import LoraConfig
+from tasks.train.schedule import Schedule
+
+if TYPE_CHECKING:
+    from models.muon import OptimizerSpec
 
 
 class TrainConfig(BaseModel):
@@ -106,17 +111,38 @@ class TrainConfig(BaseModel):
     )
 
 
+    @model_validator(mode="after")
+    def _lora_needs_a_base(self) -> TrainConfig:
+        if self.lora is not None and self.init_from is None:
+            raise ValueError("train.lora adapts a pretrained model: set train.init_from (an imported base or "
+                             "checkpoint)")
+        return self
+
+    def check_placement(self, sharded: bool, float16: bool) -> None:
+        """Refuse what the run's placement cannot do (known only once the ranks are up: FSDP shards only on
+        several ranks)."""
+        if self.optimizer == "muon" and sharded:
+            raise ValueError("train.optimizer=muon needs whole matrices; use train.distributed=ddp")
+        if float16 and sharded:
+            raise ValueError("train.dtype=float16 needs a gradient scaler FSDP2 does not have; use bfloat16 or ddp")
+        if self.lora is not None and sharded:
+            raise ValueError("train.lora adapts a pretrained model on one process or DDP: set "
+                             "train.distributed=ddp")
+
+    def lr_schedule(self) -> Schedule:
+        return Schedule(max_steps=self.max_steps, warmup_steps=self.warmup_steps, shape=self.schedule,
+                        floor=self.min_lr_ratio, decay_fraction=self.decay_fraction, max_seconds=self.max_seconds)
+
+    def optimizer_spec(self, fused: bool) -> OptimizerSpec:
+        from models.muon import OptimizerSpec
+
+        return OptimizerSpec(
+            kind=self.optimizer, lr=self.lr, weight_decay=self.weight_decay, betas=self.betas, muon_lr=self.muon_lr,
+            fused=fused, embed_lr=self.embed_lr, head_lr=self.head_lr, cautious=self.cautious_weight_decay,
+            embed_weight_decay=self.embed_weight_decay, scalar_lr=self.scalar_lr, muon_variant=self.muon_variant,
+        )
+
+
 def lr_multiplier(cfg: TrainConfig, step: int, elapsed: float) -> float:
     """Schedule factor for `step` (0-based); with a time budget the decay follows whichever runs out first."""
-    if step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(cfg.max_steps - cfg.warmup_steps, 1)  # decay spans the post-warmup run
-    if cfg.max_seconds:
-        progress = max(progress, elapsed / cfg.max_seconds)
-    progress = min(progress, 1.0)
-    if cfg.schedule == "constant":
-        return 1.0
-    if cfg.schedule == "wsd":
-        start = 1.0 - cfg.decay_fraction
-        return 1.0 if progress < start else 1.0 - (1.0 - cfg.min_lr_ratio) * (progress - start) / cfg.decay_fraction
-    return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return cfg.lr_schedule().multiplier(step, elapsed)

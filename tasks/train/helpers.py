@@ -1,5 +1,5 @@
 """Helpers of the train stage: val loss over the held-out shards, the metric log (log.jsonl + MLflow batches),
-memory readings and restoring optimizer states."""
+memory readings."""
 
 from __future__ import annotations
 
@@ -67,22 +67,9 @@ class MetricLog:
             self.buffer = []
 
 
-NO_STEP = float("inf")  # "no non-finite loss yet" (min over ranks picks the earliest real step)
-
-
 def max_rss_gib() -> float:
     """This process's peak resident memory so far (Linux reports KiB): the honest CPU figure; no per-step peak."""
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
-
-def load_optimizer_states(optimizers: list, states: list[dict], checkpoint: Path) -> None:
-    """Restore single-process / DDP optimizer states; FSDP checkpoints keep theirs sharded (see train.py)."""
-    if len(states) != len(optimizers):
-        raise ValueError(
-            f"{checkpoint} holds its optimizer state sharded (an FSDP run): resume it with train.distributed=fsdp "
-            "under torchrun, or start a new run with train.init_from=<checkpoint dir> to continue from its weights"
-        )
-    for opt, state in zip(optimizers, states):
-        opt.load_state_dict(state)

@@ -7,8 +7,8 @@ with SIGKILL and restarted on the same `out` continues from the last checkpoint 
 uninterrupted run (unless `max_seconds` is set: a time budget depends on the clock). The Prefect task's retry relies
 on this. Under several ranks, gradients are reduced once per optimizer step and rank 0's clock drives the schedule
 and the time budget. A NaN/inf loss stops the run before anything is saved from it. Logs loss, lr, grad norm,
-tokens/s, MFU and peak memory to MLflow in batches. The run's state and its step / evaluate / save functions are
-`state.TrainRun`; the config and lr schedule are `config.py`.
+tokens/s, MFU and peak memory to MLflow in batches. The loop is the training kernel (`loop.TrainLoop`); what
+pretraining supplies to it is `state.TrainRun`; the config is `config.py`.
 """
 
 from __future__ import annotations
@@ -32,13 +32,7 @@ def run_train(cfg: TrainConfig, tokens: TokenSet, out: Path, tracking: Tracking 
 
     run = TrainRun(cfg, tokens, out, tracking)  # the run's state, restored from out's latest checkpoint if any
     try:
-        while run.running():
-            run.train_step()
-            if run.due(cfg.eval_every) and run.step < cfg.max_steps:
-                run.evaluate()
-            if run.due(cfg.checkpoint_every):
-                run.save()
-        run.end_loop()
+        run.fit()
     finally:
         run.close()
     return run.finish(entry=run_train)

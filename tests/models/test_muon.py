@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from models.gpt import ModelConfig, build_model
-from models.muon import Muon, build_optimizers, muon_momentum
+from models.muon import Muon, OptimizerSpec, build_optimizers, muon_momentum
 
 
 def tiny(tie: bool):
@@ -16,7 +16,8 @@ def tiny(tie: bool):
 
 def test_untied_embedding_and_head_get_their_own_lrs_and_muon_the_block_matrices():
     model = tiny(tie=False)
-    adam, muon = build_optimizers(model, "muon", 3e-3, 0.1, (0.9, 0.95), 0.02, False, embed_lr=0.6, head_lr=0.016)
+    spec = OptimizerSpec("muon", 3e-3, 0.1, (0.9, 0.95), 0.02, embed_lr=0.6, head_lr=0.016)
+    adam, muon = build_optimizers(model, spec)
     lr_of = {id(p): g["base_lr"] for g in adam.param_groups for p in g["params"]}
     assert lr_of[id(model.model.embed_tokens.weight)] == 0.6 and lr_of[id(model.lm_head.weight)] == 0.016
     assert lr_of[id(model.model.norm.weight)] == 3e-3
@@ -24,7 +25,8 @@ def test_untied_embedding_and_head_get_their_own_lrs_and_muon_the_block_matrices
     assert id(model.model.layers[0].mlp.up_proj.weight) in blocks and not blocks & set(lr_of)
     # a tied matrix is both: it keeps the shared lr
     tied = tiny(tie=True)
-    (adam,) = build_optimizers(tied, "adamw", 3e-3, 0.1, (0.9, 0.95), 0.02, False, embed_lr=0.6, head_lr=0.016)
+    (adam,) = build_optimizers(tied, OptimizerSpec("adamw", 3e-3, 0.1, (0.9, 0.95), 0.02, embed_lr=0.6,
+                                                   head_lr=0.016))
     assert {g["base_lr"] for g in adam.param_groups} == {3e-3}
 
 
@@ -108,8 +110,9 @@ def test_nanochat_extras_get_their_own_rates():
     torch.manual_seed(0)
     model = build_model(ModelConfig(n_layer=2, n_embd=32, n_head=2, n_kv_head=2, seq_len=8, vocab_size=50,
                                     tie_embeddings=False, value_embeds=True, residual_scalars=True))
-    adam, muon = build_optimizers(model, "muon", 3e-3, 0.1, (0.9, 0.95), 0.02, False, embed_lr=0.6, head_lr=0.016,
-                                  embed_weight_decay=0.001, scalar_lr=0.5, muon_variant="normuon")
+    spec = OptimizerSpec("muon", 3e-3, 0.1, (0.9, 0.95), 0.02, embed_lr=0.6, head_lr=0.016,
+                         embed_weight_decay=0.001, scalar_lr=0.5, muon_variant="normuon")
+    adam, muon = build_optimizers(model, spec)
     rate = {id(p): (g["base_lr"], g["weight_decay"]) for g in adam.param_groups for p in g["params"]}
     decoder = model.model
     assert rate[id(decoder.embed_tokens.weight)] == (0.6, 0.001) and rate[id(model.lm_head.weight)] == (0.016, 0.001)

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from lm_fixtures import checkpoint_ref, tiny_gpt, tiny_tokenizer, write_checkpoint
+from resume_fixtures import assert_same, assert_same_checkpoint, kill_after
 
 from tasks.finetune.classify import ClassifyConfig, read_examples, register_classifier, run_classify
 from tasks.finetune.classify_metrics import classification_metrics, confusion_matrix
@@ -202,3 +203,26 @@ def test_read_examples_names_the_line_that_is_not_json(tmp_path):
     bad.write_text('["text", "label"]\n')
     with pytest.raises(ValueError, match=r"broken\.jsonl:1: expected a JSON object, got list"):
         read_examples(bad)
+
+
+@pytest.mark.slow
+def test_sigkill_and_resume_equals_an_uninterrupted_run(setup, tmp_path):
+    from safetensors.torch import load_file
+
+    from models.checkpoint import step_dirs
+    from tasks.finetune.classify import CHECKPOINTS, CLASSIFIER_DIR
+
+    _tmp, base, train, val = setup  # 180 rows, 16 a step: 12 steps an epoch (dropout 0.1: the RNG resumes too)
+    cfg = ClassifyConfig(base="unused", train_file=str(train), val_file=str(val), epochs=2, batch_size=16, max_len=16,
+                         lr=1e-3, head_lr=1e-2, seed=0, device="cpu", checkpoint_every=4)
+    whole = run_classify(cfg, base, tmp_path / "whole")
+    out = tmp_path / "killed"
+    done = kill_after(run_classify, [cfg, base], out, "step_000008", steps_dir=out / CHECKPOINTS)
+    assert done and "step_000024" not in done and not (out / "manifest.json").exists(), done
+    resumed = run_classify(cfg, base, out)
+    assert resumed.metrics == whole.metrics
+    last = [p.name for p in step_dirs(whole.dir / CHECKPOINTS)]
+    assert last == ["step_000024"] == [p.name for p in step_dirs(resumed.dir / CHECKPOINTS)]
+    assert_same_checkpoint(whole.dir / CHECKPOINTS / last[0], resumed.dir / CHECKPOINTS / last[0])
+    a, b = (load_file(str(ref.dir / CLASSIFIER_DIR / "classifier.safetensors")) for ref in (whole, resumed))
+    assert_same(a, b, "classifier")

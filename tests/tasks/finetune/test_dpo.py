@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from lm_fixtures import checkpoint_ref, tiny_gpt, tiny_tokenizer, write_checkpoint
+from resume_fixtures import assert_same_checkpoint, assert_stopped_before_saving, kill_after
 
 from models.chat import encode_chat
 from models.lora import LoraConfig
@@ -70,3 +71,28 @@ def test_dpo_makes_held_out_chosen_answers_win(setup, lora):
     assert sidecar["base_checkpoint"]["path"] == str(base.dir / base.checkpoint) and sidecar["dpo"]["beta"] == 0.5
     assert not torch.equal(tuned.lm_head.weight, model.lm_head.weight) or lora is not None
     assert set(tuned.state_dict()) == set(model.state_dict())  # LoRA: a plain (merged) checkpoint
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lora", [None, LoraConfig(rank=4, alpha=8.0)], ids=["full", "lora"])
+def test_sigkill_and_resume_equals_an_uninterrupted_run(setup, tmp_path, lora):
+    _, _, _, base, data, _ = setup
+    cfg = DPOConfig(beta=0.5, max_steps=12, batch_size=4, lr=3e-3, warmup_steps=2, checkpoint_every=4, device="cpu",
+                    threads=1, lora=lora)
+    whole = run_dpo(cfg, base, data, tmp_path / "whole")
+    out = tmp_path / "killed"
+    done = kill_after(run_dpo, [cfg, base, data], out, "step_000004")
+    assert done and "step_000012" not in done and not (out / "manifest.json").exists(), done
+    resumed = run_dpo(cfg, base, data, out)  # its reference comes from the base, not from its resumed weights
+    assert resumed.step == 12 and resumed.tokens_seen == whole.tokens_seen
+    assert resumed.final_train_loss == whole.final_train_loss
+    assert_same_checkpoint(whole.dir / whole.checkpoint, resumed.dir / resumed.checkpoint)
+
+
+def test_a_diverging_run_stops_before_saving_its_nan_step(setup, tmp_path):
+    _, _, _, base, data, _ = setup  # fp16 autocast and an absurd lr: the log-probs overflow, for real
+    cfg = DPOConfig(max_steps=30, batch_size=4, lr=1000.0, warmup_steps=0, grad_clip=0, checkpoint_every=1,
+                    dtype="float16", device="cpu", threads=1)
+    with pytest.raises(FloatingPointError, match=r"dpo loss became NaN/inf at step \d+") as err:
+        run_dpo(cfg, base, data, tmp_path / "dpo")
+    assert_stopped_before_saving(err.value, tmp_path / "dpo")

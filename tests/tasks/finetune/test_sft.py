@@ -7,8 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from lm_fixtures import checkpoint_ref, tiny_gpt, tiny_tokenizer, write_checkpoint
+from resume_fixtures import assert_same_checkpoint, assert_stopped_before_saving, kill_after
 
 from models.chat import encode_chat
+from models.lora import LoraConfig
 from tasks.core.artifacts import finish_stage
 from tasks.core.tracking import TrackingConfig
 from tasks.finetune.sft import SFTConfig, pack, resolve_base, run_sft
@@ -157,3 +159,33 @@ def test_a_killed_run_resumes_to_the_same_weights(tokenizer, tmp_path: Path, mon
     a = load_file(str(whole.dir / whole.checkpoint / ckpt.WEIGHTS))
     b = load_file(str(resumed.dir / resumed.checkpoint / ckpt.WEIGHTS))
     assert all(torch.equal(a[name], b[name]) for name in a)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lora", [None, LoraConfig(rank=4, alpha=8.0)], ids=["full", "lora"])
+def test_sigkill_and_resume_equals_an_uninterrupted_run(tokenizer, tmp_path: Path, lora):
+    model = tiny_gpt(tokenizer.vocab_size, seq_len=128)
+    base = checkpoint_ref(write_checkpoint(tmp_path / "base", model, tokenizer), model)
+    data = conversation_set(tmp_path / "data", CONVERSATIONS, CONVERSATIONS[:1])
+    cfg = SFTConfig(max_steps=12, batch_size=2, checkpoint_every=4, eval_every=4, device="cpu", threads=1, lora=lora)
+    whole = run_sft(cfg, base, data, tmp_path / "whole")
+    out = tmp_path / "killed"
+    done = kill_after(run_sft, [cfg, base, data], out, "step_000004")
+    assert done and "step_000012" not in done and not (out / "manifest.json").exists(), done
+    resumed = run_sft(cfg, base, data, out)
+    assert resumed.step == 12 and resumed.tokens_seen == whole.tokens_seen
+    assert resumed.final_train_loss == whole.final_train_loss
+    assert_same_checkpoint(whole.dir / whole.checkpoint, resumed.dir / resumed.checkpoint)
+    assert resumed.manifest()["stats"]["val_loss"] == whole.manifest()["stats"]["val_loss"]
+
+
+def test_a_diverging_run_stops_before_saving_its_nan_step(tokenizer, tmp_path: Path):
+    # fp16 autocast and an absurd lr: the logits overflow to inf within a few steps, for real
+    model = tiny_gpt(tokenizer.vocab_size, seq_len=128)
+    base = checkpoint_ref(write_checkpoint(tmp_path / "base", model, tokenizer), model)
+    data = conversation_set(tmp_path / "data", CONVERSATIONS, [])
+    cfg = SFTConfig(max_steps=30, batch_size=2, checkpoint_every=1, lr=1000.0, warmup_steps=0, grad_clip=0,
+                    dtype="float16", device="cpu", threads=1)
+    with pytest.raises(FloatingPointError, match=r"sft loss became NaN/inf at step \d+") as err:
+        run_sft(cfg, base, data, tmp_path / "sft")
+    assert_stopped_before_saving(err.value, tmp_path / "sft")

@@ -29,7 +29,7 @@ PRELUDE = """
 import json, os, sys, time
 sys.argv = [sys.argv[0], *{args!r}]
 import tasks.core.tokens
-import tasks.train.state as state
+import tasks.train.schedule as schedule
 import tasks.train.train as train
 rank = int(os.environ["RANK"])
 next_window = tasks.core.tokens.TokenLoader.next_window
@@ -37,13 +37,13 @@ def slowed(self):
     time.sleep({delay!r} * (1 + rank))  # rank 1 reads slower: its own clock would run ahead of rank 0's
     return next_window(self)
 tasks.core.tokens.TokenLoader.next_window = slowed
-schedule = state.lr_multiplier  # what TrainRun.train_step calls
-def recorded(cfg, step, elapsed):
-    mult = schedule(cfg, step, elapsed)
+multiplier = schedule.Schedule.multiplier  # what the training kernel's step calls
+def recorded(self, step, elapsed=0.0):
+    mult = multiplier(self, step, elapsed)
     with open(os.path.join({out!r}, f"schedule-rank{{rank}}.jsonl"), "a") as f:
         f.write(json.dumps([step, elapsed, mult]) + "\\n")
     return mult
-state.lr_multiplier = recorded
+schedule.Schedule.multiplier = recorded
 train.main()
 """
 

@@ -4,15 +4,11 @@ Two-rank DDP/FSDP runs are in test_distributed.py."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from resume_fixtures import assert_same_checkpoint, kill_after
 from safetensors.torch import load_file
 from token_fixtures import TINY_MODEL, tiny_train_config
 
@@ -20,7 +16,6 @@ from models.checkpoint import load_model, step_dirs
 from models.gpt import ModelConfig
 from tasks.train.train import TrainConfig, lr_multiplier, run_train
 
-REPO = Path(__file__).resolve().parents[3]
 TINY = ModelConfig(**TINY_MODEL)
 
 
@@ -93,22 +88,6 @@ def test_a_diverging_run_stops_at_the_nan_step_and_keeps_the_last_good_checkpoin
     assert logged == [2]  # the curve up to the failure is kept; no row from the NaN step
 
 
-SLOW_RUN = """
-import sys, time, json
-sys.path.insert(0, {tests!r})
-from pathlib import Path
-import tasks.core.tokens
-from tasks.core.artifacts import TokenSet
-from tasks.train.train import TrainConfig, run_train
-original = tasks.core.tokens.TokenLoader.next_window
-def slow(self):  # slow each step down so the test can kill the run between checkpoints
-    time.sleep(0.15)
-    return original(self)
-tasks.core.tokens.TokenLoader.next_window = slow
-run_train(TrainConfig.model_validate_json({cfg!r}), TokenSet.model_validate_json({tokens!r}), Path({out!r}))
-"""
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])
 def test_sigkill_and_resume_is_bit_identical(tokens, tmp_path, optimizer):
@@ -119,22 +98,14 @@ def test_sigkill_and_resume_is_bit_identical(tokens, tmp_path, optimizer):
                 model=TINY.model_copy(update={"dropout": 0.1, **extras}))
     reference = run_train(cfg, tokens, tmp_path / "straight")
     out = tmp_path / "killed"
-    script = SLOW_RUN.format(
-        tests=str(Path(__file__).parent), cfg=cfg.model_dump_json(), tokens=tokens.model_dump_json(), out=str(out)
-    )
-    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO)
-    deadline = time.time() + 120
-    while not (out / "step_000004").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    done = [p.name for p in step_dirs(out)]
+    done = kill_after(run_train, [cfg, tokens], out, "step_000004")
     assert done and "step_000012" not in done and not (out / "manifest.json").exists(), done
     resumed = run_train(cfg, tokens, out)
     assert resumed.manifest()["stats"]["resumed_from_step"] in (4, 8)
     a, b = weights(reference.dir / reference.checkpoint), weights(resumed.dir / resumed.checkpoint)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert resumed.final_train_loss == reference.final_train_loss
+    assert_same_checkpoint(reference.dir / reference.checkpoint, resumed.dir / resumed.checkpoint)  # + optimizer
 
 
 @pytest.mark.slow  # importing MLflow alone takes ~10 s here
