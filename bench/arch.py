@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 
 from bench.train import Contender, demo_tokens, tiny_model
-from models.gpt import ModelConfig, build_model
+from models.architectures.registry import ModelConfig, build_model
 from tasks.train.train import TrainConfig
 
 LR = {"gpt": 3e-3, "gpt2": 2e-3, "rnn": 3e-3, "gcnn": 3e-3}  # AdamW peak lr per arch (gpt/gpt2 as bench/train.py)

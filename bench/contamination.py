@@ -108,7 +108,7 @@ def documents(texts: list[str]):
 
 def decode_and_scan(index: NGramIndex, texts: list[str]):
     """The evaluate stage's read: token documents decoded, then scanned (encoding, done once, is not timed)."""
-    from models.tokenizer import Tokenizer
+    from models.text.tokenizer import Tokenizer
 
     tokenizer = Tokenizer.train(texts[:2000], vocab_size=4096, min_frequency=2)
     encoded = tokenizer.encode_batch(texts)

@@ -166,8 +166,8 @@ def run_lmforge(model: Any, tokenizer: Any, bundle: Path, max_per_task: int, max
 def tiny_model(bundle: Path) -> tuple[Any, Any]:
     import torch
 
-    from models.gpt import ModelConfig, build_model
-    from models.tokenizer import Tokenizer
+    from models.architectures.registry import ModelConfig, build_model
+    from models.text.tokenizer import Tokenizer
     from tasks.evaluate.core import core_item_texts
 
     texts = [text for pairs in core_item_texts(bundle, 20).values() for _, text in pairs]
@@ -261,7 +261,7 @@ def main() -> None:
         model, tokenizer = tiny_model(args.bundle)
     else:
         from bench.eval_compare import lmforge_checkpoint
-        from models.checkpoint import load_model
+        from models.weights.checkpoint import load_model
         from tasks.pretrained.importer import smollm2_source
 
         model, tokenizer, _ = load_model(lmforge_checkpoint(smollm2_source()))

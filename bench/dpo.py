@@ -33,8 +33,8 @@ DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "pref" /
 def main() -> None:
     import torch
 
-    from models.checkpoint import load_model
-    from models.lora import LoraConfig
+    from models.optimisation.lora import LoraConfig
+    from models.weights.checkpoint import load_model
     from tasks.core.artifacts import CheckpointRef, finish_stage, load_done
     from tasks.finetune.dpo import DPOConfig, run_dpo
     from tasks.finetune.pref_data import PreferenceSet, read_pairs

@@ -155,7 +155,7 @@ def main() -> None:
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     import torch
 
-    from models.checkpoint import load_model
+    from models.weights.checkpoint import load_model
     from tasks.evaluate.lm_eval_adapter import LmforgeLM
     from tasks.pretrained.importer import smollm2_source
 

@@ -19,14 +19,14 @@ SHARED = ROOT.parent / "shared" / "data" / "eval"
 
 def load(args: argparse.Namespace):
     if args.checkpoint:
-        from models.checkpoint import load_model
+        from models.weights.checkpoint import load_model
 
         model, tokenizer, _ = load_model(args.checkpoint, device=args.device)
         return model, tokenizer
     import tempfile
     from pathlib import Path
 
-    from models.checkpoint import load_model
+    from models.weights.checkpoint import load_model
     from tasks.core.tracking import TrackingConfig
     from tasks.registry.resolve import resolve_checkpoint
 

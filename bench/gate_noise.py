@@ -41,7 +41,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)  # the machine's cores are shared
-    from models.gpt import ModelConfig
+    from models.architectures.registry import ModelConfig
     from tasks.core.artifacts import ShardSet
     from tasks.evaluate.evaluate import EvalConfig, run_evaluate
     from tasks.evaluate.items import load_items

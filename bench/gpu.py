@@ -4,7 +4,7 @@ and FSDP2 on all of them (bf16 autocast + torch.compile, short runs of the real 
 Runs `tasks.train.train.run_train` (1 GPU, in this process) and the train task's own torchrun launch
 (`tasks.train.launch`, DDP and FSDP) on synthetic token shards (uniform random ids: throughput does not depend on the
 text), so it needs nothing from the network. MFU = flops_per_token x tokens/s / (GPUs x peak bf16 FLOP/s), with
-flops_per_token = 6 N_matmul + 12 L H D T (PaLM appendix B, as nanoGPT) and the peak from `models.flops`'s
+flops_per_token = 6 N_matmul + 12 L H D T (PaLM appendix B, as nanoGPT) and the peak from `models.hardware.flops`'s
 exact-name table (a GPU missing there prints n/a). Steps up to `--skip` (compilation) are left out of the medians;
 peak memory is CUDA's max allocated per log window, the largest window's.
 
@@ -39,7 +39,7 @@ def gpt_124m_model():
 
 
 def synthetic_tokens(root: Path, n_tokens: int, vocab_size: int):
-    from models.tokenizer import Tokenizer
+    from models.text.tokenizer import Tokenizer
     from tasks.core.artifacts import TokenSet, finish_stage
     from tasks.core.tokens import write_bin
 

@@ -107,7 +107,7 @@ def find_checkpoint(args: argparse.Namespace) -> Path:
 
 
 def main() -> None:
-    from models.checkpoint import load_model
+    from models.weights.checkpoint import load_model
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", help="checkpoint directory (step_*)")

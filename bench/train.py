@@ -16,7 +16,7 @@ import contextlib
 import time
 from pathlib import Path
 
-from models.gpt import ModelConfig
+from models.architectures.registry import ModelConfig
 from tasks.core.artifacts import lmforge_home
 from tasks.train.train import TrainConfig
 
@@ -75,7 +75,7 @@ def speed(tokens, steps: int = 12) -> list[tuple[str, int, float]]:
     """(mode, threads, tokens/s) of forward + backward + AdamW on batches of 16 x seq_len."""
     import torch
 
-    from models.gpt import build_model
+    from models.architectures.registry import build_model
     from tasks.core.tokens import TokenLoader
 
     rows = []
@@ -106,8 +106,8 @@ class Contender:
     def __init__(self, name: str, cfg: TrainConfig, tokens):
         import torch
 
-        from models.gpt import build_model
-        from models.muon import OptimizerSpec, build_optimizers
+        from models.architectures.registry import build_model
+        from models.optimisation.muon import OptimizerSpec, build_optimizers
         from tasks.core.tokens import TokenLoader
 
         torch.manual_seed(cfg.seed)

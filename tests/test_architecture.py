@@ -31,9 +31,9 @@ def test_a_model_module_importing_a_stage_breaks_the_build(tmp_path):
     for name in ("flows", "infra", "tasks", "models"):
         shutil.copytree(ROOT / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", copy / "pyproject.toml")
-    with open(copy / "models" / "generate.py", "a") as f:
+    with open(copy / "models" / "inference" / "generate.py", "a") as f:
         f.write("\n\ndef _leak():\n    from tasks.core.artifacts import lmforge_home\n\n    return lmforge_home()\n")
     result = lint_imports(copy)
     assert result.returncode != 0
     assert "Imports point down: flows -> infra -> tasks -> models BROKEN" in result.stdout
-    assert "models.generate -> tasks.core.artifacts" in result.stdout
+    assert "models.inference.generate -> tasks.core.artifacts" in result.stdout

@@ -70,7 +70,7 @@ TINY_MODEL = {"n_layer": 2, "n_embd": 32, "n_head": 2, "n_kv_head": 1, "seq_len"
 
 def tiny_train_config(**overrides):
     """A TrainConfig for a 2-layer, 32-wide model on these token sets: a run takes seconds on one thread."""
-    from models.gpt import ModelConfig
+    from models.architectures.registry import ModelConfig
     from tasks.train.train import TrainConfig
 
     base = dict(

@@ -16,8 +16,8 @@ def cmd_eval(args: argparse.Namespace, state: RunState) -> int:
     import json
     import tempfile
 
-    from models.checkpoint import load_model
-    from models.devices import resolve_device
+    from models.hardware.devices import resolve_device
+    from models.weights.checkpoint import load_model
     from tasks.evaluate.evaluate import EvalConfig, evaluate_model
     from tasks.registry.resolve import resolve_checkpoint
 

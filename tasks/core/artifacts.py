@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.files import file_sha256, write_json_atomic  # one writer and hash for manifests and sidecars
+from models.weights.files import file_sha256, write_json_atomic  # one writer and hash for manifests and sidecars
 from tasks.core.stage_code import code_version
 
 MANIFEST = "manifest.json"
@@ -111,7 +111,7 @@ class CheckpointRef(StageRef):
     def at(cls, checkpoint_dir: Path, *, step: int, n_params: int, tokens_seen: int = 0, train_seconds: float = 0.0,
            final_train_loss: float = float("nan"), manifest_sha256: str = "") -> CheckpointRef:
         """The ref of the checkpoint directory `checkpoint_dir` (a run's `step_…/`), its tokenizer the one inside."""
-        from models.checkpoint import TOKENIZER
+        from models.weights.checkpoint import TOKENIZER
 
         return cls(path=str(checkpoint_dir.parent), checkpoint=checkpoint_dir.name, manifest_sha256=manifest_sha256,
                    tokenizer_file=str((checkpoint_dir / TOKENIZER).resolve()), step=step, n_params=n_params,
@@ -121,7 +121,7 @@ class CheckpointRef(StageRef):
     def of_sidecar(cls, checkpoint_dir: Path, manifest_sha256: str) -> CheckpointRef:
         """The ref of a checkpoint directory with no stage manifest beside it, from its sidecar (which raises
         naming the path when it is no checkpoint): an exported or registered model, one `step_…` dir."""
-        from models.checkpoint import read_sidecar
+        from models.weights.checkpoint import read_sidecar
 
         sidecar = read_sidecar(checkpoint_dir)
         return cls.at(checkpoint_dir, step=int(sidecar.get("step", 0)), n_params=int(sidecar.get("n_params", 0)),

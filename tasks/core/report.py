@@ -109,7 +109,7 @@ def checkpoint_source(checkpoint: CheckpointRef) -> dict[str, Any]:
     """Where an adapted model's base weights came from (the import stage's record in the sidecar)."""
     import json
 
-    from models.checkpoint import SIDECAR
+    from models.weights.checkpoint import SIDECAR
 
     sidecar = checkpoint.dir / checkpoint.checkpoint / SIDECAR
     return json.loads(sidecar.read_text()).get("source", {}) if sidecar.is_file() else {}

@@ -4,8 +4,8 @@ A stage's code starts at the module that defines its entry function (`run_curate
 takes in every project module that module imports, closed over the import graph, walked with `ast` from the source
 files themselves, so nothing is imported and no list is kept by hand. Imports inside functions count (heavy
 dependencies load lazily), and so does a string naming a project module, the target of `importlib`
-(`models.gpt.ARCHS` names `"models.rnn:RNNLM"`). Importing `a.b.c` runs `a/__init__.py` and `a/b/__init__.py` too,
-so those are part of the code; a sibling module nobody imports is not.
+(`models.architectures.registry.ARCHS` names `"models.architectures.rnn:RNNLM"`). Importing `a.b.c` runs `a/__init__.py`
+and `a/b/__init__.py` too, so those are part of the code; a sibling module nobody imports is not.
 
 What is hashed is each module's syntax tree without docstrings (comments and layout never reach the tree), so a
 docstring, comment or formatting edit reruns nothing; an edit of `tasks/core/pii_phone.py` reruns the stages whose

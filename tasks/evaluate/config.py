@@ -52,7 +52,7 @@ class EvalConfig(BaseModel):
     prompts: list[str] = Field(default_factory=lambda: list(DEFAULT_PROMPTS), description="Sample prompts.")
     chat_prompts: bool = Field(
         default=False, description="Prompts are user messages: each is framed by the chat template (role tokens by "
-        "id, models.chat) and the model answers as the assistant. Off: prompts are plain text to continue.",
+        "id, models.text.chat) and the model answers as the assistant. Off: prompts are plain text to continue.",
     )
     contamination: bool = Field(
         default=True, description="Check every scored eval item for 13-gram overlap with the model's training data "

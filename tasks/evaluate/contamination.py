@@ -59,7 +59,7 @@ class TrainingData(BaseModel):
 
 def training_data(checkpoint_dir: Path) -> TrainingData:
     """Walk the sidecars from `checkpoint_dir` back to every data set the weights were trained on."""
-    from models.checkpoint import read_sidecar
+    from models.weights.checkpoint import read_sidecar
 
     found = TrainingData()
     todo, seen = [Path(checkpoint_dir)], set()
@@ -106,7 +106,7 @@ def _strings(value: Any) -> Iterator[str]:
 
 def training_docs(data: TrainingData) -> Iterator[tuple[str, str]]:
     """(doc id, text) of every training document: decoded train-split token documents, then conversation rows."""
-    from models.tokenizer import Tokenizer
+    from models.text.tokenizer import Tokenizer
     from tasks.core.tokens import read_bin
 
     for path in data.token_sets:

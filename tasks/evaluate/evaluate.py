@@ -127,12 +127,12 @@ def report_markdown(result: dict[str, Any], ckpt: CheckpointRef) -> str:
 
 
 def run_evaluate(cfg: EvalConfig, ckpt: CheckpointRef, tokens: TokenSet, out: Path) -> EvalReport:
-    from models.checkpoint import load_model
+    from models.weights.checkpoint import load_model
 
     t0 = time.time()
     if any(out.iterdir()):  # leftovers of a killed run: evaluation is cheap to redo
         reset_dir(out)
-    from models.devices import resolve_device
+    from models.hardware.devices import resolve_device
 
     device = str(resolve_device(cfg.device))
     model, tokenizer, _ = load_model(ckpt.dir / ckpt.checkpoint, device=device)
@@ -165,7 +165,7 @@ def rescore(
     The promotion gate uses it when the champion was scored on other data. The val set is re-read as text
     (`val_docs.jsonl`), so a champion with a different tokenizer is scored fairly: bits per byte over the same bytes.
     """
-    from models.checkpoint import load_model
+    from models.weights.checkpoint import load_model
 
     saved = json.loads((report.dir / "report.json").read_text())
     cfg = EvalConfig.model_validate({**report.manifest()["config"], "prompts": []})

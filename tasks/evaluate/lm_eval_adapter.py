@@ -2,7 +2,8 @@
 
 Importing this module registers the class, so any lm-eval task whose data is local runs on an lmforge model:
 
-    python -m tasks.evaluate.lm_eval_adapter --model lmforge --model_args checkpoint=.lmforge/runs/train/<hash>/step_000200 \
+    python -m tasks.evaluate.lm_eval_adapter --model lmforge --model_args
+    checkpoint=.lmforge/runs/train/<hash>/step_000200 \
         --tasks my_task --include_path my_tasks/
 
 (the arguments are lm-eval's own CLI). `checkpoint=` is a checkpoint directory; `model_uri=models:/lmforge@champion`
@@ -21,7 +22,7 @@ import numpy as np
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
-from models.devices import resolve_device
+from models.hardware.devices import resolve_device
 from tasks.evaluate import downstream
 from tasks.evaluate.metrics import context_length, score_stream
 
@@ -35,7 +36,7 @@ class LmforgeLM(LM):
         super().__init__()
         self._device = str(resolve_device(device))
         if checkpoint:
-            from models.checkpoint import load_model
+            from models.weights.checkpoint import load_model
 
             self.model, self.tokenizer, _ = load_model(checkpoint, device=self._device)
         elif model_uri:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.files import file_sha256
+from models.weights.files import file_sha256
 
 # lmforge's scoring version; see the module docstring for when it is bumped.
 SCORER_VERSION = 1

@@ -12,7 +12,7 @@ def prompt_ids(tokenizer: Any, prompt: str, chat: bool) -> tuple[list[int], str]
     chat template (shown as its text, without a leading separator)."""
     if not chat:
         return [tokenizer.bos_id, *tokenizer.encode(prompt)], prompt
-    from models.chat import encode_chat
+    from models.text.chat import encode_chat
 
     ids = encode_chat(tokenizer, [{"role": "user", "content": prompt}])[0]
     return ids, tokenizer.decode(ids[1:] if ids[:1] == [tokenizer.bos_id] else ids)

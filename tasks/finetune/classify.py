@@ -2,8 +2,8 @@
 
 Data are JSONL or Parquet rows `{text, label}` with any number of labels (strings or numbers; the label set is the
 sorted set of training labels). Without `val_file`, a deterministic `val_fraction` of the training rows (by text
-hash) is held out. The head (`models.classifier`) pools the base's final hidden states (mean or last token); base
-and head train together with AdamW unless `freeze_base`, on the training kernel (`tasks.train.loop`: a constant lr,
+hash) is held out. The head (`models.inference.classifier`) pools the base's final hidden states (mean or last token);
+base and head train together with AdamW unless `freeze_base`, on the training kernel (`tasks.train.loop`: a constant lr,
 the NaN/inf guard and, with `checkpoint_every`, checkpoints under `checkpoints/` (the last one kept) and an exact
 resume after a kill). Metrics on the val split: accuracy, macro-F1 (the mean of
 per-label F1 over every label, a label never predicted nor present scoring 0) and the confusion matrix (rows = true
@@ -133,10 +133,10 @@ class ExampleBatches:
 def run_classify(cfg: ClassifyConfig, base: CheckpointRef, out: Path) -> ClassifierRef:
     import torch
 
-    from models import checkpoint as ckpt
-    from models.classifier import SequenceClassifier, encode_batch, predict_proba, save_classifier
-    from models.devices import resolve_device
-    from models.muon import OptimizerSpec, build_optimizers
+    from models.hardware.devices import resolve_device
+    from models.inference.classifier import SequenceClassifier, encode_batch, predict_proba, save_classifier
+    from models.optimisation.muon import OptimizerSpec, build_optimizers
+    from models.weights import checkpoint as ckpt
     from tasks.train.loop import TrainLoop, load_resumed
     from tasks.train.schedule import Schedule
 

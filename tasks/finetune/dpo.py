@@ -2,10 +2,11 @@
 
 The reference model is the starting checkpoint, frozen: its completion log-probs are computed once up front, before
 the first step (the policy starts as an exact copy, LoRA's B matrices being zero), so no second model is held
-while training. A pair is rendered with the model's own chat template (`models.chat.encode_chat`): the prompt with
+while training. A pair is rendered with the model's own chat template (`models.text.chat.encode_chat`): the prompt with
 the generation prompt, then prompt + answer; the completion is what follows the prompt (the answer, its
 end-of-turn token and whatever the template writes after it), as TRL counts it. Long pairs keep the end of the
-prompt (`max_prompt_len`) and the start of the answer (`max_len` in all). The loss and rewards are `models.dpo`.
+prompt (`max_prompt_len`) and the start of the answer (`max_len` in all). The loss and rewards are
+`models.optimisation.dpo`.
 
 DPO supplies its data (`PairBatches`) and loss to the training kernel (`tasks.train.loop.TrainLoop`: AdamW, its own
 `Schedule` with floor `min_lr_ratio`, clipping, the NaN/inf guard, checkpoints every `checkpoint_every` steps and
@@ -23,7 +24,7 @@ from typing import Any, Literal
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.lora import LoraConfig
+from models.optimisation.lora import LoraConfig
 from tasks.core import progress
 from tasks.core.artifacts import CheckpointRef, finish_stage, load_done, stage_dir
 from tasks.finetune.pref_data import PreferenceSet, load_pairs
@@ -65,7 +66,7 @@ def common_prefix(a: list[int], b: list[int]) -> int:
 
 def encode_pair(tokenizer: Any, pair: dict[str, Any], max_len: int, max_prompt_len: int):
     """(prompt ids, chosen completion ids, rejected completion ids) in the tokenizer's chat template, truncated."""
-    from models.chat import encode_chat
+    from models.text.chat import encode_chat
 
     prompt = encode_chat(tokenizer, pair["prompt"], add_generation_prompt=True)[0]
     answers = []
@@ -98,7 +99,7 @@ def pair_logps(model, encoded, pad_id: int, batch_size: int, device, grad: bool 
     """(chosen, rejected) completion log-probs (each (N,)) of encoded pairs, `batch_size` pairs per forward."""
     import torch
 
-    from models.dpo import completion_logps
+    from models.optimisation.dpo import completion_logps
 
     chosen, rejected = [], []
     with torch.set_grad_enabled(grad):
@@ -140,10 +141,10 @@ class PairBatches:
 def run_dpo(cfg: DPOConfig, base: CheckpointRef, data: PreferenceSet, out: Path) -> CheckpointRef:
     import torch
 
-    from models import checkpoint as ckpt
-    from models.dpo import dpo_loss
-    from models.lora import add_lora
-    from models.muon import OptimizerSpec, build_optimizers
+    from models.optimisation.dpo import dpo_loss
+    from models.optimisation.lora import add_lora
+    from models.optimisation.muon import OptimizerSpec, build_optimizers
+    from models.weights import checkpoint as ckpt
     from tasks.train.loop import TrainLoop, load_resumed
     from tasks.train.schedule import Schedule
 

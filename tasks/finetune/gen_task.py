@@ -113,7 +113,7 @@ def write_conversations(cfg: GenTaskConfig, out: Path) -> tuple[ConversationSet,
 
 def run_gen_task(cfg: GenTaskConfig, base: CheckpointRef, out: Path) -> GenTaskRef:
     """Fine-tune `base` on the task through SFT (in `out/sft`), then answer the held-out inputs and score them."""
-    from models.generate import ChatEngine
+    from models.inference.generate import ChatEngine
 
     t0 = time.time()
     reset_dir(out)

@@ -32,7 +32,7 @@ from typing import Any
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.chat import validate_messages
+from models.text.chat import validate_messages
 from tasks.core.artifacts import CheckpointRef, StageRef, file_sha256, finish_stage, load_done, reset_dir, stage_dir
 from tasks.finetune.records import read_records
 from tasks.finetune.sft_data import TRAIN, VAL, ConversationSet, load_conversations, unit_hash
@@ -136,7 +136,7 @@ def read_pairs(path: Path | str, skipped: list[str] | None = None) -> list[dict[
 def spin_pairs(checkpoint_dir: Path, conversations: list[list[dict[str, str]]], cfg: PreferenceDataConfig,
                stats: dict[str, int]) -> list[dict[str, Any]]:
     """Label-free pairs: each conversation's last assistant answer (chosen) against the model's sample (rejected)."""
-    from models.generate import ChatEngine
+    from models.inference.generate import ChatEngine
 
     engine = ChatEngine.from_checkpoint(checkpoint_dir, device="cpu")
     pairs = []

@@ -6,7 +6,7 @@ gate, the bench and the registry report the same definitions:
   (a tie counts half, so the reference itself scores exactly 0.5: chance);
 - `pref_logp_acc`: share where the model itself gives the chosen answer the higher log-probability (no reference);
 - `pref_margin`: mean implicit reward margin (chosen minus rejected); 0 for the reference;
-- `pref_kl`: mean per-token KL(pi || pi_ref) over the completion tokens of the held-out pairs (`models.dpo.
+- `pref_kl`: mean per-token KL(pi || pi_ref) over the completion tokens of the held-out pairs (`models.optimisation.dpo.
   completion_kl`); 0 for the reference.
 
 `run_preference_eval` adds them (with an `eval_sets["pref"]` fingerprint of the pairs and the reference) to an
@@ -37,7 +37,7 @@ def preference_metrics(model, reference, tokenizer, pairs: list[dict[str, Any]],
     of each model per batch gives both the log-probs and the KL; `reference is model` costs one forward."""
     import torch
 
-    from models.dpo import completion_kl, token_logprobs
+    from models.optimisation.dpo import completion_kl, token_logprobs
 
     if not pairs:
         return {}
@@ -71,8 +71,8 @@ def preference_metrics(model, reference, tokenizer, pairs: list[dict[str, Any]],
 def run_preference_eval(cfg: DPOConfig, model_ref: CheckpointRef, reference_ref: CheckpointRef, data: PreferenceSet,
                         report: EvalReport, out: Path) -> EvalReport:
     """`report` (an evaluate stage of `model_ref`) plus the `pref_*` metrics on the held-out pairs of `data`."""
-    from models.checkpoint import load_model
-    from models.devices import resolve_device
+    from models.hardware.devices import resolve_device
+    from models.weights.checkpoint import load_model
 
     t0 = time.time()
     if any(out.iterdir()):

@@ -1,14 +1,14 @@
 """SFT stage: fine-tune a pretrained checkpoint for chat on the conversations of `tasks.finetune.sft_data`.
 
-Each conversation is rendered with the chat template (`models.chat.encode_chat`) and trained on with the loss on
+Each conversation is rendered with the chat template (`models.text.chat.encode_chat`) and trained on with the loss on
 assistant tokens only: a target is the next token where the assistant mask is 1 (the assistant's content and its
 closing `<|end|>`) and -1 elsewhere, which `GPT.forward` ignores. Conversations are packed whole into rows of
 `seq_len + 1` tokens (first-fit decreasing, padding the rest), so no turn loses its context to a row boundary; one
 longer than a row is cut. As in pretraining, conversations sharing a row are separated by `<|bos|>`.
 
 SFT supplies its data (`RowBatches`) and loss to the training kernel (`tasks.train.loop.TrainLoop`: AdamW from
-`models.muon.build_optimizers`, its own `Schedule` with floor `min_lr_ratio`, clipping, the NaN/inf guard, checkpoints
-and exact resume after a kill). The result is a `CheckpointRef`, so evaluate and register take it unchanged.
+`models.optimisation.muon.build_optimizers`, its own `Schedule` with floor `min_lr_ratio`, clipping, the NaN/inf guard,
+checkpoints and exact resume after a kill). The result is a `CheckpointRef`, so evaluate and register take it unchanged.
 `resolve_base` turns
 what the user names (a registry alias `models:/name@alias`, a train stage dir or a checkpoint dir) into the base
 checkpoint and, where known, the token data it was evaluated on and the curated shards it was trained from.
@@ -24,7 +24,7 @@ from typing import Literal
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.lora import LoraConfig
+from models.optimisation.lora import LoraConfig
 from tasks.core import progress
 from tasks.core.artifacts import CheckpointRef, ShardSet, TokenSet, file_sha256, finish_stage, load_done, stage_dir
 from tasks.core.tracking import TrackingConfig
@@ -68,7 +68,7 @@ class SFTBase(BaseModel):
 
 def checkpoint_from_dir(path: Path) -> CheckpointRef:
     """A train/SFT stage dir (with manifest) or one `step_*` checkpoint dir as a CheckpointRef."""
-    from models import checkpoint as ckpt
+    from models.weights import checkpoint as ckpt
 
     done = load_done(path, CheckpointRef)
     if done is not None:
@@ -84,7 +84,7 @@ def resolve_base(source: str, tracking: TrackingConfig, tokens_dir: str | None =
 
     `tokens_dir` (a finished tokenize stage dir) overrides the token data found through the base.
     """
-    from models import checkpoint as ckpt
+    from models.weights import checkpoint as ckpt
     from tasks.core.tracking import client
     from tasks.registry.lineage import lineage, stage_path
 
@@ -120,7 +120,7 @@ def pack(tokenizer, conversations: list[list[dict[str, str]]], seq_len: int):
     """(x, y, stats): rows of `seq_len` inputs and targets, y = next token on assistant tokens, -1 elsewhere."""
     import torch
 
-    from models.chat import encode_chat
+    from models.text.chat import encode_chat
 
     width = seq_len + 1
     stats = {"conversations": len(conversations), "truncated": 0, "dropped_no_target": 0}
@@ -202,9 +202,9 @@ class RowBatches:
 def run_sft(cfg: SFTConfig, base: CheckpointRef, data: ConversationSet, out: Path) -> CheckpointRef:
     import torch
 
-    from models import checkpoint as ckpt
-    from models.lora import add_lora
-    from models.muon import OptimizerSpec, build_optimizers
+    from models.optimisation.lora import add_lora
+    from models.optimisation.muon import OptimizerSpec, build_optimizers
+    from models.weights import checkpoint as ckpt
     from tasks.train.loop import TrainLoop, load_resumed
     from tasks.train.schedule import Schedule
 

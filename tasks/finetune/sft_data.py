@@ -25,7 +25,7 @@ from typing import Any
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.chat import validate_messages
+from models.text.chat import validate_messages
 from tasks.core.artifacts import ShardSet, StageRef, file_sha256, finish_stage, load_done, reset_dir, stage_dir
 
 SEED_FILE = Path(__file__).with_name("sft_seed.jsonl")

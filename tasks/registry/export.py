@@ -4,10 +4,11 @@
 (out)` need, which is also what vLLM serves and llama.cpp's `convert_hf_to_gguf.py` converts:
 - `config.json`: `LlamaForCausalLM`, or `Qwen3ForCausalLM` when the model uses QK-norm; RoPE given both as
   `rope_theta` (transformers 4.x, vLLM, llama.cpp) and `rope_parameters` (transformers 5);
-- `model.safetensors`: our state dict already uses HF names and layouts (`models.gpt`); a tied output head is stored
+- `model.safetensors`: our state dict already uses HF names and layouts (`models.architectures.gpt`); a tied output head
+is stored
   once, as HF expects with `tie_word_embeddings`;
 - `tokenizer.json` (the byte-level BPE as trained), `tokenizer_config.json` with our special tokens and a Jinja
-  chat template equal to `models.chat.render_chat`, `special_tokens_map.json`;
+  chat template equal to `models.text.chat.render_chat`, `special_tokens_map.json`;
 - `generation_config.json`: stops on `<|end|>` (end of an assistant turn) and `<|eos|>`.
 `source` is a checkpoint dir (`step_*`), a train/SFT stage dir, or a registry URI `models:/name@alias` /
 `models:/name/version` (the checkpoint packaged in the registered pyfunc model is downloaded).
@@ -22,8 +23,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from models.chat import BOS_TOKEN
-from models.tokenizer import EOS, PAD, SPECIAL_TOKENS
+from models.text.chat import BOS_TOKEN
+from models.text.tokenizer import EOS, PAD, SPECIAL_TOKENS
 from tasks.core.tracking import TrackingConfig
 from tasks.registry.resolve import resolve_checkpoint
 
@@ -33,7 +34,7 @@ EXPORT_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer
 
 def hf_config(model: dict[str, Any], tokenizer) -> dict[str, Any]:
     """config.json for an lmforge `ModelConfig` (as a dict, from the checkpoint sidecar)."""
-    from models.gpt import ModelConfig
+    from models.architectures.registry import ModelConfig
 
     cfg = ModelConfig.model_validate(model)
     if cfg.arch != "gpt":
@@ -41,7 +42,7 @@ def hf_config(model: dict[str, Any], tokenizer) -> dict[str, Any]:
     if cfg.qk_norm and cfg.attn_bias:
         raise ValueError("export: QK-norm with q/k/v biases has no transformers counterpart (Qwen3 or Qwen2, not both)")
     if not cfg.hf_compatible:
-        from models.gpt import HF_INCOMPATIBLE
+        from models.architectures.registry import HF_INCOMPATIBLE
 
         options = ", ".join(f"model.{k}={v!r}" for k, v in cfg.incompatible_options.items())
         fix = ", ".join(f"{k}={HF_INCOMPATIBLE[k]!r}" for k in cfg.incompatible_options)
@@ -119,9 +120,9 @@ def export_hf(source: str, out: Path, tracking: TrackingConfig | None = None) ->
     """Write the HF-format export of `source` into `out` (replacing an earlier export there); returns `out`."""
     from safetensors.torch import load_file, save_file
 
-    from models import checkpoint as ckpt
-    from models.checkpoint import read_sidecar
-    from models.tokenizer import Tokenizer
+    from models.text.tokenizer import Tokenizer
+    from models.weights import checkpoint as ckpt
+    from models.weights.checkpoint import read_sidecar
 
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not (out / "config.json").is_file():

@@ -42,7 +42,7 @@ def provenance(tracking: TrackingConfig, run_id: str) -> list[str]:
 
 
 def read_sidecar(ckpt: CheckpointRef) -> dict[str, Any]:
-    from models.checkpoint import SIDECAR
+    from models.weights.checkpoint import SIDECAR
 
     path = ckpt.dir / ckpt.checkpoint / SIDECAR
     return json.loads(path.read_text()) if path.is_file() else {}

@@ -9,9 +9,9 @@ documents and items both versions scored (`significance`, the `items.json` of ea
 the reason says so. Metrics are compared only when both versions were
 scored on the same data (the `eval_sets` fingerprints in the eval report); when the champion was scored on other
 data, it is re-scored on this version's eval sets from its packaged checkpoint (`rescore_champion`), so models
-trained on different crawls or with different tokenizers still compare on identical bytes. The first version of a model becomes champion; a refused one gets
-`challenger`. The decision, its reason and both scores are recorded as version tags and in the version's
-description, next to the model card (`tasks.registry.model_card`).
+trained on different crawls or with different tokenizers still compare on identical bytes. The first version of a model
+becomes champion; a refused one gets `challenger`. The decision, its reason and both scores are recorded as version tags
+and in the version's description, next to the model card (`tasks.registry.model_card`).
 
 A non-finite metric (NaN, inf: a diverged run, a broken eval) is never promoted and never used as a champion score:
 a NaN/inf gate, guard or safety metric refuses the version with a reason that says so, first version included; a
@@ -149,7 +149,7 @@ def rescore_champion(
     checkpoint packaged in its registered model."""
     import mlflow
 
-    from models.devices import resolve_device
+    from models.hardware.devices import resolve_device
     from tasks.evaluate.evaluate import rescore
 
     with tempfile.TemporaryDirectory(prefix="lmforge-champion-") as tmp:
@@ -460,14 +460,14 @@ class ModelPackage(BaseModel):
     through the one `run_register` (gate, lock, compare-and-set, idempotence); only this differs."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    kind: Literal["chat", "classifier"] = Field(description="The chat model (`models.pyfunc.save_chat_model`) or "
-                                                "a text classifier (`models.pyfunc.save_classifier_model`).")
+    kind: Literal["chat", "classifier"] = Field(description="The chat model (`models.packaging.pyfunc.save_chat_model`) or "
+                                                "a text classifier (`models.packaging.pyfunc.save_classifier_model`).")
     source: str = Field(description="Directory packaged: a training checkpoint (chat) or a classifier directory.")
     summary: str = Field(default="", description="Model card: what the version is beyond the checkpoint it holds "
                          "or builds on (a classifier: its head, labels and scores).")
 
     def save(self, path: Path, workdir: Path) -> Path:
-        from models.pyfunc import save_chat_model, save_classifier_model
+        from models.packaging.pyfunc import save_chat_model, save_classifier_model
 
         save = save_chat_model if self.kind == "chat" else save_classifier_model
         return save(self.source, path, workdir)

@@ -37,7 +37,7 @@ def registered_artifacts(tracking: TrackingConfig, source: str) -> str:
 
 def resolve_checkpoint(source: str, tmp: Path, tracking: TrackingConfig | None = None) -> Path:
     """The checkpoint directory `source` names (downloading a registered model into `tmp`)."""
-    from models import checkpoint as ckpt
+    from models.weights import checkpoint as ckpt
 
     if source.startswith("models:/"):
         import mlflow
@@ -63,7 +63,7 @@ def resolve_checkpoint(source: str, tmp: Path, tracking: TrackingConfig | None =
 def base_ref(base: str, tracking: TrackingConfig) -> CheckpointRef:
     """The base as a CheckpointRef: a checkpoint directory, or a registered model fetched into
     `$LMFORGE_HOME/bases/`; its weights' sha256 keys the stage directories built on it."""
-    from models.checkpoint import WEIGHTS
+    from models.weights.checkpoint import WEIGHTS
 
     dest = lmforge_home() / "bases" / hashlib.sha256(base.encode()).hexdigest()[:16]
     path = resolve_checkpoint(base, dest, tracking)

@@ -17,7 +17,7 @@ from tasks.core.tracking import TrackingConfig
 
 def run_ask(model_uri: str, questions: list[str], tracking: TrackingConfig, max_tokens: int = 96) -> list[tuple[str, str]]:
     """[(question, answer)] from the model at `model_uri` (a registry URI or a checkpoint directory)."""
-    from models.generate import ChatEngine
+    from models.inference.generate import ChatEngine
     from tasks.registry.resolve import resolve_checkpoint
 
     workdir = Path(tempfile.mkdtemp(prefix="lmforge-ask-"))

@@ -5,9 +5,9 @@ server turns into a 429 with `Retry-After`), the worker thread takes jobs in arr
 nothing starves) and sends each job's events back to its asyncio queue through `call_soon_threadsafe`.
 
 Continuous batching: the worker keeps up to `max_batch` answers in flight in one slot decoder, run by the one decode
-loop (`models.decoding.decode`, the scheduler being its `Streams`) — for the archs that declare batched decoding
-(gpt, gpt2: KV cache; rnn: recurrent state) every step is one forward pass for all of them; a request joins as soon
-as a slot is free and leaves when its answer ends. gcnn (and `max_batch=1`) is the same path with one slot: one
+loop (`models.decoding.decoders.decode`, the scheduler being its `Streams`) — for the archs that declare batched
+decoding (gpt, gpt2: KV cache; rnn: recurrent state) every step is one forward pass for all of them; a request joins as
+soon as a slot is free and leaves when its answer ends. gcnn (and `max_batch=1`) is the same path with one slot: one
 request at a time. A cancelled job (its client went away) leaves the queue at once, or stops at its next token when
 already running.
 """
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from models.generate import Delta
+    from models.inference.generate import Delta
 
 log = logging.getLogger("lmforge.serve")
 # ("delta", text) | ("done", (finish_reason, prompt_tokens, completion_tokens)) | ("error", exception)
@@ -40,7 +40,7 @@ class QueueFull(Exception):
 
 @dataclass(eq=False)
 class Job:
-    """One request: its `models.generate.Sequence`, and `output(delta)` turning engine deltas into events (the
+    """One request: its `models.inference.generate.Sequence`, and `output(delta)` turning engine deltas into events (the
     server filters text there); the events arrive in `events` on the loop."""
 
     sequence: Any
@@ -63,7 +63,7 @@ class Stats:
 class Scheduler:
     def __init__(self, engine: Any, max_waiting: int, max_batch: int = 1) -> None:
         """`max_waiting` requests may wait behind the `max_batch` running ones."""
-        from models.decoding import batchable
+        from models.decoding.decoders import batchable
 
         self.engine, self.max_waiting = engine, max_waiting
         self.max_batch = max_batch if batchable(engine.model) else 1
@@ -154,13 +154,13 @@ class Scheduler:
     def run_batched(self) -> None:
         """Decode until no job runs and none waits: `max_batch` slots (one for an arch that decodes one sequence
         at a time), filled in arrival order."""
-        from models.decoding import decode, decoder_for
+        from models.decoding.decoders import decode, decoder_for
 
         decoder = decoder_for(self.engine.model, self.engine.context, self.max_batch)
         for _ in decode(decoder, self):
             pass
 
-    # --- the decode loop's streams (models.decoding.Streams): the running jobs, one per decoder slot ---
+    # --- the decode loop's streams (models.decoding.decoders.Streams): the running jobs, one per decoder slot ---
 
     def join(self, slot: int) -> list[int] | None:
         """The next job in arrival order takes the free `slot`; None when none waits (or the server stops)."""

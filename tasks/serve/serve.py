@@ -53,7 +53,7 @@ def load_engine(cfg: ServeConfig, tracking: TrackingConfig | None = None):
     """
     import tempfile
 
-    from models.generate import ChatEngine
+    from models.inference.generate import ChatEngine
     from tasks.registry.resolve import registered_version, resolve_checkpoint
 
     tracking = tracking or TrackingConfig()

@@ -73,7 +73,7 @@ def _read_shard(path: Path) -> tuple[list[str], list[str]]:
 
 def _encode_shard(args: tuple[Path, Path, int, dict, Path, str]) -> dict[str, int]:
     """Encode one Parquet shard into train/val `.bin` files; runs in a worker process."""
-    from models.tokenizer import Tokenizer
+    from models.text.tokenizer import Tokenizer
     from tasks.core.tokens import write_bin
 
     shard, tokenizer_file, index, cfg_dict, out, flipped = args
@@ -115,7 +115,7 @@ def _train_texts(shard_paths: list[Path], cfg: TokenizeConfig, flipped: str):
 
 
 def run_tokenize(cfg: TokenizeConfig, shards: ShardSet, out: Path) -> TokenSet:
-    from models.tokenizer import Tokenizer
+    from models.text.tokenizer import Tokenizer
 
     t0 = time.time()
     reset_dir(out)  # leftovers of a killed run: encoding is cheap enough to redo from scratch

@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from models.gpt import ModelConfig
-from models.lora import LoraConfig
+from models.architectures.registry import ModelConfig
+from models.optimisation.lora import LoraConfig
 from tasks.train.schedule import Schedule
 
 if TYPE_CHECKING:
-    from models.muon import OptimizerSpec
+    from models.optimisation.muon import OptimizerSpec
 
 
 class TrainConfig(BaseModel):
@@ -134,7 +134,7 @@ class TrainConfig(BaseModel):
                         floor=self.min_lr_ratio, decay_fraction=self.decay_fraction, max_seconds=self.max_seconds)
 
     def optimizer_spec(self, fused: bool) -> OptimizerSpec:
-        from models.muon import OptimizerSpec
+        from models.optimisation.muon import OptimizerSpec
 
         return OptimizerSpec(
             kind=self.optimizer, lr=self.lr, weight_decay=self.weight_decay, betas=self.betas, muon_lr=self.muon_lr,

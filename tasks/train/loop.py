@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from models.distributed import DistInfo
+from models.distributed.process_group import DistInfo
 from tasks.train.schedule import Schedule
 
 if TYPE_CHECKING:
@@ -64,8 +64,8 @@ def load_resumed(model, resume: Path | None, lora: bool, sharded: bool = False) 
     """A resumed run's weights onto `model`, which holds the run's starting weights (and, for LoRA, fresh adapters):
     a LoRA run is its start plus the saved adapters, any other the checkpoint's weights (a sharded run's come with its
     DCP state in `TrainLoop.restore`)."""
-    from models import checkpoint as ckpt
-    from models.lora import load_adapter_state
+    from models.optimisation.lora import load_adapter_state
+    from models.weights import checkpoint as ckpt
 
     if resume is None:
         return
@@ -129,8 +129,9 @@ class TrainLoop:
         numbers (after the NaN/inf check), else None."""
         import torch
 
-        from models import devices, distributed
-        from models.muon import muon_momentum
+        from models.distributed import process_group as distributed
+        from models.hardware import devices
+        from models.optimisation.muon import muon_momentum
 
         state, info, device = self.state, self.info, self.device
         t_step = time.perf_counter()
@@ -179,7 +180,7 @@ class TrainLoop:
 
     def mean_loss(self) -> float:
         """The last step's loss, averaged over its micro-batches and over ranks."""
-        from models import distributed
+        from models.distributed import process_group as distributed
 
         return distributed.mean_over_ranks(self.info, (self.loss_sum / self.accum).item(), self.device)
 
@@ -208,8 +209,8 @@ class TrainLoop:
 
     def check_finite(self) -> None:
         """Raise (on every rank together) once any rank's loss turned NaN/inf, before anything is saved from it."""
-        from models import checkpoint as ckpt
-        from models import distributed
+        from models.distributed import process_group as distributed
+        from models.weights import checkpoint as ckpt
 
         bad = distributed.min_over_ranks(self.info, float(self.first_nonfinite.item()), self.device)
         if bad != NO_STEP:
@@ -224,7 +225,7 @@ class TrainLoop:
         """What `state.pt` holds: plain tensors and containers only (`torch.load(weights_only=True)` reads it)."""
         import torch
 
-        from models.lora import adapter_state
+        from models.optimisation.lora import adapter_state
 
         return {
             **asdict(self.state),
@@ -243,9 +244,9 @@ class TrainLoop:
         merged model; FSDP: gathered, with every rank's shards beside them), `state.pt` and the sidecar."""
         import shutil
 
-        from models import checkpoint as ckpt
-        from models import dcp, distributed
-        from models.lora import merged_state
+        from models.distributed import dcp, process_group as distributed
+        from models.optimisation.lora import merged_state
+        from models.weights import checkpoint as ckpt
 
         self.check_finite()
         info, at_step = self.info, self.state.step
@@ -274,8 +275,8 @@ class TrainLoop:
         on the model before the optimizers were built)."""
         import torch
 
-        from models import checkpoint as ckpt
-        from models import dcp
+        from models.distributed import dcp
+        from models.weights import checkpoint as ckpt
 
         state = ckpt.load_state(resume)
         if self.sharded:

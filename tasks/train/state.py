@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from models.gpt import ModelConfig
+from models.architectures.registry import ModelConfig
 from tasks.core import progress
 from tasks.core.artifacts import CheckpointRef, Entry, TokenSet, finish_stage, load_done
 from tasks.core.bpb import bits_per_byte
@@ -38,8 +38,8 @@ def model_config(cfg: TrainConfig, tokens: TokenSet, init_sidecar: dict) -> Mode
 def load_start_weights(model, cfg: TrainConfig, resume: Path | None, sharded: bool) -> int:
     """Put the run's weights on `model` (fresh from its seeded init): a resumed run's (LoRA: the start plus its saved
     adapters), else train.init_from's; returns the base model's parameter count (before any adapter)."""
-    from models import checkpoint as ckpt
-    from models.lora import add_lora
+    from models.optimisation.lora import add_lora
+    from models.weights import checkpoint as ckpt
 
     if cfg.init_from and (resume is None or cfg.lora is not None):  # LoRA resumes as base + saved adapters
         ckpt.load_weights(model, cfg.init_from)
@@ -72,11 +72,12 @@ class TrainRun:
         import torch
         from tqdm import tqdm
 
-        from models import checkpoint as ckpt
-        from models import devices, distributed, flops, parallelize
-        from models.gpt import build_model
-        from models.muon import build_optimizers
-        from models.tokenizer import Tokenizer
+        from models.architectures.registry import build_model
+        from models.distributed import parallelize, process_group as distributed
+        from models.hardware import devices, flops
+        from models.optimisation.muon import build_optimizers
+        from models.text.tokenizer import Tokenizer
+        from models.weights import checkpoint as ckpt
         from tasks.core.tokens import TokenLoader
 
         self.cfg, self.tokens, self.out, self.t0 = cfg, tokens, out, time.time()
@@ -167,7 +168,7 @@ class TrainRun:
         return self.flops_per_token * tokens_per_s / (self.peak * self.info.world_size) if self.peak else None
 
     def _log_step(self, log: StepLog) -> None:
-        from models import devices
+        from models.hardware import devices
 
         cfg, state = self.cfg, self.loop.state
         tokens_per_s = self.window_tokens / max(time.perf_counter() - self.window_t, 1e-9)
@@ -212,9 +213,10 @@ class TrainRun:
         return self.val_loss
 
     def sidecar(self) -> dict:
-        """What the checkpoint says of itself beside its weights (`models.checkpoint` adds step, commit, time)."""
-        from models import checkpoint as ckpt
-        from models.lora import trainable_params
+        """What the checkpoint says of itself beside its weights (`models.weights.checkpoint` adds step, commit,
+        time)."""
+        from models.optimisation.lora import trainable_params
+        from models.weights import checkpoint as ckpt
 
         cfg, state = self.cfg, self.loop.state
         return {
@@ -242,8 +244,8 @@ class TrainRun:
     def finish(self, entry: Entry) -> CheckpointRef:
         """Log the final val loss, save the last step unless on disk already, write the stage manifest (recording the
         code of `entry`, the stage's `run_…` function)."""
-        from models import checkpoint as ckpt
-        from models import distributed
+        from models.distributed import process_group as distributed
+        from models.weights import checkpoint as ckpt
 
         info, state = self.info, self.loop.state
         val_bpb = self.bpb(self.val_loss)

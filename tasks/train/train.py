@@ -1,14 +1,14 @@
 """Train stage: pretrain a model on the token shards, checkpointing as it goes and resuming exactly after a kill.
 
 `run_train` trains in this process (CPU or one GPU) or, when launched by `torchrun` (`python -m tasks.train`; the
-Prefect task launches it itself for `nproc_per_node` > 1), as one rank of DDP/FSDP2. Checkpoints (`models.checkpoint`)
-hold weights, optimizer state (sharded through DCP under FSDP), RNG states and the loader position, so a run killed
-with SIGKILL and restarted on the same `out` continues from the last checkpoint and, on CPU, ends bit-identical to an
-uninterrupted run (unless `max_seconds` is set: a time budget depends on the clock). The Prefect task's retry relies
-on this. Under several ranks, gradients are reduced once per optimizer step and rank 0's clock drives the schedule
-and the time budget. A NaN/inf loss stops the run before anything is saved from it. Logs loss, lr, grad norm,
-tokens/s, MFU and peak memory to MLflow in batches. The loop is the training kernel (`loop.TrainLoop`); what
-pretraining supplies to it is `state.TrainRun`; the config is `config.py`.
+Prefect task launches it itself for `nproc_per_node` > 1), as one rank of DDP/FSDP2. Checkpoints
+(`models.weights.checkpoint`) hold weights, optimizer state (sharded through DCP under FSDP), RNG states and the loader
+position, so a run killed with SIGKILL and restarted on the same `out` continues from the last checkpoint and, on CPU,
+ends bit-identical to an uninterrupted run (unless `max_seconds` is set: a time budget depends on the clock). The
+Prefect task's retry relies on this. Under several ranks, gradients are reduced once per optimizer step and rank 0's
+clock drives the schedule and the time budget. A NaN/inf loss stops the run before anything is saved from it. Logs loss,
+lr, grad norm, tokens/s, MFU and peak memory to MLflow in batches. The loop is the training kernel (`loop.TrainLoop`);
+what pretraining supplies to it is `state.TrainRun`; the config is `config.py`.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def train(cfg: TrainConfig, tokens: TokenSet, tracking: Tracking = None) -> Chec
 
 def main() -> None:
     """`torchrun --nproc_per_node N -m tasks.train --config train.json --tokens tokens.json --out DIR`."""
-    from models.distributed import destroy_distributed
+    from models.distributed.process_group import destroy_distributed
     from tasks.core.tracking import TrackingConfig
 
     parser = argparse.ArgumentParser(description=main.__doc__)

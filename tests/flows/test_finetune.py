@@ -40,7 +40,7 @@ def registered_base(root: Path, tracking) -> None:
     """A tiny base model registered as lmforge@champion, with shard/tokenize/train stages logged on its run."""
     from lm_fixtures import checkpoint_ref, tiny_gpt, write_checkpoint
 
-    from models.tokenizer import Tokenizer
+    from models.text.tokenizer import Tokenizer
     from tasks.core.artifacts import EvalReport, finish_stage
     from tasks.core.tracking import log_stage, open_run
     from tasks.registry.register import RegisterConfig, run_register
@@ -69,7 +69,7 @@ def test_finetune_registers_a_chat_model_that_exports(prefect_server, lmforge_ho
     import transformers
 
     from flows.finetune import CHAT_PROMPTS, FinetuneConfig, finetune
-    from models.checkpoint import load_model, read_sidecar
+    from models.weights.checkpoint import load_model, read_sidecar
     from tasks.core.artifacts import CheckpointRef, load_done
     from tasks.core.tracking import TrackingConfig, client
     from tasks.evaluate.evaluate import EvalConfig

@@ -15,7 +15,7 @@ from tasks.core.schema import SHARD_SCHEMA
 @pytest.mark.slow
 def test_tiny_pipeline_end_to_end(prefect_server, lmforge_home: Path, tmp_path: Path):
     from flows.pipeline import pipeline
-    from models.tokenizer import Tokenizer
+    from models.text.tokenizer import Tokenizer
     from tasks.core.tracking import client
 
     site = tmp_path / "site"

@@ -13,8 +13,8 @@ import torch
 from safetensors.torch import load_file
 from token_fixtures import make_token_set
 
-from models.checkpoint import load_model
-from models.gpt import ModelConfig, build_model
+from models.architectures.registry import ModelConfig, build_model
+from models.weights.checkpoint import load_model
 from tasks.train.train import TrainConfig, run_train
 
 ARCHS = ["gpt", "gpt2", "rnn", "gcnn"]

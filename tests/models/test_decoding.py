@@ -1,6 +1,6 @@
-"""Incremental decoding (`models.decoding`) and the chat engine's context handling (`models.generate`): cached
-decoding picks exactly the tokens a full recompute picks, each step runs one new position, and left truncation keeps
-`<|bos|>`, the system message and whole turns."""
+"""Incremental decoding (`models.decoding.decoders`) and the chat engine's context handling
+(`models.inference.generate`): cached decoding picks exactly the tokens a full recompute picks, each step runs one new
+position, and left truncation keeps `<|bos|>`, the system message and whole turns."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import pytest
 import torch
 from lm_fixtures import tiny_tokenizer
 
-from models.chat import encode_turns
-from models.decoding import Decoder, KVCacheDecoder, RecurrentDecoder, WindowDecoder, decoder_for
-from models.generate import ChatEngine, fit_context
-from models.gpt import ModelConfig, build_model
+from models.architectures.registry import ModelConfig, build_model
+from models.decoding.decoders import Decoder, KVCacheDecoder, RecurrentDecoder, WindowDecoder, decoder_for
+from models.inference.generate import ChatEngine, fit_context
+from models.text.chat import encode_turns
 
 ARCHS = {"gpt": KVCacheDecoder, "gpt2": KVCacheDecoder, "rnn": RecurrentDecoder, "gcnn": WindowDecoder}
 
@@ -123,7 +123,7 @@ def test_engine_answers_past_a_full_cache_and_seed_repeats():
 
 @pytest.mark.parametrize("arch", ["gpt", "gpt2", "rnn"])
 def test_batched_slots_decode_exactly_what_each_sequence_decodes_alone(arch):
-    from models.decoding import batchable
+    from models.decoding.decoders import batchable
 
     model = random_model(arch)
     g = torch.Generator().manual_seed(5)
@@ -176,7 +176,7 @@ class Greedy:
 
 @pytest.mark.parametrize("arch", ["gpt", "gpt2", "rnn"])
 def test_the_decode_loop_batches_joins_and_leaves_as_if_each_ran_alone(arch):
-    from models.decoding import decode
+    from models.decoding.decoders import decode
 
     model = random_model(arch)
     g = torch.Generator().manual_seed(9)
@@ -192,7 +192,7 @@ def test_the_decode_loop_batches_joins_and_leaves_as_if_each_ran_alone(arch):
 
 
 def test_a_full_cache_restarts_on_the_refitted_context_as_a_recompute_of_it_would():
-    from models.decoding import decode
+    from models.decoding.decoders import decode
 
     model = random_model("gpt", seq_len=16)
     prompt = list(range(3, 13))
@@ -215,7 +215,7 @@ def test_a_full_cache_restarts_on_the_refitted_context_as_a_recompute_of_it_woul
 
 
 def test_a_model_without_a_declared_decoding_is_refused_clearly():
-    from models.decoding import batchable
+    from models.decoding.decoders import batchable
 
     with pytest.raises(TypeError, match="declares no `decoding"):
         batchable(torch.nn.Linear(2, 2))

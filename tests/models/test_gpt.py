@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.gpt import ModelConfig, build_model, sample_next
+from models.architectures.registry import ModelConfig, build_model
+from models.decoding.sampling import sample_next
 
 
 def make(seed: int = 0, **overrides):

@@ -1,12 +1,12 @@
-"""The KV cache type (`models.kv_cache`): views advance the rows they name, lengths are shared, overflow and rows of
-different lengths advancing together are refused."""
+"""The KV cache type (`models.decoding.kv_cache`): views advance the rows they name, lengths are shared, overflow and
+rows of different lengths advancing together are refused."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from models.kv_cache import KVCache
+from models.decoding.kv_cache import KVCache
 
 
 def test_views_write_their_rows_and_share_the_lengths():

@@ -1,13 +1,20 @@
-"""LoRA on models.gpt through peft: the start is the base model, merged weights are what the adapted model computes,
-only adapters train."""
+"""LoRA on models.architectures.gpt through peft: the start is the base model, merged weights are what the adapted model
+computes, only adapters train."""
 
 from __future__ import annotations
 
 import torch
 from lm_fixtures import tiny_gpt
 
-from models.gpt import GPT
-from models.lora import LoraConfig, adapter_state, add_lora, load_adapter_state, merged_state, trainable_params
+from models.architectures.gpt import GPT
+from models.optimisation.lora import (
+    LoraConfig,
+    adapter_state,
+    add_lora,
+    load_adapter_state,
+    merged_state,
+    trainable_params,
+)
 
 
 def test_adapters_start_as_the_base_and_merge_into_plain_weights():

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.loss import ChunkedLinearCrossEntropy, chunk_rows, head_and_loss
+from models.architectures.loss import ChunkedLinearCrossEntropy, chunk_rows, head_and_loss
 
 
 @pytest.mark.parametrize("rows", [1, 7, 64, 10_000])  # one row per chunk, ragged last chunk, one chunk

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from models.gpt import ModelConfig, build_model
-from models.muon import Muon, OptimizerSpec, build_optimizers, muon_momentum
+from models.architectures.registry import ModelConfig, build_model
+from models.optimisation.muon import Muon, OptimizerSpec, build_optimizers, muon_momentum
 
 
 def tiny(tie: bool):
@@ -52,7 +52,7 @@ def test_cautious_decay_spares_weights_the_update_grows():
 
 
 def test_polar_express_orthogonalises_the_row_equilibrated_update():
-    from models.muon import polar_express
+    from models.optimisation.muon import polar_express
 
     torch.manual_seed(0)
     for shape in ((16, 48), (48, 16)):
@@ -67,7 +67,7 @@ def test_polar_express_orthogonalises_the_row_equilibrated_update():
 
 
 def test_normuon_evens_out_neurons_and_keeps_the_update_norm():
-    from models.muon import normuon_scale
+    from models.optimisation.muon import normuon_scale
 
     update = torch.ones(4, 8) * torch.tensor([1.0, 2.0, 4.0, 8.0])[:, None]
     second = torch.zeros(1, 8)  # a wide matrix's neurons are its columns (equal here: only the norm is checked)
@@ -94,7 +94,7 @@ def test_normuon_variant_trains_a_matrix_down_and_checks_its_name():
     assert (w - target).square().mean().item() < 0.1 * start
     assert opt.state[w]["second_moment"].shape == (1, 16)
     # a conv weight (gcnn) is a stack of matrices, one per kernel tap: each is scaled as if it stood alone
-    from models.muon import normuon_scale
+    from models.optimisation.muon import normuon_scale
 
     stacked = torch.randn(3, 8, 4) * torch.tensor([1.0, 10.0, 100.0])[:, None, None]
     together = normuon_scale(stacked, torch.zeros(3, 8, 1), beta2=0.0)

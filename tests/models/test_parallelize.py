@@ -1,14 +1,14 @@
-"""Device-independent parts of the run-time modules: the peak-FLOPS table (`models.flops`), dtype choice on CPU
-(`models.devices`), one-process helpers (`models.distributed`)."""
+"""Device-independent parts of the run-time modules: the peak-FLOPS table (`models.hardware.flops`), dtype choice on CPU
+(`models.hardware.devices`), one-process helpers (`models.distributed.process_group`)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from models.devices import resolve_dtype
-from models.distributed import DistInfo, mean_over_ranks, min_over_ranks, rank0_value
-from models.flops import PEAK_FLOPS, peak_flops, peak_flops_of
+from models.distributed.process_group import DistInfo, mean_over_ranks, min_over_ranks, rank0_value
+from models.hardware.devices import resolve_dtype
+from models.hardware.flops import PEAK_FLOPS, peak_flops, peak_flops_of
 
 
 @pytest.mark.parametrize(
@@ -51,8 +51,8 @@ def test_dtypes_on_cpu_and_one_process_agreement():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the rule on a machine without CUDA")
 def test_one_device_rule_for_training_and_the_chat_engine(tmp_path):
-    from models.devices import resolve_device
-    from models.generate import ChatEngine
+    from models.hardware.devices import resolve_device
+    from models.inference.generate import ChatEngine
 
     assert resolve_device("auto") == torch.device("cpu") and resolve_device("cpu") == torch.device("cpu")
     with pytest.raises(ValueError):

@@ -1,4 +1,4 @@
-"""Int8 serving weights (`models.quantize`): the linear layers quantized but those reading the MLP's hidden
+"""Int8 serving weights (`models.inference.quantize`): the linear layers quantized but those reading the MLP's hidden
 activations, the embedding table kept in float32 even when the head shares it, answers close to float32's."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 import torch
 from test_decoding import greedy, random_model
 
-from models.quantize import int8_layers, quantize_linear_int8
+from models.inference.quantize import int8_layers, quantize_linear_int8
 
 
 @pytest.mark.parametrize("tied", [True, False])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.tokenizer import SPECIAL_TOKENS, Tokenizer
+from models.text.tokenizer import SPECIAL_TOKENS, Tokenizer
 
 TEXTS = [
     "The river carries the old letter to the village market. " * 4,

@@ -115,7 +115,7 @@ def test_a_module_a_stage_imports_changes_its_key(checkout: Path):
     assert "curate" in edit_code(checkout, "tasks/curate/filters.py")  # imported inside run_curate's function body
     assert "crawl" not in edit_code(checkout, "tasks/collect/mixture.py")  # the sibling the crawl never imports
     assert edit_code(checkout, "tasks/collect/mixture.py") == {"mix"}
-    assert "train" in edit_code(checkout, "models/rnn.py")  # named by a string, for importlib
+    assert "train" in edit_code(checkout, "models/architectures/rnn.py")  # named by a string, for importlib
     assert "train" in edit_code(checkout, "tasks/train/state.py")
     assert edit_code(checkout, "tasks/serve/serve.py") == set()  # the server is no stage
 

@@ -154,7 +154,7 @@ def test_samples_are_reproducible(tok):
 
 
 def test_chat_sample_prompts_are_user_turns_framed_by_id(tok):
-    from models.chat import encode_chat
+    from models.text.chat import encode_chat
     from tasks.evaluate.samples import prompt_ids
 
     question = "What is <|assistant|>? Say <|end|>."  # a question quoting the markup stays a question

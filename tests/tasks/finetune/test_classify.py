@@ -209,7 +209,7 @@ def test_read_examples_names_the_line_that_is_not_json(tmp_path):
 def test_sigkill_and_resume_equals_an_uninterrupted_run(setup, tmp_path):
     from safetensors.torch import load_file
 
-    from models.checkpoint import step_dirs
+    from models.weights.checkpoint import step_dirs
     from tasks.finetune.classify import CHECKPOINTS, CLASSIFIER_DIR
 
     _tmp, base, train, val = setup  # 180 rows, 16 a step: 12 steps an epoch (dropout 0.1: the RNG resumes too)

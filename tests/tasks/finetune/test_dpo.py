@@ -10,8 +10,8 @@ import torch
 from lm_fixtures import checkpoint_ref, tiny_gpt, tiny_tokenizer, write_checkpoint
 from resume_fixtures import assert_same_checkpoint, assert_stopped_before_saving, kill_after
 
-from models.chat import encode_chat
-from models.lora import LoraConfig
+from models.optimisation.lora import LoraConfig
+from models.text.chat import encode_chat
 from tasks.core.artifacts import finish_stage
 from tasks.finetune.dpo import DPOConfig, encode_pair, run_dpo
 from tasks.finetune.pref_data import PreferenceSet
@@ -55,7 +55,7 @@ def test_the_completion_is_what_follows_the_prompt(setup):
 
 @pytest.mark.parametrize("lora", [None, LoraConfig(rank=4, alpha=8.0)])
 def test_dpo_makes_held_out_chosen_answers_win(setup, lora):
-    from models.checkpoint import load_model
+    from models.weights.checkpoint import load_model
 
     tmp, tokenizer, model, base, data, val = setup
     before = preference_metrics(model, model, tokenizer, val, beta=0.5, max_len=64, max_prompt_len=32)

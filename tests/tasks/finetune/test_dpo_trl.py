@@ -29,8 +29,8 @@ def test_loss_rewards_and_margins_equal_trl(tmp_path: Path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
-    from models.checkpoint import load_model
-    from models.dpo import dpo_loss
+    from models.optimisation.dpo import dpo_loss
+    from models.weights.checkpoint import load_model
     from tasks.finetune.dpo import encode_pair, pair_logps
     from tasks.pretrained.importer import ImportConfig, run_import
 

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from lm_fixtures import checkpoint_ref, tiny_gpt, tiny_tokenizer, write_checkpoint
 from resume_fixtures import assert_same_checkpoint, assert_stopped_before_saving, kill_after
 
-from models.chat import encode_chat
-from models.lora import LoraConfig
+from models.optimisation.lora import LoraConfig
+from models.text.chat import encode_chat
 from tasks.core.artifacts import finish_stage
 from tasks.core.tracking import TrackingConfig
 from tasks.finetune.sft import SFTConfig, pack, resolve_base, run_sft
@@ -93,7 +93,7 @@ def conversation_set(root: Path, train, val) -> ConversationSet:
 
 
 def test_sft_from_a_checkpoint_learns_the_answers(tokenizer, tmp_path: Path):
-    from models.checkpoint import load_model, read_sidecar
+    from models.weights.checkpoint import load_model, read_sidecar
 
     model = tiny_gpt(tokenizer.vocab_size, seq_len=128)
     base_dir = write_checkpoint(tmp_path / "base", model, tokenizer)
@@ -133,7 +133,7 @@ def test_resolve_base_from_a_directory(tokenizer, tmp_path: Path):
 def test_a_killed_run_resumes_to_the_same_weights(tokenizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from safetensors.torch import load_file
 
-    from models import checkpoint as ckpt
+    from models.weights import checkpoint as ckpt
 
     model = tiny_gpt(tokenizer.vocab_size, seq_len=128)
     base = checkpoint_ref(write_checkpoint(tmp_path / "base", model, tokenizer), model)

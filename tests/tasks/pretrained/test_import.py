@@ -10,8 +10,8 @@ import pytest
 import torch
 from pretrained_fixtures import save_tiny_hf_model
 
-from models.checkpoint import load_model
-from models.hf_import import PretrainedError, load_pretrained, model_config_from_hf
+from models.weights.checkpoint import load_model
+from models.weights.hf_import import PretrainedError, load_pretrained, model_config_from_hf
 from tasks.pretrained.importer import ImportConfig, run_import
 from tasks.registry.export import export_hf
 

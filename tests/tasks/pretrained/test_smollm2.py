@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.checkpoint import load_model
+from models.weights.checkpoint import load_model
 from tasks.pretrained.importer import ImportConfig, save_import
 
 pytestmark = pytest.mark.slow
@@ -65,7 +65,7 @@ def test_chat_template_ids_equal_apply_chat_template(smollm2_gguf, imported):
 
 
 def test_the_imported_model_answers(imported):
-    from models.generate import ChatEngine
+    from models.inference.generate import ChatEngine
 
     model, tokenizer, sidecar = imported
     engine = ChatEngine(model, tokenizer, sidecar)

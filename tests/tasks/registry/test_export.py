@@ -6,7 +6,7 @@ import pytest
 import torch
 from lm_fixtures import tiny_tokenizer, write_checkpoint
 
-from models.chat import encode_chat, render_chat
+from models.text.chat import encode_chat, render_chat
 from tasks.registry.export import export_hf
 
 transformers = pytest.importorskip("transformers")
@@ -18,7 +18,7 @@ def tokenizer():
 
 
 def random_model(vocab_size: int, qk_norm: bool, tie: bool):
-    from models.gpt import ModelConfig, build_model
+    from models.architectures.registry import ModelConfig, build_model
 
     torch.manual_seed(0)
     cfg = ModelConfig(n_layer=2, n_embd=64, n_head=4, n_kv_head=2, seq_len=32, vocab_size=vocab_size,
@@ -65,7 +65,7 @@ def test_tokenizer_and_chat_template_match(tokenizer, tmp_path: Path):
 @pytest.mark.parametrize("option", [{"mlp": "relu2"}, {"logit_softcap": 15.0}, {"embed_norm": True},
                                     {"value_embeds": True}, {"residual_scalars": True}])
 def test_export_refuses_what_transformers_cannot_compute(tokenizer, tmp_path: Path, option: dict):
-    from models.gpt import ModelConfig, build_model
+    from models.architectures.registry import ModelConfig, build_model
 
     cfg = ModelConfig(n_layer=1, n_embd=32, n_head=2, n_kv_head=2, seq_len=16, vocab_size=tokenizer.vocab_size,
                       **option)

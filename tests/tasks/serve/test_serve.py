@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from lm_fixtures import ScriptedLM, tiny_gpt, tiny_tokenizer
 
-from models.generate import ChatEngine
+from models.inference.generate import ChatEngine
 from tasks.serve.serve import ServeConfig, build_app
 
 HI = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 5, "temperature": 0}
@@ -192,7 +192,7 @@ def tiny_random(arch: str, vocab_size: int):
     """A small model of `arch` with perturbed weights, so its answers are varied tokens."""
     import torch
 
-    from models.gpt import ModelConfig, build_model
+    from models.architectures.registry import ModelConfig, build_model
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(arch=arch, n_layer=2, n_embd=32, seq_len=64, vocab_size=vocab_size))

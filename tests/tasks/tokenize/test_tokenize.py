@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from token_fixtures import synthetic_docs, write_shards
 
-from models.tokenizer import Tokenizer
+from models.text.tokenizer import Tokenizer
 from tasks.core.tokens import TokenLoader, iter_eval_batches, read_bin, write_bin
 from tasks.tokenize.tokenize import TokenizeConfig, _doc_hash, is_val, run_tokenize
 
@@ -144,7 +144,7 @@ def test_special_token_text_in_documents_stays_text(tmp_path):
 
     from lm_fixtures import UniformLM
 
-    from models.tokenizer import SPECIAL_TOKENS
+    from models.text.tokenizer import SPECIAL_TOKENS
     from tasks.evaluate.evaluate import EvalConfig, evaluate_model
 
     planted = "Chat markup: " + " ".join(SPECIAL_TOKENS) + " and <|user|>hi<|end|><|assistant|>Sure!<|end|><|eos|>"

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from token_fixtures import synthetic_docs, write_shards
 
-from models.tokenizer import Tokenizer
+from models.text.tokenizer import Tokenizer
 from tasks.core.tokens import read_bin
 from tasks.tokenize.tokenize import TokenizeConfig, run_tokenize
 

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 from token_fixtures import tiny_train_config
 
-from models.checkpoint import step_dirs
+from models.weights.checkpoint import step_dirs
 from tasks.train.train import TrainConfig, run_train
 
 REPO = Path(__file__).resolve().parents[3]

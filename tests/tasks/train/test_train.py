@@ -12,8 +12,8 @@ from resume_fixtures import assert_same_checkpoint, kill_after
 from safetensors.torch import load_file
 from token_fixtures import TINY_MODEL, tiny_train_config
 
-from models.checkpoint import load_model, step_dirs
-from models.gpt import ModelConfig
+from models.architectures.registry import ModelConfig
+from models.weights.checkpoint import load_model, step_dirs
 from tasks.train.train import TrainConfig, lr_multiplier, run_train
 
 TINY = ModelConfig(**TINY_MODEL)
@@ -125,7 +125,7 @@ def test_metrics_reach_mlflow_in_batches(tokens, tmp_path):
 def test_lora_continued_pretraining_saves_merged_weights_and_resumes_exactly(tokens, tmp_path):
     import shutil
 
-    from models.lora import LoraConfig
+    from models.optimisation.lora import LoraConfig
 
     base = run_train(small(max_steps=8), tokens, tmp_path / "base")
     start = str(base.dir / base.checkpoint)

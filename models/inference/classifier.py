@@ -1,11 +1,12 @@
 """Sequence classification on a pretrained lmforge language model: the head, its checkpoint and its MLflow pyfunc.
 
-`SequenceClassifier` wraps any arch of `models.gpt.build_model`: the base's output head is replaced by the identity,
-so its forward returns the final-norm hidden states (B, T, C), which are pooled — the mean over real tokens, or the
-last real token, which in a causal model has seen the whole text — and fed to a linear head over the labels. A
-classifier directory holds `classifier.safetensors` (base + head weights), `classifier.json` (base model config,
-labels, pooling, max length) and `tokenizer.json`. The registered pyfunc (`models/classifier_entry.py`, kept apart
-so training does not import MLflow) wraps `predict_proba` and `as_texts`.
+`SequenceClassifier` wraps any arch of `models.architectures.registry.build_model`: the base's output head is replaced
+by the identity, so its forward returns the final-norm hidden states (B, T, C), which are pooled — the mean over real
+tokens, or the last real token, which in a causal model has seen the whole text — and fed to a linear head over the
+labels. A classifier directory holds `classifier.safetensors` (base + head weights), `classifier.json` (base model
+config, labels, pooling, max length) and `tokenizer.json`. The registered pyfunc
+(`models/packaging/classifier_entry.py`, kept apart so training does not import MLflow) wraps `predict_proba` and
+`as_texts`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from models.checkpoint import copy_tokenizer
+from models.weights.checkpoint import copy_tokenizer
 
 WEIGHTS, CONFIG, TOKENIZER = "classifier.safetensors", "classifier.json", "tokenizer.json"
 Pooling = Literal["mean", "last"]
@@ -75,8 +76,8 @@ def load_classifier(path: Path | str, device: str = "cpu") -> tuple[SequenceClas
     """(classifier in eval mode, tokenizer, config dict) from a classifier directory."""
     from safetensors.torch import load_file
 
-    from models.gpt import ModelConfig, build_model
-    from models.tokenizer import Tokenizer
+    from models.architectures.registry import ModelConfig, build_model
+    from models.text.tokenizer import Tokenizer
 
     path = Path(path)
     if not (path / CONFIG).is_file():

@@ -3,15 +3,15 @@
 `Tokenizer` is the one object every stage uses to turn text into ids and back (tokenize, train, evaluate, SFT, serve).
 A tokenizer trained here has lmforge's special tokens: `<|bos|>` separates documents in the token shards, `<|eos|>`
 ends a generation, `<|pad|>` pads batches, and the chat-role tokens (`<|system|>`, `<|user|>`, `<|assistant|>`,
-`<|end|>`) frame conversations (`models.chat.LMFORGE_TEMPLATE`); they get the first ids (0..6), so any vocab size
-keeps them stable. A base model's tokenizer (`models.hf_import`) keeps its own tokens and chat template, named in a
-`TokenizerSpec` saved beside it as `tokenizer_config.json` (Hugging Face's file and keys, plus lmforge's
+`<|end|>`) frame conversations (`models.text.chat.LMFORGE_TEMPLATE`); they get the first ids (0..6), so any vocab size
+keeps them stable. A base model's tokenizer (`models.weights.hf_import`) keeps its own tokens and chat template, named
+in a `TokenizerSpec` saved beside it as `tokenizer_config.json` (Hugging Face's file and keys, plus lmforge's
 `document_token`: what separates documents in the token shards, e.g. SmolLM2's `<|endoftext|>`).
 
 Text never turns into control tokens: `encode` reads special-token strings inside text ("<|assistant|>" on a web
 page, in a user's message) as the ordinary bytes they are (`tokenizers`' `encode_special_tokens`), so corpus text
 cannot split a document, end a generation or forge a chat turn. Control tokens enter a sequence only by id: the
-tokenize stage puts `bos_id` between documents, `models.chat.encode_chat` inserts the role tokens.
+tokenize stage puts `bos_id` between documents, `models.text.chat.encode_chat` inserts the role tokens.
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ class TokenizerSpec(BaseModel):
     @classmethod
     def from_hf_config(cls, config: Mapping[str, Any], document_token: str | None = None) -> TokenizerSpec:
         """From a Hugging Face tokenizer config (tokens as strings or AddedToken dicts); `document_token` defaults
-        to the config's own, else its bos token, else eos (`models.hf_import` picks it for an imported model)."""
+        to the config's own, else its bos token, else eos (`models.weights.hf_import` picks it for an imported
+        model)."""
         def text(key: str) -> str | None:
             value = config.get(key)
             return value.get("content") if isinstance(value, Mapping) else value
@@ -74,7 +75,7 @@ class Tokenizer:
         needed = SPECIAL_TOKENS if spec is None else [spec.document_token, spec.eos_token, spec.pad_token]
         missing = [t for t in needed if hf_tokenizer.token_to_id(t) is None]
         if missing:
-            hint = "train it with models.tokenizer.train" if spec is None else f"fix {CONFIG_FILE}"
+            hint = "train it with models.text.tokenizer.train" if spec is None else f"fix {CONFIG_FILE}"
             raise ValueError(f"tokenizer lacks the special tokens {missing}; {hint}")
         # bos_id separates documents (lmforge's <|bos|>; a base model's document_token)
         self.bos_id: int = hf_tokenizer.token_to_id(BOS if spec is None else spec.document_token)
@@ -156,8 +157,8 @@ class Tokenizer:
 
     @cached_property
     def chat_template(self):
-        """The model's chat template (`models.chat.ChatTemplate`): lmforge's for a tokenizer trained here."""
-        from models.chat import LMFORGE_TEMPLATE, ChatTemplate
+        """The model's chat template (`models.text.chat.ChatTemplate`): lmforge's for a tokenizer trained here."""
+        from models.text.chat import LMFORGE_TEMPLATE, ChatTemplate
 
         if self.spec is None:
             return ChatTemplate(LMFORGE_TEMPLATE, self, {"bos_token": BOS, "eos_token": EOS, "pad_token": PAD})
@@ -180,7 +181,7 @@ class Tokenizer:
 
     def encode(self, text: str) -> list[int]:
         """Ids of `text` as plain text: a special-token string inside it ("<|bos|>") is encoded as its bytes, never as
-        the control id (insert those by id: `bos_id`, `models.chat.encode_chat`)."""
+        the control id (insert those by id: `bos_id`, `models.text.chat.encode_chat`)."""
         return self._tok.encode(text, add_special_tokens=False).ids
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:

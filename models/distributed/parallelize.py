@@ -1,8 +1,9 @@
 """How a model is wrapped for training, apart from what it is (torchtitan's split between `model.py` and
 `parallelize.py`): activation checkpointing, DDP or FSDP2, then torch.compile, and the gradient-sync switch for
 accumulation. The unwrapped model stays the owner of the parameters, so checkpoints always use its (HF-compatible)
-names. Device and dtype choice live in `models.devices`, the process group in `models.distributed`, sharded
-checkpoints in `models.dcp`, the peak-FLOPS table in `models.flops`.
+names. Device and dtype choice live in `models.hardware.devices`, the process group in
+`models.distributed.process_group`, sharded checkpoints in `models.distributed.dcp`, the peak-FLOPS table in
+`models.hardware.flops`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import torch
 from torch import nn
 
 
-from models.distributed import DistInfo
+from models.distributed.process_group import DistInfo
 
 def blocks(model: nn.Module) -> list[nn.Module]:
     """The repeated blocks (`model.layers` for gpt, `layers` for the others): FSDP's and compile's unit."""

@@ -1,10 +1,10 @@
 """The classic GPT-2 recipe (nanoGPT): learned positions, LayerNorm, GELU MLP, biases, tied embeddings.
 
-The baseline of the training benchmark (`bench/train.py`) and `model.arch="gpt2"`. Same interface as `models.gpt.GPT`
-(`forward(idx, targets) -> (logits, None) | (None, loss)`, `generate`, `num_params`, `flops_per_token`), so the
-trainer, checkpoints and evaluation work unchanged. `forward(idx, cache=...)` fills a KV cache (`new_cache`), so
-every generation path decodes one position per token; positions are learned, so the cache never holds more than
-`seq_len` (a full one restarts on the last half, `models.decoding.decode`).
+The baseline of the training benchmark (`bench/train.py`) and `model.arch="gpt2"`. Same interface as
+`models.architectures.gpt.GPT` (`forward(idx, targets) -> (logits, None) | (None, loss)`, `generate`, `num_params`,
+`flops_per_token`), so the trainer, checkpoints and evaluation work unchanged. `forward(idx, cache=...)` fills a KV
+cache (`new_cache`), so every generation path decodes one position per token; positions are learned, so the cache never
+holds more than `seq_len` (a full one restarts on the last half, `models.decoding.decoders.decode`).
 """
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ from typing import Literal
 import torch
 from torch import nn
 
-from models.decoding import Decoding, KVCacheDecoder
-from models.gpt import Generation, ModelConfig, cached_attention
-from models.kv_cache import KVCache
-from models.loss import head_and_loss
+from models.architectures.gpt import cached_attention
+from models.architectures.loss import head_and_loss
+from models.architectures.registry import ModelConfig
+from models.decoding.decoders import Decoding, KVCacheDecoder
+from models.decoding.generation import Generation
+from models.decoding.kv_cache import KVCache
 
 
 class CausalSelfAttention(nn.Module):

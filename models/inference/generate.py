@@ -1,8 +1,8 @@
 """The generation engine: chat template, context budget, sampling, stop strings and UTF-8-safe streaming deltas.
 
 One engine serves every path that generates text from a checkpoint: `lmforge serve`, `lmforge chat`, the MLflow
-pyfunc (`models.pyfunc`) and the fine-tuning stages' sample answers. It needs only `models/` (the checkpoint format
-lives in `models.checkpoint`), so a registered model carries no stage code.
+pyfunc (`models.packaging.pyfunc`) and the fine-tuning stages' sample answers. It needs only `models/` (the checkpoint
+format lives in `models.weights.checkpoint`), so a registered model carries no stage code.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from models.chat import encode_turns
+from models.text.chat import encode_turns
 
 if TYPE_CHECKING:
-    from models.quantize import Quantize
+    from models.inference.quantize import Quantize
 
 DEFAULT_MAX_TOKENS = 128
 Delta = tuple[str, "str | None", int, int]  # (text, finish_reason or None, prompt tokens, completion tokens)
@@ -69,8 +69,8 @@ class Detokenizer:
 class ChatEngine:
     """Chat generation over a loaded model: template, context budget, sampling, stop conditions, UTF-8-safe deltas.
 
-    Decoding is incremental (`models.decoding`): the prompt runs through the model once, then each new token costs
-    one position. When a KV cache fills up mid-answer, decoding restarts on the conversation refitted to half the
+    Decoding is incremental (`models.decoding.decoders`): the prompt runs through the model once, then each new token
+    costs one position. When a KV cache fills up mid-answer, decoding restarts on the conversation refitted to half the
     context (amortised, still a constant cost per token)."""
 
     def __init__(self, model: Any, tokenizer: Any, sidecar: dict[str, Any], name: str = "lmforge",
@@ -85,18 +85,19 @@ class ChatEngine:
     def from_checkpoint(cls, checkpoint_dir: Path | str, device: str = "cpu", name: str = "lmforge",
                         version: str | None = None, quantize: Quantize = "none") -> ChatEngine:
         """`device` "auto" = CUDA when present, in bfloat16 where the GPU supports it; else CPU in float32, or with
-        `quantize="int8"` int8 linear weights (`models.quantize`: faster decoding on CPU, at a measured cost)."""
+        `quantize="int8"` int8 linear weights (`models.inference.quantize`: faster decoding on CPU, at a measured
+        cost)."""
         import torch
 
-        from models.checkpoint import load_model
-        from models.devices import resolve_device
+        from models.hardware.devices import resolve_device
+        from models.weights.checkpoint import load_model
 
         resolved = resolve_device(device)
         model, tokenizer, sidecar = load_model(checkpoint_dir, device=str(resolved))
         if resolved.type == "cuda" and torch.cuda.is_bf16_supported():
             model = model.to(torch.bfloat16)
         if quantize == "int8":
-            from models.quantize import quantize_linear_int8
+            from models.inference.quantize import quantize_linear_int8
 
             model = quantize_linear_int8(model)
         return cls(model, tokenizer, sidecar, name, version)
@@ -140,8 +141,8 @@ class ChatEngine:
 
     def run(self, seq: Sequence, cancelled: Callable[[], bool] | None = None) -> Iterator[Delta]:
         """Decode `seq` alone to its end (what `stream` does once the request is a `Sequence`): the one decode
-        loop (`models.decoding.decode`) with one slot, handing on each step's deltas before the next pass."""
-        from models.decoding import decode, decoder_for
+        loop (`models.decoding.decoders.decode`) with one slot, handing on each step's deltas before the next pass."""
+        from models.decoding.decoders import decode, decoder_for
 
         alone = Alone(seq, cancelled)
         for _ in decode(decoder_for(self.model, self.context), alone):
@@ -180,7 +181,7 @@ class Sequence:
         """The next token from the logits (V,) the model gave for this sequence."""
         import torch
 
-        from models.gpt import sample_next
+        from models.decoding.sampling import sample_next
 
         if self.seed is not None and self.generator is None:
             self.generator = torch.Generator(device=logits.device)
@@ -237,7 +238,7 @@ class Sequence:
 
 
 class Alone:
-    """One `Sequence` as the decode loop's streams (`models.decoding.Streams`), its deltas kept for `take`."""
+    """One `Sequence` as the decode loop's streams (`models.decoding.decoders.Streams`), its deltas kept for `take`."""
 
     def __init__(self, seq: Sequence, cancelled: Callable[[], bool] | None) -> None:
         self.seq, self.cancelled, self.waiting, self.deltas = seq, cancelled, True, []

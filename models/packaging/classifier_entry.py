@@ -7,8 +7,8 @@ per text: the predicted `label` (as a string), its `probability` and one `prob_<
 
 import mlflow
 
-from models.classifier import as_texts, load_classifier, predict_proba
-from models.devices import resolve_device
+from models.hardware.devices import resolve_device
+from models.inference.classifier import as_texts, load_classifier, predict_proba
 
 
 class LmforgeClassifier(mlflow.pyfunc.PythonModel):

@@ -5,9 +5,10 @@ Each of the `n_layer` residual blocks computes `h = (X*W + b) ⊗ σ(X*V + c)` �
 Causality comes from padding only on the left: the output at position t sees inputs t-(KERNEL-1)·d … t. One change
 from the paper, for the small depths a CPU can train: block i uses dilation d = 2^(i mod 4) (as WaveNet/ByteNet do)
 so 4 blocks see 46 tokens instead of 13; the paper's adaptive softmax and weight normalisation are left out (a
-full softmax over a small vocabulary, LayerNorm instead). Embeddings are tied when `tie_embeddings`. The transformer-only
-fields of `ModelConfig` are ignored. Same interface as `models.gpt.GPT`; generation recomputes only the last
-receptive field's worth of tokens per new token, which gives exactly the logits of a full forward pass.
+full softmax over a small vocabulary, LayerNorm instead). Embeddings are tied when `tie_embeddings`. The
+transformer-only fields of `ModelConfig` are ignored. Same interface as `models.architectures.gpt.GPT`; generation
+recomputes only the last receptive field's worth of tokens per new token, which gives exactly the logits of a full
+forward pass.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.decoding import Decoding, WindowDecoder
-from models.gpt import Generation, ModelConfig, init_tied_embedding
-from models.loss import head_and_loss
+from models.architectures.gpt import init_tied_embedding
+from models.architectures.loss import head_and_loss
+from models.architectures.registry import ModelConfig
+from models.decoding.decoders import Decoding, WindowDecoder
+from models.decoding.generation import Generation
 
 KERNEL = 4
 
@@ -37,7 +40,7 @@ class GatedConvBlock(nn.Module):
         self.conv = nn.Conv1d(cfg.n_embd, 2 * cfg.n_embd, KERNEL, dilation=dilation(layer))  # value and gate halves
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd)
         self.drop = nn.Dropout(cfg.dropout)
-        nn.init.zeros_(self.proj.weight)  # every block starts as the identity, as in models.gpt
+        nn.init.zeros_(self.proj.weight)  # every block starts as the identity, as in models.architectures.gpt
         nn.init.zeros_(self.proj.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -60,10 +63,10 @@ class GCNN(Generation, nn.Module):
         nn.init.normal_(self.embed_tokens.weight, std=0.02)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
-            init_tied_embedding(self.embed_tokens)  # identity blocks: see models.gpt.init_tied_embedding
+            init_tied_embedding(self.embed_tokens)  # identity blocks: see models.architectures.gpt.init_tied_embedding
         else:
             nn.init.normal_(self.lm_head.weight, std=0.02)
-        self.grad_checkpointing = False  # set by models.parallelize.parallelize
+        self.grad_checkpointing = False  # set by models.distributed.parallelize.parallelize
 
     @property
     def receptive_field(self) -> int:

@@ -1,4 +1,5 @@
-"""LoRA adapters on `models.gpt` with `peft`: add them, train only them, and merge them into plain weights.
+"""LoRA adapters on `models.architectures.gpt` with `peft`: add them, train only them, and merge them into plain
+weights.
 
 `add_lora(model, cfg)` injects peft's LoRA layers into the named projections in place (the model keeps its own
 forward, KV cache and loss) and freezes everything else. Checkpoints store the merged weights (`merged_state`: what

@@ -1,140 +1,27 @@
-"""The lmforge GPT: a decoder-only transformer in pure torch, and the `build_model` registry of architectures.
+"""The lmforge GPT: a decoder-only transformer in pure torch.
 
 Llama-style blocks: RoPE, RMSNorm, SwiGLU MLP, no biases, grouped-query attention, optional QK-norm, optional tied
 embeddings, `F.scaled_dot_product_attention`, zero-initialised output projections. Parameter names and layouts are
 those of Hugging Face `LlamaForCausalLM` (`Qwen3ForCausalLM` when `qk_norm`), e.g.
 `model.layers.0.self_attn.q_proj.weight`, and RoPE uses HF's rotate-half convention, so a state dict exports 1:1.
-Generation uses a KV cache (`models.kv_cache`) and samples with temperature / top-k / top-p; every arch's `generate`
-runs the one decode loop (`models.decoding.decode`) through `Generation`.
+Generation uses a KV cache (`models.decoding.kv_cache`); sampling (temperature / top-k / top-p) and every
+arch's `generate`, the one decode loop through the decoder an arch declares, live beside it in
+`models/decoding/` (`sampling`, `generation`).
 """
 
 from __future__ import annotations
 
-import importlib
-import math
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
-from models.decoding import Decoding, KVCacheDecoder, decode, decoder_for
-from models.kv_cache import KVCache
-from models.loss import head_and_loss
-
-# The options HF Llama/Qwen lack, each with its value when off (`ModelConfig.hf_compatible`).
-HF_INCOMPATIBLE = {"mlp": "swiglu", "logit_softcap": 0.0, "embed_norm": False, "value_embeds": False,
-                   "residual_scalars": False}
-# arch -> "module:Class"; every class takes a ModelConfig and has forward(idx, targets), generate(...), num_params()
-ARCHS = {"gpt": "models.gpt:GPT", "gpt2": "models.gpt2:GPT2", "rnn": "models.rnn:RNNLM", "gcnn": "models.gcnn:GCNN"}
-
-
-class ModelConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    arch: Literal["gpt", "gpt2", "rnn", "gcnn"] = Field(default="gpt", description="Architecture (see models.ARCHS).")
-    n_layer: int = Field(default=4, ge=1, description="Transformer blocks.")
-    n_embd: int = Field(default=256, ge=8, description="Width of the residual stream.")
-    n_head: int = Field(default=4, ge=1, description="Query heads; head_dim = n_embd / n_head.")
-    n_kv_head: int = Field(default=4, ge=1, description="Key/value heads (grouped-query attention); divides n_head.")
-    intermediate_size: int = Field(default=0, ge=0, description="SwiGLU hidden width; 0 = 8/3 n_embd rounded to 64.")
-    seq_len: int = Field(default=256, ge=2, description="Context length the model is trained at.")
-    vocab_size: int = Field(default=0, ge=0, description="Vocabulary size; 0 = take it from the tokenizer.")
-    qk_norm: bool = Field(default=False, description="RMSNorm on queries and keys per head (Qwen3 layout).")
-    attn_bias: bool = Field(default=False, description="Biases on the q/k/v projections (Qwen2 layout).")
-    head_size: int = Field(default=0, ge=0, description="Width of one head; 0 = n_embd / n_head (Qwen3 sets more).")
-    tie_embeddings: bool = Field(default=True, description="Share the input embedding with the output head.")
-    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout on attention and residual branches.")
-    rope_theta: float = Field(default=10000.0, gt=0, description="RoPE base frequency.")
-    norm_eps: float = Field(default=1e-6, gt=0, description="RMSNorm epsilon.")
-    # Options HF Llama/Qwen lack (nanochat's recipe): a model using any of them trains, evaluates and serves here but
-    # does not export to transformers (tasks.registry.export refuses it); imported models keep them off.
-    mlp: Literal["swiglu", "relu2"] = Field(
-        default="swiglu", description="MLP: SwiGLU (Llama), or ReLU^2 with one up projection (not exportable)."
-    )
-    logit_softcap: float = Field(
-        default=0.0, ge=0, description="Squash logits to (-c, c) with c tanh(z / c); 0 = off (not exportable)."
-    )
-    embed_norm: bool = Field(
-        default=False, description="RMS-normalise the token embeddings before the first block (not exportable)."
-    )
-    value_embeds: bool = Field(
-        default=False, description="ResFormer value embeddings on every other layer and the last: a per-token vector "
-        "added, through a learned per-head gate, to the layer's values (not exportable).",
-    )
-    residual_scalars: bool = Field(
-        default=False, description="Before each block, scale the residual stream by a learned per-layer scalar and add "
-        "the embedding back in by another (nanochat's resid / x0 lambdas; not exportable).",
-    )
-    mlp_init_scale: float = Field(
-        default=1.0, gt=0, description="Init std of the MLP's input matrices relative to 1/sqrt(n_embd) (nanochat: "
-        "0.4); an init choice only, so exportable.",
-    )
-
-    @model_validator(mode="after")
-    def _check_shapes(self) -> ModelConfig:
-        if self.head_size % 2:
-            raise ValueError(f"head_size={self.head_size} must be even (RoPE rotates pairs of channels)")
-        if not self.head_size and (self.n_embd % self.n_head or (self.n_embd // self.n_head) % 2):
-            raise ValueError(f"n_embd={self.n_embd} must split into n_head={self.n_head} heads of even size")
-        if self.n_head % self.n_kv_head:
-            raise ValueError(f"n_kv_head={self.n_kv_head} must divide n_head={self.n_head}")
-        return self
-
-    @property
-    def head_dim(self) -> int:
-        return self.head_size or self.n_embd // self.n_head
-
-    @property
-    def hidden_dim(self) -> int:
-        if self.intermediate_size:
-            return self.intermediate_size
-        # the same parameter count either way: SwiGLU's three matrices at 8/3 d, ReLU^2's two at 4 d
-        return 4 * self.n_embd if self.mlp == "relu2" else 64 * math.ceil(8 * self.n_embd / 3 / 64)
-
-    @property
-    def hf_compatible(self) -> bool:
-        """Whether transformers' Llama/Qwen classes compute what this model computes (see the options above)."""
-        return not self.incompatible_options
-
-    @property
-    def incompatible_options(self) -> dict[str, object]:
-        """The options set here that HF Llama/Qwen cannot compute, by name, with their values."""
-        return {name: getattr(self, name) for name, off in HF_INCOMPATIBLE.items() if getattr(self, name) != off}
-
-
-def build_model(cfg: ModelConfig) -> nn.Module:
-    """Instantiate the architecture `cfg.arch` names (vocab_size must be set by now)."""
-    if cfg.vocab_size <= 0:
-        raise ValueError("model.vocab_size is 0: set it from the tokenizer (cfg.model_copy(update={'vocab_size': n}))")
-    module_name, class_name = ARCHS[cfg.arch].split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as err:
-        raise NotImplementedError(f"model.arch={cfg.arch!r} is not implemented yet ({module_name} missing)") from err
-    return getattr(module, class_name)(cfg)
-
-
-class Generation:
-    """`generate` for every arch: the rows run through the decoder the arch declares (`decoding`) in the one
-    decode loop (`models.decoding.decode`), one slot per row, with as long a context as the decoder holds."""
-
-    @torch.no_grad()
-    def generate(
-        self,
-        idx: torch.Tensor,
-        max_new_tokens: int,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        eos_id: int | None = None,
-    ) -> torch.Tensor:
-        """Extend idx (B, T) by up to max_new_tokens sampled tokens; returns (B, T + n). temperature 0 = greedy."""
-        decoder = decoder_for(self, None, slots=idx.size(0))
-        rows = RowStreams(idx, decoder.capacity, max_new_tokens, temperature, top_k, top_p, eos_id)
-        for _ in decode(decoder, rows):
-            pass
-        return rows.idx
+from models.architectures.loss import head_and_loss
+from models.architectures.registry import ModelConfig
+from models.decoding.decoders import Decoding, KVCacheDecoder
+from models.decoding.generation import Generation
+from models.decoding.kv_cache import KVCache
 
 
 class RMSNorm(nn.Module):
@@ -296,7 +183,7 @@ class GPT(Generation, nn.Module):
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
-        self.grad_checkpointing = False  # set by models.parallelize.parallelize
+        self.grad_checkpointing = False  # set by models.distributed.parallelize.parallelize
         cos, sin = rope_tables(cfg)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
@@ -354,8 +241,8 @@ class GPT(Generation, nn.Module):
         reduction: Literal["mean", "none"] = "mean",
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """idx (B, T) -> (logits (B, T, V) in float32, None), or with targets (None, mean cross-entropy over targets
-        != -1; per position (B, T) with `reduction="none"`): the loss is computed chunk by chunk (`models.loss`), so
-        the full logits are never built. With a
+        != -1; per position (B, T) with `reduction="none"`): the loss is computed chunk by chunk
+        (`models.architectures.loss`), so the full logits are never built. With a
         `cache` (a view, `KVCache.at`) the T positions continue the sequences cached in its rows."""
         B, T = idx.shape
         start = cache.start if cache is not None else 0
@@ -411,69 +298,3 @@ def init_tied_embedding(embedding: nn.Embedding) -> None:
     read the residual stream through RMSNorm, so its small start costs them nothing; untied heads start near zero.
     """
     nn.init.normal_(embedding.weight, std=1.0 / embedding.weight.size(1))
-
-
-def append_sampled(
-    idx: torch.Tensor, nxt: torch.Tensor, done: torch.Tensor, eos_id: int | None
-) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """Append nxt (B, 1) to idx; rows that already ended keep emitting eos. Returns (idx, done, all rows ended)."""
-    if eos_id is None:
-        return torch.cat((idx, nxt), dim=1), done, False
-    nxt = torch.where(done[:, None], torch.full_like(nxt, eos_id), nxt)
-    done = done | (nxt[:, 0] == eos_id)
-    return torch.cat((idx, nxt), dim=1), done, bool(done.all())
-
-
-class RowStreams:
-    """The rows of one `generate` call as the decode loop's streams: every row joins at once into its own slot, all
-    rows sample together (one `sample_next` over the batch), a row that ended keeps emitting eos until all have (or
-    max_new_tokens), and a full cache restarts a row on the most recent half of its tokens."""
-
-    def __init__(self, idx: torch.Tensor, capacity: int | None, max_new_tokens: int, temperature: float,
-                 top_k: int | None, top_p: float | None, eos_id: int | None) -> None:
-        self.idx, self.capacity, self.left = idx, capacity, max_new_tokens
-        self.sampling, self.eos_id = (temperature, top_k, top_p), eos_id
-        self.waiting = set(range(idx.size(0)))
-        self.done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
-
-    def join(self, slot: int) -> list[int] | None:
-        if slot not in self.waiting:
-            return None
-        self.waiting.remove(slot)
-        return self.idx[slot, -(self.capacity - 1) :].tolist() if self.capacity else self.idx[slot].tolist()
-
-    def advance(self, logits: dict[int, torch.Tensor]) -> dict[int, int | None]:
-        if self.left <= 0:
-            return dict.fromkeys(logits)
-        nxt = sample_next(torch.stack([logits[row] for row in range(self.idx.size(0))]), *self.sampling)  # (B, 1)
-        self.idx, self.done, finished = append_sampled(self.idx, nxt, self.done, self.eos_id)
-        self.left -= 1
-        if finished or self.left == 0:
-            return dict.fromkeys(logits)
-        return dict(enumerate(self.idx[:, -1].tolist()))
-
-    def refit(self, slot: int) -> list[int]:
-        return self.idx[slot, -(self.capacity // 2) :].tolist()
-
-
-def sample_next(
-    logits: torch.Tensor,
-    temperature: float,
-    top_k: int | None,
-    top_p: float | None,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Sample one token per row of logits (B, V) -> (B, 1); shared by every arch's generate and the chat engine
-    (which passes a seeded `generator` for a request's `seed`)."""
-    if temperature <= 0:
-        return logits.argmax(dim=-1, keepdim=True)
-    logits = logits / temperature
-    if top_k is not None and top_k > 0:
-        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and 0 < top_p < 1:
-        sorted_logits, order = torch.sort(logits, descending=True)
-        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-        drop = cumulative - sorted_logits.softmax(dim=-1) > top_p  # keep the smallest prefix reaching top_p
-        logits = logits.scatter(1, order, sorted_logits.masked_fill(drop, float("-inf")))
-    return torch.multinomial(logits.softmax(dim=-1), num_samples=1, generator=generator)

@@ -1,12 +1,12 @@
 """The MLflow models: an lmforge checkpoint packaged as an OpenAI-compatible `mlflow.pyfunc.ChatModel`, and a
-fine-tuned classifier packaged as `models.classifier_entry.LmforgeClassifier` (texts in, labels out).
+fine-tuned classifier packaged as `models.packaging.classifier_entry.LmforgeClassifier` (texts in, labels out).
 
 MLflow 3 deprecates `ChatModel` in favour of `ResponsesAgent` for agents, but keeps recommending it where strict
 OpenAI ChatCompletion compatibility is needed — which is what `lmforge serve` and `mlflow models serve` expose.
 The packaged model holds the checkpoint (weights, tokenizer, sidecar with the model config; never the optimizer
 state) as an artifact and the `models` source as code (nothing from `tasks/`), so `mlflow models serve -m
 models:/lmforge@champion --env-manager local` runs it with nothing else on the path. Generation itself is
-`models.generate.ChatEngine`, shared with the chat server and the CLI chat. Both models are models-from-code
+`models.inference.generate.ChatEngine`, shared with the chat server and the CLI chat. Both models are models-from-code
 (`pyfunc_entry.py`, `classifier_entry.py`: no pickle stored) and carry the same code (`package_code`).
 """
 
@@ -32,9 +32,9 @@ from mlflow.types.llm import (
     TokenUsageStats,
 )
 
-from models.checkpoint import SERVING_FILES, TOKENIZER
-from models.generate import DEFAULT_MAX_TOKENS, ChatEngine
-from models.tokenizer import Tokenizer
+from models.inference.generate import DEFAULT_MAX_TOKENS, ChatEngine
+from models.text.tokenizer import Tokenizer
+from models.weights.checkpoint import SERVING_FILES, TOKENIZER
 
 INPUT_EXAMPLE = {"messages": [{"role": "user", "content": "What is Debian?"}], "max_tokens": 8, "temperature": 0.7}
 
@@ -119,8 +119,8 @@ def save_chat_model(checkpoint_dir: Path | str, path: Path | str, workdir: Path 
 
 
 def save_classifier_model(classifier_dir: Path | str, path: Path | str, workdir: Path | str) -> Path:
-    """Write the pyfunc classifier for `classifier_dir` (`models.classifier.save_classifier`'s output) to `path`
-    (must not exist); `workdir` holds the staged code."""
+    """Write the pyfunc classifier for `classifier_dir` (`models.inference.classifier.save_classifier`'s output) to
+    `path` (must not exist); `workdir` holds the staged code."""
     import pandas as pd
 
     mlflow.pyfunc.save_model(

@@ -109,7 +109,7 @@ class WindowDecoder(Decoder):
 
 
 class KVCacheDecoder(Decoder):
-    """One `models.kv_cache.KVCache` row per slot: a pass runs only the new positions."""
+    """One `models.decoding.kv_cache.KVCache` row per slot: a pass runs only the new positions."""
 
     def __init__(self, model: Any, capacity: int | None, slots: int = 1) -> None:
         super().__init__(model, capacity, slots)
@@ -208,7 +208,7 @@ def decoding_of(model: Any) -> Decoding:
     """The `Decoding` the model's class declares; a clear error for a model that declares none."""
     declared = getattr(type(model), "decoding", None)
     if not isinstance(declared, Decoding):
-        raise TypeError(f"{type(model).__name__} declares no `decoding = Decoding(...)` (models.decoding): "
+        raise TypeError(f"{type(model).__name__} declares no `decoding = Decoding(...)` (models.decoding.decoders): "
                         "say how it continues a sequence")
     return declared
 

@@ -1,7 +1,8 @@
 """Atomic JSON writes and file hashes, shared by checkpoint sidecars, imported weights and stage manifests.
 
-Apart from `models.checkpoint` so that a stage writing a manifest imports this and nothing else of `models`: the code
-a stage's cache key covers is what it imports (`tasks.core.stage_code`), and the checkpoint loader imports the model.
+Apart from `models.weights.checkpoint` so that a stage writing a manifest imports this and nothing else of `models`: the
+code a stage's cache key covers is what it imports (`tasks.core.stage_code`), and the checkpoint loader imports the
+model.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ A checkpoint directory is self-contained, so the registry can package it as is:
 - `state.pt`: optimizer state, RNG states, data-loader position and step; plain tensors and containers only, loaded
   with `torch.load(weights_only=True)` (never unpickle code);
 - `tokenizer.json`: a copy of the tokenizer the model was trained with (and, for a base model's tokenizer, its
-  `tokenizer_config.json`: special tokens and chat template, `models.tokenizer.TokenizerSpec`);
+  `tokenizer_config.json`: special tokens and chat template, `models.text.tokenizer.TokenizerSpec`);
 - `sidecar.json`: model and train config, step, tokens seen, tokenizer sha256, data manifest sha256, git commit;
 - `sharded/` (FSDP runs only): the sharded model and optimizer state written by `torch.distributed.checkpoint`, so
   a sharded run resumes exactly; `model.safetensors` still holds the full weights, gathered by rank 0.
@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from models.files import write_json_atomic
+from models.weights.files import write_json_atomic
 
 STEP_PREFIX, STAGING_PREFIX = "step_", ".tmp-"  # step_000500/, assembled as .tmp-step_000500/
 STEP_DIR = re.compile(rf"^{STEP_PREFIX}(\d{{6,}})$")
@@ -142,7 +142,7 @@ def save_checkpoint(
 
 def copy_tokenizer(tokenizer_file: Path | str, dest: Path) -> None:
     """Copy `tokenizer.json` into `dest`, with the base model's tokenizer spec beside it when there is one."""
-    from models.tokenizer import Tokenizer
+    from models.text.tokenizer import Tokenizer
 
     files = Tokenizer.files(tokenizer_file)
     shutil.copyfile(files[0], dest / TOKENIZER)
@@ -196,8 +196,8 @@ def load_weights(model, checkpoint_dir: Path | str, device: str = "cpu") -> None
 
 def load_model(checkpoint_dir: Path | str, device: str = "cpu"):
     """(model in eval mode on `device`, its Tokenizer, the sidecar dict) from a checkpoint directory."""
-    from models.gpt import ModelConfig, build_model
-    from models.tokenizer import Tokenizer
+    from models.architectures.registry import ModelConfig, build_model
+    from models.text.tokenizer import Tokenizer
 
     checkpoint_dir = Path(checkpoint_dir)
     sidecar = read_sidecar(checkpoint_dir)

@@ -5,7 +5,7 @@ without its regularisers: token embedding, `n_layer` single-layer LSTMs of width
 and dropout between them, a final LayerNorm and the output head tied to the embedding (Press & Wolf 2017). Each
 layer is its own `nn.LSTM` under `layers.N`, so Muon's "matrices inside blocks" rule, FSDP's per-block sharding and
 activation checkpointing see one block per layer, as for the transformers. The transformer-only fields of
-`ModelConfig` (heads, RoPE, QK-norm, `intermediate_size`) are ignored. Same interface as `models.gpt.GPT`:
+`ModelConfig` (heads, RoPE, QK-norm, `intermediate_size`) are ignored. Same interface as `models.architectures.gpt.GPT`:
 `forward(idx, targets) -> (logits, None) | (None, loss)`, `generate`, `num_params`, `flops_per_token`; generation
 carries the LSTM state, so each new token costs one step whatever the context length.
 """
@@ -17,9 +17,10 @@ from typing import Literal
 import torch
 from torch import nn
 
-from models.decoding import Decoding, RecurrentDecoder
-from models.gpt import Generation, ModelConfig
-from models.loss import head_and_loss
+from models.architectures.loss import head_and_loss
+from models.architectures.registry import ModelConfig
+from models.decoding.decoders import Decoding, RecurrentDecoder
+from models.decoding.generation import Generation
 
 State = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (h, c), each (1, B, C)
 
@@ -55,7 +56,7 @@ class RNNLM(Generation, nn.Module):
             self.lm_head.weight = self.embed_tokens.weight
         else:
             nn.init.normal_(self.lm_head.weight, std=0.02)
-        self.grad_checkpointing = False  # set by models.parallelize.parallelize
+        self.grad_checkpointing = False  # set by models.distributed.parallelize.parallelize
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -3,10 +3,11 @@
 `load_pretrained(source)` reads a Hugging Face hub id (downloaded with `huggingface_hub`), a local directory in HF
 layout (`config.json`, `*.safetensors`, `tokenizer.json`, `tokenizer_config.json`) or a GGUF file (dequantized by
 `transformers`, which also rebuilds its tokenizer and chat template from the GGUF metadata). `model_config_from_hf`
-maps the HF config onto `models.gpt.ModelConfig` (Llama 2/3 without RoPE scaling, SmolLM/SmolLM2, Mistral without a
-sliding window, Qwen2/2.5 with q/k/v biases, Qwen3 with QK-norm); a field that does not map raises naming it. The
-state dict needs no renaming: `models.gpt` uses HF's names and layouts (the inverse of `tasks.registry.export`).
-Weights load from safetensors only: a checkpoint shipped as pickled `.bin` files is refused, never unpickled.
+maps the HF config onto `models.architectures.registry.ModelConfig` (Llama 2/3 without RoPE scaling, SmolLM/SmolLM2,
+Mistral without a sliding window, Qwen2/2.5 with q/k/v biases, Qwen3 with QK-norm); a field that does not map raises
+naming it. The state dict needs no renaming: `models.architectures.gpt` uses HF's names and layouts (the inverse of
+`tasks.registry.export`). Weights load from safetensors only: a checkpoint shipped as pickled `.bin` files is refused,
+never unpickled.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from models.files import file_sha256
-from models.gpt import ModelConfig
-from models.tokenizer import Tokenizer, TokenizerSpec
+from models.architectures.registry import ModelConfig
+from models.text.tokenizer import Tokenizer, TokenizerSpec
+from models.weights.files import file_sha256
 
 FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
 # What a hub download fetches: the config, the weights, the tokenizer and the model card (its licence).
@@ -50,7 +51,7 @@ def _rope_theta(config: dict[str, Any]) -> float:
     scaling = config.get("rope_scaling") or {}
     kind = scaling.get("rope_type", scaling.get("type")) or rope.get("rope_type", "default")
     if kind not in ("default", None):
-        raise PretrainedError(f"config.json rope_scaling/rope_type={kind!r}: only plain RoPE maps onto models.gpt "
+        raise PretrainedError(f"config.json rope_scaling/rope_type={kind!r}: only plain RoPE maps onto models.architectures.gpt "
                            "(Llama 3.1+ 'llama3' or YaRN scaling is not implemented)")
     theta = config.get("rope_theta", rope.get("rope_theta"))
     if theta is None:
@@ -66,18 +67,18 @@ def model_config_from_hf(config: dict[str, Any]) -> ModelConfig:
                            "(decoder-only, RoPE, RMSNorm, SwiGLU)")
     act = config.get("hidden_act", "silu")
     if act != "silu":
-        raise PretrainedError(f"config.json hidden_act={act!r}: models.gpt's MLP is SwiGLU (silu)")
+        raise PretrainedError(f"config.json hidden_act={act!r}: models.architectures.gpt's MLP is SwiGLU (silu)")
     if config.get("mlp_bias"):
-        raise PretrainedError("config.json mlp_bias=true: models.gpt's MLP has no biases")
+        raise PretrainedError("config.json mlp_bias=true: models.architectures.gpt's MLP has no biases")
     sliding = config.get("sliding_window") if family == "mistral" else (
         config.get("sliding_window") if config.get("use_sliding_window") else None)
     if sliding is not None and sliding < config.get("max_position_embeddings", 0):
-        raise PretrainedError(f"config.json sliding_window={sliding}: models.gpt attends to the whole context")
+        raise PretrainedError(f"config.json sliding_window={sliding}: models.architectures.gpt attends to the whole context")
     n_embd, n_head = int(config["hidden_size"]), int(config["num_attention_heads"])
     head_dim = int(config.get("head_dim") or n_embd // n_head)
     attn_bias = family == "qwen2" or bool(config.get("attention_bias", False))
     if family == "qwen3" and config.get("attention_bias"):
-        raise PretrainedError("config.json attention_bias=true with qwen3's QK-norm has no models.gpt layout")
+        raise PretrainedError("config.json attention_bias=true with qwen3's QK-norm has no models.architectures.gpt layout")
     return ModelConfig(
         arch="gpt",
         n_layer=int(config["num_hidden_layers"]),
@@ -97,7 +98,8 @@ def model_config_from_hf(config: dict[str, Any]) -> ModelConfig:
 
 
 def gpt_state(state: dict[str, Any], cfg: ModelConfig) -> dict[str, Any]:
-    """HF weights as `models.gpt.GPT` loads them: float32, without RoPE buffers, a tied head stored once."""
+    """HF weights as `models.architectures.gpt.GPT` loads them: float32, without RoPE buffers, a tied head stored
+    once."""
     import torch
 
     out = {}
@@ -112,7 +114,7 @@ def build_gpt(cfg: ModelConfig, state: dict[str, Any]):
     """A `GPT` holding `state`; raises naming the weights that are missing or left over."""
     import torch
 
-    from models.gpt import GPT, rope_tables
+    from models.architectures.gpt import GPT, rope_tables
 
     with torch.device("meta"):  # no random init of weights about to be replaced
         model = GPT(cfg)

@@ -1,0 +1,3 @@
+"""Text to ids and back: the tokenizer (`tokenizer`) and the chat templates it renders conversations with
+(`chat`).
+"""
