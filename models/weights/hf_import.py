@@ -51,8 +51,8 @@ def _rope_theta(config: dict[str, Any]) -> float:
     scaling = config.get("rope_scaling") or {}
     kind = scaling.get("rope_type", scaling.get("type")) or rope.get("rope_type", "default")
     if kind not in ("default", None):
-        raise PretrainedError(f"config.json rope_scaling/rope_type={kind!r}: only plain RoPE maps onto models.architectures.gpt "
-                           "(Llama 3.1+ 'llama3' or YaRN scaling is not implemented)")
+        raise PretrainedError(f"config.json rope_scaling/rope_type={kind!r}: only plain RoPE maps onto "
+                              "models.architectures.gpt (Llama 3.1+ 'llama3' or YaRN scaling is not implemented)")
     theta = config.get("rope_theta", rope.get("rope_theta"))
     if theta is None:
         raise PretrainedError("config.json has no rope_theta (nor rope_parameters.rope_theta)")
@@ -73,12 +73,14 @@ def model_config_from_hf(config: dict[str, Any]) -> ModelConfig:
     sliding = config.get("sliding_window") if family == "mistral" else (
         config.get("sliding_window") if config.get("use_sliding_window") else None)
     if sliding is not None and sliding < config.get("max_position_embeddings", 0):
-        raise PretrainedError(f"config.json sliding_window={sliding}: models.architectures.gpt attends to the whole context")
+        raise PretrainedError(f"config.json sliding_window={sliding}: models.architectures.gpt attends to the "
+                              "whole context")
     n_embd, n_head = int(config["hidden_size"]), int(config["num_attention_heads"])
     head_dim = int(config.get("head_dim") or n_embd // n_head)
     attn_bias = family == "qwen2" or bool(config.get("attention_bias", False))
     if family == "qwen3" and config.get("attention_bias"):
-        raise PretrainedError("config.json attention_bias=true with qwen3's QK-norm has no models.architectures.gpt layout")
+        raise PretrainedError("config.json attention_bias=true with qwen3's QK-norm has no "
+                              "models.architectures.gpt layout")
     return ModelConfig(
         arch="gpt",
         n_layer=int(config["num_hidden_layers"]),

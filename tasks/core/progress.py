@@ -37,8 +37,8 @@ from typing import IO
 # (The list holds what a `make demo` run actually raised; the rest of its log is INFO/WARNING logging, not warnings.)
 KNOWN_WARNINGS: list[tuple[str, str]] = [
     (r"``mlflow\.pyfunc\.model\.ChatModel`` is deprecated",
-     "models/packaging/pyfunc_entry.py packages the model as MLflow's ChatModel (deprecated in MLflow 3 for ResponsesAgent); "
-     "lmforge serves through the checkpoint (tasks/serve), so nothing a user can act on"),
+     "models/packaging/pyfunc_entry.py packages the model as MLflow's ChatModel (deprecated in MLflow 3 for "
+     "ResponsesAgent); lmforge serves through the checkpoint (tasks/serve), so nothing a user can act on"),
 ]
 
 

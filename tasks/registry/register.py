@@ -460,8 +460,9 @@ class ModelPackage(BaseModel):
     through the one `run_register` (gate, lock, compare-and-set, idempotence); only this differs."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    kind: Literal["chat", "classifier"] = Field(description="The chat model (`models.packaging.pyfunc.save_chat_model`) or "
-                                                "a text classifier (`models.packaging.pyfunc.save_classifier_model`).")
+    kind: Literal["chat", "classifier"] = Field(
+        description="The chat model (`models.packaging.pyfunc.save_chat_model`) or a text classifier "
+        "(`models.packaging.pyfunc.save_classifier_model`).")
     source: str = Field(description="Directory packaged: a training checkpoint (chat) or a classifier directory.")
     summary: str = Field(default="", description="Model card: what the version is beyond the checkpoint it holds "
                          "or builds on (a classifier: its head, labels and scores).")

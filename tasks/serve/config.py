@@ -18,7 +18,7 @@ class ServeConfig(BaseModel):
     port: int = Field(default=8000, description="TCP port.")
     device: str = Field(default="auto", description="auto (CUDA in bf16 when present, else CPU), cpu, cuda, cuda:N.")
     quantize: Quantize = Field(default="none", description="int8: int8 linear weights on CPU "
-                                              "(models.inference.quantize): faster decoding, slightly different answers.")
+                               "(models.inference.quantize): faster decoding, slightly different answers.")
     api_key_env: str = Field(default="LMFORGE_API_KEY", description="Env var holding the API key; unset = no key.")
     max_request_bytes: int = Field(default=65536, ge=1024, description="Largest request body accepted (413 above).")
     max_messages: int = Field(default=64, ge=1, description="Most messages per request.")
