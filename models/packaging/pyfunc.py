@@ -32,6 +32,7 @@ from mlflow.types.llm import (
     TokenUsageStats,
 )
 
+import models
 from models.inference.generate import DEFAULT_MAX_TOKENS, ChatEngine
 from models.text.tokenizer import Tokenizer
 from models.weights.checkpoint import SERVING_FILES, TOKENIZER
@@ -87,11 +88,14 @@ def stage_checkpoint(checkpoint_dir: Path, dest: Path) -> Path:
 
 
 def package_code(dest: Path) -> list[str]:
-    """The `models` package (Python files only): all a registered model needs to load, with no stage code."""
-    source = Path(__file__).resolve().parent
-    (dest / "models").mkdir(parents=True, exist_ok=True)
-    for path in source.glob("*.py"):
-        shutil.copyfile(path, dest / "models" / path.name)
+    """The whole `models` package tree (its Python files, every subpackage): all a registered model needs to load,
+    with no stage code. The tree rather than the modules the entry point imports, because some are imported by name
+    at load time (`ARCHS`' "module:Class" strings)."""
+    source = Path(models.__file__).resolve().parent
+    for path in source.rglob("*.py"):
+        target = dest / "models" / path.relative_to(source)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
     return [str(dest / "models")]
 
 

@@ -174,3 +174,41 @@ def test_registered_model_carries_only_models_and_loads_without_stage_code(saved
     assert found["loaded"] == []
     assert Path(found["models_from"]).resolve().is_relative_to(saved_model.resolve())
     assert found["finish"] in {"stop", "length"}
+
+
+FRESH_LOAD = """
+import importlib.util, json, sys
+# a machine with only the registered model: lmforge neither on sys.path (-I) nor installed (its editable finder off)
+sys.meta_path = [f for f in sys.meta_path if not getattr(f, "__module__", "").startswith("__editable__")]
+assert importlib.util.find_spec("models") is None, "the checkout is still importable: the test proves nothing"
+import mlflow
+model = mlflow.pyfunc.load_model(sys.argv[1])
+answer = model.predict({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4, "temperature": 0.0})
+print(json.dumps({"finish": answer["choices"][0]["finish_reason"],
+                  "models": {m: mod.__file__ for m, mod in sys.modules.items() if m.split(".")[0] == "models"}}))
+"""
+
+
+def test_registered_model_ships_every_module_of_the_models_tree(saved_model):
+    import models
+
+    source = Path(models.__file__).parent
+    shipped = saved_model / "code" / "models"
+    assert {p.relative_to(shipped) for p in shipped.rglob("*.py")} == {
+        p.relative_to(source) for p in source.rglob("*.py")
+    }
+
+
+def test_registered_model_loads_in_a_fresh_process_from_its_packaged_code_alone(saved_model, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, "-I", "-c", FRESH_LOAD, str(saved_model)], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found["finish"] in {"stop", "length"}
+    code = (saved_model / "code").resolve()
+    outside = {m: f for m, f in found["models"].items() if not Path(f).resolve().is_relative_to(code)}
+    assert outside == {}
+    # the subpackages a chat model needs were imported, all from the packaged tree
+    assert {"models.packaging.pyfunc", "models.inference.generate", "models.weights.checkpoint",
+            "models.architectures.gpt", "models.decoding.decoders", "models.text.tokenizer"} <= set(found["models"])
