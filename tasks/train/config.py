@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from models.architectures.registry import ModelConfig
 from models.optimisation.lora import LoraConfig
@@ -110,17 +110,13 @@ class TrainConfig(BaseModel):
         description="Training processes the train task starts with torchrun; 0 = one per visible GPU (1 on CPU).",
     )
 
-
-    @model_validator(mode="after")
-    def _lora_needs_a_base(self) -> TrainConfig:
+    def check_placement(self, sharded: bool, float16: bool) -> None:
+        """Refuse what the run cannot do, checked when it starts: FSDP shards only on several ranks (known once the
+        ranks are up), and a pipeline with `base` fills `init_from` only at run time, so a config with LoRA and no
+        `init_from` is valid until then (the smol_cpu preset)."""
         if self.lora is not None and self.init_from is None:
             raise ValueError("train.lora adapts a pretrained model: set train.init_from (an imported base or "
                              "checkpoint)")
-        return self
-
-    def check_placement(self, sharded: bool, float16: bool) -> None:
-        """Refuse what the run's placement cannot do (known only once the ranks are up: FSDP shards only on
-        several ranks)."""
         if self.optimizer == "muon" and sharded:
             raise ValueError("train.optimizer=muon needs whole matrices; use train.distributed=ddp")
         if float16 and sharded:

@@ -49,3 +49,14 @@ def test_dict_valued_fields_are_replaced_not_merged():
     cfg = load_config("tiny_cpu", None, ["crawl.local_site.roots={site: /srv/html}"])
     assert cfg.crawl.local_site.roots == {"site": "/srv/html"}
     assert cfg.crawl.local_site.port == load_config("tiny_cpu").crawl.local_site.port  # sibling fields kept
+
+
+def test_every_preset_validates_and_round_trips_through_its_dump():
+    """A preset is what `make demo` and the Prefect form start from: each must validate as written (smol_cpu's LoRA
+    gets its init_from from `base` only at run time) and survive the JSON round trip the form and MLflow params use."""
+    from flows import presets
+    from flows.config import PipelineConfig
+
+    for make in presets.PRESETS.values():
+        cfg = make()
+        assert PipelineConfig.model_validate(cfg.model_dump(mode="json")) == cfg
