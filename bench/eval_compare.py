@@ -53,7 +53,7 @@ def arc_doc(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_docs(task: str, limit: int) -> list[dict[str, Any]]:
-    from tasks.evaluate.downstream import open_text
+    from tasks.core.benchmarks import open_text
 
     with open_text(FILES[task]) as f:
         if task == "arc_easy":
@@ -92,10 +92,11 @@ def run_lm_eval(lm: Any, names: dict[str, str], folder: Path) -> dict[str, dict[
 
 
 def run_lmforge(model: Any, tokenizer: Any, tasks: list[str], limit: int, batch_size: int) -> dict[str, dict[str, Any]]:
+    from tasks.core import benchmarks
     from tasks.evaluate import downstream
     from tasks.evaluate.metrics import context_length
 
-    loaders = {"hellaswag": downstream.load_hellaswag, "arc_easy": downstream.load_arc}
+    loaders = {"hellaswag": benchmarks.load_hellaswag, "arc_easy": benchmarks.load_arc}
     return {task: downstream.score_multiple_choice(model, tokenizer, loaders[task](FILES[task], limit),
                                                    context_length(model), "cpu", batch_size) for task in tasks}
 

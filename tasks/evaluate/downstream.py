@@ -16,7 +16,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from tasks.core.benchmarks import MCItem, load_arc, load_hellaswag, load_lambada, open_text  # noqa: F401 (re-exported)
+from tasks.core.benchmarks import MCItem
 
 
 def file_fingerprint(path: Path | str, limit: int | None) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 from prefect import task
 
 from tasks.core.artifacts import CheckpointRef, EvalReport, TokenSet, finish_stage, load_done, reset_dir, stage_dir
+from tasks.core import benchmarks
 from tasks.evaluate import downstream, safety
 from tasks.evaluate.config import VAL_DOCS, EvalConfig
 from tasks.evaluate.core import BASELINE_FILES, bundle_fingerprint, evaluate_core
@@ -58,15 +59,15 @@ def evaluate_model(model: Any, tokenizer: Any, cfg: EvalConfig, tokens: TokenSet
         items[doc_bits.metric] = doc_bits
     stats["heldout_seconds"] = time.time() - t0
     limit = cfg.max_downstream_examples
-    benchmarks = [
-        ("hellaswag", cfg.hellaswag_file, downstream.load_hellaswag, downstream.multiple_choice_outcomes,
+    downstream_sets = [
+        ("hellaswag", cfg.hellaswag_file, benchmarks.load_hellaswag, downstream.multiple_choice_outcomes,
          downstream.summarise_multiple_choice),
-        ("arc", cfg.arc_file, downstream.load_arc, downstream.multiple_choice_outcomes,
+        ("arc", cfg.arc_file, benchmarks.load_arc, downstream.multiple_choice_outcomes,
          downstream.summarise_multiple_choice),
-        ("lambada", cfg.lambada_file, downstream.load_lambada, downstream.lambada_outcomes,
+        ("lambada", cfg.lambada_file, benchmarks.load_lambada, downstream.lambada_outcomes,
          downstream.summarise_lambada),
     ]
-    for name, path, load, score, summarise in benchmarks:
+    for name, path, load, score, summarise in downstream_sets:
         if path:
             t0 = time.time()
             loaded = load(path, limit)

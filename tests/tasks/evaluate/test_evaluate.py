@@ -16,6 +16,7 @@ from lm_fixtures import MemorisedLM, UniformLM, tiny_gpt, tiny_tokenizer
 
 from tasks.core.artifacts import TokenSet
 from tasks.core.tokens import write_bin
+from tasks.core import benchmarks
 from tasks.evaluate import downstream
 from tasks.evaluate.evaluate import EvalConfig, evaluate_model
 from tasks.evaluate.metrics import read_text_docs
@@ -127,7 +128,7 @@ def test_multiple_choice_and_lambada_pick_what_the_model_memorised(tmp_path, tok
     assert set(result["eval_sets"]) == {"hellaswag", "arc", "lambada"}
     # a model that memorised the wrong endings picks them instead: the scores follow the model, not the file order
     wrong = MemorisedLM([[tok.bos_id, *tok.encode("Debian is a free"), *tok.encode(" banana boat.")]], tok.vocab_size)
-    assert downstream.score_multiple_choice(wrong, tok, downstream.load_hellaswag(hs)[:1], 64, "cpu")["acc"] == 0
+    assert downstream.score_multiple_choice(wrong, tok, benchmarks.load_hellaswag(hs)[:1], 64, "cpu")["acc"] == 0
 
 
 def test_acc_norm_divides_by_the_choices_characters_as_lm_eval_does():
@@ -142,7 +143,7 @@ def test_hellaswag_loader_rejects_a_bad_label(tmp_path):
     path = tmp_path / "bad.txt"
     path.write_text("ctx\n7\na\nb\nc\nd\n")
     with pytest.raises(ValueError, match="gold label"):
-        downstream.load_hellaswag(path)
+        benchmarks.load_hellaswag(path)
 
 
 def test_samples_are_reproducible(tok):
