@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from prefect import task
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tasks.core.artifacts import CheckpointRef, EvalReport, ModelVersionRef
 from tasks.core.tracking import TrackingConfig, client
@@ -78,6 +78,11 @@ class RegisterConfig(BaseModel):
         "in their seed (bench/gate_noise.py measures it); widens the bootstrap bounds by that noise. Unlisted: 0, "
         "the eval items' sampling only.",
     )
+    seed_noise_runs: int = Field(
+        default=0, ge=0, description="How many runs measured seed_noise (k >= 2): the run noise is then drawn from "
+        "Student's t with k - 1 degrees of freedom, as the standard deviation is an estimate (4 runs: the 95 % "
+        "bound at 2.35 sigma*sqrt(2), not 1.64); 0 = seed_noise taken as exact. bench/gate_noise.py prints both.",
+    )
     rescore_champion: bool = Field(
         default=True, description="When the champion was scored on other data, score it on this version's eval sets."
     )
@@ -106,6 +111,13 @@ class RegisterConfig(BaseModel):
         default="Research and education: a small language model trained on a documented web crawl.",
         description="Model card: intended use.",
     )
+
+    @field_validator("seed_noise_runs")
+    @classmethod
+    def _runs_measure_a_spread(cls, runs: int) -> int:
+        if runs == 1:
+            raise ValueError("seed_noise_runs = 1: a standard deviation needs at least 2 runs (0 = take it as exact)")
+        return runs
 
 
 def lower_is_better(metric: str) -> bool:
@@ -171,7 +183,7 @@ def paired_difference(cfg: RegisterConfig, metric: str, new_items: dict[str, Ite
     if new_scores is None or old_scores is None or not set(new_scores.ids) & set(old_scores.ids):
         return None
     return paired_bootstrap(new_scores, old_scores, cfg.gate_resamples, cfg.gate_confidence, cfg.gate_seed,
-                            cfg.seed_noise.get(metric, 0.0))
+                            cfg.seed_noise.get(metric, 0.0), cfg.seed_noise_runs)
 
 
 def signed(x: float) -> str:

@@ -13,8 +13,13 @@ different seeds differ by more than their documents' spread (`bench/gate_noise.p
 0.017-0.019 (std) from seed to seed, with intervals of ±0.004 over 54 documents), and that difference does not
 shrink with a bigger eval set. So
 `seed_noise`, the metric's standard deviation between runs that differ only in their seed (measured by the bench),
-adds a normal draw of variance 2 * seed_noise^2 (champion and challenger each carry one run's noise) to every
-resampled difference: the bounds then cover both.
+adds a draw of the difference between two such runs to every resampled difference: the bounds then cover both.
+Champion and challenger each carry one run's noise, so the draw has standard deviation sqrt(2) * seed_noise. The
+standard deviation is itself an estimate from a handful of runs (`seed_noise_runs`, k); the difference of two
+fresh runs divided by sqrt(2) times that estimate follows Student's t with k - 1 degrees of freedom (a prediction
+interval), so with k >= 2 the draw is sqrt(2) * seed_noise * t(k - 1): with 4 runs the 95 % bound sits at
+2.35 sqrt(2) sigma instead of the normal 1.64 sqrt(2) sigma, which would promote a same-data retrain more often than
+the 5 % the confidence promises (bench/gate_noise.py). With k = 0 the estimate is taken as exact (normal).
 """
 
 from __future__ import annotations
@@ -99,10 +104,19 @@ def aggregate_counts(scores: ItemScores, counts: np.ndarray) -> np.ndarray:
         return np.nanmean(np.stack(per_task), axis=0)
 
 
+def run_noise(rng: np.random.Generator, size: int, runs: int) -> np.ndarray:
+    """Standardised draws of a same-config difference: Student's t with runs - 1 degrees of freedom (the standard
+    deviation was estimated from `runs` runs), or a standard normal when runs = 0."""
+    return rng.standard_t(runs - 1, size) if runs >= 2 else rng.standard_normal(size)
+
+
 def paired_bootstrap(new: ItemScores, old: ItemScores, resamples: int = 2000, confidence: float = 0.95,
-                     seed: int = 0, seed_noise: float = 0.0) -> PairedDifference:
+                     seed: int = 0, seed_noise: float = 0.0, seed_noise_runs: int = 0) -> PairedDifference:
     """new - old of one metric over the items both scored, with one-sided bounds at `confidence`; `seed_noise`
-    (the metric's standard deviation between same-config runs) widens them by the training runs' noise."""
+    (the metric's standard deviation between same-config runs, measured over `seed_noise_runs` runs; 0: taken as
+    exact) widens them by the training runs' noise."""
+    if seed_noise_runs == 1:
+        raise ValueError("seed_noise_runs = 1: a standard deviation needs at least 2 runs (0 = take it as exact)")
     if new.kind != old.kind:
         raise ValueError(f"{new.metric}: cannot pair a {new.kind} metric with a {old.kind} one")
     a, b = paired(new, old)
@@ -112,7 +126,8 @@ def paired_bootstrap(new: ItemScores, old: ItemScores, resamples: int = 2000, co
     draws = resample_counts(n, resamples, seed)
     diffs = np.concatenate([aggregate_counts(a, counts) - aggregate_counts(b, counts) for counts in draws])
     if seed_noise > 0:  # its own stream: the item draws stay those of seed_noise = 0
-        diffs = diffs + np.random.default_rng([seed, 1]).normal(0.0, np.sqrt(2) * seed_noise, len(diffs))
+        diffs = diffs + np.sqrt(2) * seed_noise * run_noise(np.random.default_rng([seed, 1]), len(diffs),
+                                                            seed_noise_runs)
     low, high = np.nanquantile(diffs, [1 - confidence, confidence])
     return PairedDifference(metric=new.metric, difference=a.aggregate() - b.aggregate(), low=float(low),
                             high=float(high), confidence=confidence, n=n,

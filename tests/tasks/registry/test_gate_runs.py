@@ -44,9 +44,12 @@ def tracking(tmp_path_factory):
     return cfg
 
 
+CALIBRATION_RUNS = 4  # seeds 3-6
+
+
 def seed_noise(runs) -> float:
     """The recipe's val_bpb spread between seeds, as bench/gate_noise.py measures it (seeds 3-6: not the pair)."""
-    return statistics.stdev(runs[f"seed{s}"][1].metrics["val_bpb"] for s in range(3, 7))
+    return statistics.stdev(runs[f"seed{s}"][1].metrics["val_bpb"] for s in range(3, 3 + CALIBRATION_RUNS))
 
 
 def register(tracking, name: str, run, cfg: RegisterConfig):
@@ -57,7 +60,8 @@ def register(tracking, name: str, run, cfg: RegisterConfig):
 
 def test_a_same_data_retrain_with_another_seed_is_not_promoted(runs, tracking):
     _, found = runs
-    cfg = RegisterConfig(model_name="seeds", guard_metrics=[], seed_noise={"val_bpb": seed_noise(found)})
+    cfg = RegisterConfig(model_name="seeds", guard_metrics=[], seed_noise={"val_bpb": seed_noise(found)},
+                         seed_noise_runs=CALIBRATION_RUNS)
     first, _ = register(tracking, "seed1", found["seed1"], cfg)
     assert first.alias == "champion"
     second, tags = register(tracking, "seed2", found["seed2"], cfg)
@@ -73,7 +77,8 @@ def test_a_same_data_retrain_with_another_seed_is_not_promoted(runs, tracking):
 
 def test_a_retrain_on_more_in_domain_data_is_promoted(runs, tracking):
     _, found = runs
-    cfg = RegisterConfig(model_name="more-data", guard_metrics=[], seed_noise={"val_bpb": seed_noise(found)})
+    cfg = RegisterConfig(model_name="more-data", guard_metrics=[], seed_noise={"val_bpb": seed_noise(found)},
+                         seed_noise_runs=CALIBRATION_RUNS)
     register(tracking, "champion", found["seed1"], cfg)
     better, tags = register(tracking, "more-data", found["more-data"], cfg)
     assert better.alias == "champion" and "clears margin 0.0" in tags["lmforge.gate.reason"]
@@ -86,7 +91,8 @@ def test_same_data_seeds_are_rarely_significant_once_their_noise_is_counted(runs
     _, found = runs
     sets = {"val": "same"}
     scored = [(r[1].metrics, load_items(r[1].dir)) for key, r in found.items() if key.startswith("seed")]
-    noisy = RegisterConfig(guard_metrics=[], seed_noise={"val_bpb": seed_noise(found)})
+    noisy = RegisterConfig(guard_metrics=[], seed_noise={"val_bpb": seed_noise(found)},
+                           seed_noise_runs=CALIBRATION_RUNS)
     pairs = [(a, b) for a in scored for b in scored if a is not b]
     items_only = RegisterConfig(guard_metrics=[])
     point = sum(gate_decision(noisy, a[0], sets, b[0], sets)[0] for a, b in pairs)

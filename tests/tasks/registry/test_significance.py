@@ -6,8 +6,10 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from tasks.evaluate.items import ItemScores
+from tasks.registry.register import RegisterConfig
 from tasks.registry.significance import aggregate_counts, paired, paired_bootstrap, resample_counts
 
 
@@ -117,3 +119,20 @@ def test_seed_noise_widens_the_bounds_around_the_same_estimate():
     # the run noise dominates here: the half-width is about z * sqrt(2) * seed_noise
     assert (with_runs.high - with_runs.low) / 2 == pytest.approx(1.645 * math.sqrt(2) * 0.02, rel=0.1)
     assert with_runs.gain_bound(lower_is_better=True) < 0 < items_only.gain_bound(lower_is_better=True)
+
+
+def test_seed_noise_measured_over_few_runs_widens_the_bound_to_students_t():
+    """The run noise alone (identical items): its one-sided 95 % bound is sqrt(2) sigma times the normal quantile
+    when sigma is exact, times Student's t quantile with k - 1 degrees of freedom when k runs estimated it."""
+    same = ratio(np.full(30, 1000.0), np.full(30, 800.0))
+    sigma = 0.01
+    exact = paired_bootstrap(same, same, resamples=20000, seed_noise=sigma)
+    assert exact.high == pytest.approx(stats.norm.ppf(0.95) * math.sqrt(2) * sigma, rel=0.05)
+    for runs in (3, 4, 8):
+        estimated = paired_bootstrap(same, same, resamples=20000, seed_noise=sigma, seed_noise_runs=runs)
+        assert estimated.high == pytest.approx(stats.t.ppf(0.95, runs - 1) * math.sqrt(2) * sigma, rel=0.05)
+        assert estimated.high > exact.high and estimated.difference == 0.0
+    with pytest.raises(ValueError, match="at least 2 runs"):
+        paired_bootstrap(same, same, seed_noise=sigma, seed_noise_runs=1)
+    with pytest.raises(ValueError, match="at least 2 runs"):
+        RegisterConfig(seed_noise={"val_bpb": sigma}, seed_noise_runs=1)
