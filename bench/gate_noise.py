@@ -104,7 +104,8 @@ def main() -> None:
         print(f"val split: {n_docs} documents, {n_tokens:,} tokens (max_doc_tokens {args.max_doc_tokens}); "
               f"{args.steps} steps per run; "
               f"seed_noise (std of val_bpb over {len(calibration)} calibration seeds) = {sigma:.4f}")
-        print(f"measured: registry.seed_noise={{\"val_bpb\": {sigma:.4f}}} registry.seed_noise_runs={len(calibration)}")
+        print(f"measured, for lmforge: --set 'registry.seed_noise={{\"val_bpb\": {sigma:.4f}}}' "
+              f"--set registry.seed_noise_runs={len(calibration)}")
         print("\n| seed | val_bpb | vs seed 1, items only | vs seed 1, seed_noise (normal) | vs seed 1, seed_noise (t) |")
         print("| --- | --- | --- | --- | --- |")
         for seed in seeds:
