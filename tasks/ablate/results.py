@@ -176,7 +176,18 @@ def table_markdown(rows: list[RecipeRow], metric: str, result: Verdict) -> str:
                  f"{row.mean:.4f} ± {row.std:.4f}", f"{min(row.values):.4f} – {max(row.values):.4f}",
                  *(f"{row.means[k]:.4f}" for k in extras), str(row.docs), f"{row.train_tokens:,}", f"{row.epochs:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + f"\n\nVerdict: {result.text}.\n"
+    table = "\n".join(lines) + f"\n\nVerdict: {result.text}.\n"
+    if len(rows[0].values) > 1:
+        table += (f"\nSeed noise of {rows[0].recipe} for the promotion gate (the proxy is your training when "
+                  f"token_budget is its tokens): {seed_noise_flags(rows[0], metric)}\n")
+    return table
+
+
+def seed_noise_flags(row: RecipeRow, metric: str) -> str:
+    """The `--set` flags that give the gate this recipe's spread between seeds (`registry.seed_noise`) and how many
+    seeds measured it (`registry.seed_noise_runs`: the gate draws the noise from Student's t)."""
+    return (f"--set 'registry.seed_noise={{\"{metric}\": {row.std:.4f}}}' "
+            f"--set registry.seed_noise_runs={len(row.values)}")
 
 
 @task(name="write-ablation", retries=1)

@@ -108,3 +108,20 @@ def test_verdict_is_an_exact_permutation_test():
     assert separated.separated and separated.lead == pytest.approx(0.3)
     overlapping = verdict([row("a", [1.0, 1.35, 1.2]), row("b", [1.3, 1.4, 1.25])], "val_bpb", 0.05, False)
     assert not overlapping.separated and overlapping.p_value > 0.05
+
+
+def test_the_table_gives_the_gate_the_best_recipes_seed_noise():
+    import shlex
+    import statistics
+
+    from tasks.ablate.results import RecipeRow, table_markdown, verdict
+
+    values = [1.0, 1.04, 1.02, 1.07]
+    rows = [RecipeRow(recipe="a", description="", values=values, mean=statistics.fmean(values),
+                      std=statistics.stdev(values), means={}, docs=1, train_tokens=1, epochs=1.0)]
+    table = table_markdown(rows, "val_bpb", verdict(rows, "val_bpb", 0.05, False))
+    flags = shlex.split(table.split("is its tokens): ", 1)[1])
+    overrides = flags[1::2]
+    assert flags[::2] == ["--set", "--set"]
+    registry = load_config("tiny_cpu", overrides=overrides).registry  # what `lmforge run --set …` would get
+    assert registry.seed_noise == {"val_bpb": round(statistics.stdev(values), 4)} and registry.seed_noise_runs == 4
