@@ -60,7 +60,7 @@ def main() -> None:
     from tasks.core.artifacts import ShardSet
     from tasks.evaluate.evaluate import EvalConfig, run_evaluate
     from tasks.evaluate.items import load_items
-    from tasks.registry.register import RegisterConfig, gate_decision, paired_difference
+    from tasks.registry.register import RegisterConfig, gate_decision, paired_difference, seed_noise_flags
     from tasks.tokenize.tokenize import TokenizeConfig, run_tokenize
     from tasks.train.train import TrainConfig, run_train
 
@@ -104,8 +104,7 @@ def main() -> None:
         print(f"val split: {n_docs} documents, {n_tokens:,} tokens (max_doc_tokens {args.max_doc_tokens}); "
               f"{args.steps} steps per run; "
               f"seed_noise (std of val_bpb over {len(calibration)} calibration seeds) = {sigma:.4f}")
-        print(f"measured, for lmforge: --set 'registry.seed_noise={{\"val_bpb\": {sigma:.4f}}}' "
-              f"--set registry.seed_noise_runs={len(calibration)}")
+        print(f"measured, for lmforge: {seed_noise_flags('val_bpb', sigma, len(calibration))}")
         print("\n| seed | val_bpb | vs seed 1, items only | vs seed 1, seed_noise (normal) | vs seed 1, seed_noise (t) |")
         print("| --- | --- | --- | --- | --- |")
         for seed in seeds:

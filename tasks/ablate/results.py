@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 from tasks.ablate.plan import Recipe
 from tasks.core.artifacts import CheckpointRef, EvalReport, ShardSet, TokenSet, lmforge_home
 from tasks.core.tracking import TrackingConfig, flatten, log_child_run
+from tasks.registry.register import seed_noise_flags
 
 MAX_EXACT_SPLITS = 200_000  # beyond this many splits the permutation test draws 20,000 of them (seeded)
 
@@ -179,15 +180,8 @@ def table_markdown(rows: list[RecipeRow], metric: str, result: Verdict) -> str:
     table = "\n".join(lines) + f"\n\nVerdict: {result.text}.\n"
     if len(rows[0].values) > 1:
         table += (f"\nSeed noise of {rows[0].recipe} for the promotion gate (the proxy is your training when "
-                  f"token_budget is its tokens): {seed_noise_flags(rows[0], metric)}\n")
+                  f"token_budget is its tokens): {seed_noise_flags(metric, rows[0].std, len(rows[0].values))}\n")
     return table
-
-
-def seed_noise_flags(row: RecipeRow, metric: str) -> str:
-    """The `--set` flags that give the gate this recipe's spread between seeds (`registry.seed_noise`) and how many
-    seeds measured it (`registry.seed_noise_runs`: the gate draws the noise from Student's t)."""
-    return (f"--set 'registry.seed_noise={{\"{metric}\": {row.std:.4f}}}' "
-            f"--set registry.seed_noise_runs={len(row.values)}")
 
 
 @task(name="write-ablation", retries=1)

@@ -81,7 +81,7 @@ class RegisterConfig(BaseModel):
     seed_noise_runs: int = Field(
         default=0, ge=0, description="How many runs measured seed_noise (k >= 2): the run noise is then drawn from "
         "Student's t with k - 1 degrees of freedom, as the standard deviation is an estimate (4 runs: the 95 % "
-        "bound at 2.35 sigma*sqrt(2), not 1.64); 0 = seed_noise taken as exact. bench/gate_noise.py prints both.",
+        "bound at 2.35 sigma*sqrt(2), not 1.64); 0 = seed_noise taken as exact. bench/gate_noise.py and `lmforge ablate` print both.",
     )
     rescore_champion: bool = Field(
         default=True, description="When the champion was scored on other data, score it on this version's eval sets."
@@ -115,9 +115,15 @@ class RegisterConfig(BaseModel):
     @field_validator("seed_noise_runs")
     @classmethod
     def _runs_measure_a_spread(cls, runs: int) -> int:
-        if runs == 1:
-            raise ValueError("seed_noise_runs = 1: a standard deviation needs at least 2 runs (0 = take it as exact)")
-        return runs
+        from tasks.registry.significance import check_seed_noise_runs
+
+        return check_seed_noise_runs(runs)
+
+
+def seed_noise_flags(metric: str, std: float, runs: int) -> str:
+    """The `lmforge … --set` flags that give the gate a measured spread between same-config runs of `metric`
+    (`seed_noise`) and how many runs measured it (`seed_noise_runs`)."""
+    return f"--set 'registry.seed_noise={{\"{metric}\": {std:.4f}}}' --set registry.seed_noise_runs={runs}"
 
 
 def lower_is_better(metric: str) -> bool:

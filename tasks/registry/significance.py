@@ -104,6 +104,13 @@ def aggregate_counts(scores: ItemScores, counts: np.ndarray) -> np.ndarray:
         return np.nanmean(np.stack(per_task), axis=0)
 
 
+def check_seed_noise_runs(runs: int) -> int:
+    """`runs` as a count of the runs a standard deviation came from: 0 (taken as exact) or at least 2."""
+    if runs == 1:
+        raise ValueError("seed_noise_runs = 1: a standard deviation needs at least 2 runs (0 = take it as exact)")
+    return runs
+
+
 def run_noise(rng: np.random.Generator, size: int, runs: int) -> np.ndarray:
     """Standardised draws of a same-config difference: Student's t with runs - 1 degrees of freedom (the standard
     deviation was estimated from `runs` runs), or a standard normal when runs = 0."""
@@ -115,8 +122,7 @@ def paired_bootstrap(new: ItemScores, old: ItemScores, resamples: int = 2000, co
     """new - old of one metric over the items both scored, with one-sided bounds at `confidence`; `seed_noise`
     (the metric's standard deviation between same-config runs, measured over `seed_noise_runs` runs; 0: taken as
     exact) widens them by the training runs' noise."""
-    if seed_noise_runs == 1:
-        raise ValueError("seed_noise_runs = 1: a standard deviation needs at least 2 runs (0 = take it as exact)")
+    check_seed_noise_runs(seed_noise_runs)
     if new.kind != old.kind:
         raise ValueError(f"{new.metric}: cannot pair a {new.kind} metric with a {old.kind} one")
     a, b = paired(new, old)
